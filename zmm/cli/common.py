@@ -1,0 +1,98 @@
+"""What every command shares: the error boundary (one `error:` line and the
+registry's exit code), loading settings, opening the spool, and writing data.
+
+Data goes to stdout (JSON with `--json`); messages and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 vendors click; older releases use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors
+
+from zmm.errors import USAGE, ZmmError
+
+
+class ZmmGroup(TyperGroup):
+    """Runs the app non-standalone so that every failure, click's usage errors
+    included, is reported as one line with its documented exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra: Any) -> Any:
+        try:
+            code = super().main(args=args, prog_name=prog_name or "zmm",
+                                complete_var=complete_var, standalone_mode=False, **extra)
+        except ZmmError as exc:
+            report(exc)
+            code = exc.exit_code
+        except click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            code = USAGE
+        except click_errors.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            typer.echo(f"error: {exc.format_message()}{where}", err=True)
+            code = USAGE
+        except click_errors.ClickException as exc:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            code = exc.exit_code
+        except (typer.Abort, click_errors.Abort if hasattr(click_errors, 'Abort') else typer.Abort):
+            typer.echo("interrupted", err=True)
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def report(exc: ZmmError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        typer.echo(f"hint: {exc.hint}", err=True)
+
+
+def load_config(**flags: Any):
+    """Settings with command-line flags as the top layer (`None` = not given)."""
+    from zmm import config
+
+    settings = config.load()
+    for dotted, value in flags.items():
+        if value is not None:
+            settings.override(dotted.replace("__", "."), value)
+    return settings
+
+
+@contextlib.contextmanager
+def open_store(settings) -> Iterator[Any]:
+    from zmm.store import Store
+
+    store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def emit(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def say(line: str) -> None:
+    """A message for the person at the terminal (stderr)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

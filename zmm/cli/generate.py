@@ -1,0 +1,123 @@
+"""`zmm generate` and `zmm wait`: queue jobs, then follow them to the end.
+
+Parsing only: intake validates, the store writes, follow/render show progress.
+`generate --no-wait` must stay light: no rich, httpx or pydantic on that path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from zmm.cli.common import emit, emit_json, load_config, open_store, say
+from zmm.errors import INTERRUPTED, JobFailed, InvalidInput
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.command("wait")(wait)
+
+
+def generate(
+    prompt: Optional[str] = typer.Argument(None, help="What to draw."),
+    negative: Optional[str] = typer.Option(None, "--negative", "-n", help="What to avoid."),
+    quality: Optional[str] = typer.Option(None, "--quality", "-q",
+                                          help="draft | standard | high (model, steps, sampler from config)."),
+    style: Optional[str] = typer.Option(None, "--style",
+                                        help="technical-diagram | report-cover | infographic | "
+                                        "dashboard-thumbnail | none"),
+    aspect: Optional[str] = typer.Option(None, "--aspect", help="1:1 | 16:9 | 4:3 | 3:2 | 2:3 | 9:16"),
+    size: Optional[str] = typer.Option(None, "--size", help="WxH, multiples of 8 up to 4096."),
+    seed: Optional[str] = typer.Option(None, "--seed", help="0 or more; random if not given."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Sampler steps, 1-150."),
+    cfg: Optional[str] = typer.Option(None, "--cfg", help="Guidance scale, 0-30."),
+    model: Optional[str] = typer.Option(None, "--model", help="sdxl | sd15 | a checkpoint file name."),
+    workflow: Optional[str] = typer.Option(None, "--workflow",
+                                           help="A template name or a ComfyUI 'Save (API)' JSON file."),
+    sets: list[str] = typer.Option([], "--set", help="NODE.INPUT=VALUE for the workflow (repeatable)."),
+    priority: Optional[str] = typer.Option(None, "--priority", "-p",
+                                           help="CRITICAL | HIGH | MEDIUM | LOW"),
+    requester: Optional[str] = typer.Option(None, "--requester",
+                                            help="Who asked (default: user, or $ZMM_REQUESTER)."),
+    count: Optional[str] = typer.Option(None, "--count", help="N jobs with seeds seed..seed+N-1."),
+    from_file: Optional[Path] = typer.Option(None, "--from",
+                                             help="JSON Lines or CSV file, one job per line."),
+    webhook: Optional[str] = typer.Option(None, "--webhook", help="URL to POST the job to when done."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id(s) and exit."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop waiting after S seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
+) -> None:
+    """Queue image jobs and (unless --no-wait) follow them until they finish."""
+    from zmm import intake
+
+    settings = load_config()
+    flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
+             "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
+             "model": model, "workflow": workflow, "set": sets, "priority": priority,
+             "requester": requester, "webhook": webhook, "count": count}
+    if from_file is not None:
+        if prompt is not None:
+            raise InvalidInput("prompt", "give a PROMPT or --from FILE, not both")
+        specs = intake.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
+                                  settings)
+    else:
+        specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
+    with open_store(settings) as store:
+        jobs = store.enqueue(specs)
+        if no_wait:
+            _print_jobs(jobs, as_json)
+            return
+        _follow(store, [job.id for job in jobs], settings, timeout, as_json)
+
+
+def wait(
+    job_ids: list[str] = typer.Argument(..., help="Job ids (or unique prefixes)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up after S seconds (exit 8)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the finished jobs as JSON."),
+) -> None:
+    """Wait until jobs finish; exit 0 only if every one succeeded."""
+    settings = load_config()
+    with open_store(settings) as store:
+        ids = [store.get(job_id).id for job_id in job_ids]
+        _follow(store, ids, settings, timeout, as_json)
+
+
+def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool) -> None:
+    from zmm import follow, render
+
+    view = render.FollowView(total=len(ids))
+    try:
+        with view:
+            jobs = follow.wait_for(store, ids, aging_s=settings.get("worker.aging_s"),
+                                   on_change=view.update, timeout=timeout)
+    except KeyboardInterrupt:
+        say("interrupted: the jobs stay queued; follow them with `zmm wait "
+            + " ".join(ids) + "`")
+        raise typer.Exit(INTERRUPTED) from None
+    _print_jobs(jobs, as_json, finished=True)
+    failed = [job for job in jobs if job.status != "succeeded"]
+    if failed:
+        first = failed[0]
+        raise JobFailed(f"{len(failed)} of {len(jobs)} job(s) did not succeed; "
+                        f"{first.id}: {first.status}"
+                        + (f": {first.error_message}" if first.error_message else ""))
+
+
+def _print_jobs(jobs, as_json: bool, finished: bool = False) -> None:
+    if as_json:
+        emit_json({"jobs": [job.public() for job in jobs]})
+        return
+    for job in jobs:
+        if finished and job.status == "succeeded" and job.output_path:
+            emit(str(_absolute_output(job)))
+        else:
+            emit(job.id)
+
+
+def _absolute_output(job) -> Path:
+    from zmm.config import zmm_home
+
+    path = Path(job.output_path)
+    return path if path.is_absolute() else zmm_home() / "assets" / path

@@ -1,0 +1,99 @@
+"""`zmm history`: finished and unfinished jobs, newest first, and one job in full."""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import typer
+
+from zmm.cli.common import emit_json, load_config, open_store, say
+from zmm.errors import InvalidInput
+
+app = typer.Typer(help="Browse past and present jobs.", invoke_without_command=True)
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> float:
+    """`30m`, `12h`, `7d`, `2w` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidInput("since", "a duration such as 30m, 12h, 7d or 2w")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+@app.callback()
+def listing(
+    ctx: typer.Context,
+    status: Optional[str] = typer.Option(None, "--status", help="Comma list: " + ", ".join(STATUSES)),
+    request_type: Optional[str] = typer.Option(None, "--type", help="image"),
+    requester: Optional[str] = typer.Option(None, "--requester"),
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint used or requested."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local or a cloud provider."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only jobs created within, e.g. 7d."),
+    search: Optional[str] = typer.Option(None, "--search", help="Words in the prompt."),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000),
+    offset: int = typer.Option(0, "--offset", min=0),
+    as_json: bool = typer.Option(False, "--json", help="Print the page as JSON."),
+) -> None:
+    """Jobs, newest first, with the total that match."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from zmm import render
+    from zmm.store import queries
+    from zmm.store.db import iso
+
+    statuses = tuple(s.strip().lower() for s in status.split(",") if s.strip()) if status else ()
+    for value in statuses:
+        if value not in STATUSES:
+            raise InvalidInput("status", "a comma list of " + ", ".join(STATUSES))
+    settings = load_config()
+    with open_store(settings) as store:
+        since_iso = iso(store.clock() - parse_since(since)) if since else None
+        flt = queries.HistoryFilter(statuses=statuses, request_type=request_type,
+                                    requester=requester, model=model, since_iso=since_iso,
+                                    search=search, backend=backend, limit=limit, offset=offset)
+        jobs, total = queries.history(store.conn, flt)
+    if as_json:
+        emit_json({"total": total, "limit": limit, "offset": offset,
+                   "jobs": [job.public() for job in jobs]})
+        return
+    if not jobs:
+        say(f"no jobs match ({total} in all)")
+        return
+    rows = [[job.id, job.status, job.priority, job.requester, job.model_used or job.model_requested,
+             f"{job.generation_time_s:.1f}s" if job.generation_time_s else "",
+             _short(job.prompt, 48), job.output_path or job.error_message or ""] for job in jobs]
+    render.table(None, ["id", "status", "priority", "requester", "model", "time", "prompt", "output"],
+                 rows)
+    say(f"{len(jobs)} of {total} (offset {offset})")
+
+
+@app.command("show")
+def show(
+    job_id: str = typer.Argument(..., help="A job id (or unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job and its events as JSON."),
+) -> None:
+    """Every field of one job and its event timeline."""
+    from zmm import render
+
+    settings = load_config()
+    with open_store(settings) as store:
+        job = store.get(job_id)
+        events = store.events(job.id)
+    if as_json:
+        emit_json({"job": job.public(), "params": job.param_values, "events": events})
+        return
+    render.fields([(key, value) for key, value in job.public().items()])
+    typer.echo("\nevents:")
+    for event in events:
+        move = f" {event['from'] or ''}->{event['to']}" if event["to"] else ""
+        typer.echo(f"  {event['at']}  {event['kind']}{move}  {event['message'] or ''}")
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

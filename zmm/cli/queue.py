@@ -1,0 +1,158 @@
+"""`zmm queue`: the run order, and cancel / retry / priority / pause / resume."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Optional
+
+import typer
+
+from zmm.cli.common import emit, emit_json, load_config, open_store, say
+from zmm.errors import InvalidInput
+
+app = typer.Typer(help="Show and steer the queue.", invoke_without_command=True)
+
+
+@app.callback()
+def show(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the queue as JSON."),
+    show_all: bool = typer.Option(False, "--all", help="Also list the last 20 finished jobs."),
+) -> None:
+    """Running and queued jobs in run order, with position, age, progress and ETA."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from zmm import render
+    from zmm.store import queries
+    from zmm.store.db import iso, parse_iso
+
+    settings = load_config()
+    with open_store(settings) as store:
+        now = store.clock()
+        running = queries.running(store.conn)
+        queued = queries.run_order(store.conn, now, settings.get("worker.aging_s"))
+        times = queries.recent_generation_times(store.conn)
+        workers = queries.live_workers(store.conn, iso(now - 3 * settings.get("worker.lease_s")))
+        finished = queries.history(store.conn, queries.HistoryFilter(
+            statuses=("succeeded", "failed", "cancelled"), limit=20))[0] if show_all else []
+        paused = store.is_paused()
+    typical = statistics.median(times) if times else None
+    ahead = len(running)
+    rows = []
+    for position, job in enumerate(queued, start=1):
+        eta = round((position - 1 + ahead) * typical + typical, 1) if typical else None
+        rows.append((position, job, eta))
+    if as_json:
+        emit_json({
+            "paused": paused,
+            "workers": workers,
+            "running": [job.public() for job in running],
+            "queued": [dict(job.public(), position=p, eta_s=eta) for p, job, eta in rows],
+            "finished": [job.public() for job in finished],
+        })
+        return
+    if paused:
+        say("queue is paused: workers claim nothing until `zmm queue resume`")
+    if not workers:
+        say("no worker is running: start one with `zmm serve-worker`")
+
+    def age(job) -> str:
+        return f"{max(0.0, now - parse_iso(job.created_at)):.0f}s"
+
+    table_rows = [["run", job.id, job.priority, age(job), render.describe_job(job), ""]
+                  for job in running]
+    table_rows += [[str(p), job.id, job.priority, age(job), render.describe_job(job),
+                    f"{eta:.0f}s" if eta is not None else "?"] for p, job, eta in rows]
+    table_rows += [["done", job.id, job.priority, age(job), render.describe_job(job), ""]
+                   for job in finished]
+    if not table_rows:
+        say("the queue is empty")
+        return
+    render.table(None, ["pos", "id", "priority", "age", "state", "eta"], table_rows)
+
+
+@app.command("cancel")
+def cancel(
+    job_ids: list[str] = typer.Argument(None, help="Job ids (or unique prefixes)."),
+    all_pending: bool = typer.Option(False, "--all-pending", help="Cancel every queued job."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cancel queued jobs now; running jobs are cancelled by their worker."""
+    settings = load_config()
+    with open_store(settings) as store:
+        if all_pending:
+            results = [(job_id, "cancelled") for job_id in store.cancel_all_pending()]
+        else:
+            ids = [store.get(job_id).id for job_id in _need_ids(job_ids, "--all-pending")]
+            results = store.cancel(ids)
+    if as_json:
+        emit_json({"results": [{"id": i, "result": r} for i, r in results]})
+    else:
+        for job_id, result in results:
+            emit(f"{job_id}\t{result}")
+
+
+@app.command("retry")
+def retry(
+    job_ids: list[str] = typer.Argument(None, help="Failed or cancelled job ids."),
+    failed: bool = typer.Option(False, "--failed", help="Retry every failed job."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Queue failed or cancelled jobs again (attempts start over)."""
+    settings = load_config()
+    with open_store(settings) as store:
+        ids = store.failed_ids() if failed else [
+            store.get(job_id).id for job_id in _need_ids(job_ids, "--failed")]
+        jobs = store.retry(ids)
+    if as_json:
+        emit_json({"jobs": [job.public() for job in jobs]})
+    else:
+        for job in jobs:
+            emit(f"{job.id}\tqueued")
+
+
+@app.command("priority")
+def priority(
+    job_id: str = typer.Argument(..., help="A queued job."),
+    level: str = typer.Argument(..., help="CRITICAL | HIGH | MEDIUM | LOW"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change a queued job's priority."""
+    from zmm.jobs import parse_priority
+
+    settings = load_config()
+    wanted = parse_priority(level)
+    with open_store(settings) as store:
+        job = store.set_priority(store.get(job_id).id, wanted)
+    if as_json:
+        emit_json({"job": job.public()})
+    else:
+        emit(f"{job.id}\t{job.priority}")
+
+
+@app.command("pause")
+def pause(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Stop workers from claiming jobs (running jobs finish)."""
+    _set_paused(True, as_json)
+
+
+@app.command("resume")
+def resume(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Let workers claim jobs again."""
+    _set_paused(False, as_json)
+
+
+def _set_paused(paused: bool, as_json: bool) -> None:
+    settings = load_config()
+    with open_store(settings) as store:
+        store.set_state("paused", paused)
+    if as_json:
+        emit_json({"paused": paused})
+    else:
+        emit("paused" if paused else "resumed")
+
+
+def _need_ids(job_ids: Optional[list[str]], alternative: str) -> list[str]:
+    if not job_ids:
+        raise InvalidInput("id", f"give one or more job ids, or {alternative}")
+    return job_ids

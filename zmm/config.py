@@ -1,0 +1,240 @@
+"""Settings: defaults < `$ZMM_HOME/config.toml` < `ZMM_*` environment < flags.
+
+Owns the default values, where `$ZMM_HOME` is, and the merge of the layers.
+Values are plain dicts checked against the defaults' types, so loading stays
+cheap on the enqueue path. Secrets are never stored here: config names the
+environment variables that hold them, and `masked()` hides their values.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from zmm.errors import InvalidInput
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "comfyui": {
+        "url": "http://127.0.0.1:8188",
+        "timeout_s": 30.0,
+        "silence_timeout_s": 120.0,
+        "retry_max_s": 30.0,
+    },
+    "ollama": {
+        "url": "http://127.0.0.1:11434",
+        "enabled": True,
+        "unload_timeout_s": 60.0,
+        "reload_keep_alive": "10m",
+        "queue_end_delay_s": 1.0,
+    },
+    "worker": {
+        "lease_s": 60.0,
+        "max_attempts": 3,
+        "poll_s": 0.5,
+        "aging_s": 600.0,
+        "progress_interval_s": 0.5,
+        "backoff_s": 5.0,
+        "model_group_window": 4,
+    },
+    "spool": {"busy_timeout_ms": 15000},
+    "generate": {
+        "requester": "user",
+        "negative": "blurry, watermark, low quality, jpeg artifacts",
+        "quality": "standard",
+        "priority": "HIGH",
+        "aspect": "1:1",
+        "cfg": 7.0,
+        "inline": True,
+    },
+    "models": {
+        "sdxl": "sd_xl_base_1.0.safetensors",
+        "sd15": "v1-5-pruned-emaonly.safetensors",
+    },
+    "templates": {"sdxl": "sdxl-txt2img", "sd15": "sd15-txt2img"},
+    "vram_gb": {"sdxl": 12.0, "sd15": 6.0, "reserve": 2.0},
+    # tier -> model key (in [models]), steps, sampler and scheduler
+    "quality": {
+        "draft": {"model": "sd15", "steps": 20, "sampler": "euler_ancestral", "scheduler": "normal"},
+        "standard": {"model": "sdxl", "steps": 25, "sampler": "dpmpp_2m", "scheduler": "karras"},
+        "high": {"model": "sdxl", "steps": 40, "sampler": "dpmpp_2m_sde", "scheduler": "karras"},
+    },
+    "styles": {
+        "technical-diagram": "{prompt}, clean technical diagram, flat vector style, "
+        "white background, precise thin lines, labelled boxes",
+        "report-cover": "{prompt}, professional report cover, modern minimal design, "
+        "bold composition, soft gradient background",
+        "infographic": "{prompt}, infographic, clear icons, flat colours, "
+        "organised layout, high contrast",
+        "dashboard-thumbnail": "{prompt}, dashboard thumbnail, simple shapes, "
+        "readable at small size, flat design",
+        "none": "{prompt}",
+    },
+    "max_wait_s": {"CRITICAL": 0.0, "HIGH": 30.0, "MEDIUM": 120.0, "LOW": 600.0},
+    "retention": {"days": 30, "max_size": ""},
+    "secrets": {"webhook_secret_env": "ZMM_WEBHOOK_SECRET"},
+}
+
+# Keys whose values are names of environment variables holding secrets.
+SECRET_ENV_SUFFIX = "_env"
+
+
+def zmm_home() -> Path:
+    """`$ZMM_HOME`, else the platform's per-user data directory."""
+    explicit = os.environ.get("ZMM_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "zmm"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "zmm"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "zmm"
+
+
+def config_path(home: Path | None = None) -> Path:
+    return (home or zmm_home()) / "config.toml"
+
+
+class Config:
+    """Merged settings. `get("comfyui.url")` reads one value."""
+
+    def __init__(self, data: dict[str, dict[str, Any]], home: Path, sources: dict[str, str]):
+        self.data = data
+        self.home = home
+        self.sources = sources  # dotted key -> "default" | "file" | "env" | "flag"
+
+    def get(self, dotted: str) -> Any:
+        section, _, key = dotted.partition(".")
+        try:
+            return self.data[section][key]
+        except KeyError:
+            raise KeyError(dotted) from None
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.data[name]
+
+    def override(self, dotted: str, value: Any) -> None:
+        """Apply a command-line flag (the highest layer)."""
+        section, _, key = dotted.partition(".")
+        self.data[section][key] = _coerce(dotted, value, DEFAULTS[section].get(key, value))
+        self.sources[dotted] = "flag"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.home / "spool.db"
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.home / "assets"
+
+    @property
+    def workflows_dir(self) -> Path:
+        return self.home / "workflows"
+
+    def masked(self) -> dict[str, dict[str, Any]]:
+        """The settings for display: values of secret-bearing env vars are never shown."""
+        shown = copy.deepcopy(self.data)
+        for section, values in shown.items():
+            for key, value in list(values.items()):
+                if key.endswith(SECRET_ENV_SUFFIX) and isinstance(value, str):
+                    values[key] = f"{value} ({'set' if os.environ.get(value) else 'not set'})"
+        return shown
+
+
+def load(home: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    home = home or zmm_home()
+    environ = os.environ if environ is None else environ
+    data = copy.deepcopy(DEFAULTS)
+    sources = {f"{s}.{k}": "default" for s, values in DEFAULTS.items() for k in values}
+    path = config_path(home)
+    if path.exists():
+        for dotted, value in _flatten(_read_toml(path)).items():
+            _set(data, dotted, value, origin=str(path))
+            sources[dotted] = "file"
+    for dotted, value in _from_environ(environ).items():
+        _set(data, dotted, value, origin="environment")
+        sources[dotted] = "env"
+    return Config(data, home, sources)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when a config file exists
+
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput("config", f"{path} is not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise InvalidInput("config", f"{path} cannot be read ({exc.strerror})") from None
+
+
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in table.items():
+        if not isinstance(values, dict):
+            raise InvalidInput(f"config {section}", "must be a [section] table")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _from_environ(environ: dict[str, str]) -> dict[str, str]:
+    """`ZMM_COMFYUI_URL=...` -> {"comfyui.url": "..."}; longest section name wins."""
+    found: dict[str, str] = {}
+    sections = sorted(DEFAULTS, key=len, reverse=True)
+    for name, value in environ.items():
+        if not name.startswith("ZMM_") or name in ("ZMM_HOME", "ZMM_TEST_NVML"):
+            continue
+        rest = name[4:].lower()
+        if rest == "requester":
+            found["generate.requester"] = value
+            continue
+        for section in sections:
+            prefix = section + "_"
+            if rest.startswith(prefix) and rest[len(prefix):] in DEFAULTS[section]:
+                found[f"{section}.{rest[len(prefix):]}"] = value
+                break
+    return found
+
+
+def _set(data: dict[str, dict[str, Any]], dotted: str, value: Any, *, origin: str) -> None:
+    section, _, key = dotted.partition(".")
+    if section not in DEFAULTS:
+        allowed = ", ".join(sorted(DEFAULTS))
+        raise InvalidInput(f"config {dotted}", f"unknown section (in {origin}); sections: {allowed}")
+    open_sections = {"styles", "models", "templates", "vram_gb", "quality"}
+    if key not in DEFAULTS[section] and section not in open_sections:
+        allowed = ", ".join(sorted(DEFAULTS[section]))
+        raise InvalidInput(f"config {dotted}", f"unknown key (in {origin}); {section} has: {allowed}")
+    default = DEFAULTS[section].get(key, value)
+    data[section][key] = _coerce(dotted, value, default)
+
+
+def _coerce(dotted: str, value: Any, default: Any) -> Any:
+    """Bring a file or environment value to the type of its default."""
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            raise InvalidInput(dotted, f"must be a {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise InvalidInput(dotted, f"must be a {kind.__name__}, got {value!r}")

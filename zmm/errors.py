@@ -1,0 +1,128 @@
+"""The one error registry: every failure zmm reports, its exit code and meaning.
+
+Modules raise `ZmmError` subclasses; only the CLI boundary turns them into an
+`error: ...` line (plus `hint: ...`) on stderr and an exit code. Nothing here
+does I/O. The README's exit-code table is checked against `EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+OK = 0
+JOB_FAILED = 1
+USAGE = 2
+NOT_FOUND = 3
+BACKEND_UNAVAILABLE = 4
+CONFLICT = 5
+WORKFLOW_REJECTED = 6
+SPOOL_UNUSABLE = 7
+TIMED_OUT = 8
+INTERRUPTED = 130
+
+# code -> one-line meaning; the README's table must list exactly these.
+EXIT_CODES: dict[int, str] = {
+    OK: "success (for generate/wait: every job succeeded)",
+    JOB_FAILED: "a job failed or was cancelled",
+    USAGE: "usage error or invalid input; nothing was written",
+    NOT_FOUND: "no such job, workflow, model or file",
+    BACKEND_UNAVAILABLE: "ComfyUI, Ollama, NVML or a cloud API could not be reached",
+    CONFLICT: "conflict: the job is in the wrong state, or a lock is held",
+    WORKFLOW_REJECTED: "ComfyUI rejected the workflow (unknown node, checkpoint or input)",
+    SPOOL_UNUSABLE: "the spool database is unreadable, corrupt or locked for too long",
+    TIMED_OUT: "gave up waiting (--timeout); the jobs go on in the spool",
+    INTERRUPTED: "interrupted (Ctrl-C); queued jobs stay queued",
+}
+
+
+class ZmmError(Exception):
+    """Base of every error zmm reports to a user."""
+
+    exit_code: int = JOB_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ZmmError):
+    """A value the user gave is not allowed. `field` names it."""
+
+    exit_code = USAGE
+
+    def __init__(self, field: str, allowed: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {allowed}", hint=hint)
+        self.field = field
+        self.allowed = allowed
+
+
+class NotFound(ZmmError):
+    exit_code = NOT_FOUND
+
+
+class BackendUnavailable(ZmmError):
+    """A server zmm talks to could not be reached (refused, DNS, timeout)."""
+
+    exit_code = BACKEND_UNAVAILABLE
+
+
+class ComfyUnavailable(BackendUnavailable):
+    def __init__(self, url: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"ComfyUI at {url} is unreachable: {reason}", hint=hint)
+        self.url = url
+        self.reason = reason
+
+
+class OllamaUnavailable(BackendUnavailable):
+    def __init__(self, url: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"Ollama at {url} is unreachable: {reason}", hint=hint)
+        self.url = url
+        self.reason = reason
+
+
+class GpuUnavailable(BackendUnavailable):
+    """No NVIDIA driver / NVML library on this machine."""
+
+
+class ComfyServerError(ZmmError):
+    """ComfyUI answered with a 5xx or an unreadable body: the request may or may not
+    have taken effect, so callers must check before repeating it."""
+
+    exit_code = BACKEND_UNAVAILABLE
+
+
+class Conflict(ZmmError):
+    exit_code = CONFLICT
+
+
+class WorkerAlreadyRunning(Conflict):
+    pass
+
+
+class WorkflowRejected(ZmmError):
+    """ComfyUI (or zmm's own pre-check) refused a workflow graph."""
+
+    exit_code = WORKFLOW_REJECTED
+
+
+class SpoolUnusable(ZmmError):
+    exit_code = SPOOL_UNUSABLE
+
+
+class JobFailed(ZmmError):
+    exit_code = JOB_FAILED
+
+
+class TimedOut(ZmmError):
+    exit_code = TIMED_OUT
+
+
+class Interrupted(ZmmError):
+    exit_code = INTERRUPTED
+
+
+def registry() -> dict[int, str]:
+    """The exit-code table, for `zmm --help` epilogues and the README check."""
+    return dict(EXIT_CODES)

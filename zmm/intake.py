@@ -1,0 +1,188 @@
+"""Intake: turn what a user typed (flags, `--from` lines, a PNG's zmm chunk)
+into validated, fully resolved `JobSpec`s, before anything touches the spool.
+
+Every field error is an `InvalidInput` naming the field (and the line, for
+`--from`). Settings come in as the merged config; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from zmm import jobs
+from zmm.config import Config
+from zmm.errors import InvalidInput, NotFound
+
+# The fields a request may carry, in flags and in `--from` lines.
+FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
+          "model", "workflow", "set", "priority", "requester", "webhook", "count")
+
+
+def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+    """One request (possibly `count` > 1) into its job specs."""
+    unknown = set(raw) - set(FIELDS)
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "unknown field; allowed: " + ", ".join(FIELDS))
+    count = jobs.parse_int("count", raw.get("count") or 1, 1, jobs.MAX_COUNT)
+    spec = _resolve(raw, config)
+    specs = [spec]
+    for offset in range(1, count):
+        clone = jobs.JobSpec(**{**spec.__dict__, "seed": (spec.seed + offset) % (jobs.MAX_SEED + 1)})
+        specs.append(clone)
+    return specs
+
+
+def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
+    defaults = config.section("generate")
+    user_prompt = jobs.parse_text("prompt", raw.get("prompt"), max_len=10000)
+    negative_raw = raw.get("negative")
+    negative = jobs.parse_text("negative", defaults["negative"] if negative_raw is None else negative_raw,
+                               max_len=10000, required=False)
+    quality = jobs.parse_choice("quality", raw.get("quality") or defaults["quality"], jobs.QUALITIES)
+    style = jobs.parse_choice("style", raw.get("style") or "none", jobs.STYLES)
+    priority = jobs.parse_priority(raw.get("priority") or defaults["priority"])
+    requester = jobs.parse_text("requester", raw.get("requester") or defaults["requester"], max_len=64)
+    tier = _tier(config, quality)
+
+    model_key, checkpoint = _model(raw.get("model"), tier["model"], config)
+    width, height = _size(raw.get("size"), raw.get("aspect"), model_key, defaults["aspect"])
+    seed = (jobs.parse_int("seed", raw["seed"], 0, jobs.MAX_SEED)
+            if raw.get("seed") not in (None, "") else random_seed())
+    steps = (jobs.parse_int("steps", raw["steps"], 1, 150)
+             if raw.get("steps") not in (None, "") else int(tier["steps"]))
+    cfg = (jobs.parse_float("cfg", raw["cfg"], 0.0, 30.0)
+           if raw.get("cfg") not in (None, "") else float(defaults["cfg"]))
+    style_template = config.section("styles").get(style, "{prompt}")
+    spec = jobs.JobSpec(
+        prompt=jobs.styled_prompt(style_template, user_prompt), negative=negative,
+        priority=priority, requester=requester, quality=quality, style=style,
+        model_key=model_key, checkpoint=checkpoint,
+        workflow=config.section("templates").get(model_key, f"{model_key}-txt2img"),
+        width=width, height=height, seed=seed, steps=steps, cfg=cfg,
+        sampler=str(tier["sampler"]), scheduler=str(tier["scheduler"]),
+        webhook_url=jobs.parse_webhook(raw.get("webhook")), user_prompt=user_prompt,
+    )
+    sets = _as_list(raw.get("set"))
+    if raw.get("workflow") or sets:
+        _attach_custom_graph(spec, raw.get("workflow"), sets, config)
+    return spec
+
+
+def _tier(config: Config, quality: str) -> dict[str, Any]:
+    tier = config.section("quality").get(quality)
+    needed = {"model", "steps", "sampler", "scheduler"}
+    if not isinstance(tier, dict) or not needed <= set(tier):
+        raise InvalidInput(f"config quality.{quality}", "a table with model, steps, sampler, scheduler")
+    return tier
+
+
+def _model(requested: str | None, tier_model: str, config: Config) -> tuple[str, str]:
+    models = config.section("models")
+    if requested in (None, ""):
+        if tier_model not in models:
+            raise InvalidInput(f"config quality model {tier_model!r}", "a key of [models]: "
+                               + ", ".join(models))
+        return tier_model, models[tier_model]
+    if requested in models:
+        return requested, models[requested]
+    checkpoint = jobs.parse_checkpoint(requested)
+    return jobs.model_family(checkpoint), checkpoint
+
+
+def _size(size: str | None, aspect: str | None, model_key: str, default_aspect: str) -> tuple[int, int]:
+    if size and aspect:
+        raise InvalidInput("size", "give --size or --aspect, not both")
+    if size:
+        return jobs.parse_size(size)
+    table = jobs.ASPECTS.get(model_key, jobs.ASPECTS["sdxl"])
+    chosen = (aspect or default_aspect).strip()
+    if chosen not in table:
+        raise InvalidInput("aspect", "one of " + ", ".join(table))
+    return table[chosen]
+
+
+def _attach_custom_graph(spec: jobs.JobSpec, workflow: str | None, sets: list[str],
+                         config: Config) -> None:
+    from zmm import workflows
+
+    template = workflows.load(workflow or spec.workflow, config.workflows_dir)
+    graph = workflows.apply_sets(template.graph, sets)
+    workflows.validate_api_graph(graph)
+    spec.graph = graph
+    spec.workflow = template.name
+    spec.checkpoint = workflows.graph_model(graph) or spec.checkpoint
+
+
+def _as_list(value: Any) -> list[str]:
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value]
+
+
+def random_seed() -> int:
+    return int.from_bytes(os.urandom(4), "big")
+
+
+def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+    """`--from FILE`: JSON Lines or CSV, one request per line; flags are defaults.
+    Every line is validated before any job is returned: all or nothing."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise NotFound(f"--from file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput("from", f"a readable UTF-8 file ({exc})") from None
+    rows = _csv_rows(text) if _looks_like_csv(path, text) else _jsonl_rows(text)
+    if not rows:
+        raise InvalidInput("from", f"{path} holds no requests")
+    specs: list[jobs.JobSpec] = []
+    for line_number, row in rows:
+        merged = {key: value for key, value in flags.items() if value not in (None, [], "")}
+        merged.update({key: value for key, value in row.items() if value not in (None, "")})
+        try:
+            specs.extend(build(merged, config))
+        except InvalidInput as exc:
+            raise InvalidInput(f"line {line_number}: {exc.field}", exc.allowed) from None
+    return specs
+
+
+def _looks_like_csv(path: Path, text: str) -> bool:
+    if path.suffix.lower() == ".csv":
+        return True
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return not first.lstrip().startswith("{")
+
+
+def _jsonl_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"line {number}", f"a JSON object ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise InvalidInput(f"line {number}", "a JSON object such as {\"prompt\": \"...\"}")
+        rows.append((number, value))
+    return rows
+
+
+def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
+        raise InvalidInput("line 1", "a CSV header naming a prompt column")
+    rows = []
+    for row in reader:
+        if None in row:
+            raise InvalidInput(f"line {reader.line_num}", "no more cells than the header has")
+        cleaned = {key.strip(): value for key, value in row.items() if key}
+        rows.append((reader.line_num, cleaned))
+    return rows

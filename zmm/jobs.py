@@ -1,0 +1,205 @@
+"""The job domain: states and their transition table, priorities, and the
+validation and resolution of a generation request into concrete parameters.
+
+Pure: no I/O, no clock, no SQL. Validation is plain code rather than pydantic
+because it runs on every `zmm generate --no-wait`, where start-up time counts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from zmm.errors import Conflict, InvalidInput
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+# The only moves a job may make. running -> queued is a retryable error or an
+# expired lease; failed/cancelled -> queued is an explicit `zmm queue retry`.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.QUEUED}
+    ),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),
+}
+
+
+def check_transition(job_id: str, current: JobState | str, target: JobState | str) -> None:
+    current, target = JobState(current), JobState(target)
+    if target not in TRANSITIONS[current]:
+        raise Conflict(f"job {job_id} is {current.value}; it cannot become {target.value}")
+
+
+class Priority(str, Enum):
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+    @property
+    def rank(self) -> int:
+        return PRIORITY_RANK[self]
+
+
+PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
+QUALITIES = ("draft", "standard", "high")
+STYLES = ("technical-diagram", "report-cover", "infographic", "dashboard-thumbnail", "none")
+
+# Sizes per aspect ratio, at each model family's native pixel count.
+ASPECTS: dict[str, dict[str, tuple[int, int]]] = {
+    "sdxl": {
+        "1:1": (1024, 1024), "16:9": (1344, 768), "4:3": (1152, 896),
+        "3:2": (1216, 832), "2:3": (832, 1216), "9:16": (768, 1344),
+    },
+    "sd15": {
+        "1:1": (512, 512), "16:9": (768, 432), "4:3": (640, 480),
+        "3:2": (768, 512), "2:3": (512, 768), "9:16": (432, 768),
+    },
+}
+MAX_SEED = 2**63 - 1  # SQLite's INTEGER range; ComfyUI's UI seeds stay far below it
+MAX_COUNT = 1000
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+_URL = re.compile(r"^https?://[^\s/:?#]+(:\d+)?([/?#]\S*)?$")
+
+
+@dataclass
+class JobSpec:
+    """A validated, fully resolved job: everything the worker needs, nothing it must look up."""
+
+    prompt: str
+    negative: str
+    priority: Priority
+    requester: str
+    quality: str
+    style: str
+    model_key: str  # "sdxl" | "sd15" | "custom"
+    checkpoint: str | None
+    workflow: str  # template name, or the path of a custom workflow
+    width: int
+    height: int
+    seed: int
+    steps: int
+    cfg: float
+    sampler: str
+    scheduler: str
+    webhook_url: str | None = None
+    graph: dict[str, Any] | None = None  # a custom workflow, already --set and checked
+    user_prompt: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        """The values the worker binds into the template's placeholders."""
+        return {
+            "prompt": self.prompt, "negative": self.negative, "seed": self.seed,
+            "steps": self.steps, "cfg": self.cfg, "sampler": self.sampler,
+            "scheduler": self.scheduler, "width": self.width, "height": self.height,
+            "checkpoint": self.checkpoint, "batch_size": 1,
+        }
+
+
+def parse_priority(value: str) -> Priority:
+    try:
+        return Priority(str(value).strip().upper())
+    except ValueError:
+        raise InvalidInput("priority", "one of CRITICAL, HIGH, MEDIUM, LOW") from None
+
+
+def parse_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise InvalidInput(field_name, "one of " + ", ".join(allowed))
+    return text
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    allowed = "WxH, each side a multiple of 8 from 64 to 4096 (e.g. 1024x768)"
+    match = _SIZE.match(str(value))
+    if not match:
+        raise InvalidInput("size", allowed)
+    width, height = int(match.group(1)), int(match.group(2))
+    for side in (width, height):
+        if side % 8 or not 64 <= side <= 4096:
+            raise InvalidInput("size", allowed)
+    return width, height
+
+
+def parse_int(field_name: str, value: Any, low: int, high: int) -> int:
+    allowed = f"an integer from {low} to {high}"
+    if isinstance(value, bool):
+        raise InvalidInput(field_name, allowed)
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise InvalidInput(field_name, allowed) from None
+    if not low <= number <= high:
+        raise InvalidInput(field_name, allowed)
+    return number
+
+
+def parse_float(field_name: str, value: Any, low: float, high: float) -> float:
+    allowed = f"a number from {low:g} to {high:g}"
+    if isinstance(value, bool):
+        raise InvalidInput(field_name, allowed)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(field_name, allowed) from None
+    if not low <= number <= high or number != number:
+        raise InvalidInput(field_name, allowed)
+    return number
+
+
+def parse_text(field_name: str, value: Any, *, max_len: int, required: bool = True) -> str:
+    text = "" if value is None else str(value)
+    if required and not text.strip():
+        raise InvalidInput(field_name, "must not be empty")
+    if len(text) > max_len:
+        raise InvalidInput(field_name, f"at most {max_len} characters")
+    if "\x00" in text:
+        raise InvalidInput(field_name, "must not contain NUL characters")
+    return text.strip()
+
+
+def parse_webhook(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not _URL.match(value.strip()):
+        raise InvalidInput("webhook", "an http:// or https:// URL")
+    return value.strip()
+
+
+def parse_checkpoint(value: str) -> str:
+    name = parse_text("model", value, max_len=255)
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name):
+        raise InvalidInput("model", "a checkpoint name relative to ComfyUI's models/checkpoints")
+    return name
+
+
+def model_family(checkpoint: str) -> str:
+    """Guess the family of a checkpoint named on the command line (sizes, template)."""
+    lowered = checkpoint.lower()
+    return "sdxl" if ("xl" in lowered or "sd3" in lowered or "flux" in lowered) else "sd15"
+
+
+def styled_prompt(template: str, prompt: str) -> str:
+    # str.replace, not str.format: braces in a user's prompt must stay literal.
+    return template.replace("{prompt}", prompt) if "{prompt}" in template else f"{prompt}, {template}"

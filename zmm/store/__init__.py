@@ -1,0 +1,345 @@
+"""The spool: the only code that writes SQL. Every state change is a guarded
+UPDATE (it names the state it expects) plus a `job_events` row, in one
+IMMEDIATE transaction, so concurrent processes can never move a job twice.
+
+Reads (listings, history, events) live in `zmm.store.queries`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from zmm.errors import Conflict, NotFound
+from zmm.jobs import PRIORITY_RANK, JobSpec, JobState, Priority, check_transition
+from zmm.store import queries
+from zmm.store.db import connect, iso, transaction, translate_errors
+from zmm.store.queries import Job
+
+__all__ = ["Store", "Job"]
+
+# Columns a caller may set through transition()/update(); names are interpolated
+# into SQL, so only these are accepted.
+WRITABLE = frozenset(
+    """backend model_used generation_time_s vram_used_gb cost_usd output_path outputs
+    output_url file_size_bytes sha256 thumbnail_path started_at completed_at error_message
+    attempts retry_count not_before worker_id lease_expires_at comfy_prompt_id comfy_url
+    submitted_at phase phase_detail progress_value progress_max progress_node progress_at
+    cancel_requested_at seed width height steps params model_requested priority
+    priority_rank queued_at queued_ts pinned asset_deleted_at""".split()
+)
+
+
+def new_job_id(now: float) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"mmg-{stamp}-{secrets.token_hex(4)}"
+
+
+class Store:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- enqueue -----------------------------------------------------------
+
+    def enqueue(self, specs: list[JobSpec]) -> list[Job]:
+        """Write every spec as a queued job in one transaction: all or nothing."""
+        now = self.clock()
+        stamp = iso(now)
+        batch_id = secrets.token_hex(6) if len(specs) > 1 else None
+        ids = []
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            for spec in specs:
+                job_id = self._insert(conn, spec, now, stamp, batch_id)
+                ids.append(job_id)
+        return [self.get(job_id) for job_id in ids]
+
+    def _insert(self, conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
+                batch_id: str | None) -> str:
+        params = dict(spec.params(), graph=spec.graph, user_prompt=spec.user_prompt, **spec.extra)
+        row = {
+            "request_type": "image", "status": JobState.QUEUED.value,
+            "priority": spec.priority.value, "priority_rank": spec.priority.rank,
+            "prompt": spec.user_prompt or spec.prompt, "negative_prompt": spec.negative,
+            "requester": spec.requester, "quality_tier": spec.quality, "style": spec.style,
+            "workflow": spec.workflow, "model_requested": spec.checkpoint,
+            "params": json.dumps(params, separators=(",", ":")), "seed": spec.seed,
+            "width": spec.width, "height": spec.height, "steps": spec.steps,
+            "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
+            "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
+        }
+        columns = ", ".join(row)
+        marks = ", ".join(f":{key}" for key in row)
+        for _ in range(5):  # a clash needs the same second and the same 32 random bits
+            row["id"] = new_job_id(now)
+            try:
+                conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
+                break
+            except sqlite3.IntegrityError:
+                continue
+        else:
+            raise RuntimeError("could not allocate a unique job id")
+        self._event(conn, row["id"], "enqueued", None, "queued",
+                    f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}", stamp)
+        return row["id"]
+
+    # -- claiming and leases -------------------------------------------------
+
+    def claim(self, worker_id: str, *, lease_s: float, aging_s: float,
+              min_rank: int | None = None) -> Job | None:
+        """Take the next runnable job (priority with aging, FIFO inside a class)."""
+        if self.is_paused():
+            return None
+        now = self.clock()
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            job_id = queries.next_runnable(conn, now, aging_s, min_rank=min_rank)
+            if job_id is None:
+                return None
+            row = conn.execute(
+                """UPDATE jobs SET status = 'running', worker_id = :worker,
+                       lease_expires_at = :lease, started_at = COALESCE(started_at, :now_iso),
+                       updated_at = :now_iso, phase = 'claimed', phase_detail = NULL
+                   WHERE id = :id AND status = 'queued' RETURNING *""",
+                {"worker": worker_id, "lease": iso(now + lease_s), "now_iso": iso(now), "id": job_id},
+            ).fetchone()
+            if row is None:  # cannot happen inside the write lock; keep the guard honest
+                return None
+            self._event(conn, job_id, "claimed", "queued", "running", f"by {worker_id}", iso(now))
+            return Job.from_row(row)
+
+    def heartbeat(self, worker_id: str, job_ids: Iterable[str], *, lease_s: float) -> None:
+        ids = list(job_ids)
+        if not ids:
+            return
+        now = self.clock()
+        marks = ",".join("?" * len(ids))
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            conn.execute(
+                f"UPDATE jobs SET lease_expires_at = ? WHERE status = 'running' "
+                f"AND worker_id = ? AND id IN ({marks})",
+                [iso(now + lease_s), worker_id, *ids],
+            )
+
+    def expired_leases(self) -> list[Job]:
+        return queries.expired_leases(self.conn, iso(self.clock()))
+
+    def adopt(self, job_id: str, worker_id: str, *, lease_s: float, reason: str) -> Job | None:
+        """Take over a running job whose lease expired (its worker died)."""
+        now = self.clock()
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            row = conn.execute(
+                """UPDATE jobs SET worker_id = ?, lease_expires_at = ?, updated_at = ?
+                   WHERE id = ? AND status = 'running' AND lease_expires_at < ? RETURNING *""",
+                [worker_id, iso(now + lease_s), iso(now), job_id, iso(now)],
+            ).fetchone()
+            if row is None:
+                return None
+            self._event(conn, job_id, "adopted", "running", "running", reason, iso(now))
+            return Job.from_row(row)
+
+    # -- state changes -------------------------------------------------------
+
+    def transition(self, job_id: str, target: JobState, *, expect: JobState,
+                   worker_id: str | None = None, kind: str | None = None,
+                   message: str | None = None, data: dict[str, Any] | None = None,
+                   **fields: Any) -> Job:
+        """Move a job from `expect` to `target`, setting `fields`, with an event."""
+        check_transition(job_id, expect, target)
+        now = self.clock()
+        values = dict(fields, status=target.value, updated_at=iso(now))
+        if target is JobState.QUEUED:
+            values.update(queued_at=iso(now), queued_ts=now, worker_id=None,
+                          lease_expires_at=None, phase="queued", cancel_requested_at=None)
+        elif target.finished:
+            values.setdefault("completed_at", iso(now))
+            values.update(lease_expires_at=None, phase="done")
+        self._check_columns(values)
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        guard = "id = :_id AND status = :_expect"
+        params = dict(values, _id=job_id, _expect=expect.value)
+        if worker_id is not None:
+            guard += " AND worker_id = :_worker"
+            params["_worker"] = worker_id
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            row = conn.execute(f"UPDATE jobs SET {assignments} WHERE {guard} RETURNING *",
+                               params).fetchone()
+            if row is None:
+                current = self._current_state(conn, job_id)
+                raise Conflict(f"job {job_id} is {current}, not {expect.value}; left unchanged")
+            self._event(conn, job_id, kind or target.value, expect.value, target.value,
+                        message, iso(now), data)
+            return Job.from_row(row)
+
+    def update(self, job_id: str, *, worker_id: str | None = None,
+               event: tuple[str, str] | None = None, data: dict[str, Any] | None = None,
+               **fields: Any) -> bool:
+        """Set fields of a running job without changing its state (progress, phase,
+        submission). Returns False if the job is no longer this worker's."""
+        now = self.clock()
+        values = dict(fields, updated_at=iso(now))
+        self._check_columns(values)
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        guard = "id = :_id AND status = 'running'"
+        params = dict(values, _id=job_id)
+        if worker_id is not None:
+            guard += " AND worker_id = :_worker"
+            params["_worker"] = worker_id
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            changed = conn.execute(f"UPDATE jobs SET {assignments} WHERE {guard}", params).rowcount
+            if changed and event:
+                self._event(conn, job_id, event[0], None, None, event[1], iso(now), data)
+        return bool(changed)
+
+    def add_event(self, job_id: str, kind: str, message: str,
+                  data: dict[str, Any] | None = None) -> None:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            self._event(conn, job_id, kind, None, None, message, iso(self.clock()), data)
+
+    def cancel(self, job_ids: list[str]) -> list[tuple[str, str]]:
+        """Queued jobs are cancelled now; running ones get a cancel request that
+        their worker carries out. Returns (id, "cancelled" | "cancel requested")."""
+        results = []
+        for job_id in job_ids:
+            job = self.get(job_id)
+            if job.status == JobState.QUEUED.value:
+                try:
+                    self.transition(job.id, JobState.CANCELLED, expect=JobState.QUEUED,
+                                    message="cancelled by user", error_message="cancelled by user")
+                    results.append((job.id, "cancelled"))
+                    continue
+                except Conflict:
+                    job = self.get(job.id)  # claimed meanwhile: ask its worker instead
+            if job.status == JobState.RUNNING.value:
+                self.update(job.id, cancel_requested_at=iso(self.clock()),
+                            event=("cancel_requested", "cancel requested by user"))
+                results.append((job.id, "cancel requested"))
+            else:
+                raise Conflict(f"job {job.id} is {job.status}; only queued or running jobs "
+                               "can be cancelled")
+        return results
+
+    def cancel_all_pending(self) -> list[str]:
+        ids = [job.id for job in queries.jobs_in_state(self.conn, "queued")]
+        return [job_id for job_id, _ in self.cancel(ids)] if ids else []
+
+    def retry(self, job_ids: list[str]) -> list[Job]:
+        jobs = [self.get(job_id) for job_id in job_ids]
+        for job in jobs:
+            if job.status not in ("failed", "cancelled"):
+                raise Conflict(f"job {job.id} is {job.status}; only failed or cancelled jobs "
+                               "can be retried")
+        return [
+            self.transition(job.id, JobState.QUEUED, expect=JobState(job.status), kind="retry",
+                            message="retried by user", retry_count=job.retry_count + 1,
+                            attempts=0, error_message=None, not_before=None,
+                            completed_at=None, comfy_prompt_id=None)
+            for job in jobs
+        ]
+
+    def failed_ids(self) -> list[str]:
+        return [job.id for job in queries.jobs_in_state(self.conn, "failed")]
+
+    def set_priority(self, job_id: str, level: Priority) -> Job:
+        job = self.get(job_id)
+        if job.status != "queued":
+            raise Conflict(f"job {job.id} is {job.status}; only queued jobs can change priority")
+        now = self.clock()
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            row = conn.execute(
+                "UPDATE jobs SET priority = ?, priority_rank = ?, updated_at = ? "
+                "WHERE id = ? AND status = 'queued' RETURNING *",
+                [level.value, PRIORITY_RANK[level], iso(now), job.id],
+            ).fetchone()
+            if row is None:
+                raise Conflict(f"job {job.id} was claimed meanwhile; priority unchanged")
+            self._event(conn, job.id, "priority", None, None,
+                        f"{job.priority} -> {level.value}", iso(now))
+            return Job.from_row(row)
+
+    # -- spool-wide state ----------------------------------------------------
+
+    def set_state(self, key: str, value: Any) -> None:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            conn.execute(
+                "INSERT INTO spool_state (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [key, json.dumps(value), iso(self.clock())],
+            )
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM spool_state WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def is_paused(self) -> bool:
+        return bool(self.get_state("paused", False))
+
+    def register_worker(self, worker_id: str, comfy_url: str | None, state: str) -> None:
+        stamp = iso(self.clock())
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            conn.execute(
+                "INSERT INTO workers (id, pid, host, comfy_url, started_at, heartbeat_at, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "heartbeat_at = excluded.heartbeat_at, state = excluded.state",
+                [worker_id, os.getpid(), os.uname().nodename if hasattr(os, "uname") else "",
+                 comfy_url, stamp, stamp, state],
+            )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            conn.execute("DELETE FROM workers WHERE id = ?", [worker_id])
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = queries.find(self.conn, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} in the spool",
+                           hint="`zmm history` lists jobs; ids look like mmg-20261123-101500-1a2b3c4d")
+        return job
+
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        return [self.get(job_id) for job_id in job_ids]
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return queries.events(self.conn, job_id)
+
+    # -- internals -------------------------------------------------------------
+
+    @staticmethod
+    def _check_columns(values: dict[str, Any]) -> None:
+        unknown = set(values) - WRITABLE - {"status", "updated_at"}
+        if unknown:  # a bug in zmm, not bad input
+            raise ValueError(f"unknown job columns: {sorted(unknown)}")
+
+    @staticmethod
+    def _current_state(conn: sqlite3.Connection, job_id: str) -> str:
+        row = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
+        return row[0] if row else "missing"
+
+    @staticmethod
+    def _event(conn: sqlite3.Connection, job_id: str, kind: str, from_state: str | None,
+               to_state: str | None, message: str | None, at: str,
+               data: dict[str, Any] | None = None) -> None:
+        conn.execute(
+            "INSERT INTO job_events (job_id, at, kind, from_state, to_state, message, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [job_id, at, kind, from_state, to_state, message,
+             json.dumps(data, separators=(",", ":")) if data else None],
+        )

@@ -1,0 +1,162 @@
+"""Opening the spool database: file permissions, pragmas, migrations, write
+transactions, and the mapping of SQLite failures to zmm errors.
+
+Migrations are the numbered `.sql` files in the shipped `spool/migrations/`
+folder; `PRAGMA user_version` records how many have been applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import zmm
+from zmm.errors import SpoolUnusable
+
+
+def iso(epoch: float) -> str:
+    """UTC ISO-8601 with microseconds; fixed width, so strings sort as times."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def data_dir(name: str) -> Path:
+    """A top-level folder shipped with zmm (`spool`, `workflows`), wheel or checkout."""
+    package = Path(zmm.__file__).parent
+    shipped = package / "_data" / name
+    return shipped if shipped.is_dir() else package.parent / name
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in order."""
+    found = []
+    for path in sorted(data_dir("spool").joinpath("migrations").glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        found.append((int(path.name[:4]), path.stem, path.read_text(encoding="utf-8")))
+    versions = [version for version, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise SpoolUnusable(f"spool migrations are not numbered 1..n: {versions}")
+    return found
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (executescript would commit mid-migration)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        if not pending and line.lstrip().startswith("--"):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
+
+
+def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
+    """Open (creating user-only if new) and migrate the spool at `path`."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise SpoolUnusable(
+            f"cannot open the spool at {path}: {getattr(exc, 'strerror', None) or exc}",
+            hint="check that $ZMM_HOME exists and is writable by you",
+        ) from None
+    conn.row_factory = sqlite3.Row
+    with translate_errors(path):
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a killed process loses nothing; only power loss can
+        # roll back the last commits, and never corrupts.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    pending = [m for m in migrations() if m[0] > current]
+    if not pending:
+        known = len(migrations())
+        if current > known:
+            raise SpoolUnusable(
+                f"the spool has schema version {current}, newer than this zmm knows ({known})",
+                hint="upgrade zmm",
+            )
+        return
+    with transaction(conn):
+        # Re-read inside the write lock: another process may have migrated meanwhile.
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for version, _name, script in migrations():
+            if version <= current:
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction that takes the write lock up front (BEGIN IMMEDIATE),
+    so it waits on the busy timeout instead of failing at its first write."""
+    _begin_immediate(conn)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    # The busy handler covers most waits; a short retry loop covers the rare
+    # SQLITE_BUSY that WAL returns without calling it (e.g. during a checkpoint).
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def translate_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite failures into one-line SpoolUnusable errors."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise SpoolUnusable(
+                f"the spool at {path} stayed locked by another process",
+                hint="raise spool.busy_timeout_ms, or look for a stuck zmm process",
+            ) from None
+        if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+            raise SpoolUnusable(f"the spool at {path} cannot be written: {text}") from None
+        if "full" in text:
+            raise SpoolUnusable(f"the disk holding the spool at {path} is full") from None
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise SpoolUnusable(
+            f"the spool at {path} is not a usable SQLite database ({exc})",
+            hint="run `zmm doctor`; move the file aside to start a fresh spool",
+        ) from None

@@ -1,0 +1,241 @@
+"""Reads of the spool: the job record, run order, listings, history and events.
+
+Functions take an open connection and return plain values; they never write.
+The history queries are shaped to use the indexes of migration 0001 so a page
+out of a million rows stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of `jobs`, as stored (see spool/migrations/0001_initial.sql)."""
+
+    seq: int
+    id: str
+    request_type: str
+    status: str
+    priority: str
+    priority_rank: int
+    prompt: str
+    negative_prompt: str
+    requester: str
+    quality_tier: str | None
+    style: str | None
+    workflow: str
+    model_requested: str | None
+    params: str
+    seed: int | None
+    width: int | None
+    height: int | None
+    steps: int | None
+    webhook_url: str | None
+    batch_id: str | None
+    backend: str | None
+    model_used: str | None
+    generation_time_s: float | None
+    vram_used_gb: float | None
+    cost_usd: float | None
+    output_path: str | None
+    outputs: str | None
+    output_url: str | None
+    file_size_bytes: int | None
+    sha256: str | None
+    thumbnail_path: str | None
+    created_at: str
+    queued_at: str
+    queued_ts: float
+    started_at: str | None
+    completed_at: str | None
+    updated_at: str
+    error_message: str | None
+    attempts: int
+    retry_count: int
+    not_before: str | None
+    worker_id: str | None
+    lease_expires_at: str | None
+    comfy_prompt_id: str | None
+    comfy_url: str | None
+    submitted_at: str | None
+    phase: str | None
+    phase_detail: str | None
+    progress_value: int | None
+    progress_max: int | None
+    progress_node: str | None
+    progress_at: str | None
+    cancel_requested_at: str | None
+    pinned: int
+    asset_deleted_at: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(**{key: row[key] for key in row.keys()})
+
+    @property
+    def param_values(self) -> dict[str, Any]:
+        return json.loads(self.params)
+
+    @property
+    def output_list(self) -> list[str]:
+        return json.loads(self.outputs) if self.outputs else []
+
+    def public(self) -> dict[str, Any]:
+        """The stable JSON shape of a job for `--json` output."""
+        data = dataclasses.asdict(self)
+        for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs"):
+            data.pop(internal)
+        data["outputs"] = self.output_list
+        data["pinned"] = bool(self.pinned)
+        return data
+
+
+# Aged rank: a waiting job climbs one class per `aging_s`, but only CRITICAL
+# jobs ever hold rank 0, so a CRITICAL job is never overtaken.
+_EFFECTIVE_RANK = """MAX(CASE WHEN priority_rank = 0 THEN 0 ELSE 1 END,
+                         priority_rank - CAST((:now - queued_ts) / :aging AS INTEGER))"""
+_RUNNABLE = "status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso)"
+
+
+def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
+                  min_rank: int | None = None) -> str | None:
+    from zmm.store.db import iso
+
+    params = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now)}
+    where = _RUNNABLE
+    if min_rank is not None:
+        where += f" AND {_EFFECTIVE_RANK} <= :min_rank"
+        params["min_rank"] = min_rank
+    row = conn.execute(
+        f"SELECT id FROM jobs WHERE {where} ORDER BY {_EFFECTIVE_RANK}, seq LIMIT 1", params
+    ).fetchone()
+    return row[0] if row else None
+
+
+def run_order(conn: sqlite3.Connection, now: float, aging_s: float) -> list[Job]:
+    """Queued jobs in the order workers will claim them (waiting-for-backoff last)."""
+    from zmm.store.db import iso
+
+    rows = conn.execute(
+        f"""SELECT * FROM jobs WHERE status = 'queued'
+            ORDER BY (not_before IS NOT NULL AND not_before > :now_iso), {_EFFECTIVE_RANK}, seq""",
+        {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now)},
+    ).fetchall()
+    return [Job.from_row(row) for row in rows]
+
+
+def running(conn: sqlite3.Connection) -> list[Job]:
+    rows = conn.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at, seq")
+    return [Job.from_row(row) for row in rows]
+
+
+def jobs_in_state(conn: sqlite3.Connection, state: str) -> list[Job]:
+    rows = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", [state])
+    return [Job.from_row(row) for row in rows]
+
+
+def expired_leases(conn: sqlite3.Connection, now_iso: str) -> list[Job]:
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < ? ORDER BY seq",
+        [now_iso],
+    )
+    return [Job.from_row(row) for row in rows]
+
+
+def find(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    """By exact id, or by a prefix that matches exactly one job."""
+    job_id = job_id.strip()
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", [job_id]).fetchone()
+    if row is None and len(job_id) >= 8:
+        rows = conn.execute(
+            "SELECT * FROM jobs WHERE id >= ? AND id < ? LIMIT 2", [job_id, job_id + "\uffff"]
+        ).fetchall()
+        row = rows[0] if len(rows) == 1 else None
+    return Job.from_row(row) if row else None
+
+
+def events(conn: sqlite3.Connection, job_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT at, kind, from_state, to_state, message, data FROM job_events "
+        "WHERE job_id = ? ORDER BY id", [job_id]
+    ).fetchall()
+    return [
+        {"at": r["at"], "kind": r["kind"], "from": r["from_state"], "to": r["to_state"],
+         "message": r["message"], "data": json.loads(r["data"]) if r["data"] else None}
+        for r in rows
+    ]
+
+
+def recent_generation_times(conn: sqlite3.Connection, limit: int = 20) -> list[float]:
+    rows = conn.execute(
+        "SELECT generation_time_s FROM jobs WHERE status = 'succeeded' "
+        "AND generation_time_s IS NOT NULL ORDER BY seq DESC LIMIT ?", [limit]
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def live_workers(conn: sqlite3.Connection, since_iso: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT * FROM workers WHERE heartbeat_at >= ? ORDER BY started_at", [since_iso]
+    ).fetchall()
+    return [dict(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    statuses: tuple[str, ...] = ()
+    request_type: str | None = None
+    requester: str | None = None
+    model: str | None = None
+    since_iso: str | None = None
+    search: str | None = None
+    backend: str | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+def history(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, and how many match in all."""
+    clauses, params = _history_where(flt)
+    where = " AND ".join(clauses) or "1"
+    total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT * FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+        [*params, flt.limit, flt.offset],
+    ).fetchall()
+    return [Job.from_row(row) for row in rows], total
+
+
+def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.statuses:
+        clauses.append(f"status IN ({','.join('?' * len(flt.statuses))})")
+        params.extend(flt.statuses)
+    for column, value in (("request_type", flt.request_type), ("requester", flt.requester),
+                          ("backend", flt.backend)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if flt.model:
+        clauses.append("(model_used = ? OR model_requested = ?)")
+        params.extend([flt.model, flt.model])
+    if flt.since_iso:
+        clauses.append("created_at >= ?")
+        params.append(flt.since_iso)
+    if flt.search:
+        clauses.append("seq IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
+        params.append(fts_query(flt.search))
+    return clauses, params
+
+
+def fts_query(text: str) -> str:
+    """Each word as a quoted FTS5 phrase, so user text is never FTS syntax."""
+    words = [word.replace('"', '""') for word in text.split()]
+    return " ".join(f'"{word}"' for word in words) or '""'
