@@ -186,3 +186,27 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
         cleaned = {key.strip(): value for key, value in row.items() if key}
         rows.append((reader.line_num, cleaned))
     return rows
+
+
+def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+    """`--from-image`: the request recorded in a zmm PNG, with the same seed and
+    size; flags given on the command line win."""
+    from zmm.assets import zmm_metadata
+
+    meta = zmm_metadata(path)
+    raw: dict[str, Any] = {
+        "prompt": meta.get("prompt"), "negative": meta.get("negative"),
+        "quality": meta.get("quality"), "style": meta.get("style"), "seed": meta.get("seed"),
+        "steps": meta.get("steps"), "cfg": meta.get("cfg"), "model": meta.get("model"),
+        "priority": meta.get("priority"), "requester": meta.get("requester"),
+    }
+    if meta.get("width") and meta.get("height"):
+        raw["size"] = f"{meta['width']}x{meta['height']}"
+    raw.update({key: value for key, value in flags.items() if value not in (None, [], "")})
+    if flags.get("aspect"):
+        raw.pop("size", None)
+    specs = build({key: value for key, value in raw.items() if value is not None}, config)
+    for spec in specs:  # the recorded sampler wins over today's tier settings
+        spec.sampler = str(meta.get("sampler") or spec.sampler)
+        spec.scheduler = str(meta.get("scheduler") or spec.scheduler)
+    return specs

@@ -111,3 +111,98 @@ def fields(pairs: list[tuple[str, Any]]) -> None:
     for key, value in pairs:
         sys.stdout.write(f"{key.ljust(width)}  {'' if value is None else value}\n")
     sys.stdout.flush()
+
+
+class WorkerView:
+    """What `zmm serve-worker` shows: the current jobs (phase, node, step bar,
+    elapsed), queue depth by priority, and the last finished jobs with paths.
+    Implements the worker's observer protocol."""
+
+    def __init__(self, live: bool | None = None) -> None:
+        self.live = interactive() if live is None else live
+        self._current: dict[str, Any] = {}
+        self._finished: list[Any] = []
+        self._status = "starting"
+        self._depth: Any = None
+        self._display = None
+
+    def attach(self, store: Any, settings: Any) -> None:
+        from zmm.store import queries
+
+        aging = settings.get("worker.aging_s")
+        self._depth = lambda: queries.run_order(store.conn, store.clock(), aging)
+
+    def __enter__(self) -> WorkerView:
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._display = Live(get_renderable=self._render, refresh_per_second=4,
+                                 console=Console(stderr=True), transient=False)
+            self._display.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._display is not None:
+            self._display.stop()
+
+    # -- observer protocol --------------------------------------------------------
+
+    def waiting(self, url: str, reason: str, retry_in: float) -> None:
+        self._status = f"waiting for ComfyUI at {url}: {reason}, retrying in {retry_in:g}s"
+        self._log(self._status)
+
+    def connected(self, url: str) -> None:
+        self._status = f"connected to ComfyUI at {url}"
+        self._log(self._status)
+
+    def job_changed(self, inflight: Any) -> None:
+        first_seen = inflight.job.id not in self._current
+        self._current[inflight.job.id] = inflight
+        if first_seen or not self.live:
+            progress = inflight.progress
+            step = f" {progress[0]}/{progress[1]}" if progress else ""
+            if first_seen or inflight.phase != "sampling" or (progress and progress[0] == progress[1]):
+                self._log(f"{inflight.job.id} {inflight.phase}{step}")
+
+    def job_finished(self, job: Any) -> None:
+        self._current.pop(job.id, None)
+        self._finished = ([job] + self._finished)[:5]
+        self._log(f"{job.id} {describe_job(job)}")
+
+    def notice(self, text: str) -> None:
+        self._log(text)
+
+    # -- drawing -------------------------------------------------------------------
+
+    def _log(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if self._display is not None:
+            self._display.console.log(line)
+        else:
+            sys.stderr.write(f"{stamp} {line}\n")
+            sys.stderr.flush()
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        current = Table(box=None, show_header=False, pad_edge=False)
+        for inflight in list(self._current.values()):
+            progress = inflight.progress
+            bar = ProgressBar(total=progress[1], completed=progress[0], width=30) if progress \
+                else ProgressBar(total=None, width=30)
+            elapsed = time.monotonic() - (inflight.started or inflight.submitted)
+            step = f"{progress[0]}/{progress[1]}" if progress else ""
+            current.add_row(inflight.job.id, inflight.phase, bar, step, f"{elapsed:5.1f}s")
+        parts: list[Any] = [self._status, current]
+        if self._depth is not None:
+            queued = self._depth()
+            counts = {level: 0 for level in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}
+            for job in queued:
+                counts[job.priority] += 1
+            parts.append("queued: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+        for job in self._finished:
+            parts.append(f"  {job.id} {describe_job(job)}")
+        return Group(*parts)

@@ -44,8 +44,12 @@ def generate(
     count: Optional[str] = typer.Option(None, "--count", help="N jobs with seeds seed..seed+N-1."),
     from_file: Optional[Path] = typer.Option(None, "--from",
                                              help="JSON Lines or CSV file, one job per line."),
+    from_image: Optional[Path] = typer.Option(None, "--from-image",
+                                              help="Queue again exactly the job a zmm PNG came from."),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="URL to POST the job to when done."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id(s) and exit."),
+    no_inline: bool = typer.Option(False, "--no-inline",
+                                   help="Never run jobs in this process; only queue and wait."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop waiting after S seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
 ) -> None:
@@ -57,10 +61,15 @@ def generate(
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
              "model": model, "workflow": workflow, "set": sets, "priority": priority,
              "requester": requester, "webhook": webhook, "count": count}
+    if from_file is not None and (prompt is not None or from_image is not None):
+        raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
-        if prompt is not None:
-            raise InvalidInput("prompt", "give a PROMPT or --from FILE, not both")
         specs = intake.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
+                                  settings)
+    elif from_image is not None:
+        if prompt is not None:
+            raise InvalidInput("from-image", "give a PROMPT or --from-image FILE, not both")
+        specs = intake.from_image(from_image, {k: v for k, v in flags.items() if k != "prompt"},
                                   settings)
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
@@ -69,7 +78,8 @@ def generate(
         if no_wait:
             _print_jobs(jobs, as_json)
             return
-        _follow(store, [job.id for job in jobs], settings, timeout, as_json)
+        inline = settings.get("generate.inline") and not no_inline
+        _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
 
 
 def wait(
@@ -84,18 +94,28 @@ def wait(
         _follow(store, ids, settings, timeout, as_json)
 
 
-def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool) -> None:
-    from zmm import follow, render
+def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool,
+            inline: bool = False) -> None:
+    from zmm import follow, render, service
 
+    runner = service.InlineRunner(settings, ids) if inline else None
+    if runner is not None and not runner.start():
+        runner = None  # a worker is alive: it runs the jobs, we only follow them
     view = render.FollowView(total=len(ids))
     try:
         with view:
             jobs = follow.wait_for(store, ids, aging_s=settings.get("worker.aging_s"),
-                                   on_change=view.update, timeout=timeout)
+                                   on_change=view.update, timeout=timeout,
+                                   between=runner.check if runner else None)
     except KeyboardInterrupt:
+        if runner is not None:
+            runner.stop()
         say("interrupted: the jobs stay queued; follow them with `zmm wait "
             + " ".join(ids) + "`")
         raise typer.Exit(INTERRUPTED) from None
+    finally:
+        if runner is not None:
+            runner.stop()
     _print_jobs(jobs, as_json, finished=True)
     failed = [job for job in jobs if job.status != "succeeded"]
     if failed:

@@ -103,13 +103,14 @@ class Store:
     # -- claiming and leases -------------------------------------------------
 
     def claim(self, worker_id: str, *, lease_s: float, aging_s: float,
-              min_rank: int | None = None) -> Job | None:
+              min_rank: int | None = None, only_ids: list[str] | None = None) -> Job | None:
         """Take the next runnable job (priority with aging, FIFO inside a class)."""
         if self.is_paused():
             return None
         now = self.clock()
         with translate_errors(self.path), transaction(self.conn) as conn:
-            job_id = queries.next_runnable(conn, now, aging_s, min_rank=min_rank)
+            job_id = queries.next_runnable(conn, now, aging_s, min_rank=min_rank,
+                                           only_ids=only_ids)
             if job_id is None:
                 return None
             row = conn.execute(

@@ -104,11 +104,15 @@ _RUNNABLE = "status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso
 
 
 def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
-                  min_rank: int | None = None) -> str | None:
+                  min_rank: int | None = None, only_ids: list[str] | None = None) -> str | None:
+    """The id of the job a worker should claim next (`only_ids`: among those)."""
     from zmm.store.db import iso
 
-    params = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now)}
+    params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now)}
     where = _RUNNABLE
+    if only_ids is not None:
+        where += " AND id IN (SELECT value FROM json_each(:only_ids))"
+        params["only_ids"] = json.dumps(only_ids)
     if min_rank is not None:
         where += f" AND {_EFFECTIVE_RANK} <= :min_rank"
         params["min_rank"] = min_rank

@@ -1,0 +1,84 @@
+"""Shared fixtures: every test gets its own temporary $ZMM_HOME and real spool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from zmm.cli import app
+from zmm.config import load
+from zmm.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "zmm-home"
+    monkeypatch.setenv("ZMM_HOME", str(path))
+    for name in list(os.environ):
+        if name.startswith("ZMM_") and name != "ZMM_HOME":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_COLOR", "1")
+    return path
+
+
+@pytest.fixture
+def settings(home):
+    return load(home)
+
+
+@pytest.fixture
+def store(settings):
+    with Store(settings.spool_path) as opened:
+        yield opened
+
+
+class Cli:
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None):
+        return self.runner.invoke(app, list(args), input=input, catch_exceptions=False)
+
+    def json(self, *args: str):
+        result = self(*args)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli(home) -> Cli:
+    return Cli()
+
+
+def zmm_process(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """A real `zmm` process (python -m zmm) with the test's environment."""
+    return subprocess.Popen([sys.executable, "-m", "zmm", *args], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def run_zmm(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zmm", *args], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, message: str = ""):
+    """Poll `condition` until it returns something truthy, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
+        time.sleep(interval)

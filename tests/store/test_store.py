@@ -1,0 +1,195 @@
+"""The spool on real SQLite files: ordering, guarded transitions, leases, events."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from zmm import intake
+from zmm.errors import Conflict, NotFound, SpoolUnusable
+from zmm.jobs import JobState
+from zmm.store import Store, queries
+from zmm.store.db import migrations
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def spool(settings, clock):
+    with Store(settings.spool_path, clock=clock) as opened:
+        yield opened
+
+
+def enqueue(spool, settings, prompt="a lighthouse", **fields):
+    return spool.enqueue(intake.build(dict(prompt=prompt, **fields), settings))
+
+
+def test_schema_is_migrated_once_and_versioned(settings, spool):
+    version = spool.conn.execute("PRAGMA user_version").fetchone()[0]
+    assert version == len(migrations()) >= 1
+    assert spool.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Store(settings.spool_path) as again:  # reopening applies nothing twice
+        assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
+
+
+def test_spool_file_is_private(settings, spool):
+    assert settings.spool_path.stat().st_mode & 0o077 == 0
+    assert settings.home.stat().st_mode & 0o077 == 0
+
+
+def test_ids_are_readable_and_unique(spool, settings):
+    jobs = enqueue(spool, settings, count=50)
+    ids = [job.id for job in jobs]
+    assert len(set(ids)) == 50
+    assert all(job_id.startswith("mmg-") and len(job_id) == len("mmg-20261123-101500-1a2b3c4d")
+               for job_id in ids)
+    assert [job.seed for job in jobs] == list(range(jobs[0].seed, jobs[0].seed + 50))
+
+
+def test_claim_takes_priority_order_then_fifo(spool, settings, clock):
+    low = enqueue(spool, settings, priority="LOW")[0]
+    clock.advance(1)
+    high1 = enqueue(spool, settings, priority="HIGH")[0]
+    clock.advance(1)
+    critical = enqueue(spool, settings, priority="CRITICAL")[0]
+    clock.advance(1)
+    high2 = enqueue(spool, settings, priority="HIGH")[0]
+    order = [spool.claim("w", lease_s=60, aging_s=3600).id for _ in range(4)]
+    assert order == [critical.id, high1.id, high2.id, low.id]
+    assert spool.claim("w", lease_s=60, aging_s=3600) is None
+
+
+def test_aging_lifts_low_but_never_above_critical(spool, settings, clock):
+    low = enqueue(spool, settings, priority="LOW")[0]
+    clock.advance(650)  # more than two aging periods: LOW now ranks like HIGH
+    high = enqueue(spool, settings, priority="HIGH")[0]
+    critical = enqueue(spool, settings, priority="CRITICAL")[0]
+    order = [spool.claim("w", lease_s=60, aging_s=300).id for _ in range(3)]
+    assert order == [critical.id, low.id, high.id]
+
+
+def test_claim_is_guarded_and_records_events(spool, settings):
+    job = enqueue(spool, settings)[0]
+    claimed = spool.claim("worker-a", lease_s=60, aging_s=600)
+    assert claimed.status == "running" and claimed.worker_id == "worker-a"
+    with pytest.raises(Conflict):
+        spool.transition(job.id, JobState.SUCCEEDED, expect=JobState.QUEUED)
+    with pytest.raises(Conflict):  # another worker cannot finish it
+        spool.transition(job.id, JobState.SUCCEEDED, expect=JobState.RUNNING, worker_id="worker-b")
+    done = spool.transition(job.id, JobState.SUCCEEDED, expect=JobState.RUNNING,
+                            worker_id="worker-a", output_path="images/x.png")
+    assert done.status == "succeeded" and done.completed_at and done.lease_expires_at is None
+    kinds = [(e["kind"], e["from"], e["to"]) for e in spool.events(job.id)]
+    assert kinds == [("enqueued", None, "queued"), ("claimed", "queued", "running"),
+                     ("succeeded", "running", "succeeded")]
+
+
+def test_paused_spool_claims_nothing(spool, settings):
+    enqueue(spool, settings)
+    spool.set_state("paused", True)
+    assert spool.claim("w", lease_s=60, aging_s=600) is None
+    spool.set_state("paused", False)
+    assert spool.claim("w", lease_s=60, aging_s=600) is not None
+
+
+def test_expired_lease_is_found_and_adopted_once(spool, settings, clock):
+    job = enqueue(spool, settings)[0]
+    spool.claim("dead", lease_s=30, aging_s=600)
+    assert spool.expired_leases() == []
+    clock.advance(31)
+    assert [j.id for j in spool.expired_leases()] == [job.id]
+    assert spool.adopt(job.id, "new", lease_s=30, reason="lease expired").worker_id == "new"
+    assert spool.adopt(job.id, "third", lease_s=30, reason="lease expired") is None
+
+
+def test_heartbeat_extends_only_own_leases(spool, settings, clock):
+    job = enqueue(spool, settings)[0]
+    spool.claim("w1", lease_s=30, aging_s=600)
+    clock.advance(20)
+    spool.heartbeat("w2", [job.id], lease_s=30)
+    clock.advance(15)
+    assert spool.expired_leases()
+    spool.heartbeat("w1", [job.id], lease_s=30)
+    assert not spool.expired_leases()
+
+
+def test_cancel_queued_now_running_by_request_finished_refused(spool, settings):
+    queued, running, done = enqueue(spool, settings, count=3)
+    spool.claim("w", lease_s=60, aging_s=600)  # takes `queued` (FIFO)
+    spool.claim("w", lease_s=60, aging_s=600)  # takes `running`
+    spool.transition(running.id, JobState.SUCCEEDED, expect=JobState.RUNNING)
+    results = dict(spool.cancel([done.id]))
+    assert results == {done.id: "cancelled"}
+    assert dict(spool.cancel([queued.id])) == {queued.id: "cancel requested"}
+    assert spool.get(queued.id).status == "running" and spool.get(queued.id).cancel_requested_at
+    with pytest.raises(Conflict):
+        spool.cancel([running.id])
+
+
+def test_retry_and_priority_change(spool, settings):
+    job = enqueue(spool, settings, priority="LOW")[0]
+    moved = spool.set_priority(job.id, queries_priority("CRITICAL"))
+    assert moved.priority == "CRITICAL" and moved.priority_rank == 0
+    spool.claim("w", lease_s=60, aging_s=600)
+    spool.transition(job.id, JobState.FAILED, expect=JobState.RUNNING, error_message="boom")
+    again = spool.retry([job.id])[0]
+    assert again.status == "queued" and again.retry_count == 1 and again.error_message is None
+    with pytest.raises(Conflict):
+        spool.retry([job.id])
+
+
+def queries_priority(name):
+    from zmm.jobs import parse_priority
+
+    return parse_priority(name)
+
+
+def test_unknown_job_and_prefix_lookup(spool, settings):
+    job = enqueue(spool, settings)[0]
+    assert spool.get(job.id[:-3]).id == job.id
+    with pytest.raises(NotFound):
+        spool.get("mmg-19990101-000000-00000000")
+
+
+def test_history_filters_search_and_total(spool, settings):
+    enqueue(spool, settings, prompt="red lighthouse at dusk", requester="agent-1")
+    enqueue(spool, settings, prompt="blue whale", requester="agent-2", count=3)
+    page, total = queries.history(spool.conn, queries.HistoryFilter(search="lighthouse"))
+    assert total == 1 and page[0].prompt == "red lighthouse at dusk"
+    page, total = queries.history(spool.conn, queries.HistoryFilter(requester="agent-2", limit=2))
+    assert total == 3 and len(page) == 2
+    assert page[0].seq > page[1].seq  # newest first
+    _, total = queries.history(spool.conn, queries.HistoryFilter(search='"; DROP TABLE jobs; --'))
+    assert total == 0
+
+
+def test_corrupt_spool_is_a_clear_error(settings):
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.spool_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SpoolUnusable, match="not a usable SQLite database"):
+        Store(settings.spool_path)
+
+
+def test_newer_schema_is_refused(settings):
+    with Store(settings.spool_path):
+        pass
+    conn = sqlite3.connect(settings.spool_path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(SpoolUnusable, match="newer than this zmm knows"):
+        Store(settings.spool_path)

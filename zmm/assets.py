@@ -1,0 +1,166 @@
+"""Output files: where a job's images go, writing them atomically, the zmm PNG
+metadata chunk, and path safety (nothing is read or written outside the
+assets root, whatever a template, a server or a spool row says).
+
+The zmm chunk is inserted into ComfyUI's PNG bytes as they are (no
+re-encoding), so ComfyUI's own `prompt` chunk survives untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zmm.errors import InvalidInput, JobFailed
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ZMM_KEY = "zmm"
+
+
+class AssetWriteError(JobFailed):
+    """The image could not be saved (disk full, folder not writable)."""
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    relative: str  # to the assets root, with forward slashes
+    path: Path
+    size: int
+    sha256: str
+    width: int
+    height: int
+
+
+def relative_name(job_id: str, created_at: str, index: int) -> str:
+    """images/YYYY-MM/<job-id>.png, then <job-id>-1.png, -2, ... for more outputs."""
+    month = created_at[:7]
+    suffix = "" if index == 0 else f"-{index}"
+    return f"images/{month}/{job_id}{suffix}.png"
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing anything that could land outside `root`:
+    absolute paths, `..`, drive letters, and symlinks on the way."""
+    text = relative.replace("\\", "/")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in parts or not parts:
+        raise InvalidInput("path", f"{relative!r} is not a path inside the assets folder")
+    root_resolved = root.resolve()
+    candidate = root.joinpath(*parts)
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise InvalidInput("path", f"{relative!r} goes through a symlink ({current})")
+    resolved = candidate.resolve()
+    if resolved != root_resolved and root_resolved not in resolved.parents:
+        raise InvalidInput("path", f"{relative!r} resolves outside the assets folder")
+    return candidate
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace, so a reader
+    (or a crash) never sees half a file; on failure nothing is left behind."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise AssetWriteError(
+            f"cannot save {path}: {exc.strerror or exc}",
+            hint="free disk space or make the assets folder writable; the job can be retried",
+        ) from None
+
+
+def save_output(root: Path, relative: str, png: bytes, metadata: dict[str, Any]) -> SavedFile:
+    data = add_text_chunk(png, ZMM_KEY, json.dumps(metadata, separators=(",", ":")))
+    path = safe_path(root, relative)
+    write_atomic(path, data)
+    width, height = png_size(data)
+    return SavedFile(relative, path, len(data), hashlib.sha256(data).hexdigest(), width, height)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise JobFailed("ComfyUI returned an output that is not a PNG image")
+    return struct.unpack(">II", data[16:24])
+
+
+def _chunks(data: bytes):
+    """(offset, type, payload) for every chunk of a PNG."""
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        yield offset, kind, data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+
+
+def add_text_chunk(png: bytes, key: str, text: str) -> bytes:
+    """Insert an uncompressed iTXt chunk before IEND (replacing one with the same key)."""
+    png_size(png)
+    payload = key.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")
+    chunk = struct.pack(">I", len(payload)) + b"iTXt" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"iTXt" + payload) & 0xFFFFFFFF)
+    kept = bytearray(PNG_SIGNATURE)
+    for offset, kind, body in _chunks(png):
+        raw = png[offset:offset + 12 + len(body)]
+        if kind in (b"tEXt", b"iTXt", b"zTXt") and body.split(b"\x00", 1)[0] == key.encode():
+            continue
+        if kind == b"IEND":
+            kept += chunk
+        kept += raw
+    return bytes(kept)
+
+
+def read_text_chunks(data: bytes) -> dict[str, str]:
+    """Every tEXt / iTXt / zTXt chunk of a PNG as key -> text."""
+    png_size(data)
+    found: dict[str, str] = {}
+    for _, kind, body in _chunks(data):
+        key, _, rest = body.partition(b"\x00")
+        if kind == b"tEXt":
+            found[key.decode("latin-1")] = rest.decode("latin-1")
+        elif kind == b"zTXt":
+            found[key.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
+        elif kind == b"iTXt":
+            compressed, _method = rest[0], rest[1]
+            _lang, _, rest = rest[2:].partition(b"\x00")
+            _translated, _, text = rest.partition(b"\x00")
+            found[key.decode("latin-1")] = (zlib.decompress(text) if compressed else text).decode("utf-8")
+    return found
+
+
+def zmm_metadata(path: Path) -> dict[str, Any]:
+    """The zmm chunk of an image zmm saved (for `generate --from-image`)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInput("from-image", f"{path} does not exist") from None
+    except OSError as exc:
+        raise InvalidInput("from-image", f"{path} cannot be read ({exc.strerror})") from None
+    try:
+        chunks = read_text_chunks(data)
+    except (JobFailed, zlib.error, UnicodeDecodeError):
+        raise InvalidInput("from-image", f"{path} is not a PNG image") from None
+    if ZMM_KEY not in chunks:
+        raise InvalidInput("from-image", f"{path} has no zmm metadata (was it made by zmm?)")
+    try:
+        return json.loads(chunks[ZMM_KEY])
+    except json.JSONDecodeError:
+        raise InvalidInput("from-image", f"{path} has a damaged zmm chunk") from None

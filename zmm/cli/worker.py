@@ -1,0 +1,34 @@
+"""`zmm serve-worker`: drain the spool through one ComfyUI server."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from zmm.cli.common import load_config, say
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve-worker")(serve_worker)
+
+
+def serve_worker(
+    comfyui: Optional[str] = typer.Option(None, "--comfyui",
+                                          help="ComfyUI URL (default: $ZMM_COMFYUI_URL, config "
+                                          "comfyui.url, http://127.0.0.1:8188)."),
+    once: bool = typer.Option(False, "--once", help="Run what is queued and due, then exit."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after N jobs."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines, no live display."),
+) -> None:
+    """Run jobs from the spool on ComfyUI (one worker per ComfyUI server).
+
+    Ctrl-C finishes the running job and exits; a second Ctrl-C (or SIGTERM)
+    interrupts it and queues it again."""
+    from zmm import render, service
+
+    settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None)
+    view = render.WorkerView(live=False if no_progress else None)
+    finished = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
+    ok = sum(1 for job in finished if job.status == "succeeded")
+    say(f"worker stopped: {ok} succeeded, {len(finished) - ok} other")

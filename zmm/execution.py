@@ -1,0 +1,219 @@
+"""One job's life on ComfyUI: building its graph, submitting it safely, and
+turning ComfyUI's verdict into the job's outcome (saved files or an error).
+
+`Inflight` is the worker's record of a submitted job; `Outcome` is what the
+worker then writes to the spool. Nothing here loops or sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmm
+from zmm import assets, workflows
+from zmm.comfy import ComfyClient, HistoryEntry
+from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected
+from zmm.store import Job
+
+# ComfyUI node classes -> the phase a person would call it.
+PHASES = {
+    "CheckpointLoaderSimple": "loading model", "CheckpointLoader": "loading model",
+    "UNETLoader": "loading model", "CLIPTextEncode": "encoding prompt",
+    "KSampler": "sampling", "KSamplerAdvanced": "sampling", "SamplerCustom": "sampling",
+    "VAEDecode": "decoding", "SaveImage": "saving",
+}
+
+
+@dataclass
+class Inflight:
+    job: Job
+    prompt_id: str
+    graph: dict[str, Any]
+    submitted: float
+    started: float | None = None  # monotonic time of execution_start
+    last_event: float = 0.0
+    error: dict[str, Any] | None = None
+    interrupted: bool = False
+    stop_reason: str | None = None  # why zmm interrupted it: cancel | silence | signal | preempt
+    attached: bool = True  # False after a reconnect: its events go to an old client id
+    phase: str = "submitted"
+    progress: tuple[int, int, str] | None = None
+    flushed_progress: tuple[int, int, str] | None = None
+    last_flush: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def executing(self) -> bool:
+        return self.started is not None
+
+    def phase_of(self, node_id: str | None) -> str:
+        node = self.graph.get(str(node_id), {}) if node_id is not None else {}
+        kind = node.get("class_type", "")
+        return PHASES.get(kind, f"running {kind}" if kind else "running")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # succeeded | failed | cancelled | requeue
+    message: str
+    fields: dict[str, Any]
+    consume_attempt: bool = False
+    backoff: bool = False
+
+
+def prompt_id_for(job: Job) -> str:
+    """The job id itself on the first attempt, so a restarted worker finds the
+    result in ComfyUI's history; a suffix after that, since ComfyUI keeps only
+    the last history entry per prompt id."""
+    return job.id if job.attempts == 0 else f"{job.id}-r{job.attempts}"
+
+
+class GraphBuilder:
+    """Binds templates and checks them against the server once per (template,
+    checkpoint), refreshing the server's lists once before declaring a miss."""
+
+    def __init__(self, client: ComfyClient, user_dir) -> None:
+        self.client = client
+        self.user_dir = user_dir
+        self._checked: set[tuple[str, str | None]] = set()
+        self._server: tuple[dict, list[str]] | None = None
+
+    def build(self, job: Job) -> dict[str, Any]:
+        params = job.param_values
+        source = params.get("graph") or workflows.load(job.workflow, self.user_dir).graph
+        values = {key: params.get(key) for key in (
+            "prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "width",
+            "height", "checkpoint", "batch_size")}
+        values["filename_prefix"] = f"zmm/{job.id}"
+        graph = workflows.bind(source, values)
+        key = (job.workflow, workflows.graph_model(graph))
+        if key not in self._checked:
+            self._check(graph)
+            self._checked.add(key)
+        return graph
+
+    def _check(self, graph: dict[str, Any]) -> None:
+        for fresh in (False, True):
+            if self._server is None or fresh:
+                self._server = (self.client.object_info(), self.client.checkpoints())
+            try:
+                workflows.check_against_server(graph, *self._server)
+                return
+            except WorkflowRejected:
+                if fresh:
+                    raise
+
+
+def submit(client: ComfyClient, graph: dict[str, Any], prompt_id: str, client_id: str,
+           metadata: dict[str, Any], *, front: bool = False) -> None:
+    """POST /prompt once. After an ambiguous failure (5xx, dropped connection)
+    look for the prompt in /queue and /history before saying it was not queued."""
+    extra = {"extra_pnginfo": {"zmm": metadata}}
+    try:
+        result = client.submit(graph, prompt_id=prompt_id, client_id=client_id,
+                               extra_data=extra, front=front)
+    except ComfyServerError:
+        if _is_known(client, prompt_id):
+            return
+        raise
+    if result.node_errors:
+        # A 200 with node_errors ran only part of the graph: not the job asked for.
+        client.delete_from_queue([prompt_id])
+        client.interrupt(prompt_id)
+        raise WorkflowRejected("ComfyUI accepted only part of the workflow: "
+                               + workflows_errors_line(result.node_errors))
+
+
+def _is_known(client: ComfyClient, prompt_id: str) -> bool:
+    try:
+        state = client.queue()
+        queued = {item.prompt_id for item in state.running + state.pending}
+        return prompt_id in queued or client.history(prompt_id) is not None
+    except (ComfyUnavailable, ComfyServerError):
+        return False
+
+
+def workflows_errors_line(node_errors: dict[str, Any]) -> str:
+    parts = []
+    for node_id, info in node_errors.items():
+        for error in info.get("errors", []):
+            parts.append(f"node {node_id} ({info.get('class_type')}): {error.get('type')}: "
+                         f"{error.get('details') or error.get('message')}")
+    return "; ".join(parts) or "unknown node errors"
+
+
+def zmm_metadata(job: Job) -> dict[str, Any]:
+    params = job.param_values
+    return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
+            "seed": job.seed, "model": job.model_requested, "width": job.width,
+            "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
+            "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
+            "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
+            "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__}
+
+
+def is_out_of_memory(error: dict[str, Any]) -> bool:
+    text = f"{error.get('exception_type', '')} {error.get('exception_message', '')}".lower()
+    return "outofmemory" in text.replace(" ", "") or "out of memory" in text
+
+
+def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
+          clock=time.monotonic) -> Outcome:
+    """ComfyUI's history entry for a finished prompt -> the job's outcome."""
+    job = inflight.job
+    if entry is None:
+        return Outcome("requeue", "ComfyUI has no record of the prompt (restarted?); queued again",
+                       {}, consume_attempt=True)
+    if entry.status_str == "success" and entry.completed:
+        return _collect(inflight, entry, client, assets_root, clock)
+    if inflight.interrupted or entry.interrupted:
+        reason = inflight.stop_reason
+        if reason == "cancel":
+            return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
+        if reason in ("signal", "preempt"):
+            return Outcome("requeue", f"interrupted ({reason}); queued again", {})
+        if reason == "silence":
+            return Outcome("requeue", "no word from ComfyUI; interrupted and queued again", {},
+                           consume_attempt=True, backoff=True)
+        return Outcome("requeue", "interrupted on the ComfyUI server; queued again", {},
+                       consume_attempt=True)
+    error = inflight.error or entry.error or {}
+    if is_out_of_memory(error):
+        return Outcome("requeue", "ComfyUI ran out of GPU memory; freed it and queued again",
+                       {"oom": True}, consume_attempt=True)
+    first_line = (error.get("exception_message") or "execution failed").strip().splitlines()
+    message = (f"ComfyUI node {error.get('node_id', '?')} ({error.get('node_type', '?')}) raised "
+               f"{error.get('exception_type', 'an error')}: {first_line[0] if first_line else ''}")
+    return Outcome("failed", message, {"error_message": message})
+
+
+def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, assets_root,
+             clock) -> Outcome:
+    job = inflight.job
+    outputs = [out for out in entry.outputs if out.type == "output"]
+    if not outputs:
+        return Outcome("failed", "the workflow finished without saving an image",
+                       {"error_message": "the workflow finished without saving an image"})
+    saved = []
+    metadata = zmm_metadata(job)
+    for index, out in enumerate(outputs):
+        data = client.view(out)
+        relative = assets.relative_name(job.id, job.created_at, index)
+        saved.append(assets.save_output(assets_root, relative, data, metadata))
+    first = saved[0]
+    started = inflight.started or inflight.submitted
+    return Outcome("succeeded", first.relative, {
+        "backend": "local", "model_used": workflows.graph_model(inflight.graph),
+        "generation_time_s": round(clock() - started, 3), "output_path": first.relative,
+        "outputs": _json([item.relative for item in saved]), "file_size_bytes": first.size,
+        "sha256": first.sha256, "width": first.width, "height": first.height,
+        "cost_usd": 0.0, "error_message": None,
+    })
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,119 @@
+"""Running a worker: the lock (one per ComfyUI server), the client, signal
+handling, and the inline mode `zmm generate` uses when no worker is alive.
+
+The CLI calls these; they wire config, store, client and observer together.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from zmm.config import Config
+from zmm.errors import ComfyUnavailable
+from zmm.locks import FileLock, worker_lock_path
+from zmm.store import Job, Store
+
+
+def worker_lock(settings: Config, role: str) -> FileLock:
+    url = settings.get("comfyui.url")
+    return FileLock(worker_lock_path(settings.home, url), {"role": role, "comfy_url": url})
+
+
+def make_client(settings: Config):
+    from zmm.comfy import ComfyClient
+
+    return ComfyClient(settings.get("comfyui.url"), timeout=settings.get("comfyui.timeout_s"))
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT: finish the running job, then stop (twice: stop now). SIGTERM (and
+    Ctrl-Break on Windows): stop now, queueing the running job again."""
+    wanted = {signal.SIGINT: "drain", signal.SIGTERM: "now"}
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        wanted[signal.SIGBREAK] = "now"
+    previous = {}
+    for number, mode in wanted.items():
+        previous[number] = signal.signal(number, lambda *_args, mode=mode: request_stop(mode))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> list[Job]:
+    from zmm.worker import Worker
+
+    lock = worker_lock(settings, "serve-worker")
+    lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
+    with lock:
+        store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"))
+        client = make_client(settings)
+        try:
+            worker = Worker(store, client, settings, observer=observer, once=once,
+                            max_jobs=max_jobs)
+            observer.attach(store, settings)
+            with stop_on_signals(worker.request_stop), observer:
+                return worker.run()
+        finally:
+            client.close()
+            store.close()
+
+
+class InlineRunner:
+    """Runs `generate`'s own jobs in a background thread through the same Worker,
+    only while it holds the worker lock, so a real worker is never disturbed."""
+
+    def __init__(self, settings: Config, job_ids: list[str]) -> None:
+        self.settings = settings
+        self.job_ids = job_ids
+        self.lock = worker_lock(settings, "inline generate")
+        self.error: BaseException | None = None
+        self._worker = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        """False if another worker holds the lock (it will run the jobs)."""
+        if not self.lock.try_acquire():
+            return False
+        self._thread = threading.Thread(target=self._run, name="zmm-inline-worker", daemon=True)
+        self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        from zmm.worker import Worker
+
+        store = Store(self.settings.spool_path,
+                      busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"))
+        client = make_client(self.settings)
+        try:
+            self._worker = Worker(store, client, self.settings, only_ids=self.job_ids)
+            self._worker.run()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            self.error = exc
+        finally:
+            client.close()
+            store.close()
+            self.lock.release()
+
+    def check(self) -> None:
+        """Between polls: re-raise what the worker thread failed with."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            if isinstance(error, ComfyUnavailable):
+                ids = " ".join(self.job_ids)
+                error.hint = (f"job(s) {ids} stay queued and will run once a worker reaches "
+                              "ComfyUI (`zmm serve-worker`); follow with `zmm wait " + ids + "`")
+            raise error
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.request_stop("now")
+        if self._thread is not None:
+            self._thread.join(timeout=30)
