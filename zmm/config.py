@@ -38,6 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "progress_interval_s": 0.5,
         "backoff_s": 5.0,
         "model_group_window": 4,
+        "vram_policy": "swap",
     },
     "spool": {"busy_timeout_ms": 15000},
     "generate": {
