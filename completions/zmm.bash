@@ -5,14 +5,15 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "config"|"config path"|"config show"|"generate"|"history"|"history show"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "config"|"config path"|"config show"|"doctor"|"generate"|"history"|"history show"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="config generate history queue serve-worker wait --help --version" ;;
+        "") words="config doctor generate history queue serve-worker wait --help --version" ;;
         "config") words="path show --help" ;;
         "config path") words="--help" ;;
         "config show") words="--help --json" ;;
+        "doctor") words="--help --json" ;;
         "generate") words="--aspect --cfg --count --from --from-image --help --json --model --negative --no-inline --no-wait --priority --quality --requester --seed --set --size --steps --style --timeout --webhook --workflow -n -p -q" ;;
         "history") words="show --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;
         "history show") words="--help --json" ;;

@@ -82,3 +82,40 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, message
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
         time.sleep(interval)
+
+
+class LiveProcess:
+    """A running `zmm` process whose output lines are collected as they come."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        import threading
+
+        self.process = zmm_process(*args, env=env)
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._threads = [threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+                         for stream, sink in ((self.process.stdout, self.stdout),
+                                              (self.process.stderr, self.stderr))]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(stream, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+
+    def wait_for_line(self, text: str, timeout: float = 20.0) -> str:
+        return wait_until(lambda: next((line for line in self.stderr if text in line), None),
+                          timeout=timeout, message=f"a stderr line with {text!r}; got {self.stderr[-5:]}")
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.process.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return code

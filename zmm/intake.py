@@ -66,6 +66,7 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
         width=width, height=height, seed=seed, steps=steps, cfg=cfg,
         sampler=str(tier["sampler"]), scheduler=str(tier["scheduler"]),
         webhook_url=jobs.parse_webhook(raw.get("webhook")), user_prompt=user_prompt,
+        model_pinned=raw.get("model") not in (None, ""),
     )
     sets = _as_list(raw.get("set"))
     if raw.get("workflow") or sets:

@@ -103,6 +103,7 @@ class JobSpec:
     webhook_url: str | None = None
     graph: dict[str, Any] | None = None  # a custom workflow, already --set and checked
     user_prompt: str = ""
+    model_pinned: bool = False  # the user named the model: the VRAM gate never downgrades it
     extra: dict[str, Any] = field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:
@@ -111,7 +112,8 @@ class JobSpec:
             "prompt": self.prompt, "negative": self.negative, "seed": self.seed,
             "steps": self.steps, "cfg": self.cfg, "sampler": self.sampler,
             "scheduler": self.scheduler, "width": self.width, "height": self.height,
-            "checkpoint": self.checkpoint, "batch_size": 1,
+            "checkpoint": self.checkpoint, "batch_size": 1, "model_key": self.model_key,
+            "model_pinned": self.model_pinned,
         }
 
 

@@ -250,10 +250,8 @@ class Worker:
         if phase == inflight.phase:
             return
         inflight.phase = phase
-        if phase != "sampling":
-            inflight.progress = None
-        self.store.update(inflight.job.id, worker_id=self.id, phase=phase, progress_value=None,
-                          progress_max=None, progress_node=None)
+        # Progress columns keep the last sampler step, so a finished job still shows 25/25.
+        self.store.update(inflight.job.id, worker_id=self.id, phase=phase)
         self.observer.job_changed(inflight)
 
     def _flush_progress(self, inflight: Inflight, force: bool = False) -> None:

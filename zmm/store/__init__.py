@@ -32,7 +32,7 @@ WRITABLE = frozenset(
     attempts retry_count not_before worker_id lease_expires_at comfy_prompt_id comfy_url
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
     cancel_requested_at seed width height steps params model_requested priority
-    priority_rank queued_at queued_ts pinned asset_deleted_at""".split()
+    priority_rank queued_at queued_ts pinned asset_deleted_at workflow vram_used_gb""".split()
 )
 
 

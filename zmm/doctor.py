@@ -1,0 +1,156 @@
+"""`zmm doctor`: one check per line for what zmm depends on: the spool's
+integrity, schema and permissions, config, ComfyUI and Ollama reachability and
+versions, NVML, and the templates against the server's nodes and checkpoints.
+
+Each check returns a `Check`; the exit code is that of the most serious failure.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from zmm import errors
+from zmm.config import Config
+
+# Which failure decides the exit code when several fail, most serious first.
+SEVERITY = (errors.SPOOL_UNUSABLE, errors.USAGE, errors.WORKFLOW_REJECTED,
+            errors.BACKEND_UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    code: int = 0  # the exit code a failure maps to
+
+    def public(self) -> dict[str, Any]:
+        return {"check": self.name, "status": self.status, "detail": self.detail}
+
+
+def exit_code(checks: list[Check]) -> int:
+    failing = {check.code for check in checks if check.status == "fail"}
+    return next((code for code in SEVERITY if code in failing), 0)
+
+
+def run_all(settings: Config) -> list[Check]:
+    checks = [check_permissions(settings), check_spool(settings)]
+    comfy_check, server = check_comfyui(settings)
+    checks.append(comfy_check)
+    if server is not None:
+        checks.extend(check_templates(settings, *server))
+    checks.append(check_ollama(settings))
+    checks.append(check_nvml())
+    return checks
+
+
+def check_permissions(settings: Config) -> Check:
+    home = settings.home
+    if not home.exists():
+        return Check("home", "ok", f"{home} does not exist yet; created user-only on first use")
+    loose = [str(path) for path in (home, settings.spool_path, settings.assets_dir)
+             if path.exists() and os.name != "nt" and stat.S_IMODE(path.stat().st_mode) & 0o077]
+    if loose:
+        return Check("home", "warn", "readable by others: " + ", ".join(loose)
+                     + " (chmod go-rwx)")
+    if not os.access(home, os.W_OK):
+        return Check("home", "fail", f"{home} is not writable", errors.SPOOL_UNUSABLE)
+    return Check("home", "ok", f"{home} (user-only)")
+
+
+def check_spool(settings: Config) -> Check:
+    from zmm.store.db import migrations
+
+    path = settings.spool_path
+    if not path.exists():
+        return Check("spool", "ok", f"{path} not created yet")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            jobs = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] if version else 0
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("spool", "fail", f"{path}: {exc}", errors.SPOOL_UNUSABLE)
+    known = len(migrations())
+    if verdict != "ok":
+        return Check("spool", "fail", f"integrity_check: {verdict}", errors.SPOOL_UNUSABLE)
+    if version > known:
+        return Check("spool", "fail", f"schema {version} is newer than this zmm ({known})",
+                     errors.SPOOL_UNUSABLE)
+    return Check("spool", "ok", f"{path}: integrity ok, schema {version}/{known}, {jobs} jobs")
+
+
+def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, list[str]] | None]:
+    from zmm.service import make_client
+
+    url = settings.get("comfyui.url")
+    client = make_client(settings)
+    try:
+        stats = client.ping()
+        version = stats.get("system", {}).get("comfyui_version", "unknown")
+        devices = ", ".join(d.get("name", "?") for d in stats.get("devices", []))
+        server = (client.object_info(), client.checkpoints())
+        return Check("comfyui", "ok", f"{url}: ComfyUI {version} on {devices or 'no device'}"), server
+    except errors.ZmmError as exc:
+        return Check("comfyui", "fail", exc.message, errors.BACKEND_UNAVAILABLE), None
+    finally:
+        client.close()
+
+
+def check_templates(settings: Config, object_info: dict, checkpoints: list[str]) -> list[Check]:
+    from zmm import workflows
+
+    results = []
+    for key, name in settings.section("templates").items():
+        checkpoint = settings.section("models").get(key)
+        try:
+            template = workflows.load(name, settings.workflows_dir)
+            graph = workflows.bind(template.graph, _sample_values(checkpoint))
+            workflows.check_against_server(graph, object_info, checkpoints)
+            results.append(Check(f"template {name}", "ok", f"nodes and {checkpoint} present"))
+        except errors.ZmmError as exc:
+            results.append(Check(f"template {name}", "fail", exc.message,
+                                 errors.WORKFLOW_REJECTED))
+    return results
+
+
+def _sample_values(checkpoint: str | None) -> dict[str, Any]:
+    return {"prompt": "doctor", "negative": "", "seed": 0, "steps": 1, "cfg": 1.0,
+            "sampler": "euler", "scheduler": "normal", "width": 64, "height": 64,
+            "checkpoint": checkpoint, "batch_size": 1, "filename_prefix": "zmm/doctor"}
+
+
+def check_ollama(settings: Config) -> Check:
+    if not settings.get("ollama.enabled"):
+        return Check("ollama", "ok", "disabled in config (no VRAM swap)")
+    from zmm.ollama import OllamaClient
+
+    url = settings.get("ollama.url")
+    try:
+        client = OllamaClient(url, timeout=5)
+        version = client.version()
+        loaded = client.ps()
+        names = ", ".join(model.name for model in loaded) or "none loaded"
+        return Check("ollama", "ok", f"{url}: Ollama {version}; {names}")
+    except errors.ZmmError as exc:
+        # Ollama is optional: without it the swap is skipped, images still run.
+        return Check("ollama", "warn", f"{exc.message} (the VRAM swap is skipped)")
+
+
+def check_nvml() -> Check:
+    from zmm import gpu
+
+    try:
+        snap = gpu.snapshot()
+    except errors.GpuUnavailable as exc:
+        return Check("nvml", "warn", f"{exc.message} (VRAM checks are skipped)")
+    names = ", ".join(f"{g.name} {g.free_bytes / 1024**3:.1f}/{g.total_bytes / 1024**3:.1f} GB free"
+                      for g in snap.gpus)
+    return Check("nvml", "ok", f"driver {snap.driver_version}: {names or 'no GPU'}")

@@ -1,0 +1,187 @@
+"""The VRAM gate between the spool and ComfyUI: before a job runs, gather the
+facts (free VRAM from NVML, Ollama's loaded models), ask the scheduler, and
+carry out its decision: downgrade the job, unload Ollama, or defer the job.
+
+The swap is persisted in `spool_state` ("swap") before any model is unloaded,
+so a worker killed mid-swap restores the same models when it starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zmm import jobs, scheduler
+from zmm.config import Config
+from zmm.errors import ZmmError
+from zmm.store import Job, Store
+from zmm.store.db import iso
+
+SWAP_KEY = "swap"
+
+
+@dataclass(frozen=True)
+class Admission:
+    job: Job | None  # the job to run (maybe downgraded); None when deferred
+    message: str
+
+
+class VramGate:
+    def __init__(self, store: Store, settings: Config, *, ollama: Any | None,
+                 free_bytes: Callable[[], int | None], notice: Callable[[str], None],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.settings = store, settings
+        self.ollama = ollama
+        self.free_bytes = free_bytes
+        self.notice = notice
+        self.monotonic = monotonic
+        self.rules = scheduler.settings_from(settings)
+        self._idle_since: float | None = None
+        self._told: set[str] = set()
+
+    # -- before a job ------------------------------------------------------------
+
+    def admit(self, job: Job) -> Admission:
+        params = job.param_values
+        if params.get("graph") is not None and job.model_requested is None:
+            return Admission(job, "custom workflow: VRAM not estimated")
+        free = self._free()
+        llms = self._loaded_llms()
+        waited = 0.0
+        if params.get("vram_wait_since"):
+            waited = max(0.0, self.store.clock() - float(params["vram_wait_since"]))
+        facts = scheduler.Facts(
+            priority=job.priority, quality=job.quality_tier,
+            model_key=params.get("model_key") or jobs.model_family(job.model_requested or ""),
+            model_pinned=bool(params.get("model_pinned")), free_bytes=free, llms=llms,
+            waited_s=waited)
+        decision = scheduler.decide(facts, self.rules)
+        if decision.action == "run":
+            return Admission(job, decision.reason)
+        if decision.action == "downgrade":
+            return Admission(self._downgrade(job, decision), decision.reason)
+        if decision.action == "unload":
+            self._unload(job, decision)
+            return Admission(self.store.get(job.id), decision.reason)
+        return self._defer(job, decision, params)
+
+    def _free(self) -> int | None:
+        free = self.free_bytes()
+        if free is None:
+            self._once("nvml", "NVML is not available: VRAM is not checked before jobs")
+        return free
+
+    def _loaded_llms(self) -> list[scheduler.LoadedLlm] | None:
+        if self.ollama is None:
+            self._once("ollama-off", "Ollama is not configured: no VRAM swap")
+            return None
+        try:
+            loaded = self.ollama.ps()
+        except ZmmError as exc:
+            self._once("ollama-down", f"Ollama unreachable ({exc.message}): no VRAM swap")
+            return None
+        return [scheduler.LoadedLlm(m.name, m.size_vram, self._keep_alive(m)) for m in loaded]
+
+    def _keep_alive(self, model: Any) -> Any:
+        from zmm.ollama import normalize_keep_alive
+
+        return normalize_keep_alive(model.expires_at,
+                                    default=self.settings.get("ollama.reload_keep_alive"))
+
+    def _downgrade(self, job: Job, decision: scheduler.Decision) -> Job:
+        width, height = sd15_size(job.width or 1024, job.height or 1024)
+        params = dict(job.param_values, model_key="sd15", width=width, height=height,
+                      checkpoint=self.settings.get("models.sd15"), downgraded_from=job.model_requested)
+        self.store.update(job.id, params=json.dumps(params, separators=(",", ":")),
+                          model_requested=params["checkpoint"], width=width, height=height,
+                          workflow=self.settings.get("templates.sd15"),
+                          event=("downgrade", decision.reason),
+                          data={"from": job.model_requested, "to": params["checkpoint"]})
+        return self.store.get(job.id)
+
+    def _defer(self, job: Job, decision: scheduler.Decision, params: dict) -> Admission:
+        first = not params.get("vram_wait_since")
+        if first:
+            params = dict(params, vram_wait_since=self.store.clock())
+            self.store.update(job.id, params=json.dumps(params, separators=(",", ":")),
+                              event=("vram_wait", decision.reason))
+        return Admission(None, decision.reason)
+
+    # -- the swap ------------------------------------------------------------------
+
+    def _unload(self, job: Job, decision: scheduler.Decision) -> None:
+        state = self.store.get_state(SWAP_KEY) or {"models": [], "job_id": job.id, "since": iso(self.store.clock())}
+        known = {m["name"] for m in state["models"]}
+        state["models"] += [{"name": llm.name, "keep_alive": llm.keep_alive}
+                            for llm in decision.unload if llm.name not in known]
+        self.store.set_state(SWAP_KEY, state)  # before unloading: a crash still restores
+        self.store.add_event(job.id, "swap", decision.reason,
+                             {"unload": [llm.name for llm in decision.unload]})
+        for llm in decision.unload:
+            try:
+                self.ollama.unload(llm.name)
+            except ZmmError as exc:
+                self.store.add_event(job.id, "swap", f"unloading {llm.name} failed: {exc.message}")
+        result = self.ollama.wait_released(
+            [llm.name for llm in decision.unload],
+            timeout=self.settings.get("ollama.unload_timeout_s"),
+            vram_free=self.free_bytes, need_bytes=decision.need_bytes)
+        if result.released:
+            self.store.add_event(job.id, "swap", f"released in {result.waited_s:.1f}s")
+        else:
+            holders = self._holders()
+            message = (f"Ollama did not release {', '.join(result.still_loaded) or 'its memory'} "
+                       f"within {result.waited_s:.0f}s{holders}; running anyway")
+            self.store.add_event(job.id, "swap_stuck", message)
+            self.notice(message)
+
+    def _holders(self) -> str:
+        from zmm import gpu
+
+        try:
+            procs = [p for g in gpu.snapshot().gpus for p in g.processes if p.role == "ollama"]
+        except ZmmError:
+            return ""
+        return "; held by " + ", ".join(f"pid {p.pid} ({p.name})" for p in procs) if procs else ""
+
+    def maybe_restore(self, has_image_work: bool) -> None:
+        """Reload the swapped-out models once image work has stopped for a moment."""
+        state = self.store.get_state(SWAP_KEY)
+        if not state or self.ollama is None:
+            return
+        if has_image_work:
+            self._idle_since = None
+            return
+        now = self.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        if now - self._idle_since < self.settings.get("ollama.queue_end_delay_s"):
+            return
+        restored = []
+        for model in state["models"]:
+            try:
+                self.ollama.load(model["name"], keep_alive=model.get("keep_alive"))
+                restored.append(model["name"])
+            except ZmmError as exc:
+                self.notice(f"could not reload {model['name']}: {exc.message}")
+        self.store.set_state(SWAP_KEY, None)
+        self._idle_since = None
+        if state.get("job_id"):
+            self.store.add_event(state["job_id"], "reload", "reloaded " + ", ".join(restored))
+        self.notice("reloaded Ollama models: " + (", ".join(restored) or "none"))
+
+    def _once(self, key: str, text: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            self.notice(text)
+
+
+def sd15_size(width: int, height: int) -> tuple[int, int]:
+    """The SD1.5 size of the same aspect ratio (half the SDXL side, multiple of 8)."""
+    for aspect, size in jobs.ASPECTS["sdxl"].items():
+        if size == (width, height):
+            return jobs.ASPECTS["sd15"][aspect]
+    return max(64, width // 2 // 8 * 8), max(64, height // 2 // 8 * 8)
