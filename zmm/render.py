@@ -121,6 +121,7 @@ class WorkerView:
     def __init__(self, live: bool | None = None) -> None:
         self.live = interactive() if live is None else live
         self._current: dict[str, Any] = {}
+        self._logged: dict[str, str] = {}  # job id -> the phase last logged
         self._finished: list[Any] = []
         self._status = "starting"
         self._depth: Any = None
@@ -157,16 +158,19 @@ class WorkerView:
         self._log(self._status)
 
     def job_changed(self, inflight: Any) -> None:
-        first_seen = inflight.job.id not in self._current
-        self._current[inflight.job.id] = inflight
-        if first_seen or not self.live:
-            progress = inflight.progress
-            step = f" {progress[0]}/{progress[1]}" if progress else ""
-            if first_seen or inflight.phase != "sampling" or (progress and progress[0] == progress[1]):
-                self._log(f"{inflight.job.id} {inflight.phase}{step}")
+        job_id = inflight.job.id
+        self._current[job_id] = inflight
+        progress = inflight.progress
+        step = f" {progress[0]}/{progress[1]}" if progress else ""
+        if self._logged.get(job_id) != inflight.phase:
+            self._logged[job_id] = inflight.phase
+            self._log(f"{job_id} {inflight.phase}{step}")
+        elif not self.live and progress and progress[0] == progress[1]:
+            self._log(f"{job_id} {inflight.phase}{step}")
 
     def job_finished(self, job: Any) -> None:
         self._current.pop(job.id, None)
+        self._logged.pop(job.id, None)
         self._finished = ([job] + self._finished)[:5]
         self._log(f"{job.id} {describe_job(job)}")
 

@@ -1,0 +1,206 @@
+"""Node types and prompt validation of the fake ComfyUI, shaped like the real
+server's `/object_info` and its 400 / partial-200 `node_errors` answers
+(see shared/protocols/comfyui.md, section 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde",
+            "ddim", "uni_pc"]
+SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"]
+INT_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+def node_types(checkpoints: list[str]) -> dict[str, dict[str, Any]]:
+    """class -> {"required": {input: spec}, "output": [...], "output_node": bool, ...}."""
+    def spec(required, output, output_node=False, category="", display=None):
+        return {"required": required, "output": output, "output_node": output_node,
+                "category": category, "display": display}
+
+    return {
+        "CheckpointLoaderSimple": spec({"ckpt_name": [list(checkpoints), {
+            "tooltip": "The name of the checkpoint (model) to load."}]},
+            ["MODEL", "CLIP", "VAE"], category="loaders", display="Load Checkpoint"),
+        "CLIPTextEncode": spec({"text": ["STRING", {"multiline": True}], "clip": ["CLIP", {}]},
+                               ["CONDITIONING"], category="conditioning"),
+        "EmptyLatentImage": spec({
+            "width": ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8}],
+            "height": ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8}],
+            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}]}, ["LATENT"],
+            category="latent"),
+        "KSampler": spec({
+            "model": ["MODEL", {}],
+            "seed": ["INT", {"default": 0, "min": 0, "max": INT_MAX}],
+            "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
+            "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0}],
+            "sampler_name": [SAMPLERS, {}], "scheduler": [SCHEDULERS, {}],
+            "positive": ["CONDITIONING", {}], "negative": ["CONDITIONING", {}],
+            "latent_image": ["LATENT", {}],
+            "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0}]}, ["LATENT"],
+            category="sampling"),
+        "VAEDecode": spec({"samples": ["LATENT", {}], "vae": ["VAE", {}]}, ["IMAGE"],
+                          category="latent"),
+        "SaveImage": spec({"images": ["IMAGE", {}], "filename_prefix": ["STRING", {
+            "default": "ComfyUI"}]}, [], output_node=True, category="image"),
+        "PreviewImage": spec({"images": ["IMAGE", {}]}, [], output_node=True, category="image"),
+        "EmptyImage": spec({
+            "width": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
+            "height": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
+            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
+            "color": ["INT", {"default": 0, "min": 0, "max": 0xFFFFFF}]}, ["IMAGE"],
+            category="image"),
+        "ImageInvert": spec({"image": ["IMAGE", {}]}, ["IMAGE"], category="image"),
+        "ImageBlur": spec({"image": ["IMAGE", {}],
+                           "blur_radius": ["INT", {"default": 1, "min": 1, "max": 31}],
+                           "sigma": ["FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0}]},
+                          ["IMAGE"], category="image"),
+    }
+
+
+def object_info_entry(name: str, node: dict[str, Any]) -> dict[str, Any]:
+    outputs = node["output"]
+    return {
+        "input": {"required": node["required"]},
+        "input_order": {"required": list(node["required"])},
+        "output": outputs, "output_is_list": [False] * len(outputs), "output_name": outputs,
+        "name": name, "display_name": node["display"] or name,
+        "description": "", "python_module": "nodes", "category": node["category"],
+        "output_node": node["output_node"], "output_tooltips": [""] * len(outputs),
+    }
+
+
+def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+def top_level_error(prompt: Any, types: dict[str, dict]) -> dict[str, Any] | None:
+    """The errors that reject the whole prompt before per-node validation."""
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            return _error("invalid_prompt", "Cannot execute because a node is missing the "
+                          "class_type property.", f"Node ID '#{node_id}'")
+        if node["class_type"] not in types:
+            return _error("invalid_prompt", f"Cannot execute because node {node['class_type']} "
+                          "does not exist.", f"Node ID '#{node_id}'")
+    if not any(types[node["class_type"]]["output_node"] for node in prompt.values()):
+        return _error("prompt_no_outputs", "Prompt has no outputs", "")
+    return None
+
+
+def _coerce(kind: Any, value: Any, name: str, config: dict, spec: list) -> tuple[Any, dict | None]:
+    if isinstance(kind, list):
+        if value not in kind:
+            return None, _error("value_not_in_list", "Value not in list",
+                                f"{name}: '{value}' not in {kind}", input_name=name,
+                                input_config=spec, received_value=value)
+        return value, None
+    converters = {"INT": int, "FLOAT": float, "STRING": str}
+    if kind not in converters:
+        return value, None
+    try:
+        converted = converters[kind](value)
+    except (TypeError, ValueError) as exc:
+        return None, _error("invalid_input_type", f"Failed to convert an input value to a {kind} "
+                            "value", f"{name}, {value}, {exc}", input_name=name,
+                            input_config=spec, received_value=value, exception_message=str(exc))
+    if "min" in config and converted < config["min"]:
+        return None, _error("value_smaller_than_min", f"Value {converted} smaller than min of "
+                            f"{config['min']}", f"{name}", input_name=name, input_config=spec,
+                            received_value=converted)
+    if "max" in config and converted > config["max"]:
+        return None, _error("value_bigger_than_max", f"Value {converted} bigger than max of "
+                            f"{config['max']}", f"{name}", input_name=name, input_config=spec,
+                            received_value=converted)
+    return converted, None
+
+
+def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str], dict[str, Any]]:
+    """(valid output node ids, node_errors) after checking every output's subgraph."""
+    node_errors: dict[str, Any] = {}
+    valid_outputs = []
+    memo: dict[str, bool] = {}
+
+    def check(node_id: str, output_id: str) -> bool:
+        if node_id in memo:
+            if not memo[node_id] and node_id in node_errors:
+                node_errors[node_id]["dependent_outputs"].append(output_id)
+            return memo[node_id]
+        node = prompt[node_id]
+        node_type = types[node["class_type"]]
+        errors = []
+        ok_upstream = True
+        for name, spec in node_type["required"].items():
+            kind, config = spec[0], spec[1] if len(spec) > 1 else {}
+            if name not in node.get("inputs", {}):
+                errors.append(_error("required_input_missing", "Required input is missing", name,
+                                     input_name=name))
+                continue
+            value = node["inputs"][name]
+            is_type = isinstance(kind, str) and kind not in ("INT", "FLOAT", "STRING")
+            if isinstance(value, list):
+                if len(value) != 2 or not isinstance(value[1], int):
+                    errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 "
+                                         "list of [node_id, slot_index]", name, input_name=name))
+                    continue
+                source = str(value[0])
+                if source not in prompt:
+                    errors.append(_error("exception_during_validation", "Exception when validating "
+                                         "inner node", f"'{source}'"))
+                    continue
+                source_type = types[prompt[source]["class_type"]]["output"]
+                received = source_type[value[1]] if value[1] < len(source_type) else None
+                if received != kind:
+                    errors.append(_error("return_type_mismatch", "Return type mismatch between "
+                                         "linked nodes", f"{name}, received_type({received}) "
+                                         f"mismatch input_type({kind})", input_name=name,
+                                         received_type=received, linked_node=value))
+                    continue
+                ok_upstream = check(source, output_id) and ok_upstream
+            elif is_type:
+                errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list "
+                                     "of [node_id, slot_index]", name, input_name=name))
+            else:
+                _, error = _coerce(kind, value, name, config, spec)
+                if error:
+                    errors.append(error)
+        if errors:
+            node_errors[node_id] = {"errors": errors, "dependent_outputs": [output_id],
+                                    "class_type": node["class_type"]}
+        memo[node_id] = not errors and ok_upstream
+        return memo[node_id]
+
+    for node_id, node in prompt.items():
+        if types[node["class_type"]]["output_node"] and check(node_id, node_id):
+            valid_outputs.append(node_id)
+    return valid_outputs, node_errors
+
+
+def coerced_inputs(node: dict[str, Any], types: dict[str, dict]) -> dict[str, Any]:
+    """A node's literal inputs converted the way validation accepted them ("64" -> 64)."""
+    result = {}
+    for name, value in node.get("inputs", {}).items():
+        spec = types[node["class_type"]]["required"].get(name)
+        if spec and not isinstance(value, list):
+            converted, error = _coerce(spec[0], value, name, spec[1] if len(spec) > 1 else {}, spec)
+            result[name] = value if error else converted
+        else:
+            result[name] = value
+    return result
+
+
+def execution_order(prompt: dict[str, Any], outputs: list[str]) -> list[str]:
+    """Nodes the outputs depend on, upstream first (depth-first, like the real executor)."""
+    order: list[str] = []
+
+    def visit(node_id: str) -> None:
+        if node_id in order:
+            return
+        for value in prompt[node_id].get("inputs", {}).values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt:
+                visit(str(value[0]))
+        order.append(node_id)
+
+    for output in outputs:
+        visit(output)
+    return order

@@ -1,0 +1,123 @@
+"""serve-worker and inline generate against the fake ComfyUI, as real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from tests.conftest import LiveProcess, run_zmm, wait_until
+from zmm.assets import read_text_chunks
+from zmm.store import Store
+
+
+def spool(settings) -> Store:
+    return Store(settings.spool_path)
+
+
+def enqueue(*args: str) -> list[str]:
+    result = run_zmm("generate", *args, "--no-wait", "--size", "64x64", "--steps", "3")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_paused_jobs_run_in_priority_order_once_resumed(worker_env, settings, comfy):
+    assert run_zmm("queue", "pause").returncode == 0
+    low = enqueue("low job", "--priority", "LOW")
+    medium = enqueue("medium job", "--priority", "MEDIUM")
+    critical = enqueue("critical job", "--priority", "CRITICAL")
+    high = enqueue("high job", "--priority", "HIGH", "--count", "2")
+    paused = run_zmm("serve-worker", "--once", "--no-progress")
+    assert paused.returncode == 0 and comfy.runs == []
+    assert run_zmm("queue", "resume").returncode == 0
+    result = run_zmm("serve-worker", "--once", "--no-progress", timeout=120)
+    assert result.returncode == 0, result.stderr
+    ran = [run["prompt_id"] for run in comfy.runs]
+    assert ran == critical + high + medium + low
+    with spool(settings) as store:
+        jobs = store.get_many(ran)
+    assert all(job.status == "succeeded" and job.attempts == 0 for job in jobs)
+
+
+def test_outputs_metadata_and_history_are_complete(worker_env, settings, comfy):
+    (job_id,) = enqueue("a red square", "--seed", "42", "--negative", "blue")
+    result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
+    assert result.returncode == 0, result.stderr
+    with spool(settings) as store:
+        job = store.get(job_id)
+        events = [e["kind"] for e in store.events(job_id)]
+    assert job.status == "succeeded" and job.backend == "local"
+    assert job.output_path == f"images/{job.created_at[:7]}/{job_id}.png"
+    path = settings.assets_dir / job.output_path
+    data = path.read_bytes()
+    assert job.file_size_bytes == len(data) and len(job.sha256) == 64
+    assert (job.width, job.height) == (64, 64)
+    assert job.model_used == "sd_xl_base_1.0.safetensors" and job.generation_time_s > 0
+    assert (job.progress_value, job.progress_max) == (3, 3)
+    chunks = read_text_chunks(data)
+    assert json.loads(chunks["prompt"])["3"]["inputs"]["seed"] == 42
+    meta = json.loads(chunks["zmm"])
+    assert meta["job_id"] == job_id and meta["seed"] == 42 and meta["negative"] == "blue"
+    assert meta["prompt"] == "a red square" and meta["width"] == 64
+    assert events[:2] == ["enqueued", "claimed"] and events[-1] == "succeeded"
+    assert comfy.submissions[0]["prompt_id"] == job_id
+    # the PNG brings back exactly that job
+    again = run_zmm("generate", "--from-image", str(path), "--no-wait", "--json")
+    requeued = json.loads(again.stdout)["jobs"][0]
+    assert (requeued["prompt"], requeued["seed"], requeued["width"]) == ("a red square", 42, 64)
+
+
+def test_generate_without_a_worker_runs_inline(worker_env, settings, comfy):
+    result = run_zmm("generate", "inline please", "--size", "64x64", "--steps", "2", timeout=60)
+    assert result.returncode == 0, result.stderr
+    path = result.stdout.strip()
+    assert path.endswith(".png") and (settings.assets_dir / "images").exists()
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_checkpoint_fails_with_the_servers_list(worker_env, settings, comfy):
+    (job_id,) = enqueue("x", "--model", "nope.safetensors")
+    run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
+    with spool(settings) as store:
+        job = store.get(job_id)
+    assert job.status == "failed"
+    assert "nope.safetensors" in job.error_message
+    assert "sd_xl_base_1.0.safetensors" in job.error_message
+    assert comfy.submissions == []
+
+
+def test_comfyui_down_then_up_completes_without_using_attempts(worker_env, settings, comfy):
+    comfy.stop()
+    ids = enqueue("patience", "--count", "2")
+    worker = LiveProcess("serve-worker", "--no-progress")
+    try:
+        line = worker.wait_for_line("waiting for ComfyUI at")
+        assert comfy.url in line and "retrying in" in line
+        comfy.start()
+        with spool(settings) as store:
+            wait_until(lambda: all(store.get(i).status == "succeeded" for i in ids), timeout=30)
+            assert [store.get(i).attempts for i in ids] == [0, 0]
+    finally:
+        worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_second_worker_for_the_same_server_exits_with_conflict(worker_env, comfy):
+    first = LiveProcess("serve-worker", "--no-progress")
+    try:
+        first.wait_for_line("connected to ComfyUI")
+        second = run_zmm("serve-worker", "--once", "--no-progress")
+        assert second.returncode == 5
+        assert "already held by pid" in second.stderr
+    finally:
+        first.signal(signal.SIGINT)
+    assert first.wait() == 0
+
+
+def test_generate_unreachable_comfyui_exits_4_and_keeps_the_job(worker_env, settings, comfy):
+    comfy.stop()
+    result = run_zmm("generate", "x", "--size", "64x64", timeout=60)
+    assert result.returncode == 4
+    assert comfy.url in result.stderr and "stay queued" in result.stderr
+    with spool(settings) as store:
+        (row,) = store.conn.execute("SELECT status FROM jobs").fetchall()
+    assert row[0] == "queued"
