@@ -8,6 +8,7 @@ re-encoding), so ComfyUI's own `prompt` chunk survives untouched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -81,7 +82,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder itself may be what is broken
+            temporary.unlink()
         raise AssetWriteError(
             f"cannot save {path}: {exc.strerror or exc}",
             hint="free disk space or make the assets folder writable; the job can be retried",
