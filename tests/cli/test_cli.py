@@ -229,3 +229,26 @@ def test_readme_exit_code_table_matches_the_registry():
     assert {int(code) for code in table} == set(EXIT_CODES)
     for code, meaning in EXIT_CODES.items():
         assert table[str(code)] == meaning
+
+
+def test_custom_workflow_with_sets_is_validated_before_queuing(cli, settings, tmp_path):
+    from zmm import workflows
+
+    graph = workflows.load("sd15-txt2img", None).graph
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(graph))
+    job = cli.json("generate", "x", "--workflow", str(path), "--set", "3.denoise=0.7",
+                   "--no-wait", "--json")["jobs"][0]
+    with Store(settings.spool_path) as store:
+        stored = store.get(job["id"]).param_values["graph"]
+    assert stored["3"]["inputs"]["denoise"] == 0.7
+    before = job_count(settings)
+    bad = cli("generate", "x", "--workflow", str(path), "--set", "3.nope=1", "--no-wait")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: set: '3.nope=1'")
+    ui = tmp_path / "ui.json"
+    ui.write_text(json.dumps({"nodes": [], "links": []}))
+    bad = cli("generate", "x", "--workflow", str(ui), "--no-wait")
+    assert bad.exit_code == 2 and "Save (API)" in bad.stderr
+    missing = cli("generate", "x", "--workflow", "no-such-template", "--no-wait")
+    assert missing.exit_code == 3
+    assert job_count(settings) == before
