@@ -68,6 +68,8 @@ class Worker:
         self.max_attempts = worker["max_attempts"]
         self.progress_interval = worker["progress_interval_s"]
         self.backoff_s = worker["backoff_s"]
+        self.group_window = worker["model_group_window"]
+        self._loaded_model: str | None = None  # the checkpoint of the last job submitted
         self.silence_s = settings.get("comfyui.silence_timeout_s")
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.builder = execution.GraphBuilder(client, settings.workflows_dir)
@@ -172,7 +174,8 @@ class Worker:
             if self.max_jobs is not None and self.claimed >= self.max_jobs:
                 return
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
-                                   only_ids=self.only_ids)
+                                   only_ids=self.only_ids, prefer_model=self._loaded_model,
+                                   group_window=self.group_window)
             if job is None:
                 return
             self.claimed += 1
@@ -210,6 +213,7 @@ class Worker:
                           backoff=True)
             return True
         now = self.monotonic()
+        self._loaded_model = job.model_requested
         self.inflight.append(Inflight(job=job, prompt_id=prompt_id, graph=graph,
                                       submitted=now, last_event=now))
         self.observer.job_changed(self.inflight[-1])

@@ -193,3 +193,23 @@ def test_newer_schema_is_refused(settings):
     conn.close()
     with pytest.raises(SpoolUnusable, match="newer than this zmm knows"):
         Store(settings.spool_path)
+
+
+def test_grouping_prefers_the_loaded_model_but_bounds_the_wait(spool, settings, clock):
+    ids = []
+    for model in ["sdxl", "sd15", "sdxl", "sd15", "sdxl", "sd15"]:
+        ids += [job.id for job in enqueue(spool, settings, priority="LOW", model=model)]
+        clock.advance(1)
+    sd15 = settings.get("models.sd15")
+    first = spool.claim("w", lease_s=60, aging_s=3600, prefer_model=sd15, group_window=1)
+    assert first.id == ids[1]  # the SD1.5 job, passing one SDXL job
+    second = spool.claim("w", lease_s=60, aging_s=3600, prefer_model=sd15, group_window=1)
+    assert second.id == ids[0]  # ids[0] was passed once: it may not be passed again
+
+
+def test_grouping_never_crosses_a_priority_class(spool, settings, clock):
+    high = enqueue(spool, settings, priority="HIGH", model="sdxl")[0]
+    enqueue(spool, settings, priority="LOW", model="sd15")
+    claimed = spool.claim("w", lease_s=60, aging_s=3600, prefer_model=settings.get("models.sd15"),
+                          group_window=8)
+    assert claimed.id == high.id

@@ -103,16 +103,24 @@ class Store:
     # -- claiming and leases -------------------------------------------------
 
     def claim(self, worker_id: str, *, lease_s: float, aging_s: float,
-              min_rank: int | None = None, only_ids: list[str] | None = None) -> Job | None:
-        """Take the next runnable job (priority with aging, FIFO inside a class)."""
+              min_rank: int | None = None, only_ids: list[str] | None = None,
+              prefer_model: str | None = None, group_window: int = 0) -> Job | None:
+        """Take the next runnable job: priority with aging, FIFO inside a class, but
+        preferring the checkpoint already loaded within `group_window` places."""
         if self.is_paused():
             return None
         now = self.clock()
         with translate_errors(self.path), transaction(self.conn) as conn:
-            job_id = queries.next_runnable(conn, now, aging_s, min_rank=min_rank,
-                                           only_ids=only_ids)
-            if job_id is None:
+            rows = queries.candidates(conn, now, aging_s, limit=max(group_window, 0) + 1,
+                                      min_rank=min_rank, only_ids=only_ids)
+            if not rows:
                 return None
+            index = queries.pick_grouped(rows, prefer_model, group_window)
+            job_id = rows[index]["id"]
+            if index:
+                passed = [row["id"] for row in rows[:index]]
+                conn.execute(f"UPDATE jobs SET passed_over = passed_over + 1 WHERE id IN "
+                             f"({','.join('?' * len(passed))})", passed)
             row = conn.execute(
                 """UPDATE jobs SET status = 'running', worker_id = :worker,
                        lease_expires_at = :lease, started_at = COALESCE(started_at, :now_iso),

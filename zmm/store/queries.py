@@ -73,6 +73,7 @@ class Job:
     cancel_requested_at: str | None
     pinned: int
     asset_deleted_at: str | None
+    passed_over: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -89,7 +90,7 @@ class Job:
     def public(self) -> dict[str, Any]:
         """The stable JSON shape of a job for `--json` output."""
         data = dataclasses.asdict(self)
-        for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs"):
+        for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over"):
             data.pop(internal)
         data["outputs"] = self.output_list
         data["pinned"] = bool(self.pinned)
@@ -106,9 +107,17 @@ _RUNNABLE = "status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso
 def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
                   min_rank: int | None = None, only_ids: list[str] | None = None) -> str | None:
     """The id of the job a worker should claim next (`only_ids`: among those)."""
+    rows = candidates(conn, now, aging_s, limit=1, min_rank=min_rank, only_ids=only_ids)
+    return rows[0]["id"] if rows else None
+
+
+def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: int,
+               min_rank: int | None = None, only_ids: list[str] | None = None) -> list[sqlite3.Row]:
+    """The first `limit` runnable jobs in claim order: id, model, rank, passed_over."""
     from zmm.store.db import iso
 
-    params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now)}
+    params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now),
+                              "limit": limit}
     where = _RUNNABLE
     if only_ids is not None:
         where += " AND id IN (SELECT value FROM json_each(:only_ids))"
@@ -116,10 +125,25 @@ def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
     if min_rank is not None:
         where += f" AND {_EFFECTIVE_RANK} <= :min_rank"
         params["min_rank"] = min_rank
-    row = conn.execute(
-        f"SELECT id FROM jobs WHERE {where} ORDER BY {_EFFECTIVE_RANK}, seq LIMIT 1", params
-    ).fetchone()
-    return row[0] if row else None
+    return conn.execute(
+        f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM jobs "
+        f"WHERE {where} ORDER BY rank, seq LIMIT :limit", params).fetchall()
+
+
+def pick_grouped(rows: list[sqlite3.Row], prefer_model: str | None, window: int) -> int:
+    """Index of the job to claim: the first one using `prefer_model` within the
+    head's class, unless that would pass a job already passed `window` times."""
+    if not rows or prefer_model is None or window <= 0:
+        return 0
+    head_rank = rows[0]["rank"]
+    for index, row in enumerate(rows):
+        if row["rank"] != head_rank:
+            return 0
+        if row["model_requested"] == prefer_model:
+            return index
+        if row["passed_over"] >= window:
+            return 0
+    return 0
 
 
 def run_order(conn: sqlite3.Connection, now: float, aging_s: float) -> list[Job]:
