@@ -241,8 +241,10 @@ class ComfyClient:
             from websockets.sync.client import connect
         url = self.ws_url(client_id)
         try:
+            # Entered by hand: the stream outlives this call, and websockets >= 17
+            # wants its connection used through the context-manager protocol.
             socket = connect(url, open_timeout=self.timeout, max_size=None,
-                             close_timeout=1, compression=None)
+                             close_timeout=1, compression=None).__enter__()
         except (OSError, TimeoutError) as exc:
             raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
         except Exception as exc:  # websockets' handshake errors (InvalidStatus, InvalidURI, ...)
