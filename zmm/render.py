@@ -139,7 +139,7 @@ class WorkerView:
             from rich.live import Live
 
             self._display = Live(get_renderable=self._render, refresh_per_second=4,
-                                 console=Console(stderr=True), transient=False)
+                                 console=Console(stderr=True, log_path=False), transient=False)
             self._display.start()
         return self
 
