@@ -44,9 +44,9 @@ def new_job_id(now: float) -> str:
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
                  clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+        self.path = Path(path)
         self.clock = clock
-        self.conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+        self.conn = connect(self.path, busy_timeout_ms=busy_timeout_ms)
 
     def close(self) -> None:
         self.conn.close()
