@@ -2,23 +2,30 @@
 event stream through websockets' sync client (connector injectable).
 
 Every failure becomes a zmm error: unreachable -> ComfyUnavailable, 400 ->
-WorkflowRejected with one readable line, 5xx -> ComfyServerError (ambiguous:
-the caller must check /queue and /history before submitting again; this
-module never retries POST /prompt).
+WorkflowRejected with one readable line, 5xx or no answer to POST /prompt ->
+ComfyServerError (ambiguous: the caller checks /queue and /history before
+submitting again; nothing here ever retries POST /prompt).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, InvalidURI
 
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
+
+_DETAIL_LIMIT = 300  # a value_not_in_list detail repeats the server's whole model list
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class QueueItem:
 @dataclass(frozen=True)
 class QueueState:
     running: list[QueueItem]
-    pending: list[QueueItem]  # in run order (the server sends heap order)
+    pending: list[QueueItem]  # in run order; the server sends heap order
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class HistoryEntry:
     completed: bool
     outputs: list[OutputFile]
     messages: list[Any]
-    error: dict[str, Any] | None
+    error: dict[str, Any] | None  # the execution_error message's data
 
     @property
     def interrupted(self) -> bool:
@@ -72,38 +79,71 @@ class Event:
 
 
 class StreamClosed(ComfyUnavailable):
-    """The websocket dropped."""
+    """The websocket dropped or the server closed it."""
 
 
-def _reason(exc: Exception, timeout: float) -> str:
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+_DNS_WORDS = ("name or service", "nodename", "getaddrinfo", "name resolution", "no address")
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """A short human reason for a network failure: 'connection refused', ..."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:  # httpx wraps httpcore wraps OSError
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, httpx.TimeoutException | TimeoutError) for e in chain):
         return f"timed out after {timeout:g}s"
-    text = str(exc).lower()
-    if "refused" in text:
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
         return "connection refused"
-    if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
+    if any(isinstance(e, socket.gaierror) for e in chain) or any(w in text for w in _DNS_WORDS):
         return "name not resolved"
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection without answering"
+    return (re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip() or type(exc).__name__)[:120]
+
+
+def _one_line(text: Any, limit: int = _DETAIL_LIMIT) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def describe_node_errors(body: dict[str, Any]) -> str:
-    """ComfyUI's 400 body as one line: the node, its class, the error and details."""
+    """ComfyUI's rejection body as one line: each failing node, its class,
+    the error type and details; `error.message` when no node is named."""
     parts = []
-    for node_id, info in (body.get("node_errors") or {}).items():
-        for error in info.get("errors", []):
-            detail = error.get("details") or error.get("message") or ""
+    node_errors = body.get("node_errors")
+    for node_id, info in (node_errors.items() if isinstance(node_errors, dict) else []):
+        info = info if isinstance(info, dict) else {}
+        for error in info.get("errors") or []:
+            error = error if isinstance(error, dict) else {"message": str(error)}
+            detail = str(error.get("details") or error.get("message") or "")
+            input_name = (error.get("extra_info") or {}).get("input_name")
+            if input_name and not detail.startswith(str(input_name)):
+                detail = f"{input_name}: {detail}"
             parts.append(f"node {node_id} ({info.get('class_type', '?')}): "
-                         f"{error.get('type', 'error')}: {detail}")
+                         f"{error.get('type', 'error')}: {_one_line(detail)}")
     if parts:
         return "; ".join(parts)
-    error = body.get("error") or {}
+    error = body.get("error")
     if isinstance(error, dict):
-        text = error.get("message") or error.get("type") or "rejected"
-        return f"{text} {error.get('details', '')}".strip()
-    return str(error)
+        text = str(error.get("message") or error.get("type") or "rejected")
+        details = error.get("details")
+        return _one_line(f"{text} ({details})" if details else text)
+    return _one_line(error or "rejected, without a reason")
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:  # empty, text/plain (ComfyUI's 500s), HTML from a proxy
+        return None
 
 
 class ComfyClient:
+    """One ComfyUI server. Methods are synchronous; errors are zmm errors."""
+
     def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None,
                  timeout: float = 30.0, ws_connect: Callable[..., Any] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -114,150 +154,201 @@ class ComfyClient:
     def close(self) -> None:
         self._http.close()
 
-    # -- plumbing ------------------------------------------------------------------
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, *, ambiguous: bool = False,
+                 **kwargs: Any) -> httpx.Response:
+        """Send one request. With `ambiguous`, a failure after the request may
+        have reached the server is a ComfyServerError, not ComfyUnavailable."""
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
+            return self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
-        if response.status_code >= 500:
-            raise ComfyServerError(f"ComfyUI answered {response.status_code} to {method} {path}: "
-                                   f"{response.text[:200].strip()}")
-        return response
+        except httpx.TransportError as exc:
+            if ambiguous:
+                raise ComfyServerError(
+                    f"ComfyUI at {self.base_url} gave no answer to {method} {path} "
+                    f"({_reason(exc, self.timeout)}); it may have taken the request") from None
+            raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _unexpected(self, method: str, path: str, response: httpx.Response) -> ComfyServerError:
+        excerpt = _one_line(response.text, 200)
+        return ComfyServerError(f"ComfyUI at {self.base_url} answered {response.status_code} to "
+                                f"{method} {path}" + (f": {excerpt}" if excerpt else ""))
+
+    def _unreadable(self, method: str, path: str, response: httpx.Response) -> ComfyServerError:
+        return ComfyServerError(f"ComfyUI at {self.base_url} sent an unreadable answer to "
+                                f"{method} {path}: {_one_line(response.text, 120)}")
+
+    def _json(self, method: str, path: str, expect: type = dict, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
         if response.status_code == 404:
-            raise NotFound(f"ComfyUI has no {path}")
-        if response.status_code >= 400:
-            raise ComfyServerError(f"ComfyUI answered {response.status_code} to {method} {path}")
-        try:
-            return response.json()
-        except ValueError:
-            raise ComfyServerError(f"ComfyUI sent a body that is not JSON for {path}") from None
+            raise NotFound(f"ComfyUI at {self.base_url} has no {path}")
+        if response.status_code != 200:
+            raise self._unexpected(method, path, response)
+        data = _body(response)
+        if not isinstance(data, expect):
+            raise self._unreadable(method, path, response)
+        return data
 
-    # -- endpoints -------------------------------------------------------------------
+    def _post_empty(self, path: str, body: dict[str, Any]) -> None:
+        """The fire-and-forget POSTs: 200 with an empty body whatever happened."""
+        response = self._request("POST", path, json=body)
+        if response.status_code != 200:
+            raise self._unexpected("POST", path, response)
 
     def ping(self) -> dict[str, Any]:
-        return self.system_stats()
+        """system_stats, where anything but a ComfyUI answer means 'down'."""
+        response = self._request("GET", "/system_stats")
+        data = _body(response) if response.status_code == 200 else None
+        if not isinstance(data, dict):
+            status = response.status_code
+            raise ComfyUnavailable(self.base_url, f"GET /system_stats answered {status}"
+                                   + (" without JSON" if status == 200 else "")
+                                   + (" (not a ComfyUI server?)" if status in (200, 404) else ""))
+        return data
 
     def system_stats(self) -> dict[str, Any]:
         return self._json("GET", "/system_stats")
 
     def object_info(self, node_class: str | None = None) -> dict[str, Any]:
-        return self._json("GET", f"/object_info/{node_class}" if node_class else "/object_info")
+        path = f"/object_info/{quote(node_class, safe='')}" if node_class else "/object_info"
+        return self._json("GET", path)
 
     def checkpoints(self) -> list[str]:
+        """Checkpoint file names; from object_info where /models is missing (older servers)."""
         try:
-            return list(self._json("GET", "/models/checkpoints"))
+            return [str(name) for name in self._json("GET", "/models/checkpoints", expect=list)]
         except NotFound:
-            info = self.object_info("CheckpointLoaderSimple").get("CheckpointLoaderSimple", {})
-            choices = info.get("input", {}).get("required", {}).get("ckpt_name", [[]])[0]
-            return list(choices) if isinstance(choices, list) else []
+            info = self.object_info("CheckpointLoaderSimple").get("CheckpointLoaderSimple") or {}
+            spec = ((info.get("input") or {}).get("required") or {}).get("ckpt_name") or [[]]
+            choices = spec[0] if spec else []
+            if choices == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+                choices = spec[1].get("options") or []  # newer object_info combo shape
+            return [str(name) for name in choices] if isinstance(choices, list) else []
 
     def submit(self, graph: dict[str, Any], *, prompt_id: str, client_id: str,
                extra_data: dict[str, Any] | None = None, front: bool = False) -> SubmitResult:
+        """POST /prompt once. A 200 may still carry node_errors (partial acceptance)."""
         body: dict[str, Any] = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
         if extra_data:
             body["extra_data"] = extra_data
         if front:
             body["front"] = True
-        response = self._request("POST", "/prompt", json=body)
-        try:
-            payload = response.json()
-        except ValueError:
-            raise ComfyServerError(f"ComfyUI answered {response.status_code} to POST /prompt "
-                                   "with a body that is not JSON") from None
-        if response.status_code == 400:
-            error = WorkflowRejected("ComfyUI rejected the workflow: " + describe_node_errors(payload))
+        response = self._request("POST", "/prompt", ambiguous=True, json=body)
+        payload = _body(response)
+        if response.status_code == 400 and isinstance(payload, dict):
+            error = WorkflowRejected("ComfyUI rejected the workflow: "
+                                     + describe_node_errors(payload))
             error.body = payload  # type: ignore[attr-defined]
             raise error
         if response.status_code != 200:
-            raise ComfyServerError(f"ComfyUI answered {response.status_code} to POST /prompt")
-        return SubmitResult(str(payload.get("prompt_id", prompt_id)),
-                            float(payload.get("number", 0)), payload.get("node_errors") or {})
+            raise self._unexpected("POST", "/prompt", response)
+        try:
+            return SubmitResult(str(payload.get("prompt_id") or prompt_id),
+                                float(payload.get("number", 0)),
+                                payload.get("node_errors") or {})
+        except (AttributeError, TypeError, ValueError):
+            raise self._unreadable("POST", "/prompt", response) from None
 
     def queue(self) -> QueueState:
         data = self._json("GET", "/queue")
-
-        def items(raw: list[Any]) -> list[QueueItem]:
-            parsed = []
-            for item in raw:
-                extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
-                parsed.append(QueueItem(float(item[0]), str(item[1]), extra.get("client_id")))
-            return parsed
-
-        pending = sorted(items(data.get("queue_pending", [])), key=lambda i: (i.number, i.prompt_id))
-        return QueueState(items(data.get("queue_running", [])), pending)
+        try:
+            running = [_queue_item(raw) for raw in data.get("queue_running") or []]
+            pending = [_queue_item(raw) for raw in data.get("queue_pending") or []]
+        except (IndexError, KeyError, TypeError, ValueError):
+            raise ComfyServerError(f"ComfyUI at {self.base_url} sent a queue zmm cannot read") \
+                from None
+        pending.sort(key=lambda item: (item.number, item.prompt_id))
+        return QueueState(running, pending)
 
     def history(self, prompt_id: str) -> HistoryEntry | None:
-        data = self._json("GET", f"/history/{prompt_id}")
-        entry = data.get(prompt_id) if isinstance(data, dict) else None
-        if not entry:
+        """The finished prompt's record; None while unknown or unfinished ({})."""
+        data = self._json("GET", f"/history/{quote(prompt_id, safe='')}")
+        entry = data.get(prompt_id)
+        if not isinstance(entry, dict):
             return None
-        status = entry.get("status") or {}
-        messages = status.get("messages") or []
-        error = next((m[1] for m in messages
-                      if isinstance(m, list) and len(m) == 2 and m[0] == "execution_error"), None)
-        outputs = [OutputFile(str(node_id), image["filename"], image.get("subfolder", ""),
-                              image.get("type", "output"))
-                   for node_id, output in (entry.get("outputs") or {}).items()
-                   for image in output.get("images", [])]
-        return HistoryEntry(prompt_id, status.get("status_str", ""), bool(status.get("completed")),
-                            outputs, messages, error)
+        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+        messages = status.get("messages") if isinstance(status.get("messages"), list) else []
+        error = next((m[1] for m in messages if isinstance(m, list) and len(m) == 2
+                      and m[0] == "execution_error" and isinstance(m[1], dict)), None)
+        return HistoryEntry(prompt_id, str(status.get("status_str") or ""),
+                            bool(status.get("completed")), _outputs(entry.get("outputs")),
+                            messages, error)
 
     def view(self, out: OutputFile) -> bytes:
         response = self._request("GET", "/view", params={
             "filename": out.filename, "subfolder": out.subfolder, "type": out.type})
         if response.status_code == 404:
-            raise NotFound(f"ComfyUI has no output file {out.subfolder}/{out.filename}")
+            where = f"{out.subfolder}/{out.filename}" if out.subfolder else out.filename
+            raise NotFound(f"ComfyUI has no {out.type} file {where}")
         if response.status_code != 200:
-            raise ComfyServerError(f"ComfyUI answered {response.status_code} to /view of "
-                                   f"{out.filename}")
+            raise self._unexpected("GET", f"/view ({out.filename})", response)
         return response.content
 
     def delete_from_queue(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids})
+        """Remove pending prompts (a running one is untouched: use interrupt)."""
+        if prompt_ids:
+            self._post_empty("/queue", {"delete": list(prompt_ids)})
 
     def interrupt(self, prompt_id: str | None = None) -> None:
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
+        """Interrupt `prompt_id` if it is the running one; everything running without it."""
+        self._post_empty("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
 
     def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
-        self._request("POST", "/free", json={"unload_models": unload_models,
-                                             "free_memory": free_memory})
-
-    # -- websocket ---------------------------------------------------------------------
+        self._post_empty("/free", {"unload_models": unload_models, "free_memory": free_memory})
 
     def ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws",
-                           f"clientId={client_id}", ""))
+                           urlencode({"clientId": client_id}), ""))
 
     def events(self, client_id: str) -> EventStream:
+        """A new websocket for `client_id`. Use a fresh id per connection: a second
+        socket with the same id silences the first and is then unregistered."""
         connect = self._ws_connect
         if connect is None:
             from websockets.sync.client import connect
-        url = self.ws_url(client_id)
         try:
+            opened = connect(self.ws_url(client_id), open_timeout=self.timeout, max_size=None,
+                             close_timeout=1, compression=None)
             # Entered by hand: the stream outlives this call, and websockets >= 17
             # wants its connection used through the context-manager protocol.
-            socket = connect(url, open_timeout=self.timeout, max_size=None,
-                             close_timeout=1, compression=None).__enter__()
-        except (OSError, TimeoutError) as exc:
+            enter = getattr(opened, "__enter__", None)
+            connection = enter() if enter is not None else opened
+        except InvalidStatus as exc:
+            raise ComfyUnavailable(self.base_url, "the websocket was refused (HTTP "
+                                   f"{exc.response.status_code} on /ws)") from None
+        except InvalidURI:
+            raise ComfyUnavailable(self.base_url, "not a valid websocket URL") from None
+        except Exception as exc:  # OSError, TimeoutError, other handshake failures
             raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
-        except Exception as exc:  # websockets' handshake errors (InvalidStatus, InvalidURI, ...)
-            raise ComfyUnavailable(self.base_url, f"websocket: {exc}") from None
-        return EventStream(socket, self.base_url)
+        return EventStream(connection, self.base_url)
+
+
+def _queue_item(raw: list[Any]) -> QueueItem:
+    extra = raw[3] if len(raw) > 3 and isinstance(raw[3], dict) else {}
+    client_id = extra.get("client_id")
+    return QueueItem(float(raw[0]), str(raw[1]), str(client_id) if client_id else None)
+
+
+def _outputs(raw: Any) -> list[OutputFile]:
+    files = []
+    for node_id, output in (raw.items() if isinstance(raw, dict) else []):
+        images = output.get("images") if isinstance(output, dict) else None
+        for image in images if isinstance(images, list) else []:
+            if isinstance(image, dict) and image.get("filename"):
+                files.append(OutputFile(str(node_id), str(image["filename"]),
+                                        str(image.get("subfolder") or ""),
+                                        str(image.get("type") or "output")))
+    return files
 
 
 class EventStream:
-    """One `/ws` connection: parsed text frames; binary previews reported as
-    `preview` events (with a prompt id only when the server sent metadata)."""
+    """One `/ws` connection: parsed text frames; binary frames as `preview`
+    events (with a prompt id only when the server sent metadata)."""
 
-    def __init__(self, socket: Any, url: str) -> None:
-        self.socket = socket
+    def __init__(self, connection: Any, url: str) -> None:
+        self.connection = connection
         self.url = url
 
     def __enter__(self) -> EventStream:
@@ -267,35 +358,66 @@ class EventStream:
         self.close()
 
     def recv(self, timeout: float) -> Event | None:
-        try:
-            frame = self.socket.recv(timeout=timeout)
-        except TimeoutError:
-            return None
-        except Exception as exc:  # ConnectionClosed and friends: the socket is gone
-            raise StreamClosed(self.url, f"websocket closed ({type(exc).__name__})") from None
-        if isinstance(frame, bytes):
-            return _preview(frame)
-        try:
-            message = json.loads(frame)
-        except ValueError:
-            return None
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        return Event(str(message.get("type", "")), data, data.get("prompt_id"))
+        """The next event, or None when `timeout` seconds pass without one.
+        Frames that are not ComfyUI messages are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                frame = self.connection.recv(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return None
+            except ConnectionClosed as exc:
+                raise StreamClosed(self.url, _closed_reason(exc)) from None
+            except (OSError, EOFError) as exc:
+                raise StreamClosed(self.url, f"the websocket dropped ({_reason(exc, timeout)})") \
+                    from None
+            event = _binary_event(frame) if isinstance(frame, bytes | bytearray) \
+                else _text_event(frame)
+            if event is not None:
+                return event
 
     def close(self) -> None:
-        try:
-            self.socket.close()
-        except Exception:  # noqa: BLE001 - closing a dead socket can only fail again
-            pass
+        with contextlib.suppress(Exception):  # closing a dead socket can only fail again
+            self.connection.close()
 
 
-def _preview(frame: bytes) -> Event:
-    kind = struct.unpack(">I", frame[:4])[0] if len(frame) >= 4 else 0
-    if kind == 4 and len(frame) >= 8:  # PREVIEW_IMAGE_WITH_METADATA: json length, json, image
-        size = struct.unpack(">I", frame[4:8])[0]
+def _closed_reason(exc: ConnectionClosed) -> str:
+    if isinstance(exc, ConnectionClosedOK):
+        return "the server closed the websocket"
+    code = exc.rcvd.code if exc.rcvd is not None else None
+    return f"the websocket closed (code {code})" if code else "the websocket dropped"
+
+
+def _text_event(frame: str) -> Event | None:
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None
+    data = message.get("data") if isinstance(message.get("data"), dict) else {}
+    prompt_id = data.get("prompt_id")
+    return Event(message["type"], data, prompt_id if isinstance(prompt_id, str) else None)
+
+
+_IMAGE_TYPES = {1: "image/jpeg", 2: "image/png"}
+
+
+def _binary_event(frame: bytes) -> Event | None:
+    """uint32 BE event type + payload: 1 preview image, 4 preview with metadata."""
+    if len(frame) < 8:
+        return None
+    kind, head = struct.unpack(">II", frame[:8])
+    if kind == 4:
         try:
-            meta = json.loads(frame[8:8 + size])
+            meta = json.loads(frame[8:8 + head])
         except ValueError:
-            meta = {}
-        return Event("preview", meta, meta.get("prompt_id"))
-    return Event("preview", {"event": kind}, None)
+            return None
+        meta = meta if isinstance(meta, dict) else {}
+        prompt_id = meta.get("prompt_id")
+        return Event("preview", {**meta, "image": bytes(frame[8 + head:])},
+                     prompt_id if isinstance(prompt_id, str) else None)
+    if kind == 1:
+        return Event("preview", {"image_type": _IMAGE_TYPES.get(head, "image/jpeg"),
+                                 "image": bytes(frame[8:])}, None)
+    return None  # 3 (node progress text) and anything newer: nothing zmm shows

@@ -3,19 +3,23 @@ overrides the shipped one by name), binding placeholders, custom workflows
 with `--set NODE.INPUT=VALUE`, and checking a graph against a server.
 
 Binding walks the parsed JSON: a string that *equals* "$seed" is replaced by
-the typed value. The JSON text is never formatted, so a prompt cannot inject.
-Pure stdlib: `zmm generate --no-wait` imports this and must stay light.
+the typed value; the JSON text is never formatted, so a prompt cannot inject.
+Pure stdlib, no network: `zmm generate --no-wait` imports this and stays fast.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zmm
 from zmm.errors import InvalidInput, NotFound, WorkflowRejected
 
 PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler",
@@ -23,7 +27,10 @@ PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler
 _PLACEHOLDER = re.compile(r"^\$([a-z_]+)$")
 OUTPUT_NODES = frozenset({"SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"})
 CHECKPOINT_INPUTS = {"CheckpointLoaderSimple": "ckpt_name", "CheckpointLoader": "ckpt_name",
-                     "ImageOnlyCheckpointLoader": "ckpt_name"}
+                     "ImageOnlyCheckpointLoader": "ckpt_name",
+                     "unCLIPCheckpointLoader": "ckpt_name"}
+CHECKPOINTS_FOLDER = "ComfyUI/models/checkpoints/"
+_LISTED = 12  # names listed in an error line before "and N more"
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,10 @@ class Template:
 
 
 def shipped_dir() -> Path:
-    from zmm.store.db import data_dir
-
-    return data_dir("workflows")
+    """`zmm/_data/workflows` in an installed wheel, the repo's `workflows/` in a checkout."""
+    package = Path(zmm.__file__).parent
+    wheel = package / "_data" / "workflows"
+    return wheel if wheel.is_dir() else package.parent / "workflows"
 
 
 def available(user_dir: Path | None) -> list[str]:
@@ -46,19 +54,21 @@ def available(user_dir: Path | None) -> list[str]:
     return sorted(names)
 
 
-def load(name_or_path: str, user_dir: Path | None) -> Template:
-    """A template by name (user folder first) or a path to an API-format JSON file."""
-    candidate = Path(name_or_path).expanduser()
-    if candidate.suffix.lower() == ".json" or candidate.is_file():
+def load(name_or_path: str | Path, user_dir: Path | None) -> Template:
+    """A template by name (user folder first, then shipped) or a path to an
+    API-format JSON file. Missing -> NotFound listing the available names."""
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    hint = "available workflows: " + (", ".join(available(user_dir)) or "none")
+    if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.is_file():
         if not candidate.is_file():
-            raise NotFound(f"workflow file {candidate} does not exist")
+            raise NotFound(f"workflow file {candidate} does not exist", hint=hint)
         return Template(candidate.stem, candidate, _read(candidate))
     for folder in (user_dir, shipped_dir()):
-        if folder is not None and (folder / f"{name_or_path}.json").is_file():
-            path = folder / f"{name_or_path}.json"
-            return Template(name_or_path, path, _read(path))
-    raise NotFound(f"no workflow named {name_or_path!r}",
-                   hint="available: " + ", ".join(available(user_dir)))
+        path = folder / f"{text}.json" if folder is not None else None
+        if path is not None and path.is_file():
+            return Template(text, path, _read(path))
+    raise NotFound(f"no workflow named {text!r}", hint=hint)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -67,42 +77,57 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput("workflow", f"{path} cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise InvalidInput("workflow", f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+        raise InvalidInput("workflow",
+                           f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
     validate_api_graph(graph, source=str(path))
     return graph
 
 
-def validate_api_graph(graph: Any, *, source: str = "workflow") -> None:
-    """An API-format graph: node id -> {class_type, inputs}, links [id, index]."""
-    if isinstance(graph, dict) and ("nodes" in graph and "links" in graph):
-        raise InvalidInput("workflow", f"{source} is a UI export; in ComfyUI use "
-                           "'Save (API)' (enable dev mode options) and pass that file")
+def validate_api_graph(graph: Any, *, source: str = "workflow",
+                       output_classes: Collection[str] = OUTPUT_NODES) -> None:
+    """An API-format graph: node id -> {class_type, inputs}; every list input is
+    a link [node id, output index] to a node in the graph (ComfyUI reads every
+    list as a link); at least one node of `output_classes`."""
+    if isinstance(graph, dict) and (isinstance(graph.get("nodes"), list)
+                                    or isinstance(graph.get("links"), list)):
+        raise InvalidInput("workflow", f"{source} is a UI export, not the API format",
+                           hint="in ComfyUI use Workflow > Export (API) / 'Save (API)' "
+                                "and pass that file")
     if not isinstance(graph, dict) or not graph:
-        raise InvalidInput("workflow", f"{source} must be a JSON object of nodes")
+        raise InvalidInput("workflow", f"{source} must be a JSON object of nodes (API format)")
     for node_id, node in graph.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
-                or not isinstance(node.get("inputs", {}), dict):
+                or not node["class_type"] or not isinstance(node.get("inputs"), dict):
             raise InvalidInput("workflow", f"node {node_id} in {source} needs a class_type "
                                "and an inputs object")
-        for name, value in node.get("inputs", {}).items():
-            if _is_link(value) and str(value[0]) not in graph:
-                raise InvalidInput("workflow", f"node {node_id} input {name} links to missing "
-                                   f"node {value[0]}")
-    if not output_nodes(graph):
+        for name, value in node["inputs"].items():
+            if not isinstance(value, list):
+                continue
+            if not _is_link(value):
+                raise InvalidInput("workflow", f"node {node_id} input {name} in {source} is a "
+                                   f"list but not a link [\"node id\", output index]: {value!r}")
+            if value[0] not in graph:
+                raise InvalidInput("workflow", f"node {node_id} input {name} in {source} links "
+                                   f"to missing node {value[0]}")
+    if not output_nodes(graph, output_classes):
         raise InvalidInput("workflow", f"{source} has no output node ("
-                           + ", ".join(sorted(OUTPUT_NODES)) + ")")
+                           + ", ".join(sorted(output_classes)) + ")")
 
 
 def _is_link(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
-            and isinstance(value[1], int) and not isinstance(value[1], bool))
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool) and value[1] >= 0)
 
 
-def output_nodes(graph: dict[str, Any]) -> list[str]:
-    return [node_id for node_id, node in graph.items() if node.get("class_type") in OUTPUT_NODES]
+def output_nodes(graph: dict[str, Any],
+                 output_classes: Collection[str] = OUTPUT_NODES) -> list[str]:
+    """Ids of the nodes that produce files (by class)."""
+    return [node_id for node_id, node in graph.items()
+            if isinstance(node, dict) and node.get("class_type") in output_classes]
 
 
 def placeholders(graph: Any) -> set[str]:
+    """Names of every whole-value placeholder ("$seed" -> "seed") in the graph."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
@@ -121,12 +146,14 @@ def placeholders(graph: Any) -> set[str]:
     return found
 
 
-def bind(graph: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `graph` with every whole-value placeholder replaced."""
+def bind(template: dict[str, Any] | Template, values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of the graph with every whole-value placeholder replaced by
+    its typed value. Unknown placeholders and ones without a value are errors."""
+    graph = template.graph if isinstance(template, Template) else template
     wanted = placeholders(graph)
-    unknown = wanted - PLACEHOLDERS
+    unknown = sorted(wanted - PLACEHOLDERS)
     if unknown:
-        raise InvalidInput("workflow", f"unknown placeholder ${sorted(unknown)[0]}; known: "
+        raise InvalidInput("workflow", f"unknown placeholder ${unknown[0]}; known: "
                            + ", ".join(f"${name}" for name in sorted(PLACEHOLDERS)))
     missing = sorted(name for name in wanted if values.get(name) is None)
     if missing:
@@ -135,18 +162,19 @@ def bind(graph: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     def walk(value: Any) -> Any:
         if isinstance(value, str):
             match = _PLACEHOLDER.match(value)
-            return values[match.group(1)] if match else value
+            return copy.deepcopy(values[match.group(1)]) if match else value
         if isinstance(value, dict):
             return {key: walk(item) for key, item in value.items()}
         if isinstance(value, list):
             return [walk(item) for item in value]
         return value
 
-    return walk(copy.deepcopy(graph))
+    return walk(graph)
 
 
 def apply_sets(graph: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """Apply `NODE.INPUT=VALUE` items (NODE: id, unique class_type or _meta.title)."""
+    """A copy with each `NODE.INPUT=VALUE` applied (NODE: id, _meta.title or
+    unique class_type; VALUE: JSON if it parses, else the text itself)."""
     result = copy.deepcopy(graph)
     for item in sets:
         target, sep, raw = item.partition("=")
@@ -154,24 +182,41 @@ def apply_sets(graph: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         if not sep or not dot or not node_ref or not input_name:
             raise InvalidInput("set", f"{item!r} is not NODE.INPUT=VALUE")
         node_id = _find_node(result, node_ref, item)
-        inputs = result[node_id].setdefault("inputs", {})
+        node = result[node_id]
+        inputs = node.setdefault("inputs", {})
         if input_name not in inputs:
-            raise InvalidInput("set", f"{item!r}: node {node_id} ({result[node_id]['class_type']}) "
+            raise InvalidInput("set", f"{item!r}: node {node_id} ({node.get('class_type')}) "
                                f"has no input {input_name!r}; it has: " + ", ".join(inputs))
         if _is_link(inputs[input_name]):
-            raise InvalidInput("set", f"{item!r}: input {input_name!r} is a link, not a value")
-        try:
-            inputs[input_name] = json.loads(raw)
-        except json.JSONDecodeError:
-            inputs[input_name] = raw
+            raise InvalidInput("set", f"{item!r}: input {input_name!r} is a link from node "
+                               f"{inputs[input_name][0]}, not a value")
+        value = _parse_value(raw)
+        if isinstance(value, list):
+            raise InvalidInput("set", f"{item!r}: a list value would be read by ComfyUI as a "
+                               "link; quote it as a JSON string")
+        inputs[input_name] = value
     return result
+
+
+def _parse_value(raw: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)  # NaN/Infinity: not JSON ComfyUI can take back
+
+    try:
+        value = json.loads(raw, parse_constant=refuse)
+    except ValueError:
+        return raw
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999
+        return raw
+    return value
 
 
 def _find_node(graph: dict[str, Any], ref: str, item: str) -> str:
     if ref in graph:
         return ref
+    by_title = [nid for nid, node in graph.items()
+                if isinstance(node.get("_meta"), dict) and node["_meta"].get("title") == ref]
     by_class = [nid for nid, node in graph.items() if node.get("class_type") == ref]
-    by_title = [nid for nid, node in graph.items() if node.get("_meta", {}).get("title") == ref]
     for matches in (by_title, by_class):
         if len(matches) == 1:
             return matches[0]
@@ -181,40 +226,57 @@ def _find_node(graph: dict[str, Any], ref: str, item: str) -> str:
     raise InvalidInput("set", f"{item!r}: no node {ref!r} (ids: {', '.join(graph)})")
 
 
+def _checkpoint_of(node: Any) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    key = CHECKPOINT_INPUTS.get(node.get("class_type", ""))
+    value = (node.get("inputs") or {}).get(key) if key else None
+    # A link or an unbound "$checkpoint" names no file yet.
+    return value if isinstance(value, str) and not _PLACEHOLDER.match(value) else None
+
+
 def graph_model(graph: dict[str, Any]) -> str | None:
-    """The checkpoint the graph loads, if any."""
-    for node in graph.values():
-        key = CHECKPOINT_INPUTS.get(node.get("class_type", ""))
-        value = node.get("inputs", {}).get(key) if key else None
-        if isinstance(value, str):
-            return value
-    return None
+    """The checkpoint the graph loads (the first, by node order), if any."""
+    return next((name for node in graph.values() if (name := _checkpoint_of(node))), None)
 
 
 def requirements(graph: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(node class types, checkpoint file names) the graph needs on the server."""
     node_types = {node["class_type"] for node in graph.values()}
-    checkpoints = set()
-    for node in graph.values():
-        key = CHECKPOINT_INPUTS.get(node["class_type"])
-        if key and isinstance(node.get("inputs", {}).get(key), str):
-            checkpoints.add(node["inputs"][key])
+    checkpoints = {name for node in graph.values() if (name := _checkpoint_of(node))}
     return node_types, checkpoints
+
+
+def _listing(names: list[str]) -> str:
+    if not names:
+        return "none at all"
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def _near(name: str, names: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def check_against_server(graph: dict[str, Any], object_info: dict[str, Any],
                          checkpoints: list[str]) -> None:
-    """Refuse a graph whose node types or checkpoints the server lacks, naming
-    the missing one and listing what the server has."""
+    """Refuse a graph whose node types or checkpoints the server lacks, in one
+    line naming the missing piece and listing what the server has."""
     node_types, wanted = requirements(graph)
     missing_nodes = sorted(node_types - set(object_info))
     if missing_nodes:
+        others = f" (nor {', '.join(missing_nodes[1:])})" if len(missing_nodes) > 1 else ""
         raise WorkflowRejected(
-            f"node type {missing_nodes[0]!r} is not on the ComfyUI server"
-            + (f" (nor {', '.join(missing_nodes[1:])})" if len(missing_nodes) > 1 else ""),
-            hint="install the custom node that provides it, or use another workflow")
+            f"node type {missing_nodes[0]!r} is not on the ComfyUI server{others}; "
+            f"it has {len(object_info)} node types",
+            hint=_near(missing_nodes[0], object_info)
+            + "install the custom node that provides it (ComfyUI/custom_nodes/), "
+              "or use another workflow")
     for checkpoint in sorted(wanted):
         if checkpoint not in checkpoints:
-            has = ", ".join(checkpoints) if checkpoints else "no checkpoints at all"
             raise WorkflowRejected(
-                f"checkpoint {checkpoint!r} is not on the ComfyUI server; it has: {has}",
-                hint="put the file in ComfyUI/models/checkpoints/ or set [models] in config.toml")
+                f"checkpoint {checkpoint!r} is not on the ComfyUI server; it has: "
+                + _listing(sorted(checkpoints)),
+                hint=_near(checkpoint, checkpoints)
+                + f"put the file in {CHECKPOINTS_FOLDER} or set [models] in config.toml")
