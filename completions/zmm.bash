@@ -5,18 +5,24 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "config"|"config path"|"config show"|"doctor"|"generate"|"history"|"history show"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history show"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="config doctor generate history queue serve-worker wait --help --version" ;;
+        "") words="config doctor generate gpu history models queue serve-worker wait --help --version" ;;
         "config") words="path show --help" ;;
         "config path") words="--help" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
         "generate") words="--aspect --cfg --count --from --from-image --help --json --model --negative --no-inline --no-wait --priority --quality --requester --seed --set --size --steps --style --timeout --webhook --workflow -n -p -q" ;;
+        "gpu") words="status --help" ;;
+        "gpu status") words="--help --interval --json --watch" ;;
         "history") words="show --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;
         "history show") words="--help --json" ;;
+        "models") words="list load unload --help" ;;
+        "models list") words="--help --json" ;;
+        "models load") words="--help --keep-alive --timeout" ;;
+        "models unload") words="--all --help --image --llm --timeout" ;;
         "queue") words="cancel pause priority resume retry --all --help --json" ;;
         "queue cancel") words="--all-pending --help --json" ;;
         "queue pause") words="--help --json" ;;

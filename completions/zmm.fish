@@ -3,7 +3,9 @@ complete -c zmm -f
 complete -c zmm -n '__fish_use_subcommand' -a config -d 'Show settings and where they come from.'
 complete -c zmm -n '__fish_use_subcommand' -a doctor -d 'Spool integrity and schema, permissions, config, ComfyUI,...'
 complete -c zmm -n '__fish_use_subcommand' -a generate -d 'Queue image jobs and (unless --no-wait) follow them until...'
+complete -c zmm -n '__fish_use_subcommand' -a gpu -d 'GPU memory, load and the processes holding it.'
 complete -c zmm -n '__fish_use_subcommand' -a history -d 'Browse past and present jobs.'
+complete -c zmm -n '__fish_use_subcommand' -a models -d 'Image checkpoints (ComfyUI) and LLMs (Ollama).'
 complete -c zmm -n '__fish_use_subcommand' -a queue -d 'Show and steer the queue.'
 complete -c zmm -n '__fish_use_subcommand' -a serve-worker -d 'Run jobs from the spool on ComfyUI (one worker per...'
 complete -c zmm -n '__fish_use_subcommand' -a wait -d 'Wait until jobs finish; exit 0 only if every one succeeded.'
@@ -39,6 +41,12 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l style
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l timeout
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l webhook
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l workflow
+complete -c zmm -n '__fish_seen_subcommand_from gpu' -a status -d 'Per GPU: memory total/used/free, utilisation,...'
+complete -c zmm -n '__fish_seen_subcommand_from gpu' -l help
+complete -c zmm -n '__fish_seen_subcommand_from gpu and __fish_seen_subcommand_from status' -l help
+complete -c zmm -n '__fish_seen_subcommand_from gpu and __fish_seen_subcommand_from status' -l interval
+complete -c zmm -n '__fish_seen_subcommand_from gpu and __fish_seen_subcommand_from status' -l json
+complete -c zmm -n '__fish_seen_subcommand_from gpu and __fish_seen_subcommand_from status' -l watch
 complete -c zmm -n '__fish_seen_subcommand_from history' -a show -d 'Every field of one job and its event timeline.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from history' -l help
@@ -53,6 +61,20 @@ complete -c zmm -n '__fish_seen_subcommand_from history' -l status
 complete -c zmm -n '__fish_seen_subcommand_from history' -l type
 complete -c zmm -n '__fish_seen_subcommand_from history and __fish_seen_subcommand_from show' -l help
 complete -c zmm -n '__fish_seen_subcommand_from history and __fish_seen_subcommand_from show' -l json
+complete -c zmm -n '__fish_seen_subcommand_from models' -a list -d 'Checkpoints on ComfyUI and LLMs on Ollama, which are...'
+complete -c zmm -n '__fish_seen_subcommand_from models' -a load -d 'Load an Ollama model into memory (ComfyUI loads...'
+complete -c zmm -n '__fish_seen_subcommand_from models' -a unload -d 'Unload models and verify the effect (gone from /api/ps,...'
+complete -c zmm -n '__fish_seen_subcommand_from models' -l help
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from list' -l help
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from list' -l json
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l help
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l keep-alive
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l timeout
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l all
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l help
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l image
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l llm
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l timeout
 complete -c zmm -n '__fish_seen_subcommand_from queue' -a cancel -d 'Cancel queued jobs now; running jobs are cancelled by...'
 complete -c zmm -n '__fish_seen_subcommand_from queue' -a pause -d 'Stop workers from claiming jobs (running jobs finish).'
 complete -c zmm -n '__fish_seen_subcommand_from queue' -a priority -d 'Change a queued jobs priority.'

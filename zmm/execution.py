@@ -8,7 +8,7 @@ worker then writes to the spool. Nothing here loops or sleeps.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmm
@@ -42,7 +42,7 @@ class Inflight:
     progress: tuple[int, int, str] | None = None
     flushed_progress: tuple[int, int, str] | None = None
     last_flush: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    peak_vram: int | None = None  # bytes, the highest NVML reading while it ran
 
     @property
     def executing(self) -> bool:

@@ -47,7 +47,21 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def make_gate(store: Store, settings: Config, notice: Callable[[str], None]):
+    """The VRAM gate: NVML for free memory, Ollama (if enabled) for the swap."""
+    from zmm import gpu
+    from zmm.swap import VramGate
+
+    ollama = None
+    if settings.get("ollama.enabled"):
+        from zmm.ollama import OllamaClient
+
+        ollama = OllamaClient(settings.get("ollama.url"), timeout=10.0)
+    return VramGate(store, settings, ollama=ollama, free_bytes=gpu.free_bytes, notice=notice)
+
+
 def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> list[Job]:
+    from zmm import gpu
     from zmm.worker import Worker
 
     lock = worker_lock(settings, "serve-worker")
@@ -57,7 +71,8 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
         client = make_client(settings)
         try:
             worker = Worker(store, client, settings, observer=observer, once=once,
-                            max_jobs=max_jobs)
+                            max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
+                            vram_used=gpu.used_bytes)
             observer.attach(store, settings)
             with stop_on_signals(worker.request_stop), observer:
                 return worker.run()
@@ -93,7 +108,11 @@ class InlineRunner:
                       busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"))
         client = make_client(self.settings)
         try:
-            self._worker = Worker(store, client, self.settings, only_ids=self.job_ids)
+            from zmm import gpu
+
+            self._worker = Worker(store, client, self.settings, only_ids=self.job_ids,
+                                  gate=make_gate(store, self.settings, lambda _text: None),
+                                  vram_used=gpu.used_bytes)
             self._worker.run()
         except BaseException as exc:  # handed to the main thread, which reports it
             self.error = exc

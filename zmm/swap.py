@@ -41,6 +41,7 @@ class VramGate:
         self.rules = scheduler.settings_from(settings)
         self._idle_since: float | None = None
         self._told: set[str] = set()
+        self._ollama_retry_at = 0.0
 
     # -- before a job ------------------------------------------------------------
 
@@ -49,6 +50,8 @@ class VramGate:
         if params.get("graph") is not None and job.model_requested is None:
             return Admission(job, "custom workflow: VRAM not estimated")
         free = self._free()
+        if free is None:  # nothing to compare with: don't ask Ollama on every job
+            return Admission(job, "VRAM unknown (no NVML): not checked")
         llms = self._loaded_llms()
         waited = 0.0
         if params.get("vram_wait_since"):
@@ -78,9 +81,13 @@ class VramGate:
         if self.ollama is None:
             self._once("ollama-off", "Ollama is not configured: no VRAM swap")
             return None
+        if self.monotonic() < self._ollama_retry_at:
+            return None
         try:
             loaded = self.ollama.ps()
         except ZmmError as exc:
+            # Ask again in a while, not before every job: a dead host costs a timeout.
+            self._ollama_retry_at = self.monotonic() + 30.0
             self._once("ollama-down", f"Ollama unreachable ({exc.message}): no VRAM swap")
             return None
         return [scheduler.LoadedLlm(m.name, m.size_vram, self._keep_alive(m)) for m in loaded]

@@ -53,6 +53,7 @@ class Worker:
     def __init__(self, store: Store, client: ComfyClient, settings: Config, *,
                  observer: Observer | None = None, once: bool = False,
                  max_jobs: int | None = None, only_ids: list[str] | None = None,
+                 gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.store, self.client, self.settings = store, client, settings
@@ -73,6 +74,8 @@ class Worker:
         self.silence_s = settings.get("comfyui.silence_timeout_s")
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.builder = execution.GraphBuilder(client, settings.workflows_dir)
+        self.gate = gate  # a swap.VramGate, or None to skip VRAM checks
+        self.vram_used = vram_used or (lambda: None)
         self.inflight: list[Inflight] = []
         self.stream = None
         self.client_id = ""
@@ -97,6 +100,8 @@ class Worker:
         return self.finished
 
     def run_once(self) -> None:
+        if self.gate is not None and self.stream is None and not self.inflight:
+            self.gate.maybe_restore(self._image_work_queued())
         if self.stream is None and not self._connect():
             if self.stop_mode and not self.inflight:
                 self.done = True
@@ -178,6 +183,12 @@ class Worker:
                                    group_window=self.group_window)
             if job is None:
                 return
+            if self.gate is not None:
+                admission = self.gate.admit(job)
+                if admission.job is None:
+                    self._defer(job, admission.message)
+                    return
+                job = admission.job
             self.claimed += 1
             if not self._start(job):
                 return
@@ -275,6 +286,7 @@ class Worker:
     # -- outcomes ------------------------------------------------------------------
 
     def _complete(self, inflight: Inflight) -> None:
+        self._sample_vram([inflight])  # the model is still loaded: a short job still gets a reading
         try:
             entry = self.client.history(inflight.prompt_id)
         except ComfyUnavailable as exc:
@@ -292,6 +304,8 @@ class Worker:
             outcome = Outcome("failed", exc.message, {"error_message": exc.message})
         if outcome.fields.get("oom"):
             self._free_vram()
+        if outcome.kind == "succeeded" and inflight.peak_vram:
+            outcome.fields["vram_used_gb"] = round(inflight.peak_vram / 1024**3, 2)
         self._finish_job(inflight.job, outcome)
 
     def _finish_job(self, job: Job, outcome: Outcome) -> None:
@@ -323,6 +337,14 @@ class Worker:
             progress_value=None, progress_max=None)
         self.observer.job_finished(requeued)
 
+    def _defer(self, job: Job, reason: str) -> None:
+        """Back to the queue without using an attempt, to be looked at again shortly."""
+        retry_in = min(5.0, max(self.poll_s * 4, 0.2))
+        self.store.transition(job.id, JobState.QUEUED, expect=JobState.RUNNING, worker_id=self.id,
+                              kind="deferred", message=reason, phase_detail=reason[:200],
+                              not_before=iso(self.store.clock() + retry_in))
+        self.observer.notice(f"{job.id} {reason}")
+
     def _free_vram(self) -> None:
         try:
             self.client.free(unload_models=True, free_memory=True)
@@ -342,11 +364,27 @@ class Worker:
             self.store.register_worker(self.id, self.url, "busy" if self.inflight else "idle")
         for inflight in list(self.inflight):
             self._flush_progress(inflight, force=True)
+        self._sample_vram()
+        if self.gate is not None:
+            self.gate.maybe_restore(bool(self.inflight) or self._image_work_queued())
         self._handle_cancels()
         self._handle_stop()
         self._preempt_for_critical()
         self._check_silence(now)
         self._poll_detached()
+
+    def _image_work_queued(self) -> bool:
+        return queries.next_runnable(self.store.conn, self.store.clock(), self.aging_s,
+                                     only_ids=self.only_ids) is not None
+
+    def _sample_vram(self, inflights: list[Inflight] | None = None) -> None:
+        executing = [i for i in (inflights or self.inflight) if i.executing]
+        if not executing:
+            return
+        used = self.vram_used()
+        if used is not None:
+            for inflight in executing:
+                inflight.peak_vram = max(inflight.peak_vram or 0, used)
 
     def _handle_cancels(self) -> None:
         for inflight in list(self.inflight):

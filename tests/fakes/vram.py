@@ -26,6 +26,7 @@ class VramLedger:
         self.reserved = reserved_bytes  # the desktop / driver's own share
         self._holders: dict[str, Holder] = {}
         self._lock = threading.Lock()
+        self.listeners: list = []  # called after every change (e.g. to persist for subprocesses)
 
     def allocate(self, owner: str, nbytes: int, *, pid: int, process_name: str) -> bool:
         """Take `nbytes` for `owner`; False (and nothing taken) if it does not fit."""
@@ -35,17 +36,25 @@ class VramLedger:
             if self._used_locked() - already + nbytes > self.total:
                 return False
             self._holders[owner] = Holder(owner, pid, process_name, nbytes)
-            return True
+        self._changed()
+        return True
 
     def release(self, owner: str) -> int:
         with self._lock:
             holder = self._holders.pop(owner, None)
-            return holder.nbytes if holder else 0
+        self._changed()
+        return holder.nbytes if holder else 0
 
     def release_prefix(self, prefix: str) -> int:
         with self._lock:
             gone = [key for key in self._holders if key.startswith(prefix)]
-            return sum(self._holders.pop(key).nbytes for key in gone)
+            freed = sum(self._holders.pop(key).nbytes for key in gone)
+        self._changed()
+        return freed
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener(self)
 
     def holds(self, owner: str) -> bool:
         with self._lock:
