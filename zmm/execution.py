@@ -13,7 +13,7 @@ from typing import Any
 
 import zmm
 from zmm import assets, workflows
-from zmm.comfy import ComfyClient, HistoryEntry
+from zmm.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected
 from zmm.store import Job
 
@@ -123,7 +123,7 @@ def submit(client: ComfyClient, graph: dict[str, Any], prompt_id: str, client_id
         client.delete_from_queue([prompt_id])
         client.interrupt(prompt_id)
         raise WorkflowRejected("ComfyUI accepted only part of the workflow: "
-                               + workflows_errors_line(result.node_errors))
+                               + describe_node_errors({"node_errors": result.node_errors}))
 
 
 def _is_known(client: ComfyClient, prompt_id: str) -> bool:
@@ -133,15 +133,6 @@ def _is_known(client: ComfyClient, prompt_id: str) -> bool:
         return prompt_id in queued or client.history(prompt_id) is not None
     except (ComfyUnavailable, ComfyServerError):
         return False
-
-
-def workflows_errors_line(node_errors: dict[str, Any]) -> str:
-    parts = []
-    for node_id, info in node_errors.items():
-        for error in info.get("errors", []):
-            parts.append(f"node {node_id} ({info.get('class_type')}): {error.get('type')}: "
-                         f"{error.get('details') or error.get('message')}")
-    return "; ".join(parts) or "unknown node errors"
 
 
 def zmm_metadata(job: Job) -> dict[str, Any]:

@@ -421,6 +421,10 @@ class Worker:
             inflight.interrupted = True
         except ComfyUnavailable as exc:
             self._lost_connection(exc)
+        except ComfyServerError as exc:
+            # Try again at the next housekeeping round rather than end the worker.
+            inflight.stop_reason = None
+            self.observer.notice(f"could not stop {inflight.job.id} ({reason}): {exc.message}")
 
     def _preempt_for_critical(self) -> None:
         if len(self.inflight) < 2:
@@ -459,6 +463,9 @@ class Worker:
                 state = self.client.queue()
             except ComfyUnavailable as exc:
                 self._lost_connection(exc)
+                return
+            except ComfyServerError as exc:
+                self.observer.notice(f"ComfyUI error while checking {inflight.job.id}: {exc.message}")
                 return
             known = {item.prompt_id for item in state.running + state.pending}
             if inflight.prompt_id not in known:
