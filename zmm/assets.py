@@ -21,6 +21,7 @@ from typing import Any
 from zmm.errors import InvalidInput, JobFailed
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"
 ZMM_KEY = "zmm"
 
 
@@ -157,12 +158,35 @@ def zmm_metadata(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidInput("from-image", f"{path} cannot be read ({exc.strerror})") from None
     try:
-        chunks = read_text_chunks(data)
+        chunks = jpeg_comments(data) if data.startswith(JPEG_SIGNATURE) else read_text_chunks(data)
     except (JobFailed, zlib.error, UnicodeDecodeError):
-        raise InvalidInput("from-image", f"{path} is not a PNG image") from None
+        raise InvalidInput("from-image", f"{path} is not a PNG or JPEG image") from None
     if ZMM_KEY not in chunks:
         raise InvalidInput("from-image", f"{path} has no zmm metadata (was it made by zmm?)")
     try:
         return json.loads(chunks[ZMM_KEY])
     except json.JSONDecodeError:
         raise InvalidInput("from-image", f"{path} has a damaged zmm chunk") from None
+
+
+def jpeg_comments(data: bytes) -> dict[str, str]:
+    """`key\\0text` COM segments of a JPEG as key -> text: where `zmm cleanup
+    --compress-older-than` keeps the zmm chunk of a PNG it converted."""
+    if not data.startswith(JPEG_SIGNATURE):
+        raise JobFailed("not a JPEG image")
+    found: dict[str, str] = {}
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            offset += 1
+            continue
+        if marker == 0xDA or marker == 0xD9:  # image data follows: no more headers
+            break
+        length = struct.unpack(">H", data[offset + 2:offset + 4])[0]
+        if marker == 0xFE:
+            key, sep, text = data[offset + 4:offset + 2 + length].partition(b"\x00")
+            if sep:
+                found[key.decode("latin-1")] = text.decode("utf-8")
+        offset += 2 + length
+    return found

@@ -293,6 +293,10 @@ class Worker:
             inflight.attached = False
             self._lost_connection(exc)
             return
+        except ComfyServerError as exc:
+            inflight.attached = False  # polled from /history until it answers
+            self.observer.notice(f"ComfyUI error reading {inflight.job.id}'s history: {exc.message}")
+            return
         self.inflight.remove(inflight)
         try:
             outcome = execution.judge(inflight, entry, self.client, self.settings.assets_dir,
@@ -362,6 +366,7 @@ class Worker:
             self._next_heartbeat = now + self.lease_s / 3
             self.store.heartbeat(self.id, [i.job.id for i in self.inflight], lease_s=self.lease_s)
             self.store.register_worker(self.id, self.url, "busy" if self.inflight else "idle")
+            self._recover()  # a worker that died meanwhile: its leases have expired
         for inflight in list(self.inflight):
             self._flush_progress(inflight, force=True)
         self._sample_vram()
@@ -478,13 +483,18 @@ class Worker:
     def _recover(self) -> None:
         """Adopt jobs whose worker died (expired lease) on this ComfyUI server."""
         for job in self.store.expired_leases():
-            if job.comfy_url not in (None, self.url):
+            if job.comfy_url not in (None, self.url) or job.worker_id == self.id:
                 continue
             adopted = self.store.adopt(job.id, self.id, lease_s=self.lease_s,
                                        reason=f"lease of {job.worker_id} expired")
             if adopted is None:
                 continue
-            self._resume(adopted)
+            try:
+                self._resume(adopted)
+            except (ComfyUnavailable, ComfyServerError) as exc:
+                # Not requeued: it may still run on ComfyUI. Unrenewed, its new lease
+                # expires and the next recovery round looks again.
+                self.observer.notice(f"could not check {adopted.id} on ComfyUI: {exc.message}")
 
     def _resume(self, job: Job) -> None:
         if not job.comfy_prompt_id:

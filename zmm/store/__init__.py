@@ -12,13 +12,13 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, JobSpec, JobState, Priority, check_transition
-from zmm.store import queries
+from zmm.store import queries, retention
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
@@ -352,3 +352,36 @@ class Store:
             [job_id, at, kind, from_state, to_state, message,
              json.dumps(data, separators=(",", ":")) if data else None],
         )
+
+    # -- retention (zmm cleanup, pinning; SQL in zmm.store.retention) --------
+
+    def pin(self, job_id: str, pinned: bool = True) -> tuple[Job, bool]:
+        """Exempt a job from cleanup (or make it subject again); returns the job
+        and whether anything changed."""
+        job = self.get(job_id)
+        changed = retention.set_pinned(self.conn, self.path, job.id, pinned, iso(self.clock()))
+        return self.get(job.id), changed
+
+    def retention_candidates(self, statuses: Iterable[str], *,
+                             include_deleted: bool) -> Iterator[sqlite3.Row]:
+        return retention.eligible(self.conn, self.path, statuses, include_deleted=include_deleted)
+
+    def referenced_assets(self) -> Iterator[str]:
+        return retention.referenced_paths(self.conn, self.path)
+
+    def active_job_ids(self) -> set[str]:
+        return retention.active_ids(self.conn, self.path)
+
+    def mark_assets_deleted(self, entries: list[tuple[str, str]], stamp: str) -> set[str]:
+        return retention.mark_deleted(self.conn, self.path, entries, stamp)
+
+    def restore_assets(self, entries: list[tuple[str, str]], stamp: str) -> None:
+        retention.restore(self.conn, self.path, entries, stamp)
+
+    def purge_jobs(self, job_ids: list[str]) -> int:
+        return retention.purge(self.conn, self.path, job_ids)
+
+    def record_compression(self, job_id: str, old_outputs: str | None, fields: dict[str, Any],
+                           message: str) -> bool:
+        return retention.record_compression(self.conn, self.path, job_id, old_outputs, fields,
+                                            message, iso(self.clock()))
