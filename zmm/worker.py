@@ -482,8 +482,9 @@ class Worker:
 
     def _recover(self) -> None:
         """Adopt jobs whose worker died (expired lease) on this ComfyUI server."""
+        mine = {inflight.job.id for inflight in self.inflight}
         for job in self.store.expired_leases():
-            if job.comfy_url not in (None, self.url) or job.worker_id == self.id:
+            if job.comfy_url not in (None, self.url) or job.id in mine:
                 continue
             adopted = self.store.adopt(job.id, self.id, lease_s=self.lease_s,
                                        reason=f"lease of {job.worker_id} expired")
