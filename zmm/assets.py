@@ -66,12 +66,24 @@ def safe_path(root: Path, relative: str) -> Path:
     return candidate
 
 
+def private_dirs(path: Path) -> None:
+    """Create `path` and any missing parents user-only (mkdir's mode only applies
+    to the last folder it creates)."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and os.replace, so a reader
     (or a crash) never sees half a file; on failure nothing is left behind."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(path.parent)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)

@@ -116,7 +116,10 @@ def _attach_custom_graph(spec: jobs.JobSpec, workflow: str | None, sets: list[st
     workflows.validate_api_graph(graph)
     spec.graph = graph
     spec.workflow = template.name
-    spec.checkpoint = workflows.graph_model(graph) or spec.checkpoint
+    if "checkpoint" not in workflows.placeholders(graph):
+        # The graph names its own checkpoint, or loads none (a model-free workflow).
+        spec.checkpoint = workflows.graph_model(graph)
+        spec.model_key = jobs.model_family(spec.checkpoint) if spec.checkpoint else "custom"
 
 
 def _as_list(value: Any) -> list[str]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zmm.assets import private_dirs
 from zmm.errors import WorkerAlreadyRunning
 
 
@@ -29,7 +30,7 @@ class FileLock:
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         if not _lock(fd):
             os.close(fd)

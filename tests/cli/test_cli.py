@@ -252,3 +252,14 @@ def test_custom_workflow_with_sets_is_validated_before_queuing(cli, settings, tm
     missing = cli("generate", "x", "--workflow", "no-such-template", "--no-wait")
     assert missing.exit_code == 3
     assert job_count(settings) == before
+
+
+def test_model_free_custom_workflow_records_no_checkpoint(cli, settings, tmp_path):
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64,
+                                                          "batch_size": 1, "color": 0}},
+             "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "$filename_prefix",
+                                                         "images": ["1", 0]}}}
+    path = tmp_path / "model-free.json"
+    path.write_text(json.dumps(graph))
+    job = cli.json("generate", "x", "--workflow", str(path), "--no-wait", "--json")["jobs"][0]
+    assert job["model_requested"] is None and job["workflow"] == "model-free"

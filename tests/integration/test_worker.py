@@ -59,6 +59,11 @@ def test_outputs_metadata_and_history_are_complete(worker_env, settings, comfy):
     assert meta["job_id"] == job_id and meta["seed"] == 42 and meta["negative"] == "blue"
     assert meta["prompt"] == "a red square" and meta["width"] == 64
     assert events[:2] == ["enqueued", "claimed"] and events[-1] == "succeeded"
+    folder = path.parent
+    while folder != settings.home.parent:  # every folder zmm made is user-only
+        assert folder.stat().st_mode & 0o077 == 0, folder
+        folder = folder.parent
+    assert path.stat().st_mode & 0o077 == 0
     assert comfy.submissions[0]["prompt_id"] == job_id
     # the PNG brings back exactly that job
     again = run_zmm("generate", "--from-image", str(path), "--no-wait", "--json")

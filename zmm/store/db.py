@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import zmm
+from zmm.assets import private_dirs
 from zmm.errors import SpoolUnusable
 
 
@@ -63,7 +64,7 @@ def _statements(script: str) -> Iterator[str]:
 def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
     """Open (creating user-only if new) and migrate the spool at `path`."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(
