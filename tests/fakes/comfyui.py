@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import io
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -40,6 +41,15 @@ def _ms() -> int:
 
 class Interrupted(Exception):
     pass
+
+
+class HandlerCrash(Exception):
+    """Raised out of a handler: aiohttp answers with the same plain-text 500 page
+    ("500 Internal Server Error\n\nServer got itself in trouble") the real server sends."""
+
+
+# The crash pages are deliberate; their tracebacks would only clutter test output.
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 
 class ExecutionFailed(Exception):
@@ -214,14 +224,14 @@ class FakeComfyUI:
         self.submissions.append(body)
         fail = self._fail_submits.pop(0) if self._fail_submits else None
         if fail and not fail[1]:
-            raise web.HTTPInternalServerError()
+            raise HandlerCrash("injected failure")
         if "prompt" not in body:
             return web.json_response({"error": {"type": "no_prompt", "message": "No prompt provided",
                                                 "details": "No prompt provided", "extra_info": {}},
                                       "node_errors": {}}, status=400)
         prompt = body["prompt"]
         if not isinstance(prompt, dict):
-            raise web.HTTPInternalServerError()
+            raise HandlerCrash("'list' object has no attribute 'keys'")
         number = self._number(body)
         types = self._types()
         error = graph.top_level_error(prompt, types)
@@ -240,7 +250,7 @@ class FakeComfyUI:
         await self._broadcast_status()
         self._wake.set()
         if fail:
-            raise web.HTTPInternalServerError()
+            raise HandlerCrash("injected failure after queuing")
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     def _number(self, body: dict) -> float:

@@ -121,7 +121,7 @@ def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str],
     valid_outputs = []
     memo: dict[str, bool] = {}
 
-    def check(node_id: str, output_id: str) -> bool:
+    def check(node_id: str, output_id: str, via: tuple[str, list] | None = None) -> bool:
         if node_id in memo:
             if not memo[node_id] and node_id in node_errors:
                 node_errors[node_id]["dependent_outputs"].append(output_id)
@@ -145,8 +145,17 @@ def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str],
                     continue
                 source = str(value[0])
                 if source not in prompt:
-                    errors.append(_error("exception_during_validation", "Exception when validating "
-                                         "inner node", f"'{source}'"))
+                    # Seen on a real server: the KeyError surfaces while validating the
+                    # node that links here, so extra_info names *that* input.
+                    if via is None:
+                        errors.append(_error("exception_during_validation", "Exception when "
+                                             "validating node", f"'{source}'"))
+                    else:
+                        errors.append(_error(
+                            "exception_during_inner_validation", "Exception when validating "
+                            "inner node", f"'{source}'", input_name=via[0], input_config=via[1],
+                            exception_message=f"'{source}'", exception_type="KeyError",
+                            traceback=["  File \"execution.py\", line 808, in validate_inputs\n"]))
                     continue
                 source_type = types[prompt[source]["class_type"]]["output"]
                 received = source_type[value[1]] if value[1] < len(source_type) else None
@@ -154,9 +163,10 @@ def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str],
                     errors.append(_error("return_type_mismatch", "Return type mismatch between "
                                          "linked nodes", f"{name}, received_type({received}) "
                                          f"mismatch input_type({kind})", input_name=name,
-                                         received_type=received, linked_node=value))
+                                         input_config=spec, received_type=received,
+                                         linked_node=value))
                     continue
-                ok_upstream = check(source, output_id) and ok_upstream
+                ok_upstream = check(source, output_id, (name, spec)) and ok_upstream
             elif is_type:
                 errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list "
                                      "of [node_id, slot_index]", name, input_name=name))
