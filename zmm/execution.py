@@ -40,7 +40,7 @@ class Inflight:
     attached: bool = True  # False after a reconnect: its events go to an old client id
     phase: str = "submitted"
     progress: tuple[int, int, str] | None = None
-    flushed_progress: tuple[int, int, str] | None = None
+    flushed_progress: tuple[str, tuple[int, int, str] | None] | None = None  # (phase, progress)
     last_flush: float = 0.0
     peak_vram: int | None = None  # bytes, the highest NVML reading while it ran
 

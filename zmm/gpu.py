@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,18 +141,30 @@ def role_of(name: str, cmdline: str) -> str | None:
     return None
 
 
-def free_bytes(index: int = 0) -> int | None:
-    """Free memory of one GPU, or None where NVML is not available."""
+_RETRY_AFTER_S = 30.0
+_unavailable_until = 0.0
+
+
+def _memory(index: int) -> GpuInfo | None:
+    """One GPU's reading for the worker's per-job checks; a missing driver is
+    remembered for a while rather than probed again before every job."""
+    global _unavailable_until
+    if _backend is None and time.monotonic() < _unavailable_until:
+        return None
     try:
         gpus = snapshot().gpus
     except GpuUnavailable:
+        _unavailable_until = time.monotonic() + _RETRY_AFTER_S
         return None
-    return gpus[index].free_bytes if index < len(gpus) else None
+    return gpus[index] if index < len(gpus) else None
+
+
+def free_bytes(index: int = 0) -> int | None:
+    """Free memory of one GPU, or None where NVML is not available."""
+    info = _memory(index)
+    return info.free_bytes if info else None
 
 
 def used_bytes(index: int = 0) -> int | None:
-    try:
-        gpus = snapshot().gpus
-    except GpuUnavailable:
-        return None
-    return gpus[index].used_bytes if index < len(gpus) else None
+    info = _memory(index)
+    return info.used_bytes if info else None

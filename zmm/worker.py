@@ -262,25 +262,28 @@ class Worker:
         return next((i for i in self.inflight if i.prompt_id == prompt_id), None)
 
     def _set_phase(self, inflight: Inflight, phase: str) -> None:
-        if phase == inflight.phase:
-            return
-        inflight.phase = phase
-        # Progress columns keep the last sampler step, so a finished job still shows 25/25.
-        self.store.update(inflight.job.id, worker_id=self.id, phase=phase)
-        self.observer.job_changed(inflight)
+        if phase != inflight.phase:
+            inflight.phase = phase
+            self._flush_progress(inflight)
 
     def _flush_progress(self, inflight: Inflight, force: bool = False) -> None:
-        if inflight.progress is None or inflight.progress == inflight.flushed_progress:
+        """Write phase and sampler step to the spool, at most every
+        `progress_interval_s` per job (a last step or a forced flush always goes)."""
+        state = (inflight.phase, inflight.progress)
+        if state == inflight.flushed_progress:
             return
         now = self.monotonic()
-        value, maximum, node = inflight.progress
-        if not force and value < maximum and now - inflight.last_flush < self.progress_interval:
+        done = inflight.progress is not None and inflight.progress[0] >= inflight.progress[1]
+        if not force and not done and now - inflight.last_flush < self.progress_interval:
             return
         inflight.last_flush = now
-        inflight.flushed_progress = inflight.progress
-        self.store.update(inflight.job.id, worker_id=self.id, progress_value=value,
-                          progress_max=maximum, progress_node=node,
+        inflight.flushed_progress = state
+        fields = {"phase": inflight.phase}
+        if inflight.progress is not None:
+            value, maximum, node = inflight.progress
+            fields.update(progress_value=value, progress_max=maximum, progress_node=node,
                           progress_at=iso(self.store.clock()))
+        self.store.update(inflight.job.id, worker_id=self.id, **fields)
         self.observer.job_changed(inflight)
 
     # -- outcomes ------------------------------------------------------------------

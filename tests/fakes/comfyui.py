@@ -137,6 +137,8 @@ class FakeComfyUI:
             app.router.add_get(prefix + "/embeddings", self.get_embeddings)
             app.router.add_post(prefix + "/free", self.post_free)
         app.router.add_get("/ws", self.websocket)
+        # Not ComfyUI's: lets a benchmark read the server-side timings of a subprocess fake.
+        app.router.add_get("/fake/runs", self.get_runs)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
@@ -358,6 +360,9 @@ class FakeComfyUI:
             "argv": ["main.py", "--listen", self.host, "--port", str(self.port)]},
             "devices": [device]})
 
+    async def get_runs(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.runs)
+
     async def get_embeddings(self, _request: web.Request) -> web.Response:
         return web.json_response([])
 
@@ -507,6 +512,7 @@ class FakeComfyUI:
             "status": status, "meta": {n: {"node_id": n, "display_node": n, "parent_node": None,
                                            "real_node_id": n} for n in ui_outputs}}
         record["ended"] = time.monotonic()
+        record["ended_wall"] = time.time()
         self.running = None
         await self._broadcast_status()
         await self._send(client, "executing", {"node": None, "prompt_id": prompt_id})
