@@ -107,10 +107,10 @@ class Store:
               prefer_model: str | None = None, group_window: int = 0) -> Job | None:
         """Take the next runnable job: priority with aging, FIFO inside a class, but
         preferring the checkpoint already loaded within `group_window` places."""
-        if self.is_paused():
-            return None
         now = self.clock()
         with translate_errors(self.path), transaction(self.conn) as conn:
+            if self.is_paused():
+                return None
             rows = queries.candidates(conn, now, aging_s, limit=max(group_window, 0) + 1,
                                       min_rank=min_rank, only_ids=only_ids)
             if not rows:

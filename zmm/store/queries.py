@@ -77,6 +77,10 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
+        # Positional when the row's columns are this class's fields in order (SELECT *
+        # and RETURNING * on the current schema): the claim path builds many of these.
+        if len(row) == _FIELD_COUNT and tuple(row.keys()) == _FIELD_NAMES:
+            return cls(*row)
         return cls(**{key: row[key] for key in row.keys()})
 
     @property
@@ -97,6 +101,9 @@ class Job:
         return data
 
 
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
+_FIELD_COUNT = len(_FIELD_NAMES)
+
 # Aged rank: a waiting job climbs one class per `aging_s`, but only CRITICAL
 # jobs ever hold rank 0, so a CRITICAL job is never overtaken.
 _EFFECTIVE_RANK = """MAX(CASE WHEN priority_rank = 0 THEN 0 ELSE 1 END,
@@ -113,7 +120,11 @@ def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
 
 def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: int,
                min_rank: int | None = None, only_ids: list[str] | None = None) -> list[sqlite3.Row]:
-    """The first `limit` runnable jobs in claim order: id, model, rank, passed_over."""
+    """The first `limit` runnable jobs in claim order: id, model, rank, passed_over.
+
+    Each priority class contributes its first `limit` jobs in FIFO order through
+    the partial index `jobs_runnable`; only those few rows get an aged rank, so a
+    claim costs the same with ten queued jobs or a hundred thousand."""
     from zmm.store.db import iso
 
     params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now),
@@ -122,12 +133,17 @@ def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: i
     if only_ids is not None:
         where += " AND id IN (SELECT value FROM json_each(:only_ids))"
         params["only_ids"] = json.dumps(only_ids)
+    classes = [0] if min_rank == 0 else [0, 1, 2, 3]
+    heads = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT id, model_requested, passed_over, priority_rank, queued_ts, seq "
+        f"FROM jobs WHERE {where} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
+        for rank in classes)
+    rows = conn.execute(
+        f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
+        f"ORDER BY rank, seq LIMIT :limit", params).fetchall()
     if min_rank is not None:
-        where += f" AND {_EFFECTIVE_RANK} <= :min_rank"
-        params["min_rank"] = min_rank
-    return conn.execute(
-        f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM jobs "
-        f"WHERE {where} ORDER BY rank, seq LIMIT :limit", params).fetchall()
+        rows = [row for row in rows if row["rank"] <= min_rank]
+    return rows
 
 
 def pick_grouped(rows: list[sqlite3.Row], prefer_model: str | None, window: int) -> int:

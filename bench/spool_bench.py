@@ -1,0 +1,115 @@
+"""Spool claim + finish throughput with 1, 4 and 16 processes, next to huey's
+SqliteHuey (dequeue + put result) on the same machine in the same run.
+Every item must be taken exactly once: lost and duplicated items are counted.
+
+Needs huey (bench only): pip install -r bench/requirements.txt
+Usage: python bench/spool_bench.py [--items 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def zmm_fill(path: Path, items: int) -> None:
+    from zmm import intake
+    from zmm.config import load
+
+    settings = load(path.parent)
+    from zmm.store import Store
+
+    with Store(path) as store:
+        for start in range(0, items, 500):
+            store.enqueue(intake.build({"prompt": "bench", "count": min(500, items - start)}, settings))
+
+
+def zmm_drain(path: str, worker: str, out: mp.Queue) -> None:
+    from zmm.jobs import JobState
+    from zmm.store import Store
+
+    taken = []
+    with Store(Path(path)) as store:
+        while True:
+            job = store.claim(worker, lease_s=600, aging_s=600)
+            if job is None:
+                break
+            store.transition(job.id, JobState.SUCCEEDED, expect=JobState.RUNNING, worker_id=worker)
+            taken.append(job.id)
+    out.put(taken)
+
+
+def huey_fill(path: Path, items: int) -> None:
+    from huey import SqliteHuey
+
+    storage = SqliteHuey(filename=str(path)).storage
+    for n in range(items):
+        storage.enqueue(f"task-{n}".encode())
+
+
+def huey_drain(path: str, worker: str, out: mp.Queue) -> None:
+    from huey import SqliteHuey
+
+    storage = SqliteHuey(filename=path).storage
+    taken = []
+    while True:
+        data = storage.dequeue()
+        if data is None:
+            break
+        storage.put_data(data.decode(), b"done")
+        taken.append(data.decode())
+    out.put(taken)
+
+
+def measure(fill, drain, processes: int, items: int, workdir: Path) -> tuple[float, int, int]:
+    path = workdir / f"{drain.__name__}-{processes}.db"
+    fill(path, items)
+    out: mp.Queue = mp.Queue()
+    workers = [mp.Process(target=drain, args=(str(path), f"w{n}", out)) for n in range(processes)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    taken = [item for _ in workers for item in out.get()]
+    elapsed = time.perf_counter() - start
+    for worker in workers:
+        worker.join()
+    counts = Counter(taken)
+    return items / elapsed, items - len(counts), sum(n - 1 for n in counts.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print("| processes | zmm claim+finish/s | huey dequeue+result/s | ratio | lost / duplicated |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for processes in (1, 4, 16):
+            zmm_runs, huey_runs, bad = [], [], 0
+            for attempt in range(args.repeat):
+                run_dir = workdir / f"{processes}-{attempt}"
+                run_dir.mkdir()
+                rate, lost, dup = measure(zmm_fill, zmm_drain, processes, args.items, run_dir)
+                zmm_runs.append(rate)
+                bad += lost + dup
+                rate, lost, dup = measure(huey_fill, huey_drain, processes, args.items, run_dir)
+                huey_runs.append(rate)
+                bad += lost + dup
+            zmm_rate, huey_rate = statistics.median(zmm_runs), statistics.median(huey_runs)
+            print(f"| {processes} | {zmm_rate:.0f} | {huey_rate:.0f} | {zmm_rate / huey_rate:.2f} | "
+                  f"{bad} |")
+
+
+if __name__ == "__main__":
+    main()
