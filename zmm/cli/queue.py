@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from typing import Optional
 
 import typer
@@ -22,6 +21,8 @@ def show(
     """Running and queued jobs in run order, with position, age, progress and ETA."""
     if ctx.invoked_subcommand is not None:
         return
+    import statistics
+
     from zmm import render
     from zmm.store import queries
     from zmm.store.db import iso, parse_iso

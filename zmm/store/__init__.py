@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +37,7 @@ WRITABLE = frozenset(
 
 def new_job_id(now: float) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"mmg-{stamp}-{secrets.token_hex(4)}"
+    return f"mmg-{stamp}-{os.urandom(4).hex()}"
 
 
 class Store:
@@ -63,7 +62,7 @@ class Store:
         """Write every spec as a queued job in one transaction: all or nothing."""
         now = self.clock()
         stamp = iso(now)
-        batch_id = secrets.token_hex(6) if len(specs) > 1 else None
+        batch_id = os.urandom(6).hex() if len(specs) > 1 else None
         ids = []
         with translate_errors(self.path), transaction(self.conn) as conn:
             for spec in specs:
