@@ -1,0 +1,53 @@
+"""`zmm doctor` against the fake servers, and a spool locked by another process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tests.conftest import run_zmm
+from tests.fakes.nvml import write_no_driver
+from zmm.store import Store
+
+
+def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
+    env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_URL": "http://127.0.0.1:9",
+           "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json"))}
+    Store(settings.spool_path).close()
+    result = run_zmm("doctor", "--json", env=env)
+    data = json.loads(result.stdout)
+    checks = {c["check"]: c for c in data["checks"]}
+    assert result.returncode == 0 and data["ok"] is True
+    assert checks["spool"]["status"] == "ok" and "integrity ok, schema 2/2" in checks["spool"]["detail"]
+    assert checks["comfyui"]["detail"].endswith("ComfyUI 0.3.64 on cpu")
+    assert checks["template sdxl-txt2img"]["status"] == "ok"
+    assert checks["ollama"]["status"] == "warn" and checks["nvml"]["status"] == "warn"
+
+
+def test_doctor_exit_code_names_the_worst_failure(home, settings, comfy, tmp_path):
+    env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_ENABLED": "false",
+           "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json"))}
+    comfy.set_checkpoints(["other.safetensors"])
+    result = run_zmm("doctor", env=env)
+    assert result.returncode == 6
+    assert "fail  template sdxl-txt2img" in result.stdout and "other.safetensors" in result.stdout
+    comfy.stop()
+    assert run_zmm("doctor", env=env).returncode == 4
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.spool_path.write_bytes(b"not a database" * 100)
+    assert run_zmm("doctor", env=env).returncode == 7
+
+
+def test_a_locked_spool_is_a_clear_error_not_a_traceback(home, settings):
+    Store(settings.spool_path).close()
+    holder = sqlite3.connect(settings.spool_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_zmm("generate", "x", "--no-wait", env={"ZMM_SPOOL_BUSY_TIMEOUT_MS": "300"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 7 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: the spool at {settings.spool_path} stayed locked")
+    with Store(settings.spool_path) as store:
+        assert store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
