@@ -30,7 +30,7 @@ def run(window: int) -> tuple[int, int, bool]:
                 store.enqueue(intake.build({"prompt": f"job {n}", "priority": "LOW", "model": model}, settings))
                 if n in (20, 40):
                     store.enqueue(intake.build({"prompt": "urgent", "priority": "HIGH", "model": "sdxl"}, settings))
-            order, loaded, waits = [], None, {}
+            order, loaded = [], None
             while True:
                 job = store.claim("bench", lease_s=60, aging_s=86400, prefer_model=loaded,
                                   group_window=window)

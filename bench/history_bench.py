@@ -8,7 +8,6 @@ Usage: python bench/history_bench.py [--rows 1000000]
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys

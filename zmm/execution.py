@@ -153,7 +153,6 @@ def is_out_of_memory(error: dict[str, Any]) -> bool:
 def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
           clock=time.monotonic) -> Outcome:
     """ComfyUI's history entry for a finished prompt -> the job's outcome."""
-    job = inflight.job
     if entry is None:
         return Outcome("requeue", "ComfyUI has no record of the prompt (restarted?); queued again",
                        {}, consume_attempt=True)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 from zmm.errors import EXIT_CODES
-from zmm.store import Store, queries
+from zmm.store import Store
 
 
 def job_count(settings) -> int:

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.contract.scenarios import MODEL_FREE, post_prompt, run_job, shape
+from tests.contract.scenarios import MODEL_FREE, post_prompt, run_job
 from tests.fakes.comfyui import FakeComfyUI
 
 REAL = os.environ.get("ZMM_REAL_COMFYUI_URL")

@@ -10,7 +10,7 @@ import asyncio
 import re
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web

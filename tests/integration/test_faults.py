@@ -9,7 +9,7 @@ import signal
 import time
 from collections import Counter
 
-from tests.conftest import LiveProcess, run_zmm, wait_until
+from tests.conftest import LiveProcess, run_zmm
 from zmm import intake
 from zmm.comfy import ComfyClient
 from zmm.config import load
