@@ -23,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 from zmm.store import Store, queries  # noqa: E402
 from zmm.store.db import iso  # noqa: E402
 
-WORDS = "lighthouse diagram cover dashboard whale bridge forest city robot garden river".split()
+# A vocabulary with a long tail, as real prompts have: a few common words, many rare ones.
+COMMON = "diagram cover dashboard thumbnail infographic clean flat modern".split()
+RARE = [f"{stem}{n}" for n in range(400) for stem in ("light", "river", "tower", "graph", "node")]
 
 
 def rows(count: int, start: float):
@@ -32,7 +34,8 @@ def rows(count: int, start: float):
         created = iso(start + n * 2.5)
         status = rng.choices(["succeeded", "failed", "cancelled", "queued"], [90, 6, 3, 1])[0]
         yield {"id": f"mmg-bench-{n:08d}", "status": status, "priority": "MEDIUM",
-               "priority_rank": 2, "prompt": " ".join(rng.sample(WORDS, 4)),
+               "priority_rank": 2,
+               "prompt": " ".join(rng.sample(COMMON, 2) + rng.sample(RARE, 3)),
                "negative_prompt": "", "requester": f"agent-{n % 50}", "quality_tier": "standard",
                "workflow": "sdxl-txt2img", "params": "{}", "model_used": rng.choice(
                    ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]),
@@ -68,7 +71,8 @@ def main() -> None:
                 "--requester agent-7": queries.HistoryFilter(requester="agent-7"),
                 "--model sd15": queries.HistoryFilter(model="v1-5-pruned-emaonly.safetensors"),
                 "--since 7d": queries.HistoryFilter(since_iso=week),
-                "--search lighthouse": queries.HistoryFilter(search="lighthouse"),
+                "--search tower17": queries.HistoryFilter(search="tower17"),
+                "--search diagram (in 25 % of prompts)": queries.HistoryFilter(search="diagram"),
                 "--status failed --offset 5000": queries.HistoryFilter(statuses=("failed",), offset=5000),
             }
             print(f"| history filter ({args.rows:,} jobs) | median ms | matching |\n|---|---|---|")

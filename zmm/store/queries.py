@@ -74,6 +74,7 @@ class Job:
     pinned: int
     asset_deleted_at: str | None
     passed_over: int = 0
+    model: str | None = None  # generated: model_used, else model_requested
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -268,8 +269,8 @@ def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
             clauses.append(f"{column} = ?")
             params.append(value)
     if flt.model:
-        clauses.append("(model_used = ? OR model_requested = ?)")
-        params.extend([flt.model, flt.model])
+        clauses.append("model = ?")
+        params.append(flt.model)
     if flt.since_iso:
         clauses.append("created_at >= ?")
         params.append(flt.since_iso)
