@@ -128,11 +128,20 @@ def submit(client: ComfyClient, graph: dict[str, Any], prompt_id: str, client_id
 
 def _is_known(client: ComfyClient, prompt_id: str) -> bool:
     try:
-        state = client.queue()
-        queued = {item.prompt_id for item in state.running + state.pending}
-        return prompt_id in queued or client.history(prompt_id) is not None
+        return locate(client, prompt_id) != "lost"
     except (ComfyUnavailable, ComfyServerError):
         return False
+
+
+def locate(client: ComfyClient, prompt_id: str) -> str:
+    """"queued" (pending or running), "done" (in history) or "lost". The queue is
+    asked first: ComfyUI moves a finished prompt from its queue into its history
+    in one step, so a prompt that leaves the queue between the two questions is
+    still found in the history, never taken for lost."""
+    state = client.queue()
+    if prompt_id in {item.prompt_id for item in state.running + state.pending}:
+        return "queued"
+    return "done" if client.history(prompt_id) is not None else "lost"
 
 
 def zmm_metadata(job: Job) -> dict[str, Any]:

@@ -11,7 +11,7 @@ client, observer, settings) and reports outcomes through `_finish_job` and
 from __future__ import annotations
 
 from zmm.errors import ComfyServerError, ComfyUnavailable
-from zmm.execution import Inflight, Outcome
+from zmm.execution import Inflight, Outcome, locate
 from zmm.store import Job
 from zmm.store import queries
 
@@ -121,24 +121,19 @@ class Upkeep:
     def _poll_detached(self) -> None:
         for inflight in [i for i in self.inflight if not i.attached]:
             try:
-                entry = self.client.history(inflight.prompt_id)
-                if entry is not None:
-                    self._complete(inflight)
-                    continue
-                state = self.client.queue()
+                where = locate(self.client, inflight.prompt_id)
             except ComfyUnavailable as exc:
                 self._lost_connection(exc)
                 return
             except ComfyServerError as exc:
                 self.observer.notice(f"ComfyUI error while checking {inflight.job.id}: {exc.message}")
                 return
-            known = {item.prompt_id for item in state.running + state.pending}
-            if inflight.prompt_id not in known:
+            if where == "done":
+                self._complete(inflight)
+            elif where == "lost":
                 self.inflight.remove(inflight)
                 self._requeue(inflight.job, "ComfyUI lost the prompt (restarted?); queued again",
                               consume=True)
-
-    # -- recovery after a crash ------------------------------------------------
 
     def _recover(self) -> None:
         """Adopt jobs whose worker died (expired lease) on this ComfyUI server."""
@@ -161,10 +156,8 @@ class Upkeep:
         if not job.comfy_prompt_id:
             self._requeue(job, "its worker stopped before submitting it", consume=False)
             return
-        entry = self.client.history(job.comfy_prompt_id)
-        state = self.client.queue()
-        known = {item.prompt_id for item in state.running + state.pending}
-        if entry is None and job.comfy_prompt_id not in known:
+        where = locate(self.client, job.comfy_prompt_id)
+        if where == "lost":
             self._requeue(job, "its worker died and ComfyUI has no record of it", consume=True)
             return
         graph = self.builder.build(job)
@@ -172,5 +165,6 @@ class Upkeep:
         inflight = Inflight(job=job, prompt_id=job.comfy_prompt_id, graph=graph, submitted=now,
                             last_event=now, attached=False)
         self.inflight.append(inflight)
-        if entry is not None:
+        if where == "done":
             self._complete(inflight)
+

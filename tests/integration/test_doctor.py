@@ -8,6 +8,7 @@ import sqlite3
 from tests.conftest import run_zmm
 from tests.fakes.nvml import write_no_driver
 from zmm.store import Store
+from zmm.store.db import migrations
 
 
 def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
@@ -18,7 +19,9 @@ def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
     data = json.loads(result.stdout)
     checks = {c["check"]: c for c in data["checks"]}
     assert result.returncode == 0 and data["ok"] is True
-    assert checks["spool"]["status"] == "ok" and "integrity ok, schema 2/2" in checks["spool"]["detail"]
+    version = len(migrations())
+    assert checks["spool"]["status"] == "ok"
+    assert f"integrity ok, schema {version}/{version}" in checks["spool"]["detail"]
     assert checks["comfyui"]["detail"].endswith("ComfyUI 0.3.64 on cpu")
     assert checks["template sdxl-txt2img"]["status"] == "ok"
     assert checks["ollama"]["status"] == "warn" and checks["nvml"]["status"] == "warn"
