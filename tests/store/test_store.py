@@ -213,3 +213,14 @@ def test_grouping_never_crosses_a_priority_class(spool, settings, clock):
     claimed = spool.claim("w", lease_s=60, aging_s=3600, prefer_model=settings.get("models.sd15"),
                           group_window=8)
     assert claimed.id == high.id
+
+
+def test_search_alone_pages_like_the_general_query(spool, settings):
+    for n in range(30):
+        enqueue(spool, settings, prompt=f"{'red' if n % 3 else 'blue'} lighthouse number{n}")
+    for offset in (0, 5, 18):
+        fast, total = queries.history(spool.conn, queries.HistoryFilter(search="red", limit=4,
+                                                                       offset=offset))
+        general, general_total = queries.history(spool.conn, queries.HistoryFilter(
+            search="red", statuses=("queued",), limit=4, offset=offset))
+        assert [j.id for j in fast] == [j.id for j in general] and total == general_total == 20

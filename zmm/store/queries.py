@@ -247,6 +247,8 @@ class HistoryFilter:
 
 def history(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
     """A page of jobs, newest first, and how many match in all."""
+    if flt.search and flt == HistoryFilter(search=flt.search, limit=flt.limit, offset=flt.offset):
+        return _search_only(conn, flt)
     clauses, params = _history_where(flt)
     where = " AND ".join(clauses) or "1"
     total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
@@ -254,6 +256,18 @@ def history(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], in
         f"SELECT * FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
         [*params, flt.limit, flt.offset],
     ).fetchall()
+    return [Job.from_row(row) for row in rows], total
+
+
+def _search_only(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
+    """Search alone: page and count straight from the full-text index (rowid = seq),
+    rather than collecting every match to sort it."""
+    query = fts_query(flt.search or "")
+    total = conn.execute("SELECT COUNT(*) FROM jobs_fts WHERE jobs_fts MATCH ?", [query]).fetchone()[0]
+    rows = conn.execute(
+        "SELECT jobs.* FROM (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ? ORDER BY rowid DESC "
+        "LIMIT ? OFFSET ?) AS hit JOIN jobs ON jobs.seq = hit.rowid ORDER BY jobs.seq DESC",
+        [query, flt.limit, flt.offset]).fetchall()
     return [Job.from_row(row) for row in rows], total
 
 
