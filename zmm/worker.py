@@ -194,8 +194,15 @@ class Worker(Upkeep):
 
     def _start(self, job: Job, *, front: bool = False) -> bool:
         """Build, check and submit a claimed job. False if ComfyUI went away."""
+        prompt_id = execution.prompt_id_for(job)
         try:
             graph = self.builder.build(job)
+            self.store.update(job.id, worker_id=self.id, comfy_prompt_id=prompt_id,
+                              comfy_url=self.url, submitted_at=iso(self.store.clock()),
+                              phase="submitted", phase_detail=None,
+                              event=("submitted", f"prompt {prompt_id} to {self.url}"))
+            execution.submit(self.client, graph, prompt_id, self.client_id,
+                             execution.zmm_metadata(job), front=front)
         except (WorkflowRejected, InvalidInput, NotFound) as exc:
             self._finish_job(job, Outcome("failed", exc.message, {"error_message": exc.message}))
             return True
@@ -203,23 +210,8 @@ class Worker(Upkeep):
             self._requeue(job, f"ComfyUI unreachable: {exc.reason}", consume=False)
             self._close_stream()
             return False
-        prompt_id = execution.prompt_id_for(job)
-        self.store.update(job.id, worker_id=self.id, comfy_prompt_id=prompt_id,
-                          comfy_url=self.url, submitted_at=iso(self.store.clock()),
-                          phase="submitted", phase_detail=None,
-                          event=("submitted", f"prompt {prompt_id} to {self.url}"))
-        try:
-            execution.submit(self.client, graph, prompt_id, self.client_id,
-                             execution.zmm_metadata(job), front=front)
-        except WorkflowRejected as exc:
-            self._finish_job(job, Outcome("failed", exc.message, {"error_message": exc.message}))
-            return True
-        except ComfyUnavailable as exc:
-            self._requeue(job, f"ComfyUI unreachable: {exc.reason}", consume=False)
-            self._close_stream()
-            return False
         except ComfyServerError as exc:
-            self._requeue(job, f"ComfyUI failed to queue it: {exc.message}", consume=True,
+            self._requeue(job, f"ComfyUI failed to take it: {exc.message}", consume=True,
                           backoff=True)
             return True
         now = self.monotonic()

@@ -27,6 +27,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tests.fakes import comfyui_graph as graph
+from tests.fakes.server import BackgroundServer
 from tests.fakes.vram import GIB, VramLedger
 
 OOM_MESSAGE = ("Allocation on device 0 would exceed allowed memory. (out of memory)\n"
@@ -59,23 +60,20 @@ class ExecutionFailed(Exception):
         self.exception_type, self.message = exception_type, message
 
 
-class FakeComfyUI:
+class FakeComfyUI(BackgroundServer):
     def __init__(self, *, checkpoints=("sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"),
                  step_time: float = 0.0, load_time: float = 0.0, output_dir: Path | None = None,
                  ledger: VramLedger | None = None, checkpoint_vram: dict[str, int] | None = None,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.checkpoints = list(checkpoints)
         self.step_time, self.load_time = step_time, load_time
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fake-comfy-"))
         self.ledger, self.checkpoint_vram = ledger, checkpoint_vram or {}
-        self.host, self.port = host, port
         self.submissions: list[dict] = []
         self.runs: list[dict] = []
         self.interrupts: list[dict] = []
         self.frees: list[dict] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._fail_submits: list[tuple[int, bool]] = []
         self._fail_executions: list[tuple[str, str, str]] = []
         self._hang = threading.Event()
@@ -96,27 +94,7 @@ class FakeComfyUI:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeComfyUI:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
-                                        name="fake-comfyui")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake ComfyUI did not start")
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start_app())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _start_app(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1024**3)
         for prefix in ("", "/api"):
             app.router.add_post(prefix + "/prompt", self.post_prompt)
@@ -139,30 +117,16 @@ class FakeComfyUI:
         app.router.add_get("/ws", self.websocket)
         # Not ComfyUI's: lets a benchmark read the server-side timings of a subprocess fake.
         app.router.add_get("/fake/runs", self.get_runs)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        return app
+
+    async def on_started(self) -> None:
         self._wake = asyncio.Event()
         self._executor = asyncio.ensure_future(self._execute_forever())
 
-    def stop(self) -> None:
-        """Close the listening socket: connections are then refused. State is kept."""
-        if self._loop is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-        future.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-        self._loop = None
-
-    async def _shutdown(self) -> None:
+    async def on_stopping(self) -> None:
         self._executor.cancel()
         for ws in list(self.sockets.values()):
             await ws.close()
-        await self._runner.cleanup()
 
     def restart(self) -> None:
         """Like a real restart: queue, history, cache and loaded models are gone."""
@@ -171,12 +135,6 @@ class FakeComfyUI:
             self.ledger.release_prefix("comfyui:")
         self._reset()
         self.start()
-
-    def __enter__(self) -> FakeComfyUI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- knobs ---------------------------------------------------------------------------
 
@@ -187,7 +145,7 @@ class FakeComfyUI:
         async def drop() -> None:
             for ws in list(self.sockets.values()):
                 await ws.close()
-        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(5)
+        self.call(drop)
 
     def hang(self, on: bool = True) -> None:
         if on:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import BackgroundServer
 from tests.fakes.vram import VramLedger
 
 RUNNER_PID = 4242
@@ -39,40 +39,21 @@ def parse_keep_alive(value: Any) -> float | None:
     return None if match.group(1) else total
 
 
-class FakeOllama:
+class FakeOllama(BackgroundServer):
     def __init__(self, *, models: dict[str, int] | None = None, ledger: VramLedger | None = None,
                  load_latency: float = 0.0, evict_delay: float = 0.0, default_keep_alive: float = 300,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.models = dict(models or {"llama3.2:latest": 10 * 1024**3})
         self.ledger = ledger
         self.load_latency, self.evict_delay = load_latency, evict_delay
         self.default_keep_alive = default_keep_alive
-        self.host, self.port = host, port
         self.loaded: dict[str, float | None] = {}  # name -> expiry (epoch) or None (forever)
         self.requests: list[tuple[str, str, Any]] = []
         self._stuck: set[str] = set()
         self._busy = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeOllama:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start_app())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _start_app(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/", self.root)
         app.router.add_get("/api/version", self.version)
@@ -81,26 +62,7 @@ class FakeOllama:
         app.router.add_post("/api/generate", self.generate)
         app.router.add_post("/api/chat", self.generate)
         app.router.add_post("/api/show", self.show)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-        self._loop = None
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return app
 
     # knobs
     def stuck_stopping(self, name: str, on: bool = True) -> None:
