@@ -5,11 +5,12 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history show"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "cleanup"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="config doctor generate gpu history models queue serve-worker wait --help --version" ;;
+        "") words="cleanup config doctor generate gpu history models queue serve-worker wait --help --version" ;;
+        "cleanup") words="--compress-older-than --dry-run --help --json --max-size --older-than --orphans --purge-rows --status --verbose --wait --yes -v -y" ;;
         "config") words="path show --help" ;;
         "config path") words="--help" ;;
         "config show") words="--help --json" ;;
@@ -17,8 +18,10 @@ _zmm() {
         "generate") words="--aspect --cfg --count --from --from-image --help --json --model --negative --no-inline --no-wait --priority --quality --requester --seed --set --size --steps --style --timeout --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
-        "history") words="show --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;
+        "history") words="pin show unpin --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;
+        "history pin") words="--help --json" ;;
         "history show") words="--help --json" ;;
+        "history unpin") words="--help --json" ;;
         "models") words="list load unload --help" ;;
         "models list") words="--help --json" ;;
         "models load") words="--help --keep-alive --timeout" ;;

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from zmm import __version__
-from zmm.cli import config_cmd, doctor, generate, gpu, history, models, queue, worker
+from zmm.cli import cleanup, config_cmd, doctor, generate, gpu, history, models, queue, worker
 from zmm.cli.common import ZmmGroup
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ def root(
 generate.register(app)
 worker.register(app)
 doctor.register(app)
+cleanup.register(app)
 app.add_typer(queue.app, name="queue")
 app.add_typer(history.app, name="history")
 app.add_typer(models.app, name="models")

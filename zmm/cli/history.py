@@ -97,3 +97,34 @@ def show(
 def _short(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command("pin")
+def pin(
+    job_id: str = typer.Argument(..., help="A job id (or unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Exempt a job and its images from `zmm cleanup`."""
+    _set_pinned(job_id, True, as_json)
+
+
+@app.command("unpin")
+def unpin(
+    job_id: str = typer.Argument(..., help="A job id (or unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Make a pinned job subject to `zmm cleanup` again."""
+    _set_pinned(job_id, False, as_json)
+
+
+def _set_pinned(job_id: str, pinned: bool, as_json: bool) -> None:
+    from zmm.cli.common import emit
+
+    settings = load_config()
+    with open_store(settings) as store:
+        job, changed = store.pin(job_id, pinned)
+    state = "pinned" if pinned else "unpinned"
+    if as_json:
+        emit_json({"id": job.id, "pinned": bool(job.pinned), "changed": changed})
+        return
+    emit(f"{job.id}\t{state}" + ("" if changed else f" (already {state})"))

@@ -55,7 +55,8 @@ def referenced_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
     with translate_errors(path):
         for output_path, outputs, thumbnail in conn.execute(
                 "SELECT output_path, outputs, thumbnail_path FROM jobs "
-                "WHERE output_path IS NOT NULL OR outputs IS NOT NULL OR thumbnail_path IS NOT NULL"):
+                "WHERE output_path IS NOT NULL OR outputs IS NOT NULL "
+                "OR thumbnail_path IS NOT NULL"):
             if output_path:
                 yield output_path
             if thumbnail:
@@ -98,8 +99,9 @@ def restore(conn: sqlite3.Connection, path: Path, entries: list[tuple[str, str]]
     if not entries:
         return
     with translate_errors(path), transaction(conn) as tx:
-        tx.executemany("UPDATE jobs SET asset_deleted_at = NULL WHERE id = ? AND asset_deleted_at = ?",
-                       [(job_id, stamp) for job_id, _ in entries])
+        tx.executemany(
+            "UPDATE jobs SET asset_deleted_at = NULL WHERE id = ? AND asset_deleted_at = ?",
+            [(job_id, stamp) for job_id, _ in entries])
         _events(tx, [(job_id, "assets_kept", message) for job_id, message in entries], stamp)
 
 

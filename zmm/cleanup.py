@@ -1,0 +1,408 @@
+"""Retention of assets: the cleanup plan (what would be removed or compressed,
+and why) and its application; a dry run reports the very plan a real run
+applies. Never touches queued, running or pinned jobs, nor a path outside the
+assets root (checked at plan and at removal); one run at a time. SQL lives in
+`zmm.store.retention`, images in `zmm.thumbnails`, records in `zmm.cleanup_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from zmm import assets, thumbnails
+from zmm.cleanup_model import (Compression, Criteria, Plan, Problem, Removal, Report,
+                               human_bytes, parse_size)
+from zmm.errors import Conflict, InvalidInput
+from zmm.locks import FileLock
+from zmm.store import Store
+from zmm.store.db import iso
+
+__all__ = ["Criteria", "Plan", "Report", "SafePaths", "apply", "human_bytes", "make_plan",
+           "parse_size", "preview", "run"]
+
+# A file a worker has just saved is unreferenced until its job's row is
+# updated; orphans younger than this are left for a later run.
+ORPHAN_GRACE_S = 3600.0
+BATCH = 500  # jobs per guarded mark transaction: short write locks, few commits
+JOB_ID_LENGTH = len("mmg-20261123-101500-1a2b3c4d")
+
+
+# -- running -------------------------------------------------------------------
+
+
+def run(settings: Any, criteria: Criteria, *, dry_run: bool, wait: bool,
+        confirm: Callable[[Plan], bool] | None, notify: Callable[[str], None]) -> Report:
+    """Lock (real runs only), plan, ask `confirm` if given, apply."""
+    root = settings.assets_dir
+    with Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms")) as store:
+        if dry_run:
+            return preview(make_plan(store, SafePaths(root), criteria, store.clock()))
+        with lock(settings.home, wait=wait, notify=notify):
+            plan = make_plan(store, SafePaths(root), criteria, store.clock())
+            if not plan.empty and confirm is not None and not confirm(plan):
+                return Report(plan, dry_run=False, declined=True)
+            return apply(store, SafePaths(root), plan)  # fresh: folders are checked again
+
+
+def lock(home: Path, *, wait: bool, notify: Callable[[str], None]) -> FileLock:
+    """The cleanup lock, held; a second run raises Conflict (exit 5) or, with
+    `wait`, polls until the first one is done."""
+    held = FileLock(home / "locks" / "cleanup.lock", {"role": "cleanup"})
+    announced = False
+    while not held.try_acquire():
+        holder = held.holder() or {}
+        who = f"pid {holder['pid']}" if holder.get("pid") else "another process"
+        if not wait:
+            raise Conflict(f"cleanup: another zmm cleanup is running ({who})",
+                           hint="it holds $ZMM_HOME/locks/cleanup.lock; try later, or pass --wait")
+        if not announced:
+            notify(f"waiting for another zmm cleanup ({who}) to finish")
+            announced = True
+        time.sleep(0.2)
+    return held
+
+
+def preview(plan: Plan) -> Report:
+    """The report a dry run prints: the plan as if applied without a failure."""
+    jobs = sum(1 for item in plan.removals if item.job_id)
+    return Report(plan, dry_run=True, removed=list(plan.removals),
+                  compressed=[item.public() for item in plan.compressions],
+                  rows_marked=0 if plan.criteria.purge_rows else jobs,
+                  rows_purged=jobs if plan.criteria.purge_rows else 0)
+
+
+class SafePaths:
+    """`zmm.assets.safe_path` with each folder's check done once per run: 100,000
+    jobs share a few dozen month folders, and resolving every file's whole chain
+    dominated planning. The file itself is then only lstat'ed by the caller, which
+    refuses anything but a regular file (so a symlinked file is never followed)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._folders: dict[str, str | InvalidInput] = {}
+
+    def __call__(self, relative: str) -> str:
+        text = relative.replace("\\", "/")
+        parts = [part for part in text.split("/") if part not in ("", ".")]
+        if text.startswith("/") or text[1:2] == ":" or ".." in parts or not parts:
+            return str(assets.safe_path(self.root, relative))  # raises, naming the path
+        folder = "/".join(parts[:-1])
+        checked = self._folders.get(folder)
+        if checked is None:
+            try:
+                checked = str(assets.safe_path(self.root, folder) if folder else self.root)
+            except InvalidInput as exc:
+                checked = exc
+            self._folders[folder] = checked
+        if isinstance(checked, InvalidInput):
+            return str(assets.safe_path(self.root, relative))  # raises, naming this path
+        return os.path.join(checked, parts[-1])
+
+
+# -- planning ------------------------------------------------------------------
+
+
+def make_plan(store: Store, paths: SafePaths, criteria: Criteria, now: float) -> Plan:
+    plan = Plan(criteria, now)
+    remaining = None
+    if criteria.orphans or criteria.max_size is not None:
+        remaining = _scan(store, paths.root, criteria, now, plan)
+    _plan_jobs(store, paths, criteria, now, plan, remaining)
+    return plan
+
+
+def _plan_jobs(store: Store, paths: SafePaths, criteria: Criteria, now: float, plan: Plan,
+               remaining: int | None) -> None:
+    """One pass over finished jobs, oldest first: past the age limit -> remove;
+    then, while the folder is over --max-size -> remove; else past the compress
+    limit -> compress. Rows come as a stream, so memory holds only the plan."""
+    age_cutoff = iso(now - criteria.older_than_s) if criteria.older_than_s is not None else None
+    compress_cutoff = (iso(now - criteria.compress_older_than_s)
+                       if criteria.compress_older_than_s is not None else None)
+    horizon = max(filter(None, (age_cutoff, compress_cutoff)), default=None)
+    cap = criteria.max_size
+    for row in store.retention_candidates(criteria.statuses, include_deleted=criteria.purge_rows):
+        finished = row["finished_at"]
+        over = cap is not None and remaining is not None and remaining > cap
+        if not over and (horizon is None or finished >= horizon):
+            break  # later rows are younger still, and the cap is met
+        aged = age_cutoff is not None and finished < age_cutoff
+        if row["asset_deleted_at"] is not None:  # here only to purge its row
+            if aged:
+                plan.removals.append(Removal(row["id"], "age", (), 0))
+            continue
+        files, size, problems = _job_files(paths, row)
+        if problems:
+            plan.refused.extend(problems)
+        elif aged or over:
+            plan.removals.append(Removal(row["id"], "age" if aged else "size", files, size))
+            remaining = None if remaining is None else remaining - size
+        elif compress_cutoff is not None and finished < compress_cutoff:
+            _plan_compression(paths, row, plan)
+    if cap is not None and remaining is not None and remaining > cap:
+        plan.notes.append(f"the assets folder stays at {human_bytes(remaining)}, over --max-size "
+                          f"{human_bytes(cap)}: the rest belongs to pinned, queued or running jobs "
+                          "(or to refused paths)")
+
+
+def _outputs(row: Any) -> list[str]:
+    names = json.loads(row["outputs"]) if row["outputs"] else []
+    if row["output_path"] and row["output_path"] not in names:
+        names.insert(0, row["output_path"])
+    return [name for name in names if isinstance(name, str)]
+
+
+def _job_files(paths: SafePaths, row: Any) -> tuple[tuple[str, ...], int, list[Problem]]:
+    """The job's existing files (outputs, thumbnails, derived thumbnails), their
+    size, and any path refused because it could lead outside the root."""
+    job_id = row["id"]
+    try:
+        outputs = _outputs(row)
+    except json.JSONDecodeError:
+        return (), 0, [Problem(job_id, row["outputs"], "outputs is not a JSON list; left alone")]
+    names = list(outputs)
+    if row["thumbnail_path"]:
+        names.append(row["thumbnail_path"])
+    files: list[str] = []
+    size = 0
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        refused_before = len(problems)
+        found = _stat(paths, job_id, name, problems)
+        if found is not None:
+            files.append(name)
+            size += found
+        if name in outputs and len(problems) == refused_before:
+            derived = thumbnails.thumbnail_name(name)
+            if derived not in seen and derived not in names:
+                names.append(derived)  # thumbnails go with their images
+    return tuple(files), size, problems
+
+
+def _stat(paths: SafePaths, job_id: str | None, name: str, problems: list[Problem]) -> int | None:
+    """Size of a regular file inside the root; None if absent or refused."""
+    try:
+        info = os.lstat(paths(name))
+    except InvalidInput as exc:
+        problems.append(Problem(job_id, name, f"refused: {exc.allowed}"))
+        return None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problems.append(Problem(job_id, name, f"cannot be read: {exc.strerror}"))
+        return None
+    refusal = _not_a_file(info)
+    if refusal:
+        problems.append(Problem(job_id, name, refusal))
+        return None
+    return info.st_size
+
+
+def _not_a_file(info: os.stat_result) -> str | None:
+    if stat.S_ISLNK(info.st_mode):
+        return "refused: a symlink; never followed"
+    return None if stat.S_ISREG(info.st_mode) else "refused: not a regular file"
+
+
+def _plan_compression(paths: SafePaths, row: Any, plan: Plan) -> None:
+    pngs: list[str] = []
+    size = 0
+    for name in _outputs(row):
+        if not name.lower().endswith(".png"):
+            continue
+        found = _stat(paths, row["id"], name, plan.refused)
+        if found is not None:
+            pngs.append(name)
+            size += found
+    if pngs:
+        plan.compressions.append(Compression(row["id"], tuple(pngs), size, row["outputs"],
+                                             row["output_path"]))
+
+
+def _scan(store: Store, root: Path, criteria: Criteria, now: float, plan: Plan) -> int:
+    """Walk the assets folder (never following symlinks): its total size, less
+    the orphans planned for removal when --orphans is given."""
+    referenced = set(store.referenced_assets()) if criteria.orphans else set()
+    active = store.active_job_ids() if criteria.orphans else set()
+    total = 0
+    for relative, entry in _walk(root, ""):
+        if entry.is_symlink():
+            if criteria.orphans and relative not in referenced:
+                plan.refused.append(Problem(None, relative, "refused: a symlink; never followed"))
+            continue
+        info = entry.stat(follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        total += info.st_size
+        if criteria.orphans and _is_orphan(relative, entry.name, info, referenced, active, now):
+            plan.removals.append(Removal(None, "orphan", (relative,), info.st_size))
+            total -= info.st_size
+    return total
+
+
+def _is_orphan(relative: str, name: str, info: os.stat_result, referenced: set[str],
+               active: set[str], now: float) -> bool:
+    if relative in referenced or name[:JOB_ID_LENGTH] in active:
+        return False
+    if info.st_mtime > now - ORPHAN_GRACE_S:
+        return False
+    if name.endswith(thumbnails.THUMBNAIL_SUFFIX):
+        stem = relative[: -len(thumbnails.THUMBNAIL_SUFFIX)]
+        return not any(stem + suffix in referenced for suffix in (".png", ".jpg", ".jpeg", ".webp"))
+    return True
+
+
+def _walk(folder: Path, prefix: str) -> Iterator[tuple[str, os.DirEntry]]:
+    """(relative path, entry) for everything under `folder`, sorted, not
+    descending into symlinked folders."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        relative = f"{prefix}{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path), relative + "/")
+        else:
+            yield relative, entry
+
+
+# -- applying ------------------------------------------------------------------
+
+
+def apply(store: Store, paths: SafePaths, plan: Plan) -> Report:
+    report = Report(plan, dry_run=False)
+    stamp = iso(store.clock())
+    jobs = [item for item in plan.removals if item.job_id]
+    for start in range(0, len(jobs), BATCH):
+        _remove_batch(store, paths, jobs[start:start + BATCH], stamp, report)
+    for item in plan.removals:
+        if item.job_id is None:
+            removed, size, _ = _unlink_all(paths, item, report)
+            if removed:
+                report.removed.append(Removal(None, item.reason, removed, size))
+    for compression in plan.compressions:
+        _compress(store, paths.root, compression, report)
+    return report
+
+
+def _remove_batch(store: Store, paths: SafePaths, batch: list[Removal], stamp: str,
+                  report: Report) -> None:
+    """Mark the rows first (guarded: still finished and unpinned), delete only
+    the files of rows that passed, then restore rows whose files resisted."""
+    marked = store.mark_assets_deleted(
+        [(item.job_id, f"cleanup ({item.reason}): {len(item.files)} files, "
+          f"{human_bytes(item.size)}") for item in batch], stamp)
+    done: list[str] = []
+    kept: list[tuple[str, str]] = []
+    try:
+        for item in batch:
+            if item.job_id not in marked:
+                report.skipped.append(Problem(item.job_id, "", "changed since the plan (pinned, "
+                                              "retried or purged); left alone"))
+                continue
+            errors = _remove_job(paths, item, report)
+            if errors:
+                kept.append((item.job_id, "cleanup could not remove: " + "; ".join(errors)))
+            else:
+                done.append(item.job_id)
+    except BaseException:
+        # Ctrl-C mid-batch: rows whose files were not all removed must not claim so,
+        # or no later run would consider them again.
+        finished = set(done) | {job_id for job_id, _ in kept}
+        kept += [(item.job_id, "cleanup interrupted") for item in batch
+                 if item.job_id in marked and item.job_id not in finished]
+        raise
+    finally:
+        store.restore_assets(kept, stamp)
+    if report.plan.criteria.purge_rows:
+        report.rows_purged += store.purge_jobs(done)
+    else:
+        report.rows_marked += len(done)
+
+
+def _remove_job(paths: SafePaths, item: Removal, report: Report) -> list[str]:
+    removed, size, errors = _unlink_all(paths, item, report)
+    if removed == item.files:  # the usual case: share the plan's record, not a copy
+        item.size = size
+        report.removed.append(item)
+    elif removed or not errors:  # a row-only removal (nothing on disk) counts too
+        report.removed.append(Removal(item.job_id, item.reason, removed, size))
+    return errors
+
+
+def _unlink_all(paths: SafePaths, item: Removal,
+                report: Report) -> tuple[tuple[str, ...], int, list[str]]:
+    """Delete a record's files; returns what was removed, its size, and errors
+    (also added to the report)."""
+    removed: list[str] = []
+    size = 0
+    errors: list[str] = []
+    for name in item.files:
+        try:
+            path = paths(name)  # again: the tree may have changed since the plan
+            info = os.lstat(path)
+            refusal = _not_a_file(info)
+            if refusal:
+                raise InvalidInput("path", refusal)
+            os.unlink(path)
+        except FileNotFoundError:
+            continue  # gone meanwhile: nothing to do, nothing to report twice
+        except InvalidInput as exc:
+            errors.append(f"{name}: {exc.allowed}" if exc.allowed.startswith("refused")
+                          else f"{name}: refused: {exc.allowed}")
+        except OSError as exc:
+            errors.append(f"{name}: not removed: {exc.strerror or exc}")
+        else:
+            removed.append(name)
+            size += info.st_size
+            continue
+        report.failed.append(Problem(item.job_id, name, errors[-1].partition(": ")[2]))
+    return tuple(removed), size, errors
+
+
+def _compress(store: Store, root: Path, item: Compression, report: Report) -> None:
+    """Write the JPEGs, point the row at them (guarded), then delete the PNGs."""
+    saved: dict[str, assets.SavedFile] = {}
+    for name in item.files:
+        try:
+            saved[name] = thumbnails.compress_to_jpeg(root, name)
+        except (assets.AssetWriteError, InvalidInput, OSError) as exc:
+            report.failed.append(Problem(item.job_id, name, str(exc)))
+            _discard(root, [done.relative for done in saved.values()])
+            return
+    outputs = [saved[name].relative if name in saved else name
+               for name in (json.loads(item.outputs) if item.outputs else [])]
+    first = saved.get(item.output_path or "")
+    fields: dict[str, Any] = {"output_path": first.relative if first else item.output_path}
+    if item.outputs is not None:
+        fields["outputs"] = json.dumps(outputs, separators=(",", ":"))
+    if first:
+        fields.update(file_size_bytes=first.size, sha256=first.sha256)
+    after = sum(done.size for done in saved.values())
+    message = (f"cleanup: {len(saved)} PNGs to JPEG, "
+               f"{human_bytes(item.size)} -> {human_bytes(after)}")
+    if not store.record_compression(item.job_id, item.outputs, fields, message):
+        _discard(root, [done.relative for done in saved.values()])
+        report.skipped.append(Problem(item.job_id, "", "changed since the plan; not compressed"))
+        return
+    _unlink_all(SafePaths(root), Removal(item.job_id, "compressed", item.files, item.size), report)
+    report.compressed.append(dict(item.public(), bytes_after=after))
+
+
+def _discard(root: Path, names: list[str]) -> None:
+    for name in names:
+        try:
+            assets.safe_path(root, name).unlink()
+        except (OSError, InvalidInput):
+            continue  # best effort: a leftover JPEG is an orphan for a later run

@@ -1,0 +1,119 @@
+"""`zmm cleanup`: retention for assets and history, safe to run from cron or
+Task Scheduler (no prompt without a terminal, one run at a time, documented
+exit codes). Parsing and rendering only; the plan is `zmm.cleanup`'s.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from zmm.cli.common import emit, emit_json, load_config, say
+from zmm.errors import JOB_FAILED, InvalidInput
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cleanup")(cleanup)
+
+
+def cleanup(
+    older_than: Optional[str] = typer.Option(
+        None, "--older-than", help="Remove assets of jobs finished longer ago than this (30d, 12h; "
+        "never = no age limit). Default: config retention.days."),
+    status: str = typer.Option(",".join(FINISHED), "--status",
+                               help="Comma list of finished states to clean."),
+    max_size: Optional[str] = typer.Option(
+        None, "--max-size", help="Then remove the oldest finished assets until the assets folder "
+        "is under this (500MB, 10GB; none = no cap). Default: config retention.max_size."),
+    orphans: bool = typer.Option(False, "--orphans",
+                                 help="Also remove files no job references (older than an hour)."),
+    purge_rows: bool = typer.Option(False, "--purge-rows",
+                                    help="Also delete the history rows (default: keep them, with "
+                                    "asset_deleted_at set)."),
+    compress_older_than: Optional[str] = typer.Option(
+        None, "--compress-older-than", help="Convert PNGs of jobs finished longer ago than this "
+        "to JPEG (quality 80), keeping the zmm metadata."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="List what would be done; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help="Do not ask (never asked without a terminal)."),
+    wait: bool = typer.Option(False, "--wait",
+                              help="Wait for a running cleanup instead of exit 5."),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="List every file, not only totals."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+) -> None:
+    """Remove old images, thumbnails and (optionally) history rows.
+
+    Never touches queued, running or pinned jobs (`zmm history pin ID`), nor
+    anything outside the assets folder. Exit 0 done (or nothing to do), 1 some
+    paths were refused or could not be removed (listed on stderr), 2 bad input,
+    5 another cleanup is running, 7 the spool is unusable."""
+    from zmm import cleanup as service
+
+    settings = load_config()
+    criteria = _criteria(settings, older_than, status, max_size, orphans, purge_rows,
+                         compress_older_than)
+    ask = None if (yes or dry_run or not sys.stdin.isatty()) else _confirm
+    report = service.run(settings, criteria, dry_run=dry_run, wait=wait, confirm=ask, notify=say)
+    if as_json:
+        emit_json(report.public())
+    else:
+        _render(report, verbose or dry_run)
+    if not report.ok:
+        say(f"error: cleanup: {len(report.plan.refused)} paths refused, {len(report.failed)} "
+            "could not be removed or converted; everything else was done")
+        raise typer.Exit(JOB_FAILED)
+
+
+def _criteria(settings, older_than, status, max_size, orphans, purge_rows, compress_older_than):
+    from zmm.cleanup import Criteria, parse_size
+
+    statuses = tuple(dict.fromkeys(s.strip().lower() for s in status.split(",") if s.strip()))
+    if not statuses or any(value not in FINISHED for value in statuses):
+        raise InvalidInput("status", "a comma list of succeeded, failed, cancelled (queued and "
+                           "running jobs are never cleaned)")
+    days = settings.get("retention.days")
+    age = _duration("older-than", older_than) if older_than is not None else (
+        days * 86400.0 if days > 0 else None)
+    cap = parse_size(max_size if max_size is not None else settings.get("retention.max_size"),
+                     "max-size" if max_size is not None else "retention.max_size")
+    compress = (_duration("compress-older-than", compress_older_than)
+                if compress_older_than else None)
+    return Criteria(statuses=statuses, older_than_s=age, max_size=cap, orphans=orphans,
+                    purge_rows=purge_rows, compress_older_than_s=compress)
+
+
+def _duration(name: str, text: str) -> float | None:
+    from zmm.cli.history import parse_since
+
+    if text.strip().lower() in ("never", "none", "off"):
+        return None
+    try:
+        return parse_since(text)
+    except InvalidInput:
+        raise InvalidInput(name, "a duration such as 12h, 7d or 2w (never: no limit)") from None
+
+
+def _confirm(plan) -> bool:
+    import contextlib
+
+    summary = plan.summary()
+    # click's prompt writes a space through input() to stdout; stdout is for data only
+    with contextlib.redirect_stdout(sys.stderr):
+        return typer.confirm(f"{summary[0].upper()}{summary[1:]}?", default=False, err=True)
+
+
+def _render(report, listing: bool) -> None:
+    for line in report.listing() if listing else ():
+        emit(line)
+    for line in report.problems():
+        say(line)
+    if report.declined:
+        say("cancelled: nothing was removed")
+    else:
+        emit(report.summary())
