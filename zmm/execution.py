@@ -195,21 +195,39 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
     if not outputs:
         return Outcome("failed", "the workflow finished without saving an image",
                        {"error_message": "the workflow finished without saving an image"})
-    saved = []
+    saved: list[assets.SavedFile] = []
     metadata = zmm_metadata(job)
-    for index, out in enumerate(outputs):
-        data = client.view(out)
-        relative = assets.relative_name(job.id, job.created_at, index)
-        saved.append(assets.save_output(assets_root, relative, data, metadata))
+    try:
+        for index, out in enumerate(outputs):
+            data = client.view(out)
+            relative = assets.relative_name(job.id, job.created_at, index)
+            saved.append(assets.save_output(assets_root, relative, data, metadata))
+    except BaseException:
+        for item in saved:  # all of a job's files or none of them
+            item.path.unlink(missing_ok=True)
+        raise
     first = saved[0]
+    thumbnail = _thumbnail(first, assets_root)
     started = inflight.started or inflight.submitted
     return Outcome("succeeded", first.relative, {
         "backend": "local", "model_used": workflows.graph_model(inflight.graph),
         "generation_time_s": round(clock() - started, 3), "output_path": first.relative,
         "outputs": _json([item.relative for item in saved]), "file_size_bytes": first.size,
         "sha256": first.sha256, "width": first.width, "height": first.height,
-        "cost_usd": 0.0, "error_message": None,
+        "thumbnail_path": thumbnail, "cost_usd": 0.0, "error_message": None,
     })
+
+
+def _thumbnail(saved: assets.SavedFile, assets_root) -> str | None:
+    """The history view's thumbnail; the image is what the job promised, so a
+    thumbnail that cannot be made leaves the job succeeded without one."""
+    from zmm.errors import ZmmError
+    from zmm.thumbnails import make_thumbnail  # Pillow: only workers pay for it
+
+    try:
+        return make_thumbnail(saved.path, assets_root)
+    except (ZmmError, OSError):
+        return None
 
 
 def _json(value: Any) -> str:

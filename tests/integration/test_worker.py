@@ -53,6 +53,8 @@ def test_outputs_metadata_and_history_are_complete(worker_env, settings, comfy):
     assert (job.width, job.height) == (64, 64)
     assert job.model_used == "sd_xl_base_1.0.safetensors" and job.generation_time_s > 0
     assert (job.progress_value, job.progress_max) == (3, 3)
+    assert job.thumbnail_path == job.output_path.replace(".png", ".thumb.webp")
+    assert (settings.assets_dir / job.thumbnail_path).read_bytes()[8:12] == b"WEBP"
     chunks = read_text_chunks(data)
     assert json.loads(chunks["prompt"])["3"]["inputs"]["seed"] == 42
     meta = json.loads(chunks["zmm"])

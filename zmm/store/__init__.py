@@ -257,7 +257,9 @@ class Store:
             self.transition(job.id, JobState.QUEUED, expect=JobState(job.status), kind="retry",
                             message="retried by user", retry_count=job.retry_count + 1,
                             attempts=0, error_message=None, not_before=None,
-                            completed_at=None, comfy_prompt_id=None)
+                            completed_at=None, comfy_prompt_id=None, output_path=None,
+                            outputs=None, file_size_bytes=None, sha256=None,
+                            thumbnail_path=None, asset_deleted_at=None)
             for job in jobs
         ]
 
