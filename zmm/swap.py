@@ -99,15 +99,7 @@ class VramGate:
                                     default=self.settings.get("ollama.reload_keep_alive"))
 
     def _downgrade(self, job: Job, decision: scheduler.Decision) -> Job:
-        width, height = sd15_size(job.width or 1024, job.height or 1024)
-        params = dict(job.param_values, model_key="sd15", width=width, height=height,
-                      checkpoint=self.settings.get("models.sd15"), downgraded_from=job.model_requested)
-        self.store.update(job.id, params=json.dumps(params, separators=(",", ":")),
-                          model_requested=params["checkpoint"], width=width, height=height,
-                          workflow=self.settings.get("templates.sd15"),
-                          event=("downgrade", decision.reason),
-                          data={"from": job.model_requested, "to": params["checkpoint"]})
-        return self.store.get(job.id)
+        return downgrade_to_sd15(self.store, self.settings, job, decision.reason)
 
     def _defer(self, job: Job, decision: scheduler.Decision, params: dict) -> Admission:
         first = not params.get("vram_wait_since")
@@ -184,6 +176,24 @@ class VramGate:
         if key not in self._told:
             self._told.add(key)
             self.notice(text)
+
+
+def downgrade_to_sd15(store: Store, settings: Config, job: Job, reason: str) -> Job:
+    """Move a running job to SD1.5 at the same aspect ratio, with a `downgrade` event."""
+    width, height = sd15_size(job.width or 1024, job.height or 1024)
+    params = dict(job.param_values, model_key="sd15", width=width, height=height,
+                  checkpoint=settings.get("models.sd15"), downgraded_from=job.model_requested)
+    store.update(job.id, params=json.dumps(params, separators=(",", ":")),
+                 model_requested=params["checkpoint"], width=width, height=height,
+                 workflow=settings.get("templates.sd15"), event=("downgrade", reason),
+                 data={"from": job.model_requested, "to": params["checkpoint"]})
+    return store.get(job.id)
+
+
+def can_downgrade(job: Job) -> bool:
+    params = job.param_values
+    return (params.get("model_key") == "sdxl" and not params.get("model_pinned")
+            and job.quality_tier in scheduler.DOWNGRADABLE_TIERS and params.get("graph") is None)
 
 
 def sd15_size(width: int, height: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ Display is an injected observer: this module never imports rich.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -302,6 +303,7 @@ class Worker(Upkeep):
             outcome = Outcome("failed", exc.message, {"error_message": exc.message})
         if outcome.fields.get("oom"):
             self._free_vram()
+            outcome = self._after_out_of_memory(inflight.job, outcome)
         if outcome.kind == "succeeded" and inflight.peak_vram:
             outcome.fields["vram_used_gb"] = round(inflight.peak_vram / 1024**3, 2)
         self._finish_job(inflight.job, outcome)
@@ -342,6 +344,21 @@ class Worker(Upkeep):
                               kind="deferred", message=reason, phase_detail=reason[:200],
                               not_before=iso(self.store.clock() + retry_in))
         self.observer.notice(f"{job.id} {reason}")
+
+    def _after_out_of_memory(self, job: Job, outcome: Outcome) -> Outcome:
+        """Out of memory: one more try, on SD1.5 where the tier allows; then fail."""
+        from zmm import swap
+
+        params = job.param_values
+        if params.get("oom_retried"):
+            message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
+            return Outcome("failed", message, {"error_message": message})
+        self.store.update(job.id, worker_id=self.id,
+                          params=json.dumps(dict(params, oom_retried=True), separators=(",", ":")))
+        if swap.can_downgrade(job):
+            swap.downgrade_to_sd15(self.store, self.settings, self.store.get(job.id),
+                                   "out of GPU memory: retrying on SD1.5")
+        return outcome
 
     def _free_vram(self) -> None:
         try:

@@ -20,6 +20,7 @@ from zmm.worker import Worker
 def enqueue(settings, count=1, **fields):
     with Store(settings.spool_path) as store:
         raw = {"prompt": "fault test", "size": "64x64", "steps": "3", "count": count, **fields}
+        raw = {key: value for key, value in raw.items() if value is not None}
         specs = intake.build(raw, settings)
         return [job.id for job in store.enqueue(specs)]
 
@@ -82,14 +83,29 @@ def test_execution_error_fails_with_comfyuis_words_and_no_retry(home, settings, 
     assert len(comfy.submissions) == 1
 
 
-def test_out_of_memory_frees_vram_and_retries_once(home, settings, comfy):
+def test_out_of_memory_frees_vram_and_retries_once_on_sd15(home, settings, comfy):
     comfy.oom_next_execution()
-    (job_id,) = enqueue(settings)
+    (job_id,) = enqueue(settings, quality="standard", size=None, aspect="16:9")
     worker, store = make_worker(home, comfy)
     drive(worker, lambda: status(store, job_id) == "succeeded")
     assert comfy.frees and comfy.frees[0].get("free_memory") is True
     assert [s["prompt_id"] for s in comfy.submissions] == [job_id, f"{job_id}-r1"]
-    assert store.get(job_id).attempts == 1
+    job = store.get(job_id)
+    assert job.attempts == 1 and job.model_used == "v1-5-pruned-emaonly.safetensors"
+    assert (job.width, job.height) == (768, 432)
+    assert "downgrade" in [e["kind"] for e in store.events(job_id)]
+
+
+def test_out_of_memory_twice_fails_without_more_retries(home, settings, comfy):
+    comfy.oom_next_execution()
+    comfy.oom_next_execution()
+    (job_id,) = enqueue(settings, quality="high")
+    worker, store = make_worker(home, comfy)
+    drive(worker, lambda: status(store, job_id) == "failed")
+    job = store.get(job_id)
+    assert "out of GPU memory again" in job.error_message
+    assert job.model_requested == "sd_xl_base_1.0.safetensors"  # high quality never downgrades
+    assert len(comfy.submissions) == 2
 
 
 def test_comfyui_restart_mid_job_resubmits_never_records_done(home, settings, comfy):
