@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zmm.errors import InvalidInput, JobFailed
+from zmm.fs import private_dirs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8"
@@ -64,18 +65,6 @@ def safe_path(root: Path, relative: str) -> Path:
     if resolved != root_resolved and root_resolved not in resolved.parents:
         raise InvalidInput("path", f"{relative!r} resolves outside the assets folder")
     return candidate
-
-
-def private_dirs(path: Path) -> None:
-    """Create `path` and any missing parents user-only (mkdir's mode only applies
-    to the last folder it creates)."""
-    missing = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for folder in reversed(missing):
-        folder.mkdir(mode=0o700, exist_ok=True)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zmm.assets import private_dirs
+from zmm.fs import private_dirs
 from zmm.errors import WorkerAlreadyRunning
 
 

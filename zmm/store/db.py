@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import zmm
-from zmm.assets import private_dirs
+from zmm.fs import private_dirs
 from zmm.errors import SpoolUnusable
 
 
