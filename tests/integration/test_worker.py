@@ -128,3 +128,18 @@ def test_generate_unreachable_comfyui_exits_4_and_keeps_the_job(worker_env, sett
     with spool(settings) as store:
         (row,) = store.conn.execute("SELECT status FROM jobs").fetchall()
     assert row[0] == "queued"
+
+
+def test_generate_follows_a_running_worker_instead_of_running_inline(worker_env, settings, comfy):
+    worker = LiveProcess("serve-worker", "--no-progress")
+    try:
+        worker.wait_for_line("connected to ComfyUI")
+        result = run_zmm("generate", "followed", "--size", "64x64", "--steps", "2", "--json",
+                         timeout=60)
+        assert result.returncode == 0, result.stderr
+        (job,) = json.loads(result.stdout)["jobs"]
+        assert job["status"] == "succeeded"
+        assert job["worker_id"].split(":")[1] == str(worker.process.pid)  # the worker ran it
+    finally:
+        worker.signal(signal.SIGINT)
+    assert worker.wait() == 0
