@@ -1,6 +1,8 @@
 """Spool claim + finish throughput with 1, 4 and 16 processes, next to huey's
 SqliteHuey (dequeue + put result) on the same machine in the same run.
 Every item must be taken exactly once: lost and duplicated items are counted.
+The clock starts once every process has imported its library and opened the
+queue, so interpreter start-up is not counted for either.
 
 Needs huey (bench only): pip install -r bench/requirements.txt
 Usage: python bench/spool_bench.py [--items 2000]
@@ -33,12 +35,14 @@ def zmm_fill(path: Path, items: int) -> None:
             store.enqueue(intake.build({"prompt": "bench", "count": min(500, items - start)}, settings))
 
 
-def zmm_drain(path: str, worker: str, out: mp.Queue) -> None:
+def zmm_drain(path: str, worker: str, out: mp.Queue, ready, go) -> None:
     from zmm.jobs import JobState
     from zmm.store import Store
 
     taken = []
     with Store(Path(path)) as store:
+        ready.release()
+        go.wait()
         while True:
             job = store.claim(worker, lease_s=600, aging_s=600)
             if job is None:
@@ -56,11 +60,14 @@ def huey_fill(path: Path, items: int) -> None:
         storage.enqueue(f"task-{n}".encode())
 
 
-def huey_drain(path: str, worker: str, out: mp.Queue) -> None:
+def huey_drain(path: str, worker: str, out: mp.Queue, ready, go) -> None:
     from huey import SqliteHuey
 
     storage = SqliteHuey(filename=path).storage
+    storage.queue_size()  # open the connection before the start signal, as zmm's side does
     taken = []
+    ready.release()
+    go.wait()
     while True:
         data = storage.dequeue()
         if data is None:
@@ -74,10 +81,15 @@ def measure(fill, drain, processes: int, items: int, workdir: Path) -> tuple[flo
     path = workdir / f"{drain.__name__}-{processes}.db"
     fill(path, items)
     out: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=drain, args=(str(path), f"w{n}", out)) for n in range(processes)]
-    start = time.perf_counter()
+    ready, go = mp.Semaphore(0), mp.Event()
+    workers = [mp.Process(target=drain, args=(str(path), f"w{n}", out, ready, go))
+               for n in range(processes)]
     for worker in workers:
         worker.start()
+    for _ in workers:  # every process has imported its library and opened the queue
+        ready.acquire()
+    start = time.perf_counter()
+    go.set()
     taken = [item for _ in workers for item in out.get()]
     elapsed = time.perf_counter() - start
     for worker in workers:
