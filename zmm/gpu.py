@@ -89,7 +89,7 @@ def snapshot() -> GpuSnapshot:
     nvml = _nvml()
     try:
         nvml.nvmlInit()
-    except Exception as exc:  # NVMLError: library not found, driver not loaded, ...
+    except getattr(nvml, "NVMLError", OSError) as exc:  # library not found, driver not loaded
         raise GpuUnavailable(f"no NVIDIA driver: {exc}",
                              hint="zmm runs without NVML; VRAM checks are skipped") from None
     try:

@@ -28,6 +28,11 @@ def _nvml_error(code_name: str, fallback: int) -> Exception:
 class StateNvml:
     NVML_TEMPERATURE_GPU = 0
 
+    try:  # the same error class pynvml raises, so callers catch one thing
+        from pynvml import NVMLError
+    except ImportError:  # pragma: no cover - pynvml is a dependency
+        NVMLError = RuntimeError
+
     def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
         self._state = state
         self._current: dict[str, Any] = {}

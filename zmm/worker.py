@@ -166,10 +166,7 @@ class Worker(Upkeep):
 
     def _close_stream(self) -> None:
         if self.stream is not None:
-            try:
-                self.stream.close()
-            except Exception:  # noqa: BLE001 - closing a broken socket may fail; nothing to do
-                pass
+            self.stream.close()  # never raises: a dead socket has nothing left to close
             self.stream = None
 
     # -- claiming and submitting ------------------------------------------------
