@@ -107,29 +107,39 @@ class Store:
         """Take the next runnable job: priority with aging, FIFO inside a class, but
         preferring the checkpoint already loaded within `group_window` places."""
         now = self.clock()
+        claim_sql = """UPDATE jobs SET status = 'running', worker_id = :worker,
+                           lease_expires_at = :lease, started_at = COALESCE(started_at, :now_iso),
+                           updated_at = :now_iso, phase = 'claimed', phase_detail = NULL
+                       WHERE status = 'queued' AND NOT EXISTS (
+                           SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
+                         AND id = {target} RETURNING *"""
         with translate_errors(self.path), transaction(self.conn) as conn:
-            if self.is_paused():
+            if (prefer_model is None or group_window <= 0) and min_rank in (None, 0):
+                # One statement: pick and take the head of the queue together.
+                pick, params = queries.candidates_query(now, aging_s, limit=1,
+                                                        critical_only=min_rank == 0,
+                                                        only_ids=only_ids)
+                params.update(worker=worker_id, lease=iso(now + lease_s))
+                row = conn.execute(claim_sql.format(target=f"(SELECT id FROM ({pick}))"),
+                                   params).fetchone()
+            else:
+                if self.is_paused():
+                    return None
+                rows = queries.candidates(conn, now, aging_s, limit=group_window + 1,
+                                          min_rank=min_rank, only_ids=only_ids)
+                if not rows:
+                    return None
+                index = queries.pick_grouped(rows, prefer_model, group_window)
+                if index:
+                    passed = [row["id"] for row in rows[:index]]
+                    conn.execute(f"UPDATE jobs SET passed_over = passed_over + 1 WHERE id IN "
+                                 f"({','.join('?' * len(passed))})", passed)
+                row = conn.execute(claim_sql.format(target=":id"),
+                                   {"worker": worker_id, "lease": iso(now + lease_s),
+                                    "now_iso": iso(now), "id": rows[index]["id"]}).fetchone()
+            if row is None:
                 return None
-            rows = queries.candidates(conn, now, aging_s, limit=max(group_window, 0) + 1,
-                                      min_rank=min_rank, only_ids=only_ids)
-            if not rows:
-                return None
-            index = queries.pick_grouped(rows, prefer_model, group_window)
-            job_id = rows[index]["id"]
-            if index:
-                passed = [row["id"] for row in rows[:index]]
-                conn.execute(f"UPDATE jobs SET passed_over = passed_over + 1 WHERE id IN "
-                             f"({','.join('?' * len(passed))})", passed)
-            row = conn.execute(
-                """UPDATE jobs SET status = 'running', worker_id = :worker,
-                       lease_expires_at = :lease, started_at = COALESCE(started_at, :now_iso),
-                       updated_at = :now_iso, phase = 'claimed', phase_detail = NULL
-                   WHERE id = :id AND status = 'queued' RETURNING *""",
-                {"worker": worker_id, "lease": iso(now + lease_s), "now_iso": iso(now), "id": job_id},
-            ).fetchone()
-            if row is None:  # cannot happen inside the write lock; keep the guard honest
-                return None
-            self._event(conn, job_id, "claimed", "queued", "running", f"by {worker_id}", iso(now))
+            self._event(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now))
             return Job.from_row(row)
 
     def heartbeat(self, worker_id: str, job_ids: Iterable[str], *, lease_s: float) -> None:

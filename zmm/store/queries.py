@@ -121,7 +121,18 @@ def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
 
 def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: int,
                min_rank: int | None = None, only_ids: list[str] | None = None) -> list[sqlite3.Row]:
-    """The first `limit` runnable jobs in claim order: id, model, rank, passed_over.
+    """The first `limit` runnable jobs in claim order: id, model, rank, passed_over."""
+    sql, params = candidates_query(now, aging_s, limit=limit, critical_only=min_rank == 0,
+                                   only_ids=only_ids)
+    rows = conn.execute(sql, params).fetchall()
+    if min_rank is not None:
+        rows = [row for row in rows if row["rank"] <= min_rank]
+    return rows
+
+
+def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: bool = False,
+                     only_ids: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """SQL (and its parameters) for the first `limit` runnable jobs in claim order.
 
     Each priority class contributes its first `limit` jobs in FIFO order through
     the partial index `jobs_runnable`; only those few rows get an aged rank, so a
@@ -134,17 +145,13 @@ def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: i
     if only_ids is not None:
         where += " AND id IN (SELECT value FROM json_each(:only_ids))"
         params["only_ids"] = json.dumps(only_ids)
-    classes = [0] if min_rank == 0 else [0, 1, 2, 3]
     heads = " UNION ALL ".join(
         f"SELECT * FROM (SELECT id, model_requested, passed_over, priority_rank, queued_ts, seq "
         f"FROM jobs WHERE {where} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
-        for rank in classes)
-    rows = conn.execute(
-        f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
-        f"ORDER BY rank, seq LIMIT :limit", params).fetchall()
-    if min_rank is not None:
-        rows = [row for row in rows if row["rank"] <= min_rank]
-    return rows
+        for rank in ([0] if critical_only else [0, 1, 2, 3]))
+    sql = (f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
+           f"ORDER BY rank, seq LIMIT :limit")
+    return sql, params
 
 
 def pick_grouped(rows: list[sqlite3.Row], prefer_model: str | None, window: int) -> int:
