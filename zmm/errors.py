@@ -86,6 +86,22 @@ class GpuUnavailable(BackendUnavailable):
     """No NVIDIA driver / NVML library on this machine."""
 
 
+class OllamaError(ZmmError):
+    """Ollama answered with an error status. `detail` is Ollama's own `{"error": ...}`
+    text. A 400 means Ollama refused what was asked (e.g. a keep_alive without a
+    unit): a usage error. Anything else (500, 503 busy, a non-Ollama answer) is
+    the backend's side; unknown models are `NotFound`, not this."""
+
+    exit_code = BACKEND_UNAVAILABLE
+
+    def __init__(self, status: int, detail: str, *, hint: str | None = None) -> None:
+        super().__init__(f"Ollama answered {status}: {detail}", hint=hint)
+        self.status = status
+        self.detail = detail
+        if status == 400:
+            self.exit_code = USAGE
+
+
 class ComfyServerError(ZmmError):
     """ComfyUI answered with a 5xx or an unreadable body: the request may or may not
     have taken effect, so callers must check before repeating it."""

@@ -1,9 +1,10 @@
-"""GPU facts through NVML (pynvml, from the nvidia-ml-py distribution), behind
-a seam: `use_backend()` swaps in any object shaped like pynvml (tests use a
-fake sharing one VRAM ledger with the fake servers).
+"""GPU facts through NVML (pynvml, from the nvidia-ml-py distribution), behind a
+seam: `use_backend()` swaps in any object shaped like the pynvml module. pynvml
+is imported only when a snapshot is taken, so importing this module is cheap.
 
 Without a driver, `snapshot()` raises GpuUnavailable with one line. Test seam:
-when ZMM_TEST_NVML names a JSON ledger file, a `zmm` subprocess reads it.
+when $ZMM_TEST_NVML names a JSON state file (zmm/nvml_file.py), it is read
+instead of the driver, so `zmm` subprocesses in tests see a fake GPU.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from typing import Any
 
 from zmm.errors import GpuUnavailable
 
-_backend: Any = None
+TEST_NVML_ENV = "ZMM_TEST_NVML"
+_NOT_AVAILABLE = 2**64 - 1  # NVML's "value not available" for usedGpuMemory
+
+_backend: Any = None  # set through use_backend(); None = $ZMM_TEST_NVML, else pynvml
 
 
 @dataclass(frozen=True)
 class GpuProcess:
     pid: int
-    name: str
-    used_bytes: int | None
-    role: str | None  # comfyui | ollama | None
+    name: str  # "?" where /proc does not show the pid (another pid namespace)
+    used_bytes: int | None  # None inside some containers
+    role: str | None  # "comfyui" | "ollama" | None: a guess from name, cmdline, cwd
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class GpuSnapshot:
 
 @contextlib.contextmanager
 def use_backend(backend: Any) -> Iterator[None]:
+    """Use `backend` (pynvml-shaped) instead of the driver inside the block."""
     global _backend
     previous, _backend = _backend, backend
     try:
@@ -59,14 +64,18 @@ def use_backend(backend: Any) -> Iterator[None]:
         _backend = previous
 
 
+def _uses_driver() -> bool:
+    return _backend is None and not os.environ.get(TEST_NVML_ENV)
+
+
 def _nvml() -> Any:
     if _backend is not None:
         return _backend
-    ledger = os.environ.get("ZMM_TEST_NVML")
-    if ledger:
+    state_file = os.environ.get(TEST_NVML_ENV)
+    if state_file:
         from zmm.nvml_file import FileNvml
 
-        return FileNvml(Path(ledger))
+        return FileNvml(Path(state_file))
     try:
         import pynvml
     except ImportError as exc:  # the dependency is declared; a broken install still gets one line
@@ -74,87 +83,114 @@ def _nvml() -> Any:
     return pynvml
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _optional(call: Any, *args: Any) -> Any:
-    try:
-        return call(*args)
-    except Exception:  # noqa: BLE001 - NVMLError_NotSupported and friends: the field is unknown
-        return None
-
-
 def snapshot() -> GpuSnapshot:
+    """Every GPU NVML sees. nvmlShutdown always follows a successful nvmlInit."""
     nvml = _nvml()
+    error = getattr(nvml, "NVMLError", OSError)
     try:
         nvml.nvmlInit()
-    except getattr(nvml, "NVMLError", OSError) as exc:  # library not found, driver not loaded
+    except error as exc:  # library not found, driver not loaded, no permission
         raise GpuUnavailable(f"no NVIDIA driver: {exc}",
                              hint="zmm runs without NVML; VRAM checks are skipped") from None
     try:
-        driver = _optional(nvml.nvmlSystemGetDriverVersion)
+        driver = _optional(nvml, nvml.nvmlSystemGetDriverVersion)
         gpus = [_device(nvml, index) for index in range(nvml.nvmlDeviceGetCount())]
         return GpuSnapshot(_text(driver) if driver is not None else None, gpus)
+    except error as exc:  # e.g. "GPU is lost" halfway through
+        raise GpuUnavailable(f"NVML failed: {exc}") from None
     finally:
-        _optional(nvml.nvmlShutdown)
+        with contextlib.suppress(error):
+            nvml.nvmlShutdown()
 
 
 def _device(nvml: Any, index: int) -> GpuInfo:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
     memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-    rates = _optional(nvml.nvmlDeviceGetUtilizationRates, handle)
-    temperature = _optional(nvml.nvmlDeviceGetTemperature, handle,
+    rates = _optional(nvml, nvml.nvmlDeviceGetUtilizationRates, handle)
+    temperature = _optional(nvml, nvml.nvmlDeviceGetTemperature, handle,
                             getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
-    power = _optional(nvml.nvmlDeviceGetPowerUsage, handle)
-    uuid = _optional(nvml.nvmlDeviceGetUUID, handle)
-    processes = [_process(nvml, p.pid, p.usedGpuMemory)
-                 for p in (_optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or [])]
-    return GpuInfo(index, _text(nvml.nvmlDeviceGetName(handle)),
-                   _text(uuid) if uuid is not None else None, int(memory.total),
-                   int(memory.used), int(memory.free), rates.gpu if rates is not None else None,
-                   temperature, power / 1000 if power is not None else None, processes)
+    power_mw = _optional(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
+    uuid = _optional(nvml, nvml.nvmlDeviceGetUUID, handle)
+    running = _optional(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+    return GpuInfo(
+        index=index, name=_text(nvml.nvmlDeviceGetName(handle)),
+        uuid=_text(uuid) if uuid is not None else None, total_bytes=int(memory.total),
+        used_bytes=int(memory.used), free_bytes=int(memory.free),
+        utilization_pct=int(rates.gpu) if rates is not None else None,
+        temperature_c=int(temperature) if temperature is not None else None,
+        power_w=power_mw / 1000 if power_mw is not None else None,
+        processes=[_process(nvml, p.pid, p.usedGpuMemory) for p in running])
+
+
+def _optional(nvml: Any, call: Any, *args: Any) -> Any:
+    """A field some GPUs do not report (NVMLError_NotSupported): None, not a failure."""
+    try:
+        return call(*args)
+    except getattr(nvml, "NVMLError", OSError):
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _process(nvml: Any, pid: int, used: int | None) -> GpuProcess:
-    named = getattr(nvml, "zmm_process_name", None)  # a state backend knows its pids' names
-    name, cmdline = (named(pid), "") if named and named(pid) else _proc_name(pid)
-    return GpuProcess(pid, name, used, role_of(name, cmdline))
+    if used is not None and used >= _NOT_AVAILABLE:
+        used = None
+    named = getattr(nvml, "zmm_process_name", None)  # a state backend's pids are not real
+    name = named(pid) if named is not None else None
+    if name:
+        return GpuProcess(pid, name, used, role_of(name, ""))
+    name, cmdline, cwd = _proc_facts(pid)
+    return GpuProcess(pid, name, used, role_of(name, cmdline, cwd))
 
 
-def _proc_name(pid: int) -> tuple[str, str]:
+def _proc_facts(pid: int) -> tuple[str, str, str]:
+    """Name, command line and working directory from /proc; what can't be read is empty."""
     base = Path("/proc") / str(pid)
     try:
         name = (base / "comm").read_text().strip()
-        cmdline = (base / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
-        return name, cmdline
     except OSError:
-        return "?", ""
+        return "?", "", ""
+    try:
+        cmdline = (base / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+    except OSError:
+        cmdline = ""
+    try:
+        cwd = os.readlink(base / "cwd")  # another user's process: permission denied
+    except OSError:
+        cwd = ""
+    return name, cmdline.strip(), cwd
 
 
-def role_of(name: str, cmdline: str) -> str | None:
+def role_of(name: str, cmdline: str, cwd: str = "") -> str | None:
+    """Which tenant a GPU process is: "ollama" (ollama, ollama_llama_server, `ollama
+    runner`), "comfyui" ("comfy" anywhere, or `main.py --listen`), else None."""
     text = f"{name} {cmdline}".lower()
     if "ollama" in text:
         return "ollama"
-    if "comfy" in text or ("main.py" in text and "--listen" in text):
+    if "comfy" in text or "comfy" in cwd.lower() or ("main.py" in text and "--listen" in text):
         return "comfyui"
     return None
 
 
+# A missing driver is remembered for a while, so the worker does not probe
+# (and fail to load libnvidia-ml) before every job. Only the driver is cached:
+# the test seams are cheap and must change between tests.
 _RETRY_AFTER_S = 30.0
-_unavailable_until = 0.0
+_driver_missing_until = 0.0
 
 
 def _memory(index: int) -> GpuInfo | None:
-    """One GPU's reading for the worker's per-job checks; a missing driver is
-    remembered for a while rather than probed again before every job."""
-    global _unavailable_until
-    if _backend is None and time.monotonic() < _unavailable_until:
+    global _driver_missing_until
+    driver = _uses_driver()
+    if driver and time.monotonic() < _driver_missing_until:
         return None
     try:
         gpus = snapshot().gpus
     except GpuUnavailable:
-        _unavailable_until = time.monotonic() + _RETRY_AFTER_S
+        if driver:
+            _driver_missing_until = time.monotonic() + _RETRY_AFTER_S
         return None
     return gpus[index] if index < len(gpus) else None
 

@@ -1,32 +1,39 @@
-"""The Ollama client: tags, ps, load (empty generate with keep_alive), unload
-(keep_alive 0) and waiting until unloaded models have really left VRAM.
+"""The Ollama client: version, tags, ps, load (an empty generate with keep_alive),
+unload (keep_alive 0) and waiting until unloaded models have really left VRAM.
 
 Ollama answers an unload at once and evicts afterwards, so `wait_released`
 polls `/api/ps` (and free VRAM, where NVML is there) with an injected clock.
+It never decides what to unload: that is the scheduler's and the swap's job.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
-from zmm.errors import NotFound, OllamaUnavailable, ZmmError
+from zmm.errors import NotFound, OllamaError, OllamaUnavailable
+from zmm.net import one_line
+from zmm.net import reason as _reason
 
+__all__ = ["LoadedModel", "LocalModel", "OllamaClient", "OllamaError", "ReleaseResult",
+           "canonical_name", "normalize_keep_alive"]
 
-class OllamaError(ZmmError):
-    """Ollama answered with an error (`{"error": ...}`)."""
+# keep_alive -1 is stored as Go's largest duration (~292 years): /api/ps shows ~2318.
+_FOREVER_AFTER_YEAR = 2200
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
     size: int
-    size_vram: int
+    size_vram: int  # < size: partly in system RAM
     expires_at: str | None
 
 
@@ -42,8 +49,15 @@ class LocalModel:
 @dataclass(frozen=True)
 class ReleaseResult:
     released: bool
-    still_loaded: list[str]
+    still_loaded: list[str]  # the caller's names Ollama still lists
     waited_s: float
+    free_bytes: int | None = None  # the last VRAM reading, when one was asked for
+
+
+def canonical_name(name: str) -> str:
+    """The name /api/ps lists for `name`: an untagged model means its `:latest`."""
+    tail = name.rsplit("/", 1)[-1]  # a registry host may carry a :port
+    return name if ":" in tail else f"{name}:latest"
 
 
 class OllamaClient:
@@ -59,46 +73,66 @@ class OllamaClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            from zmm.comfy import _reason
-
+        except httpx.TransportError as exc:  # refused, DNS, timeouts, dropped connections
             raise OllamaUnavailable(self.base_url, _reason(exc, self.timeout)) from None
         try:
             body = response.json()
         except ValueError:
-            body = {"error": response.text[:200]}
-        if response.status_code == 404:
-            raise NotFound(f"Ollama: {body.get('error', 'not found')}")
-        if response.status_code >= 400:
-            raise OllamaError(f"Ollama answered {response.status_code}: {body.get('error', body)}")
-        return body
+            body = None
+        detail = body.get("error") if isinstance(body, dict) else None
+        if response.is_success:
+            if not isinstance(body, dict):
+                raise OllamaError(response.status_code, f"unreadable answer to {method} {path}: "
+                                  f"{_excerpt(response.text)}", hint=self._hint())
+            return body
+        if response.status_code == 404 and isinstance(detail, str):
+            raise NotFound(detail, hint="`ollama list` shows the models this server has")
+        if isinstance(detail, str):
+            raise OllamaError(response.status_code, detail)
+        raise OllamaError(response.status_code, f"{method} {path}: {_excerpt(response.text)}",
+                          hint=self._hint())
+
+    def _hint(self) -> str:
+        return f"is {self.base_url} an Ollama server? (ollama.url)"
 
     def version(self) -> str:
         return str(self._call("GET", "/api/version").get("version", "unknown"))
 
     def tags(self) -> list[LocalModel]:
-        return [LocalModel(m["name"], int(m.get("size", 0)), m.get("modified_at"),
-                           (m.get("details") or {}).get("parameter_size"),
-                           (m.get("details") or {}).get("quantization_level"))
-                for m in self._call("GET", "/api/tags").get("models", [])]
+        models = []
+        for entry in _entries(self._call("GET", "/api/tags")):
+            details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+            models.append(LocalModel(_name(entry), _int(entry.get("size")),
+                                     entry.get("modified_at"), details.get("parameter_size"),
+                                     details.get("quantization_level")))
+        return models
 
     def ps(self) -> list[LoadedModel]:
-        return [LoadedModel(m["name"], int(m.get("size", 0)), int(m.get("size_vram", 0)),
-                            m.get("expires_at"))
-                for m in self._call("GET", "/api/ps").get("models", [])]
+        return [LoadedModel(_name(entry), _int(entry.get("size")), _int(entry.get("size_vram")),
+                            entry.get("expires_at"))
+                for entry in _entries(self._call("GET", "/api/ps"))]
 
-    def load(self, model: str, keep_alive: str | int | float | None = None) -> None:
-        """Preload: an empty generate, answered once the model is in memory."""
+    def load(self, model: str, keep_alive: str | float | None = None) -> None:
+        """Preload: an empty generate, answered once the model is in memory.
+        `keep_alive` goes to Ollama as given (number = seconds, string = Go
+        duration); Ollama's 400 for a bad one becomes OllamaError."""
         body: dict[str, Any] = {"model": model, "stream": False}
         if keep_alive is not None:
             body["keep_alive"] = keep_alive
         self._call("POST", "/api/generate", json=body)
 
     def unload(self, model: str) -> bool:
-        """Ask Ollama to evict `model`; False if it is unknown (already gone)."""
+        """Ask Ollama to evict `model`; False if it is unknown (already gone).
+        Ollama answers before the memory is free: see `wait_released`."""
         try:
             self._call("POST", "/api/generate", json={"model": model, "keep_alive": 0,
                                                        "stream": False})
@@ -109,36 +143,76 @@ class OllamaClient:
     def wait_released(self, models: list[str], *, timeout: float, poll: float = 0.25,
                       vram_free: Callable[[], int | None] | None = None,
                       need_bytes: int = 0) -> ReleaseResult:
-        """Poll until none of `models` is in /api/ps and (if known) enough VRAM is free."""
+        """Poll until none of `models` is in /api/ps and, when `vram_free` gives a
+        reading, at least `need_bytes` are free. Never raises on a timeout: the
+        result says what is still there. OllamaUnavailable while polling propagates."""
         start = self.clock()
         while True:
-            loaded = {m.name for m in self.ps()}
-            still = [name for name in models if name in loaded]
+            listed = {canonical_name(m.name) for m in self.ps()}
+            still = [name for name in models if canonical_name(name) in listed]
             free = vram_free() if vram_free is not None else None
+            waited = self.clock() - start
             if not still and (free is None or free >= need_bytes):
-                return ReleaseResult(True, [], self.clock() - start)
-            if self.clock() - start >= timeout:
-                return ReleaseResult(False, still, self.clock() - start)
-            self.sleep(poll)
+                return ReleaseResult(True, [], waited, free)
+            if waited >= timeout:
+                return ReleaseResult(False, still, waited, free)
+            self.sleep(max(0.0, min(poll, timeout - waited)))
 
 
-def normalize_keep_alive(expires_at: str | None, *, default: str = "10m",
-                         now: float | None = None) -> str | int:
-    """A keep_alive that gives a reloaded model the time it had left (Go
-    duration, whole seconds); `default` when unknown or already past."""
-    if not expires_at:
-        return default
-    try:
-        text = expires_at.replace("Z", "+00:00")
-        head, dot, rest = text.partition(".")
-        if dot:  # Go writes nanoseconds; Python parses at most microseconds
-            digits = "".join(ch for ch in rest if ch.isdigit())
-            zone = rest[len(digits):]
-            text = f"{head}.{digits[:6]}{zone}"
-        expires = datetime.fromisoformat(text)
-    except ValueError:
-        return default
-    if expires.year >= 2200:  # "forever" (keep_alive -1) shows as a far-future date
+def normalize_keep_alive(expires_at: str | None, *, default: str | float = "10m",
+                         now: float | None = None) -> str | int | float:
+    """The keep_alive that gives a reloaded model the time it had left: whole
+    seconds as a Go duration ("583s"), -1 for "forever", else `default` (when
+    unknown, unparseable or already past). A unit-less numeric `default`
+    ("3600") becomes a number, since Ollama refuses such strings."""
+    fallback = _as_keep_alive(default)
+    expires = _parse_time(expires_at) if expires_at else None
+    if expires is None:
+        return fallback
+    if expires.year >= _FOREVER_AFTER_YEAR:
         return -1
     left = expires.timestamp() - (time.time() if now is None else now)
-    return f"{int(left)}s" if left >= 1 else default
+    return f"{int(left)}s" if left >= 1 else fallback
+
+
+def _as_keep_alive(value: str | float) -> str | int | float:
+    if isinstance(value, str) and _PLAIN_NUMBER.match(value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    return value
+
+
+def _parse_time(text: str) -> datetime | None:
+    """Go's RFC 3339 with up to nine fractional digits; Python takes six."""
+    text = text.strip().replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = re.match(r"\d*", rest).group(0)
+        text = f"{head}.{(digits[:6] or '0').ljust(6, '0')}{rest[len(digits):]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None  # a naive time is not Ollama's
+
+
+def _entries(body: dict[str, Any]) -> list[dict[str, Any]]:
+    models = body.get("models")
+    if not isinstance(models, list):
+        return []
+    return [m for m in models if isinstance(m, dict) and _name(m)]
+
+
+def _name(entry: dict[str, Any]) -> str:
+    return str(entry.get("name") or entry.get("model") or "")
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _excerpt(text: str, limit: int = 160) -> str:
+    return one_line(text, limit) or "(empty body)"

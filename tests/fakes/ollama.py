@@ -1,60 +1,96 @@
 """A fake Ollama server (aiohttp on a background thread, 127.0.0.1 port 0)
-following shared/protocols/ollama.md: load answers after loading, unload
-answers at once and evicts later, keep_alive parsing, 404 for unknown models,
-a model stuck in "Stopping...", 503 when busy. Loaded models hold VRAM in the
-shared ledger."""
+following shared/protocols/ollama.md: a load answers once loaded, an unload
+answers at once and evicts later, keep_alive parsed like api.Duration, 400 for a
+bad body, 404 for unknown models, a model stuck in "Stopping...", 503 when busy.
+Loaded models hold VRAM in the shared ledger (partly, if it is full)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import re
+import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.server import BackgroundServer
-from tests.fakes.vram import VramLedger
+from tests.fakes.vram import GIB, VramLedger
 
-RUNNER_PID = 4242
-_GO_DURATION = re.compile(r"^(-?)((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)$")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+RUNNER_PID = 4242  # the pretend `ollama runner` holding every model's memory
+RUNNER_NAME = "ollama_llama_server"
+FOREVER = datetime(2318, 1, 1, tzinfo=UTC)  # how Go prints now + MaxInt64 ns
+DIGEST = "a80c4f17acd5" + "0" * 52
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+          "h": 3600.0}
+_NUMBER = re.compile(r"\d+\.?\d*|\.\d+")
+_UNIT = re.compile(r"[^0-9.]*")
+
+
+def go_duration(text: str) -> float:
+    """Seconds, as Go's time.ParseDuration reads `text`; ValueError with Go's message."""
+    quoted, rest, sign = f'"{text}"', text, 1.0
+    if rest[:1] in ("+", "-"):
+        sign, rest = (-1.0 if rest[0] == "-" else 1.0), rest[1:]
+    if rest == "0":
+        return 0.0
+    if not rest:
+        raise ValueError(f"time: invalid duration {quoted}")
+    total, position = 0.0, 0
+    while position < len(rest):
+        number = _NUMBER.match(rest, position)
+        if number is None:
+            raise ValueError(f"time: invalid duration {quoted}")
+        unit = _UNIT.match(rest, number.end()).group(0)
+        if not unit:
+            raise ValueError(f"time: missing unit in duration {quoted}")
+        if unit not in _UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration {quoted}')
+        total += float(number.group(0)) * _UNITS[unit]
+        position = number.end() + len(unit)
+    return sign * total
 
 
 def parse_keep_alive(value: Any) -> float | None:
-    """Seconds (None = forever), as Ollama's api.Duration parses it; ValueError if bad."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, (int, float)):
-        return None if value < 0 else float(value)
-    text = str(value)
-    if text == "0":
-        return 0.0
-    match = _GO_DURATION.match(text)
-    if not match:
-        raise ValueError(f'time: missing unit in duration "{text}"')
-    total = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)",
-                                                              match.group(2)))
-    return None if match.group(1) else total
+    """Seconds (None = forever), as api.Duration.UnmarshalJSON reads a JSON value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        go_type = {bool: "bool", list: "[]interface {}", dict: "map[string]interface {}"}
+        name = go_type.get(type(value), type(value).__name__)
+        raise ValueError(f"Unsupported type: '{name}'")  # noqa: TRY004 - one error kind: a 400
+    seconds = float(value) if not isinstance(value, str) else go_duration(value)
+    return None if seconds < 0 else seconds
+
+
+def go_time(epoch: float | None) -> str:
+    """RFC 3339 with nanoseconds, trailing zeros trimmed, as Go marshals a time."""
+    moment = FOREVER if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    fraction = f"{moment.microsecond:06d}000".rstrip("0")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
 class FakeOllama(BackgroundServer):
     def __init__(self, *, models: dict[str, int] | None = None, ledger: VramLedger | None = None,
-                 load_latency: float = 0.0, evict_delay: float = 0.0, default_keep_alive: float = 300,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 load_latency: float = 0.0, evict_delay: float = 0.0,
+                 default_keep_alive: float = 300, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
-        self.models = dict(models or {"llama3.2:latest": 10 * 1024**3})
+        self.models = dict(models or {"llama3.2:latest": 10 * GIB})  # name -> bytes
         self.ledger = ledger
         self.load_latency, self.evict_delay = load_latency, evict_delay
-        self.default_keep_alive = default_keep_alive
-        self.loaded: dict[str, float | None] = {}  # name -> expiry (epoch) or None (forever)
-        self.requests: list[tuple[str, str, Any]] = []
+        self.default_keep_alive = default_keep_alive  # OLLAMA_KEEP_ALIVE, seconds
+        # Listed in /api/ps: name -> expiry (epoch seconds; None = forever).
+        self.loaded: dict[str, float | None] = {}
+        self.size_vram: dict[str, int] = {}
+        self.requests: list[tuple[str, str, Any]] = []  # (path, method, JSON body or {})
+        self._stopping: dict[str, int] = {}  # name -> unload ticket: listed until evicted
+        self._tickets = itertools.count(1)
         self._stuck: set[str] = set()
         self._busy = False
 
     def build_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._log])
         app.router.add_get("/", self.root)
         app.router.add_get("/api/version", self.version)
         app.router.add_get("/api/tags", self.tags)
@@ -64,103 +100,186 @@ class FakeOllama(BackgroundServer):
         app.router.add_post("/api/show", self.show)
         return app
 
-    # knobs
+    # -- knobs (callable from the test's thread) ---------------------------------
+
     def stuck_stopping(self, name: str, on: bool = True) -> None:
-        (self._stuck.add if on else self._stuck.discard)(name)
+        """`on`: an unload of `name` answers, but the model stays listed and keeps its
+        memory ("Stopping...", ollama#7606). `off`: a pending unload completes."""
+        if on:
+            self._stuck.add(name)
+            return
+        self._stuck.discard(name)
+        if name in self._stopping:
+            self._on_loop(self._finish_unload, name, self._stopping[name])
 
     def busy_503(self, on: bool = True) -> None:
+        """Loads and generations get 503 (OLLAMA_MAX_QUEUE exceeded); unloads still work."""
         self._busy = on
 
     def preload(self, name: str, keep_alive: float | None = 300) -> None:
         """Put a model in memory directly (as if a chat had loaded it)."""
-        self._hold(name)
-        self.loaded[name] = None if keep_alive is None else time.time() + keep_alive
+        self._on_loop(self._load, name, keep_alive)
 
-    # helpers
-    def _hold(self, name: str) -> None:
-        if self.ledger is not None:
-            self.ledger.allocate(f"ollama:{name}", self.models[name], pid=RUNNER_PID,
-                                 process_name="ollama_llama_server")
+    def _on_loop(self, function: Any, *args: Any) -> None:
+        """Run a state change on the server's loop (its timers live there) and wait."""
+        if self._loop is None or threading.get_ident() == self._thread.ident:
+            function(*args)
+            return
+        asyncio.run_coroutine_threadsafe(self._run(function, *args), self._loop).result(10)
 
-    def _evict(self, name: str) -> None:
-        if name in self._stuck:
-            return  # "Stopping..." forever: listed, memory held
+    @staticmethod
+    async def _run(function: Any, *args: Any) -> None:
+        function(*args)
+
+    # -- model lifecycle (on the server's loop) ----------------------------------
+
+    def _load(self, name: str, seconds: float | None) -> None:
+        if name not in self.loaded:
+            self.size_vram[name] = self._allocate(name)
+        self._stopping.pop(name, None)  # a load revives a model on its way out
+        self.loaded[name] = None if seconds is None else time.time() + seconds
+        if seconds is not None and self._loop is not None:
+            self._loop.call_later(seconds, self._expire)
+
+    def _allocate(self, name: str) -> int:
+        """Bytes put in VRAM; what does not fit stays in system RAM (size_vram < size)."""
+        size = self.models[name]
+        if self.ledger is None:
+            return size
+        owner = f"ollama:{name}"
+        if self.ledger.allocate(owner, size, pid=RUNNER_PID, process_name=RUNNER_NAME):
+            return size
+        part = min(size, max(0, self.ledger.free))
+        if part and self.ledger.allocate(owner, part, pid=RUNNER_PID, process_name=RUNNER_NAME):
+            return part
+        return 0
+
+    def _begin_unload(self, name: str) -> None:
+        if name not in self.loaded:
+            return  # Ollama answers "unload" for a model that is not loaded, too
+        ticket = next(self._tickets)
+        self._stopping[name] = ticket
+        self.loaded[name] = time.time()  # expired: `ollama ps` shows "Stopping..."
+        self._loop.call_later(self.evict_delay, self._finish_unload, name, ticket)
+
+    def _finish_unload(self, name: str, ticket: int) -> None:
+        if self._stopping.get(name) != ticket or name in self._stuck:
+            return  # reloaded meanwhile, or hanging in "Stopping..."
+        self._stopping.pop(name, None)
         self.loaded.pop(name, None)
+        self.size_vram.pop(name, None)
         if self.ledger is not None:
             self.ledger.release(f"ollama:{name}")
 
     def _expire(self) -> None:
         now = time.time()
         for name, expiry in list(self.loaded.items()):
-            if expiry is not None and expiry <= now:
-                self._evict(name)
+            if expiry is not None and expiry <= now and name not in self._stopping:
+                self._stopping[name] = ticket = next(self._tickets)
+                self._finish_unload(name, ticket)
 
     def _resolve(self, name: str) -> str | None:
         if name in self.models:
             return name
         tagged = f"{name}:latest"
-        return tagged if tagged in self.models else None
+        return tagged if ":" not in name and tagged in self.models else None
 
-    # endpoints
+    # -- endpoints ------------------------------------------------------------------
+
+    @web.middleware
+    async def _log(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body: Any = {}
+        if request.can_read_body:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                body = {}  # the handler answers 400; the log stays easy to filter
+        self.requests.append((request.path, request.method, body))
+        return await handler(request)
+
     async def root(self, _request: web.Request) -> web.Response:
         return web.Response(text="Ollama is running")
 
     async def version(self, _request: web.Request) -> web.Response:
         return web.json_response({"version": "0.12.6"})
 
+    def _details(self) -> dict[str, Any]:
+        return {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                "parameter_size": "3.2B", "quantization_level": "Q4_K_M"}
+
     async def tags(self, _request: web.Request) -> web.Response:
         return web.json_response({"models": [
-            {"name": name, "model": name, "modified_at": "2026-10-01T10:00:00.000000000Z",
-             "size": size, "digest": "a80c4f17acd5" + "0" * 52,
-             "details": {"parent_model": "", "format": "gguf", "family": "llama",
-                         "families": ["llama"], "parameter_size": "3.2B",
-                         "quantization_level": "Q4_K_M"}}
+            {"name": name, "model": name, "modified_at": "2026-10-01T10:00:00.123456789Z",
+             "size": size, "digest": DIGEST, "details": self._details()}
             for name, size in self.models.items()]})
 
     async def ps(self, _request: web.Request) -> web.Response:
         self._expire()
-        entries = []
-        for name, expiry in self.loaded.items():
-            when = datetime.fromtimestamp(expiry, timezone.utc) if expiry else \
-                datetime(2318, 1, 1, tzinfo=timezone.utc)
-            entries.append({"name": name, "model": name, "size": self.models[name],
-                            "digest": "a80c4f17acd5" + "0" * 52, "details": {"format": "gguf"},
-                            "expires_at": when.isoformat().replace("+00:00", "Z"),
-                            "size_vram": self.models[name], "context_length": 4096})
-        return web.json_response({"models": entries})
+        return web.json_response({"models": [
+            {"name": name, "model": name, "size": self.models[name], "digest": DIGEST,
+             "details": self._details(), "expires_at": go_time(expiry),
+             "size_vram": self.size_vram.get(name, 0), "context_length": 4096}
+            for name, expiry in self.loaded.items()]})
 
     async def show(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        name = self._resolve(body.get("model") or body.get("name") or "")
-        if name is None:
-            return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
-        return web.json_response({"modelfile": "", "details": {"format": "gguf"}, "model_info": {}})
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        asked = body.get("model") or body.get("name") or ""
+        if self._resolve(asked) is None:
+            return _error(404, f"model '{asked}' not found")
+        return web.json_response({"modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
+                                  "details": self._details(), "model_info": {},
+                                  "capabilities": ["completion"]})
 
     async def generate(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append((request.path, "POST", body))
-        if self._busy:
-            return web.json_response({"error": "server busy, please try again. maximum pending "
-                                      "requests exceeded"}, status=503)
-        name = self._resolve(body.get("model", ""))
-        if name is None:
-            return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
-        keep = body.get("keep_alive", self.default_keep_alive)
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        # The order is Ollama's: binding the body (keep_alive) -> the model -> the unload
+        # branch -> the scheduler (where a full queue gives 503).
         try:
-            seconds = parse_keep_alive(keep)
+            seconds = (self.default_keep_alive if body.get("keep_alive") is None
+                       else parse_keep_alive(body["keep_alive"]))
         except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        stamp = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-        base = {"model": name, "created_at": stamp, "done": True}
-        if request.path.endswith("chat"):
-            base["message"] = {"role": "assistant", "content": ""}
-        else:
-            base["response"] = ""
-        if seconds == 0:
-            self._loop.call_later(self.evict_delay, self._evict, name)
-            return web.json_response(dict(base, done_reason="unload"))
+            return _error(400, str(exc))
+        asked = str(body.get("model") or "")
+        name = self._resolve(asked)
+        if name is None:
+            return _error(404, f"model '{asked}' not found")
+        empty = not body.get("prompt") and not body.get("messages")
+        if empty and seconds == 0:
+            self._begin_unload(name)
+            return web.json_response(self._answer(request, name, "unload"))
+        if self._busy:
+            return _error(503, "server busy, please try again.  maximum pending requests exceeded")
         if name not in self.loaded and self.load_latency:
             await asyncio.sleep(self.load_latency)
-        self._hold(name)
-        self.loaded[name] = None if seconds is None else time.time() + seconds
-        return web.json_response(dict(base, done_reason="load"))
+        self._load(name, seconds)
+        if seconds == 0:  # a real generation with keep_alive 0 unloads after answering
+            self._begin_unload(name)
+        return web.json_response(self._answer(request, name, "load" if empty else "stop"))
+
+    def _answer(self, request: web.Request, name: str, reason: str) -> dict[str, Any]:
+        answer: dict[str, Any] = {"model": name, "created_at": go_time(time.time()), "done": True,
+                                  "done_reason": reason}
+        if request.path.endswith("/chat"):
+            answer["message"] = {"role": "assistant", "content": ""}
+        else:
+            answer["response"] = ""
+        return answer
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    if not raw:
+        return _error(400, "missing request body")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return _error(400, f"invalid character in request body: {exc}")
+    return body if isinstance(body, dict) else _error(400, "json: cannot unmarshal into a request")
