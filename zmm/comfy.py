@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-import socket
 import struct
 import time
 from collections.abc import Callable
@@ -24,6 +22,8 @@ import httpx
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, InvalidURI
 
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
+from zmm.net import one_line
+from zmm.net import reason as _reason
 
 _DETAIL_LIMIT = 300  # a value_not_in_list detail repeats the server's whole model list
 
@@ -82,31 +82,8 @@ class StreamClosed(ComfyUnavailable):
     """The websocket dropped or the server closed it."""
 
 
-_DNS_WORDS = ("name or service", "nodename", "getaddrinfo", "name resolution", "no address")
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    """A short human reason for a network failure: 'connection refused', ..."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and cause not in chain:  # httpx wraps httpcore wraps OSError
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    text = " ".join(str(e) for e in chain).lower()
-    if any(isinstance(e, httpx.TimeoutException | TimeoutError) for e in chain):
-        return f"timed out after {timeout:g}s"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
-        return "connection refused"
-    if any(isinstance(e, socket.gaierror) for e in chain) or any(w in text for w in _DNS_WORDS):
-        return "name not resolved"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the server closed the connection without answering"
-    return (re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip() or type(exc).__name__)[:120]
-
-
 def _one_line(text: Any, limit: int = _DETAIL_LIMIT) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def describe_node_errors(body: dict[str, Any]) -> str:
