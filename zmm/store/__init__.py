@@ -17,7 +17,7 @@ from typing import Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, JobSpec, JobState, Priority, check_transition
-from zmm.store import queries, retention
+from zmm.store import outbox, queries, retention
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
@@ -203,7 +203,10 @@ class Store:
                 raise Conflict(f"job {job_id} is {current}, not {expect.value}; left unchanged")
             self._event(conn, job_id, kind or target.value, expect.value, target.value,
                         message, iso(now), data)
-            return Job.from_row(row)
+            job = Job.from_row(row)
+            if target.finished and job.webhook_url:
+                outbox.add(conn, job, iso(now))  # committed with the state change, or not at all
+            return job
 
     def update(self, job_id: str, *, worker_id: str | None = None,
                event: tuple[str, str] | None = None, data: dict[str, Any] | None = None,

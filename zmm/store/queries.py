@@ -75,6 +75,8 @@ class Job:
     asset_deleted_at: str | None
     passed_over: int = 0
     model: str | None = None  # generated: model_used, else model_requested
+    backend_requested: str = "auto"  # auto | local | cloud
+    cloud_allowed: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -99,6 +101,7 @@ class Job:
             data.pop(internal)
         data["outputs"] = self.output_list
         data["pinned"] = bool(self.pinned)
+        data["cloud_allowed"] = bool(self.cloud_allowed)
         return data
 
 
