@@ -76,6 +76,44 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "max_wait_s": {"CRITICAL": 0.0, "HIGH": 30.0, "MEDIUM": 120.0, "LOW": 600.0},
     "retention": {"days": 30, "max_size": ""},
     "secrets": {"webhook_secret_env": "ZMM_WEBHOOK_SECRET"},
+    "webhooks": {
+        "url": "",  # a default for jobs queued without --webhook ("" = none)
+        "timeout_s": 10.0,
+        "tries": 3,
+        "backoff_s": 2.0,  # before the second try; each later wait is 4x the last
+    },
+    # Cloud fallback: nothing is sent unless `enabled`, --allow-cloud or --backend cloud.
+    "cloud": {
+        "enabled": False,
+        "providers": ["stability", "openai"],  # the order they are tried in
+        "timeout_s": 120.0,
+        "max_retries": 2,  # per provider, on 429, 5xx and network errors
+        "retry_after_max_s": 120.0,  # the longest Retry-After honoured
+        "concurrency": 2,  # cloud jobs a worker runs at once
+    },
+    "stability": {
+        "url": "https://api.stability.ai",
+        "key_env": "STABILITY_API_KEY",
+        "path": "/v2beta/stable-image/generate/{endpoint}",
+        "endpoint": {"draft": "core", "standard": "core", "high": "ultra"},
+        "sd3_model": "sd3.5-large",  # when a tier's endpoint is "sd3"
+        # credits per successful image; 1 credit = usd_per_credit
+        "credits": {"core": 3.0, "ultra": 8.0, "sd3.5-large": 6.5, "sd3.5-large-turbo": 4.0,
+                    "sd3.5-medium": 3.5},
+        "usd_per_credit": 0.01,
+    },
+    "openai": {
+        "url": "https://api.openai.com",
+        "key_env": "OPENAI_API_KEY",
+        "path": "/v1/images/generations",
+        "model": "gpt-image-1-mini",
+        "quality": {"draft": "low", "standard": "medium", "high": "high"},
+        # USD per million tokens, by model (as reported; check your own price list)
+        "prices": {
+            "gpt-image-1-mini": {"text_input": 2.0, "image_input": 2.5, "image_output": 8.0},
+            "gpt-image-1.5": {"text_input": 5.0, "image_input": 8.0, "image_output": 32.0},
+        },
+    },
 }
 
 # Keys whose values are names of environment variables holding secrets.
@@ -213,6 +251,8 @@ def _set(data: dict[str, dict[str, Any]], dotted: str, value: Any, *, origin: st
         allowed = ", ".join(sorted(DEFAULTS[section]))
         raise InvalidInput(f"config {dotted}", f"unknown key (in {origin}); {section} has: {allowed}")
     default = DEFAULTS[section].get(key, value)
+    if isinstance(default, dict) and isinstance(value, dict):
+        value = {**default, **value}  # a table in config.toml adds to the defaults' keys
     data[section][key] = _coerce(dotted, value, default)
 
 
@@ -238,4 +278,6 @@ def _coerce(dotted: str, value: Any, default: Any) -> Any:
             raise InvalidInput(dotted, f"must be a {kind.__name__}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is list and isinstance(value, str):  # ZMM_CLOUD_PROVIDERS=openai,stability
+        return [item.strip() for item in value.split(",") if item.strip()]
     raise InvalidInput(dotted, f"must be a {kind.__name__}, got {value!r}")
