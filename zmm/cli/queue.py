@@ -86,11 +86,22 @@ def cancel(
         else:
             ids = [store.get(job_id).id for job_id in _need_ids(job_ids, "--all-pending")]
             results = store.cancel(ids)
+        _deliver_webhooks(store, settings, [i for i, r in results if r == "cancelled"])
     if as_json:
         emit_json({"results": [{"id": i, "result": r} for i, r in results]})
     else:
         for job_id, result in results:
             emit(f"{job_id}\t{result}")
+
+
+def _deliver_webhooks(store, settings, cancelled: list[str]) -> None:
+    """Queued jobs are cancelled here, with no worker involved: give their
+    webhooks one try now; what fails waits in the outbox for the next worker."""
+    if cancelled:
+        from zmm.webhooks import deliver_due
+
+        deliver_due(store, cancelled, settings=settings,
+                    budget_s=settings.get("webhooks.timeout_s"))
 
 
 @app.command("retry")

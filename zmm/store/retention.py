@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zmm.store import outbox
 from zmm.store.db import transaction, translate_errors
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -117,6 +118,7 @@ def purge(conn: sqlite3.Connection, path: Path, job_ids: list[str]) -> int:
             "AND asset_deleted_at IS NOT NULL RETURNING id", [ids]).fetchall()]
         tx.execute("DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(?))",
                    [json.dumps(gone)])
+        outbox.delete_for_jobs(tx, gone)  # and their webhook deliveries
     return len(gone)
 
 
