@@ -32,7 +32,9 @@ complete -c zmm -n '__fish_seen_subcommand_from config and __fish_seen_subcomman
 complete -c zmm -n '__fish_seen_subcommand_from config and __fish_seen_subcommand_from show' -l json
 complete -c zmm -n '__fish_seen_subcommand_from doctor' -l help
 complete -c zmm -n '__fish_seen_subcommand_from doctor' -l json
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l allow-cloud
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l aspect
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l cfg
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l count
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from

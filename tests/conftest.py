@@ -17,6 +17,7 @@ from zmm.config import load
 from zmm.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+CLOUD_KEYS = ("STABILITY_API_KEY", "OPENAI_API_KEY")
 
 
 @pytest.fixture
@@ -24,8 +25,8 @@ def home(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "zmm-home"
     monkeypatch.setenv("ZMM_HOME", str(path))
     for name in list(os.environ):
-        if name.startswith("ZMM_") and name != "ZMM_HOME":
-            monkeypatch.delenv(name)
+        if (name.startswith("ZMM_") and name != "ZMM_HOME") or name in CLOUD_KEYS:
+            monkeypatch.delenv(name)  # a developer's real keys must never reach a test
     monkeypatch.setenv("NO_COLOR", "1")
     return path
 

@@ -61,6 +61,7 @@ class Outcome:
     fields: dict[str, Any]
     consume_attempt: bool = False
     backoff: bool = False
+    fallback: str | None = None  # a failure the cloud may answer instead (zmm.cloud triggers)
 
 
 def prompt_id_for(job: Job) -> str:
@@ -206,19 +207,24 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         for item in saved:  # all of a job's files or none of them
             item.path.unlink(missing_ok=True)
         raise
-    first = saved[0]
-    thumbnail = _thumbnail(first, assets_root)
     started = inflight.started or inflight.submitted
-    return Outcome("succeeded", first.relative, {
+    return Outcome("succeeded", saved[0].relative, {
         "backend": "local", "model_used": workflows.graph_model(inflight.graph),
-        "generation_time_s": round(clock() - started, 3), "output_path": first.relative,
-        "outputs": _json([item.relative for item in saved]), "file_size_bytes": first.size,
-        "sha256": first.sha256, "width": first.width, "height": first.height,
-        "thumbnail_path": thumbnail, "cost_usd": 0.0, "error_message": None,
+        "generation_time_s": round(clock() - started, 3),
+        "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost
+        "error_message": None, **output_fields(saved, assets_root),
     })
 
 
-def _thumbnail(saved: assets.SavedFile, assets_root) -> str | None:
+def output_fields(saved: list[assets.SavedFile], assets_root) -> dict[str, Any]:
+    """The job columns describing its saved files (the first one has a thumbnail)."""
+    first = saved[0]
+    return {"output_path": first.relative, "outputs": _json([item.relative for item in saved]),
+            "file_size_bytes": first.size, "sha256": first.sha256, "width": first.width,
+            "height": first.height, "thumbnail_path": thumbnail_for(first, assets_root)}
+
+
+def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:
     """The history view's thumbnail; the image is what the job promised, so a
     thumbnail that cannot be made leaves the job succeeded without one."""
     from zmm.errors import ZmmError

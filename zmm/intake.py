@@ -20,7 +20,8 @@ from zmm.errors import InvalidInput, NotFound
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
-          "model", "workflow", "set", "priority", "requester", "webhook", "count")
+          "model", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
+          "allow_cloud")
 
 
 def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
@@ -65,13 +66,56 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
         workflow=config.section("templates").get(model_key, f"{model_key}-txt2img"),
         width=width, height=height, seed=seed, steps=steps, cfg=cfg,
         sampler=str(tier["sampler"]), scheduler=str(tier["scheduler"]),
-        webhook_url=jobs.parse_webhook(raw.get("webhook")), user_prompt=user_prompt,
+        webhook_url=_webhook(raw.get("webhook"), config), user_prompt=user_prompt,
         model_pinned=raw.get("model") not in (None, ""),
     )
     sets = _as_list(raw.get("set"))
     if raw.get("workflow") or sets:
         _attach_custom_graph(spec, raw.get("workflow"), sets, config)
+    spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None)
     return spec
+
+
+def _webhook(value: Any, config: Config) -> str | None:
+    if value not in (None, ""):
+        return jobs.parse_webhook(value)
+    default = config.get("webhooks.url")
+    try:
+        return jobs.parse_webhook(default)
+    except InvalidInput:
+        raise InvalidInput("config webhooks.url", "an http:// or https:// URL, or \"\"") from None
+
+
+def _backend(raw: dict[str, Any], config: Config, *, custom: bool) -> tuple[str, bool]:
+    """(requested backend, may it go to the cloud). Only the user's own words
+    send a prompt off the machine: --backend cloud, --allow-cloud, or
+    cloud.enabled for jobs that did not ask to stay local."""
+    backend = jobs.parse_choice("backend", raw.get("backend") or "auto", jobs.BACKENDS)
+    allow = _flag("allow_cloud", raw.get("allow_cloud"))
+    if backend == "local" and allow:
+        raise InvalidInput("allow-cloud", "not with --backend local")
+    if custom and (backend == "cloud" or allow):
+        field = "backend" if backend == "cloud" else "allow-cloud"
+        raise InvalidInput(field, "a custom --workflow or --set runs only on ComfyUI; cloud "
+                           "providers take a prompt")
+    if backend == "cloud":
+        return backend, True
+    if backend == "local" or custom:
+        return backend, False
+    return backend, allow or bool(config.get("cloud.enabled"))
+
+
+def _flag(field_name: str, value: Any) -> bool:
+    if value in (None, "", False):
+        return False
+    if value is True:
+        return True
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise InvalidInput(field_name, "true or false")
 
 
 def _tier(config: Config, quality: str) -> dict[str, Any]:

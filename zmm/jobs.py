@@ -62,6 +62,8 @@ class Priority(str, Enum):
 PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
 QUALITIES = ("draft", "standard", "high")
 STYLES = ("technical-diagram", "report-cover", "infographic", "dashboard-thumbnail", "none")
+# auto: ComfyUI, with a cloud fallback where allowed; local: never the cloud; cloud: only it.
+BACKENDS = ("auto", "local", "cloud")
 
 # Sizes per aspect ratio, at each model family's native pixel count.
 ASPECTS: dict[str, dict[str, tuple[int, int]]] = {
@@ -104,6 +106,8 @@ class JobSpec:
     graph: dict[str, Any] | None = None  # a custom workflow, already --set and checked
     user_prompt: str = ""
     model_pinned: bool = False  # the user named the model: the VRAM gate never downgrades it
+    backend: str = "auto"  # one of BACKENDS
+    cloud_allowed: bool = False  # may go to a cloud provider (decided at intake, never later)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """VRAM decisions before a job runs, from the seed's section 2: run now, run
-on SD1.5 instead, unload Ollama's models first, or wait.
+on SD1.5 instead, unload Ollama's models first, wait, or (where the job allows
+it) send it to a cloud provider.
 
 Pure: the worker gathers the facts (free VRAM, loaded LLMs, how long the job
 has waited) and carries out the decision; nothing here does I/O.
@@ -30,18 +31,19 @@ class Facts:
     llms: list[LoadedLlm] | None  # None: Ollama not configured or unreachable
     waited_s: float = 0.0
     comfy_holds_bytes: int = 0  # ComfyUI already holds this model's weights
+    cloud_allowed: bool = False  # the job may fall back and a provider is configured
 
 
 @dataclass(frozen=True)
 class Settings:
     need_gb: dict[str, float]  # model key -> GB; "reserve" -> GB kept free
     max_wait_s: dict[str, float]
-    after_wait: str = "swap"  # swap | wait (| cloud, once a provider exists)
+    after_wait: str = "swap"  # swap | wait | cloud: what a job does once its max wait is over
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # run | downgrade | unload | wait
+    action: str  # run | downgrade | unload | wait | cloud
     reason: str
     model_key: str
     unload: list[LoadedLlm] = field(default_factory=list)
@@ -50,7 +52,7 @@ class Decision:
     @property
     def event(self) -> str:
         return {"run": "vram_ok", "downgrade": "downgrade", "unload": "swap",
-                "wait": "vram_wait"}[self.action]
+                "wait": "vram_wait", "cloud": "cloud_fallback"}[self.action]
 
 
 def need_bytes(settings: Settings, model_key: str) -> int:
@@ -83,12 +85,18 @@ def decide(facts: Facts, settings: Settings) -> Decision:
     max_wait = settings.max_wait_s.get(facts.priority, 0.0)
     if not urgent and facts.waited_s < max_wait:
         return Decision("wait", f"waiting for VRAM: {shortfall}", facts.model_key, need_bytes=need)
-    if not urgent and settings.after_wait == "wait":
+    why = "priority " + facts.priority if urgent else f"waited {facts.waited_s:.0f}s"
+    patient = not urgent and settings.after_wait == "wait"
+    unloading_frees_enough = bool(llms) and could_free >= need
+    if facts.cloud_allowed and (settings.after_wait == "cloud" or patient
+                                or not unloading_frees_enough):
+        return Decision("cloud", f"{shortfall}: sending it to the cloud ({why})",
+                        facts.model_key, need_bytes=need)
+    if patient:
         return Decision("wait", f"waiting for VRAM: {shortfall} (policy: wait)", facts.model_key,
                         need_bytes=need)
-    if llms and could_free >= need:
+    if unloading_frees_enough:
         names = ", ".join(llm.name for llm in llms)
-        why = "priority " + facts.priority if urgent else f"waited {facts.waited_s:.0f}s"
         return Decision("unload", f"{shortfall}: unloading {names} ({why})", facts.model_key,
                         unload=llms, need_bytes=need)
     if llms:
@@ -100,7 +108,14 @@ def decide(facts: Facts, settings: Settings) -> Decision:
                     facts.model_key, need_bytes=need)
 
 
+POLICIES = ("swap", "wait", "cloud")
+
+
 def settings_from(config) -> Settings:
+    from zmm.errors import InvalidInput
+
+    policy = config.get("worker.vram_policy")
+    if policy not in POLICIES:
+        raise InvalidInput("config worker.vram_policy", "one of " + ", ".join(POLICIES))
     return Settings(need_gb=dict(config.section("vram_gb")),
-                    max_wait_s=dict(config.section("max_wait_s")),
-                    after_wait=config.get("worker.vram_policy"))
+                    max_wait_s=dict(config.section("max_wait_s")), after_wait=policy)

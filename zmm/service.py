@@ -60,6 +60,28 @@ def make_gate(store: Store, settings: Config, notice: Callable[[str], None]):
     return VramGate(store, settings, ollama=ollama, free_bytes=gpu.free_bytes, notice=notice)
 
 
+def make_cloud(settings: Config):
+    """The cloud lane: every configured provider, whether or not its key is set
+    (a job asking for the cloud then fails with the reason, not waits forever)."""
+    from zmm.cloud import CloudLane
+
+    return CloudLane(settings)
+
+
+# How long a stopping worker gives due webhooks (one try each) before leaving
+# them in the outbox for the next worker: `zmm generate` must not hang on a
+# dead endpoint.
+WEBHOOK_DRAIN_S = 3.0
+
+
+def start_webhooks(settings: Config, notice: Callable[[str], None]):
+    """The webhook sender that runs next to a worker (its own thread and spool
+    connection), so a slow endpoint never holds up the worker loop."""
+    from zmm.webhooks import WebhookSender
+
+    return WebhookSender(settings, notice=notice).start()
+
+
 def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> list[Job]:
     from zmm import gpu
     from zmm.worker import Worker
@@ -69,14 +91,21 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
     with lock:
         store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"))
         client = make_client(settings)
+        webhooks = lane = None
         try:
+            lane = make_cloud(settings)
             worker = Worker(store, client, settings, observer=observer, once=once,
                             max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
-                            vram_used=gpu.used_bytes)
+                            vram_used=gpu.used_bytes, cloud_lane=lane)
             observer.attach(store, settings)
+            webhooks = start_webhooks(settings, observer.notice)
             with stop_on_signals(worker.request_stop), observer:
                 return worker.run()
         finally:
+            if webhooks is not None:
+                webhooks.close(WEBHOOK_DRAIN_S, drain=True)
+            if lane is not None:
+                lane.close()
             client.close()
             store.close()
 
@@ -107,16 +136,23 @@ class InlineRunner:
         store = Store(self.settings.spool_path,
                       busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"))
         client = make_client(self.settings)
+        webhooks = lane = None
         try:
             from zmm import gpu
 
+            lane = make_cloud(self.settings)
             self._worker = Worker(store, client, self.settings, only_ids=self.job_ids,
                                   gate=make_gate(store, self.settings, lambda _text: None),
-                                  vram_used=gpu.used_bytes)
+                                  vram_used=gpu.used_bytes, cloud_lane=lane)
+            webhooks = start_webhooks(self.settings, lambda _text: None)
             self._worker.run()
         except BaseException as exc:  # handed to the main thread, which reports it
             self.error = exc
         finally:
+            if webhooks is not None:
+                webhooks.close(WEBHOOK_DRAIN_S, drain=True)
+            if lane is not None:
+                lane.close()
             client.close()
             store.close()
             self.lock.release()

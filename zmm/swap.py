@@ -25,8 +25,9 @@ SWAP_KEY = "swap"
 
 @dataclass(frozen=True)
 class Admission:
-    job: Job | None  # the job to run (maybe downgraded); None when deferred
+    job: Job | None  # the job to run (maybe downgraded); None when deferred or sent away
     message: str
+    to_cloud: bool = False  # the job should go to a cloud provider instead
 
 
 class VramGate:
@@ -45,7 +46,8 @@ class VramGate:
 
     # -- before a job ------------------------------------------------------------
 
-    def admit(self, job: Job) -> Admission:
+    def admit(self, job: Job, *, cloud_ok: bool = False) -> Admission:
+        """What to do with a claimed job; `cloud_ok`: a provider could take it."""
         params = job.param_values
         if params.get("graph") is not None and job.model_requested is None:
             return Admission(job, "custom workflow: VRAM not estimated")
@@ -60,8 +62,10 @@ class VramGate:
             priority=job.priority, quality=job.quality_tier,
             model_key=params.get("model_key") or jobs.model_family(job.model_requested or ""),
             model_pinned=bool(params.get("model_pinned")), free_bytes=free, llms=llms,
-            waited_s=waited)
+            waited_s=waited, cloud_allowed=cloud_ok and bool(job.cloud_allowed))
         decision = scheduler.decide(facts, self.rules)
+        if decision.action == "cloud":
+            return Admission(None, decision.reason, to_cloud=True)
         if decision.action == "run":
             return Admission(job, decision.reason)
         if decision.action == "downgrade":

@@ -22,11 +22,7 @@ class Upkeep:
         if not force and now < self._next_housekeeping:
             return
         self._next_housekeeping = now + self.poll_s
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.lease_s / 3
-            self.store.heartbeat(self.id, [i.job.id for i in self.inflight], lease_s=self.lease_s)
-            self.store.register_worker(self.id, self.url, "busy" if self.inflight else "idle")
-            self._recover()  # a worker that died meanwhile: its leases have expired
+        self._heartbeat_if_due()
         for inflight in list(self.inflight):
             self._flush_progress(inflight, force=True)
         self._sample_vram()
@@ -37,6 +33,18 @@ class Upkeep:
         self._preempt_for_critical()
         self._check_silence(now)
         self._poll_detached()
+
+    def _heartbeat_if_due(self) -> None:
+        """Renew the leases of every job this worker holds (ComfyUI's and the cloud
+        lane's), and adopt the jobs of workers that died meanwhile."""
+        now = self.monotonic()
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + self.lease_s / 3
+        held = [i.job.id for i in self.inflight] + self._cloud_ids()
+        self.store.heartbeat(self.id, held, lease_s=self.lease_s)
+        self.store.register_worker(self.id, self.url, "busy" if held else "idle")
+        self._recover(offline=self.stream is None)
 
     def _image_work_queued(self) -> bool:
         return queries.next_runnable(self.store.conn, self.store.clock(), self.aging_s,
@@ -135,11 +143,14 @@ class Upkeep:
                 self._requeue(inflight.job, "ComfyUI lost the prompt (restarted?); queued again",
                               consume=True)
 
-    def _recover(self) -> None:
-        """Adopt jobs whose worker died (expired lease) on this ComfyUI server."""
-        mine = {inflight.job.id for inflight in self.inflight}
+    def _recover(self, offline: bool = False) -> None:
+        """Adopt jobs whose worker died (expired lease) on this ComfyUI server.
+        `offline` (ComfyUI is down): only those it need not be asked about."""
+        mine = {inflight.job.id for inflight in self.inflight} | set(self._cloud_ids())
         for job in self.store.expired_leases():
             if job.comfy_url not in (None, self.url) or job.id in mine:
+                continue
+            if offline and job.comfy_prompt_id:
                 continue
             adopted = self.store.adopt(job.id, self.id, lease_s=self.lease_s,
                                        reason=f"lease of {job.worker_id} expired")
@@ -153,6 +164,9 @@ class Upkeep:
                 self.observer.notice(f"could not check {adopted.id} on ComfyUI: {exc.message}")
 
     def _resume(self, job: Job) -> None:
+        if job.phase == "cloud":  # its request may have been answered, and charged
+            self._requeue(job, "its worker died during a cloud request", consume=True)
+            return
         if not job.comfy_prompt_id:
             self._requeue(job, "its worker stopped before submitting it", consume=False)
             return

@@ -17,12 +17,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from zmm import execution
+from zmm import cloud, execution
 from zmm.comfy import ComfyClient, Event
 from zmm.config import Config
 from zmm.errors import (ComfyServerError, ComfyUnavailable, InvalidInput, NotFound,
                         WorkflowRejected, ZmmError)
 from zmm.execution import Inflight, Outcome
+from zmm.fallback import CloudFallback
 from zmm.upkeep import Upkeep
 from zmm.jobs import JobState
 from zmm.store import Job, Store
@@ -49,11 +50,12 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
-class Worker(Upkeep):
+class Worker(Upkeep, CloudFallback):
     def __init__(self, store: Store, client: ComfyClient, settings: Config, *,
                  observer: Observer | None = None, once: bool = False,
                  max_jobs: int | None = None, only_ids: list[str] | None = None,
                  gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
+                 cloud_lane: cloud.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.store, self.client, self.settings = store, client, settings
@@ -75,6 +77,10 @@ class Worker(Upkeep):
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.builder = execution.GraphBuilder(client, settings.workflows_dir)
         self.gate = gate  # a swap.VramGate, or None to skip VRAM checks
+        self.cloud = cloud_lane  # None: no cloud at all (jobs asking for it wait)
+        self.max_wait_s = dict(settings.section("max_wait_s"))
+        self._down_since: float | None = None  # store clock when ComfyUI stopped answering
+        self._next_cloud_check = 0.0
         self.vram_used = vram_used or (lambda: None)
         self.inflight: list[Inflight] = []
         self.stream = None
@@ -100,15 +106,23 @@ class Worker(Upkeep):
         return self.finished
 
     def run_once(self) -> None:
+        self._cloud_step()
         if self.gate is not None and self.stream is None and not self.inflight:
             self.gate.maybe_restore(self._image_work_queued())
+        if self.stream is None and not self._needs_comfy():
+            self._heartbeat_if_due()  # only cloud work: ComfyUI is not asked at all
+            if (self.stop_mode or self._nothing_left()) and not self._cloud_busy():
+                self.done = True
+            else:
+                self.sleep(self.poll_s)
+            return
         if self.stream is None and not self._connect():
-            if self.stop_mode and not self.inflight:
+            if self.stop_mode and not self.inflight and not self._cloud_busy():
                 self.done = True
             return
         self._fill()
         if not self.inflight:
-            if self.stop_mode or self._nothing_left():
+            if (self.stop_mode or self._nothing_left()) and not self._cloud_busy():
                 self.done = True
             else:
                 self._housekeeping(force=True)
@@ -146,14 +160,21 @@ class Worker(Upkeep):
             self.client_id = uuid.uuid4().hex
             self.stream = self.client.events(self.client_id)
         except ComfyUnavailable as exc:
-            delay = self._retry_delay
+            if self._down_since is None:
+                self._down_since = self.store.clock()
+            delay = min(self._retry_delay, self._until_cloud())
             self.observer.waiting(self.url, exc.reason, delay)
-            if (self.only_ids is not None or self.once) and not self.inflight:
+            if ((self.only_ids is not None or self.once) and not self.inflight
+                    and not self._cloud_may_take_over()):
                 raise  # a foreground generate or --once reports it instead of waiting
+            if self.stop_mode and not self.inflight and not self._cloud_busy():
+                return False  # stopping with nothing left to finish: no need to wait
+            self._heartbeat_if_due()
             self.sleep(delay)
             self._retry_delay = min(self._retry_delay * 2, self.retry_max_s)
             return False
         self._retry_delay = 1.0
+        self._down_since = None
         self.observer.connected(self.url)
         self._recover()
         for inflight in self.inflight:
@@ -181,7 +202,11 @@ class Worker(Upkeep):
             if job is None:
                 return
             if self.gate is not None:
-                admission = self.gate.admit(job)
+                admission = self.gate.admit(job, cloud_ok=self._cloud_ok())
+                if admission.to_cloud:
+                    self.claimed += 1
+                    self._to_cloud(job, cloud.VRAM, admission.message)
+                    continue
                 if admission.job is None:
                     self._defer(job, admission.message)
                     return
@@ -310,6 +335,8 @@ class Worker(Upkeep):
             self._requeue(job, outcome.message, consume=outcome.consume_attempt,
                           backoff=outcome.backoff)
             return
+        if self._fall_back_or_fail(job, outcome):
+            return
         fields = {k: v for k, v in outcome.fields.items() if k != "oom"}
         finished = self.store.transition(job.id, JobState(outcome.kind), expect=JobState.RUNNING,
                                          worker_id=self.id, message=outcome.message,
@@ -317,13 +344,18 @@ class Worker(Upkeep):
         self.finished.append(finished)
         self.observer.job_finished(finished)
 
-    def _requeue(self, job: Job, reason: str, *, consume: bool, backoff: bool = False) -> None:
+    def _requeue(self, job: Job, reason: str, *, consume: bool, backoff: bool = False,
+                 fields: dict[str, Any] | None = None, cloud_fallback: bool = True) -> None:
+        """Back to the queue; with `consume`, one attempt used, and failed once they
+        are all used (or, where allowed and `cloud_fallback`, on to the cloud)."""
         current = self.store.get(job.id)
         attempts = current.attempts + (1 if consume else 0)
         if consume and attempts >= self.max_attempts:
             message = f"gave up after {attempts} attempts: {reason}"
-            self._finish_job(job, Outcome("failed", message, {"error_message": message,
-                                                              "attempts": attempts}))
+            self._finish_job(job, Outcome(
+                "failed", message, {**(fields or {}), "error_message": message,
+                                    "attempts": attempts},
+                fallback=cloud.ATTEMPTS_EXHAUSTED if cloud_fallback else None))
             return
         delay = self.backoff_s * (2 ** max(attempts - 1, 0)) if backoff else 0.0
         not_before = iso(self.store.clock() + delay) if delay else None
@@ -331,7 +363,7 @@ class Worker(Upkeep):
             job.id, JobState.QUEUED, expect=JobState.RUNNING, worker_id=self.id, kind="requeued",
             message=reason, attempts=attempts, retry_count=current.retry_count + (1 if consume else 0),
             not_before=not_before, comfy_prompt_id=None, phase_detail=reason[:200],
-            progress_value=None, progress_max=None)
+            progress_value=None, progress_max=None, **(fields or {}))
         self.observer.job_finished(requeued)
 
     def _defer(self, job: Job, reason: str) -> None:
@@ -349,7 +381,8 @@ class Worker(Upkeep):
         params = job.param_values
         if params.get("oom_retried"):
             message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
-            return Outcome("failed", message, {"error_message": message})
+            return Outcome("failed", message, {"error_message": message},
+                           fallback=cloud.OUT_OF_MEMORY)
         self.store.update(job.id, worker_id=self.id,
                           params=json.dumps(dict(params, oom_retried=True), separators=(",", ":")))
         if swap.can_downgrade(job):

@@ -74,6 +74,13 @@ BAD_INPUT = [
     (["generate", "x", "--count", "0", "--no-wait"], "count: an integer from 1 to 1000"),
     (["generate", "x", "--webhook", "ftp://x", "--no-wait"], "webhook: an http:// or https:// URL"),
     (["generate", "x", "--model", "../../etc/passwd", "--no-wait"], "model: a checkpoint name"),
+    (["generate", "x", "--backend", "mars", "--no-wait"], "backend: one of auto, local, cloud"),
+    (["generate", "x", "--backend", "local", "--allow-cloud", "--no-wait"],
+     "allow-cloud: not with --backend local"),
+    (["generate", "x", "--workflow", "sdxl-txt2img", "--backend", "cloud", "--no-wait"],
+     "backend: a custom --workflow or --set runs only on ComfyUI"),
+    (["generate", "x", "--set", "3.steps=4", "--allow-cloud", "--no-wait"],
+     "allow-cloud: a custom --workflow or --set runs only on ComfyUI"),
     (["generate", "x", "--bogus"], "--bogus"),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -79,3 +80,53 @@ def test_wait_message_names_need_and_free():
 def test_model_comfy_already_holds_counts_as_available():
     held = Facts("LOW", "high", "sdxl", False, 4 * GIB, [LLAMA], 0.0, comfy_holds_bytes=12 * GIB)
     assert decide(held, SETTINGS).action == "run"
+
+
+def allowed(free_gb, **kwargs):
+    return dataclasses.replace(facts(free_gb, **kwargs), cloud_allowed=True)
+
+
+@pytest.mark.parametrize("free,tier,priority,ollama",
+                         list(itertools.product(FREE, TIERS, PRIORITIES, OLLAMA)))
+def test_cloud_allowed_decision_table(free, tier, priority, ollama):
+    """With the cloud allowed, local still comes first: what fits, a downgrade, the
+    wait and an unload that frees enough; the cloud replaces only 'running anyway'."""
+    model = "sd15" if tier == "draft" else "sdxl"
+    kwargs = dict(priority=priority, quality=tier, model=model, llms=OLLAMA[ollama])
+    local = decide(facts(FREE[free], **kwargs), SETTINGS)
+    decision = decide(allowed(FREE[free], **kwargs), SETTINGS)
+    if local.reason.endswith("running anyway"):  # an OOM waiting to happen: the cloud instead
+        assert decision.action == "cloud"
+    else:
+        assert (decision.action, decision.reason) == (local.action, local.reason)
+
+
+def test_unloading_too_little_goes_to_the_cloud_instead_of_running_anyway():
+    small = LoadedLlm("tiny", 1 * GIB, "5m")
+    assert decide(facts(3, priority="HIGH", quality="high", llms=[small]), SETTINGS).action == \
+        "unload"
+    decision = decide(allowed(3, priority="HIGH", quality="high", llms=[small]), SETTINGS)
+    assert decision.action == "cloud" and decision.event == "cloud_fallback"
+    assert decision.reason == "need 14.0 GB, free 3.0 GB: sending it to the cloud (priority HIGH)"
+
+
+def test_policies_after_the_max_wait_with_the_cloud_allowed():
+    late = dict(priority="LOW", quality="high", waited=600)
+    swap = SETTINGS
+    wait = dataclasses.replace(SETTINGS, after_wait="wait")
+    cloud = dataclasses.replace(SETTINGS, after_wait="cloud")
+    assert decide(allowed(4, **late), swap).action == "unload"  # unloading frees enough
+    assert decide(allowed(4, **late), wait).action == "cloud"
+    assert decide(allowed(4, **late), cloud).action == "cloud"
+    assert decide(allowed(4, priority="HIGH", quality="high"), cloud).action == "cloud"
+    assert decide(facts(4, **late), cloud).action == "unload"  # not allowed: swap as before
+    assert decide(allowed(3, priority="LOW", quality="high", waited=599), cloud).action == "wait"
+
+
+def test_unknown_vram_policy_is_a_config_error(settings):
+    from zmm.errors import InvalidInput
+    from zmm.scheduler import settings_from
+
+    settings.override("worker.vram_policy", "yolo")
+    with pytest.raises(InvalidInput, match="worker.vram_policy: one of swap, wait, cloud"):
+        settings_from(settings)

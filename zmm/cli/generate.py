@@ -47,6 +47,11 @@ def generate(
     from_image: Optional[Path] = typer.Option(None, "--from-image",
                                               help="Queue again exactly the job a zmm PNG came from."),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="URL to POST the job to when done."),
+    backend: Optional[str] = typer.Option(None, "--backend",
+                                          help="auto (ComfyUI, cloud fallback if allowed) | "
+                                          "local | cloud"),
+    allow_cloud: bool = typer.Option(False, "--allow-cloud",
+                                     help="May fall back to a cloud provider (costs money)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id(s) and exit."),
     no_inline: bool = typer.Option(False, "--no-inline",
                                    help="Never run jobs in this process; only queue and wait."),
@@ -60,7 +65,8 @@ def generate(
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
              "model": model, "workflow": workflow, "set": sets, "priority": priority,
-             "requester": requester, "webhook": webhook, "count": count}
+             "requester": requester, "webhook": webhook, "count": count, "backend": backend,
+             "allow_cloud": allow_cloud or None}
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:

@@ -57,19 +57,22 @@ def listing(
                                     requester=requester, model=model, since_iso=since_iso,
                                     search=search, backend=backend, limit=limit, offset=offset)
         jobs, total = queries.history(store.conn, flt)
+        cost = queries.history_cost(store.conn, flt)
     if as_json:
-        emit_json({"total": total, "limit": limit, "offset": offset,
+        emit_json({"total": total, "cost_usd": cost, "limit": limit, "offset": offset,
                    "jobs": [job.public() for job in jobs]})
         return
     if not jobs:
         say(f"no jobs match ({total} in all)")
         return
-    rows = [[job.id, job.status, job.priority, job.requester, job.model_used or job.model_requested,
+    rows = [[job.id, job.status, job.priority, job.requester, job.backend or "",
+             job.model_used or job.model_requested,
              f"{job.generation_time_s:.1f}s" if job.generation_time_s else "",
+             f"${job.cost_usd:.4f}" if job.cost_usd else "",
              _short(job.prompt, 48), job.output_path or job.error_message or ""] for job in jobs]
-    render.table(None, ["id", "status", "priority", "requester", "model", "time", "prompt", "output"],
-                 rows)
-    say(f"{len(jobs)} of {total} (offset {offset})")
+    render.table(None, ["id", "status", "priority", "requester", "backend", "model", "time",
+                        "cost", "prompt", "output"], rows)
+    say(f"{len(jobs)} of {total} (offset {offset})" + (f"; cost ${cost:.4f} in all" if cost else ""))
 
 
 @app.command("show")

@@ -31,7 +31,7 @@ WRITABLE = frozenset(
     attempts retry_count not_before worker_id lease_expires_at comfy_prompt_id comfy_url
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
     cancel_requested_at seed width height steps params model_requested priority
-    priority_rank queued_at queued_ts pinned asset_deleted_at workflow vram_used_gb""".split()
+    priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed""".split()
 )
 
 
@@ -82,6 +82,7 @@ class Store:
             "params": json.dumps(params, separators=(",", ":")), "seed": spec.seed,
             "width": spec.width, "height": spec.height, "steps": spec.steps,
             "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
+            "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
             "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
         }
         columns = ", ".join(row)
@@ -140,6 +141,28 @@ class Store:
             if row is None:
                 return None
             self._event(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now))
+            return Job.from_row(row)
+
+    def claim_for_cloud(self, worker_id: str, *, lease_s: float, down_since: float | None,
+                        max_wait_s: dict[str, float],
+                        only_ids: list[str] | None = None) -> Job | None:
+        """Take the next job a cloud provider may run now (see queries.cloud_query)."""
+        now = self.clock()
+        pick, params = queries.cloud_query(now, down_since=down_since, max_wait_s=max_wait_s,
+                                           only_ids=only_ids)
+        params.update(worker=worker_id, lease=iso(now + lease_s))
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            row = conn.execute(
+                f"""UPDATE jobs SET status = 'running', worker_id = :worker, lease_expires_at = :lease,
+                        started_at = COALESCE(started_at, :now_iso), updated_at = :now_iso,
+                        phase = 'cloud', phase_detail = NULL
+                    WHERE status = 'queued' AND NOT EXISTS (
+                        SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
+                      AND id = ({pick}) RETURNING *""", params).fetchone()
+            if row is None:
+                return None
+            self._event(conn, row["id"], "claimed", "queued", "running",
+                        f"by {worker_id} for the cloud", iso(now))
             return Job.from_row(row)
 
     def heartbeat(self, worker_id: str, job_ids: Iterable[str], *, lease_s: float) -> None:
@@ -399,3 +422,32 @@ class Store:
                            message: str) -> bool:
         return retention.record_compression(self.conn, self.path, job_id, old_outputs, fields,
                                             message, iso(self.clock()))
+
+    # -- webhook outbox (sending in zmm.webhooks; SQL in zmm.store.outbox) ---
+
+    def next_webhook_due(self) -> str | None:
+        """When the earliest unclaimed pending delivery is due (ISO time), or None."""
+        return outbox.next_due(self.conn, self.path, iso(self.clock()))
+
+    def claim_webhook_deliveries(self, claimer: str, *, lease_s: float, limit: int = 1,
+                                 job_ids: list[str] | None = None,
+                                 exclude: list[int] | None = None) -> list[outbox.Delivery]:
+        now = self.clock()
+        return outbox.claim(self.conn, self.path, claimer, iso(now), iso(now + lease_s),
+                            limit=limit, job_ids=job_ids, exclude=exclude)
+
+    def record_webhook_try(self, delivery: outbox.Delivery, claimer: str, *, status: str,
+                           last_error: str | None, retry_in_s: float | None, message: str,
+                           data: dict[str, Any]) -> bool:
+        now = self.clock()
+        next_try_at = iso(now + retry_in_s) if retry_in_s is not None else None
+        return outbox.record_try(self.conn, self.path, delivery, claimer, status=status,
+                                 last_error=last_error, next_try_at=next_try_at, stamp=iso(now),
+                                 message=message, data=data)
+
+    def webhook_deliveries(self, job_id: str) -> list[outbox.Delivery]:
+        return outbox.for_job(self.conn, self.path, job_id)
+
+    def delete_webhook_deliveries(self, job_ids: list[str]) -> int:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            return outbox.delete_for_jobs(conn, job_ids)

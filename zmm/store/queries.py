@@ -112,7 +112,9 @@ _FIELD_COUNT = len(_FIELD_NAMES)
 # jobs ever hold rank 0, so a CRITICAL job is never overtaken.
 _EFFECTIVE_RANK = """MAX(CASE WHEN priority_rank = 0 THEN 0 ELSE 1 END,
                          priority_rank - CAST((:now - queued_ts) / :aging AS INTEGER))"""
-_RUNNABLE = "status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso)"
+# Runnable on ComfyUI: jobs asking for the cloud only are the cloud lane's (cloud_query).
+_RUNNABLE = ("status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso) "
+             "AND backend_requested != 'cloud'")
 
 
 def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
@@ -155,6 +157,46 @@ def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: b
     sql = (f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
            f"ORDER BY rank, seq LIMIT :limit")
     return sql, params
+
+
+def cloud_query(now: float, *, down_since: float | None, max_wait_s: dict[str, float],
+                only_ids: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """SQL for the next job the cloud may take now: one that asked for the cloud,
+    or one allowed to fall back that has waited through a ComfyUI outage
+    (`down_since`) for longer than its priority's max wait."""
+    from zmm.store.db import iso
+
+    params: dict[str, Any] = {"now": now, "now_iso": iso(now), "down": down_since,
+                              **{f"wait_{level}": float(max_wait_s.get(level, 0.0))
+                                 for level in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}}
+    where = ("status = 'queued' AND cloud_allowed = 1 AND (not_before IS NULL OR "
+             "not_before <= :now_iso) AND (backend_requested = 'cloud' OR (:down IS NOT NULL "
+             f"AND :now - MAX(queued_ts, :down) >= {_MAX_WAIT}))")
+    if only_ids is not None:
+        where += " AND id IN (SELECT value FROM json_each(:only_ids))"
+        params["only_ids"] = json.dumps(only_ids)
+    return (f"SELECT id FROM jobs WHERE {where} ORDER BY priority_rank, seq LIMIT 1"), params
+
+
+_MAX_WAIT = ("CASE priority WHEN 'CRITICAL' THEN :wait_CRITICAL WHEN 'HIGH' THEN :wait_HIGH "
+             "WHEN 'MEDIUM' THEN :wait_MEDIUM ELSE :wait_LOW END")
+
+
+def next_cloud_fallback(conn: sqlite3.Connection, *, down_since: float,
+                        max_wait_s: dict[str, float], only_ids: list[str] | None = None
+                        ) -> float | None:
+    """When (epoch seconds) the first queued job allowed to fall back reaches its
+    max wait in the ComfyUI outage that began at `down_since`; None if none."""
+    params: dict[str, Any] = {"down": down_since, **{
+        f"wait_{level}": float(max_wait_s.get(level, 0.0))
+        for level in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}}
+    where = "status = 'queued' AND cloud_allowed = 1"
+    if only_ids is not None:
+        where += " AND id IN (SELECT value FROM json_each(:only_ids))"
+        params["only_ids"] = json.dumps(only_ids)
+    row = conn.execute(f"SELECT MIN(MAX(queued_ts, :down) + {_MAX_WAIT}) FROM jobs WHERE {where}",
+                       params).fetchone()
+    return row[0]
 
 
 def pick_grouped(rows: list[sqlite3.Row], prefer_model: str | None, window: int) -> int:
@@ -267,6 +309,16 @@ def history(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], in
         [*params, flt.limit, flt.offset],
     ).fetchall()
     return [Job.from_row(row) for row in rows], total
+
+
+def history_cost(conn: sqlite3.Connection, flt: HistoryFilter) -> float:
+    """What the jobs matching `flt` cost in all. Only cloud jobs cost money, so the
+    sum walks the small partial index of costly rows, whatever the filter."""
+    clauses, params = _history_where(flt)
+    where = " AND ".join(["cost_usd > 0", *clauses])
+    row = conn.execute(f"SELECT TOTAL(cost_usd) FROM jobs INDEXED BY jobs_costly WHERE {where}",
+                       params).fetchone()
+    return round(row[0], 6)
 
 
 def _search_only(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:

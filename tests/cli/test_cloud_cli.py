@@ -1,0 +1,96 @@
+"""`zmm generate --backend cloud / --allow-cloud` and `zmm history` over cloud
+jobs, as real `zmm` processes against the fake Stability and OpenAI servers
+(ComfyUI is not running at all)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.conftest import run_zmm
+from tests.fakes.cloud import FakeOpenAI, FakeStability
+
+
+@pytest.fixture
+def cloud_env(home):
+    with FakeStability() as stability, FakeOpenAI() as openai:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        env = {"ZMM_HOME": str(home), "ZMM_COMFYUI_URL": closed, "ZMM_WORKER_POLL_S": "0.05",
+               "ZMM_STABILITY_URL": stability.url, "ZMM_OPENAI_URL": openai.url,
+               "STABILITY_API_KEY": stability.key, "OPENAI_API_KEY": openai.key}
+        yield env, stability, openai
+
+
+def test_generate_backend_cloud_prints_the_path_without_comfyui(cloud_env, home):
+    env, stability, _ = cloud_env
+    result = run_zmm("generate", "a lighthouse", "--backend", "cloud", "--aspect", "16:9",
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    path = result.stdout.strip()
+    assert path.endswith(".png") and open(path, "rb").read(4) == b"\x89PNG"
+    assert stability.requests[0]["fields"]["aspect_ratio"] == "16:9"
+    assert "unreachable" not in result.stderr  # ComfyUI was never asked
+    listed = json.loads(run_zmm("history", "--backend", "stability", "--json", env=env).stdout)
+    assert listed["total"] == 1 and listed["jobs"][0]["cost_usd"] == 0.03
+    assert listed["jobs"][0]["backend_requested"] == "cloud"
+    again = run_zmm("generate", "another", "--backend", "cloud", "--quality", "high", env=env)
+    assert again.returncode == 0, again.stderr
+    summed = json.loads(run_zmm("history", "--json", env=env).stdout)
+    assert summed["total"] == 2 and summed["cost_usd"] == 0.11  # core 3 + ultra 8 credits
+    assert json.loads(run_zmm("history", "--backend", "local", "--json", env=env).stdout)[
+        "cost_usd"] == 0.0
+    text = run_zmm("history", env=env)
+    assert "cost $0.1100 in all" in text.stderr and "\tstability\t" in text.stdout
+
+
+def test_allow_cloud_critical_job_falls_back_at_once_when_comfyui_is_down(cloud_env):
+    env, stability, _ = cloud_env
+    result = run_zmm("generate", "a tower", "--allow-cloud", "--priority", "CRITICAL", "--json",
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    (job,) = json.loads(result.stdout)["jobs"]
+    assert job["status"] == "succeeded" and job["backend"] == "stability"
+    assert job["cloud_allowed"] is True
+
+
+def test_without_permission_comfyui_down_is_still_exit_4(cloud_env):
+    env, stability, openai = cloud_env
+    result = run_zmm("generate", "a tower", "--priority", "CRITICAL", env=env)
+    assert result.returncode == 4
+    assert "unreachable" in result.stderr
+    assert stability.requests == [] and openai.requests == []
+
+
+def test_cloud_enabled_in_config_but_backend_local_stays_local(cloud_env, home):
+    env, stability, _ = cloud_env
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[cloud]\nenabled = true\n")
+    local = run_zmm("generate", "x", "--backend", "local", "--no-wait", "--json", env=env)
+    auto = run_zmm("generate", "x", "--no-wait", "--json", env=env)
+    assert json.loads(local.stdout)["jobs"][0]["cloud_allowed"] is False
+    assert json.loads(auto.stdout)["jobs"][0]["cloud_allowed"] is True
+
+
+def test_cloud_job_failure_is_exit_1_with_each_providers_reason(cloud_env):
+    env, stability, openai = cloud_env
+    stability.fail_next("payment_required")
+    openai.fail_next("moderation_blocked")
+    result = run_zmm("generate", "x", "--backend", "cloud", env=env)
+    assert result.returncode == 1
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "no cloud provider could take it: stability: 402 payment_required" in error[0]
+    assert "openai: 400 moderation_blocked" in error[0]
+
+
+def test_no_key_set_fails_a_cloud_job_with_the_variable_to_set(cloud_env):
+    env, stability, _ = cloud_env
+    env = {k: v for k, v in env.items() if not k.endswith("_API_KEY")}
+    result = run_zmm("generate", "x", "--backend", "cloud", env={**env, "STABILITY_API_KEY": "",
+                                                                 "OPENAI_API_KEY": ""})
+    assert result.returncode == 1 and stability.requests == []
+    assert "stability: $STABILITY_API_KEY is not set; openai: $OPENAI_API_KEY is not set" \
+        in result.stderr
