@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -57,11 +58,12 @@ class Worker(Upkeep, CloudFallback):
                  gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
                  cloud_lane: cloud.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
         self.once, self.max_jobs, self.only_ids = once, max_jobs, only_ids
-        self.monotonic, self.sleep = monotonic, sleep
+        self._woken = threading.Event()  # a stop request cuts the current sleep short
+        self.monotonic, self.sleep = monotonic, sleep or self._sleep
         self.id = new_worker_id()
         self.url = client.base_url
         worker = settings.section("worker")
@@ -143,6 +145,13 @@ class Worker(Upkeep, CloudFallback):
             self.stop_mode = "now"
         else:
             self.stop_mode = "drain"
+        self._woken.set()
+
+    def _sleep(self, seconds: float) -> None:
+        # time.sleep would carry on after a signal handler returns (PEP 475): a
+        # worker waiting 30 s for ComfyUI must still stop at once on Ctrl-C.
+        self._woken.wait(seconds)
+        self._woken.clear()
 
     def _nothing_left(self) -> bool:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:

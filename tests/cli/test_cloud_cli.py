@@ -5,12 +5,15 @@ jobs, as real `zmm` processes against the fake Stability and OpenAI servers
 from __future__ import annotations
 
 import json
+import signal
 import socket
 
 import pytest
 
-from tests.conftest import run_zmm
+from tests.conftest import LiveProcess, run_zmm, wait_until
 from tests.fakes.cloud import FakeOpenAI, FakeStability
+from zmm.config import load
+from zmm.store import Store
 
 
 @pytest.fixture
@@ -94,3 +97,30 @@ def test_no_key_set_fails_a_cloud_job_with_the_variable_to_set(cloud_env):
     assert result.returncode == 1 and stability.requests == []
     assert "stability: $STABILITY_API_KEY is not set; openai: $OPENAI_API_KEY is not set" \
         in result.stderr
+
+
+def test_kill_9_during_a_cloud_request_loses_nothing(cloud_env, home):
+    """A worker killed while a provider generates: the next worker takes the job
+    back (using an attempt: the lost request may have been billed) and runs it
+    again; it ends succeeded once, with one image."""
+    env, stability, _ = cloud_env
+    env = {**env, "ZMM_WORKER_LEASE_S": "1.5"}
+    (job_id,) = run_zmm("generate", "x", "--backend", "cloud", "--no-wait", env=env).stdout.split()
+    stability.latency = 30.0
+    first = LiveProcess("serve-worker", "--no-progress", env=env)
+    wait_until(lambda: stability.requests, timeout=20)
+    first.kill()
+    first.wait()
+    stability.latency = 0.0
+    second = LiveProcess("serve-worker", "--no-progress", env=env)
+    try:
+        with Store(load(home).spool_path) as store:
+            job = wait_until(lambda: (j := store.get(job_id)).status == "succeeded" and j,
+                             timeout=30)
+            events = [(e["kind"], e["message"]) for e in store.events(job_id)]
+    finally:
+        second.signal(signal.SIGINT)
+        assert second.wait() == 0
+    assert job.attempts == 1 and job.backend == "stability" and len(stability.requests) == 2
+    assert ("requeued", "its worker died during a cloud request") in events
+    assert [p.name for p in (home / "assets").rglob("*.png")] == [f"{job_id}.png"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import io
 import json
@@ -74,6 +75,13 @@ class _CloudFake(BackgroundServer):
 
     async def on_started(self) -> None:
         self._released = asyncio.Event()
+
+    async def _delay(self) -> None:
+        """`latency` seconds, cut short when the server stops (a slow answer must not
+        hold up the runner's cleanup)."""
+        if self.latency:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.latency)
 
     async def on_stopping(self) -> None:
         self._released.set()  # a hung handler must end, or the runner waits for it
@@ -193,8 +201,7 @@ class FakeStability(_CloudFake):
         cost = SD3_MODELS[fields.get("model", "sd3.5-large")] if endpoint == "sd3" else PRICES[endpoint]
         if self.credits is not None and self.credits < cost:
             return self._error(request, 402, "payment_required", [NO_CREDITS])
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        await self._delay()
         seed = int(fields.get("seed") or 0) or random.randint(1, MAX_SEED)
         fmt = fields.get("output_format", "png")
         # assumed: image-to-image keeps the input's size (aspect_ratio is text-to-image only)
@@ -405,8 +412,7 @@ class FakeOpenAI(_CloudFake):
             spec = parse_generation(body)
         except OpenAIError as error:
             return self._json(request, error.status, error.body)
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        await self._delay()
         return self._json(request, 200, self._result(spec))
 
     async def _read_json(self, request: web.Request) -> Any:
