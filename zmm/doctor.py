@@ -1,6 +1,7 @@
 """`zmm doctor`: one check per line for what zmm depends on: the spool's
 integrity, schema and permissions, config, ComfyUI and Ollama reachability and
-versions, NVML, and the templates against the server's nodes and checkpoints.
+versions, NVML, the templates against the server's nodes and checkpoints, and
+the cloud providers' configuration (keys set or not; no request is sent).
 
 Each check returns a `Check`; the exit code is that of the most serious failure.
 """
@@ -45,6 +46,7 @@ def run_all(settings: Config) -> list[Check]:
         checks.extend(check_templates(settings, *server))
     checks.append(check_ollama(settings))
     checks.append(check_nvml())
+    checks.append(check_cloud(settings))
     return checks
 
 
@@ -154,3 +156,21 @@ def check_nvml() -> Check:
     names = ", ".join(f"{g.name} {g.free_bytes / 1024**3:.1f}/{g.total_bytes / 1024**3:.1f} GB free"
                       for g in snap.gpus)
     return Check("nvml", "ok", f"driver {snap.driver_version}: {names or 'no GPU'}")
+
+
+def check_cloud(settings: Config) -> Check:
+    """Which providers could take a job; never a request (each one costs money)."""
+    from zmm import providers
+
+    try:
+        made = providers.build(settings)
+    except errors.InvalidInput as exc:
+        return Check("cloud", "fail", exc.message, errors.USAGE)
+    states = [f"{p.name} {'ready' if p.usable() is None else p.usable()}" for p in made]
+    ready = [p for p in made if p.usable() is None]
+    scope = ("every job may fall back (cloud.enabled)" if settings.get("cloud.enabled")
+             else "only jobs queued with --allow-cloud or --backend cloud")
+    if settings.get("cloud.enabled") and not ready:
+        return Check("cloud", "warn", f"cloud.enabled, but no provider key is set: "
+                     f"{'; '.join(states)}")
+    return Check("cloud", "ok", f"{'; '.join(states) or 'no providers'}; {scope}")

@@ -54,3 +54,20 @@ def test_a_locked_spool_is_a_clear_error_not_a_traceback(home, settings):
     assert result.stderr.startswith(f"error: the spool at {settings.spool_path} stayed locked")
     with Store(settings.spool_path) as store:
         assert store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_doctor_reports_cloud_providers_without_calling_them(home, settings, comfy, tmp_path):
+    env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_ENABLED": "false",
+           "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json")),
+           "ZMM_STABILITY_URL": "http://127.0.0.1:9", "STABILITY_API_KEY": "sk-never-shown"}
+    checks = {c["check"]: c for c in json.loads(run_zmm("doctor", "--json", env=env).stdout)[
+        "checks"]}
+    assert checks["cloud"] == {"check": "cloud", "status": "ok", "detail": (
+        "stability ready; openai $OPENAI_API_KEY is not set; only jobs queued with "
+        "--allow-cloud or --backend cloud")}
+    enabled = run_zmm("doctor", env={**env, "ZMM_CLOUD_ENABLED": "true", "STABILITY_API_KEY": ""})
+    assert "warn  cloud" in enabled.stdout and "no provider key is set" in enabled.stdout
+    assert enabled.returncode == 0
+    bad = run_zmm("doctor", env={**env, "ZMM_CLOUD_PROVIDERS": "stability,midjourney"})
+    assert bad.returncode == 2 and "cloud.providers: names from stability, openai" in bad.stdout
+    assert "sk-never-shown" not in enabled.stdout + bad.stdout
