@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes.cloud import FakeOpenAI, FakeStability
 from tests.fakes.comfyui import FakeComfyUI
 
 
@@ -24,3 +25,15 @@ def worker_env(home, comfy, monkeypatch):
     monkeypatch.setenv("ZMM_WORKER_POLL_S", "0.05")
     monkeypatch.setenv("ZMM_COMFYUI_RETRY_MAX_S", "0.5")
     return {"ZMM_HOME": str(home), "ZMM_COMFYUI_URL": comfy.url}
+
+
+@pytest.fixture
+def stability():
+    with FakeStability() as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai():
+    with FakeOpenAI() as fake:
+        yield fake

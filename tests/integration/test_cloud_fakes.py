@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.fakes.cloud import NO_CREDITS, FakeOpenAI, FakeStability
+from tests.fakes.cloud import NO_CREDITS
 
 STABILITY_AUTH = {"authorization": "Bearer sk-test-stability"}
 OPENAI_AUTH = {"authorization": "Bearer sk-test-openai"}
@@ -23,18 +23,6 @@ DUMMY = {"none": ""}  # Stability needs multipart even without a file
 def http():
     with httpx.Client(timeout=5.0) as client:  # one client: each new one loads TLS roots (~0.1 s)
         yield client
-
-
-@pytest.fixture
-def stability():
-    with FakeStability() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai():
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def generate(http, fake, endpoint="core", accept="image/*", headers=STABILITY_AUTH, files=DUMMY,

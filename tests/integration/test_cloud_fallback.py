@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from tests.fakes.cloud import FakeOpenAI, FakeStability
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.vram import GIB, VramLedger
@@ -39,9 +38,8 @@ class FakeTime:
 
 
 @pytest.fixture
-def clouds():
-    with FakeStability() as stability, FakeOpenAI() as openai:
-        yield stability, openai
+def clouds(stability, openai):
+    return stability, openai
 
 
 def closed_url() -> str:

@@ -10,7 +10,6 @@ import math
 import pytest
 from PIL import Image
 
-from tests.fakes.cloud import FakeOpenAI, FakeStability
 from zmm import providers
 from zmm.config import load
 from zmm.providers import CloudRequest, ProviderError
@@ -19,18 +18,6 @@ from zmm.providers.stability import Stability, aspect_ratio
 
 WIDE = CloudRequest(prompt="a lighthouse at dusk", negative="text, watermark", width=1344,
                     height=768, seed=42, quality="standard")
-
-
-@pytest.fixture
-def stability():
-    with FakeStability() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai():
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""What both cloud providers share about HTTP: one httpx client per provider
-(timeouts from config, an injectable transport), the call that turns network
-failures into retryable ProviderErrors, and reading Retry-After.
+"""What both cloud providers share: `HttpProvider` (the key from the
+environment, one httpx client with timeouts from config and an injectable
+transport), the call that turns network failures into retryable
+ProviderErrors, reading Retry-After, and picking the nearest allowed shape.
 
 Keys go only into the Authorization header; no message built here quotes a
 request, so a key can never reach a log line, an event or an error.
@@ -14,10 +15,42 @@ from typing import Any
 import httpx
 
 import zmm
+from zmm.config import Config
 from zmm.net import one_line, reason
-from zmm.providers import ProviderError
+from zmm.providers import ProviderError, key_from
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class HttpProvider:
+    """A provider whose settings live in the config section named `name`."""
+
+    name = ""
+
+    def __init__(self, settings: Config, *, transport: Any = None,
+                 environ: dict[str, str] | None = None) -> None:
+        self.section = settings.section(self.name)
+        self.key_env, self._key = key_from(settings, self.name, environ)
+        self.path = self.section["path"]
+        self.timeout_s = settings.get("cloud.timeout_s")
+        self._http = client(self.section["url"], self.timeout_s, transport)
+
+    def usable(self) -> str | None:
+        return None if self._key else f"${self.key_env} is not set"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
+        return send(self.name, self._http, self.timeout_s, "POST", path, headers=headers,
+                    **kwargs)
+
+
+def nearest(shapes: dict[str, float], width: int, height: int) -> str:
+    """The name of the aspect ratio in `shapes` closest to width:height (log distance)."""
+    wanted = math.log(width / height)
+    return min(shapes, key=lambda name: abs(math.log(shapes[name]) - wanted))
 
 
 def client(base_url: str, timeout_s: float, transport: Any = None) -> httpx.Client:

@@ -11,55 +11,42 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from typing import Any
 
 import httpx
 
 from zmm.config import Config
-from zmm.providers import CloudImage, CloudRequest, ProviderError, key_from
-from zmm.providers._http import RETRY_STATUSES, client, excerpt, require_png, retry_after, send
+from zmm.providers import CloudImage, CloudRequest, ProviderError
+from zmm.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
+                                 retry_after)
 
 SIZES = {"1024x1024": 1.0, "1536x1024": 1.5, "1024x1536": 1024 / 1536}
 _QUOTA_CODES = {"insufficient_quota", "credit_balance_exhausted"}
 
 
 def image_size(width: int, height: int) -> str:
-    wanted = math.log(width / height)
-    return min(SIZES, key=lambda name: abs(math.log(SIZES[name]) - wanted))
+    return nearest(SIZES, width, height)
 
 
 def folded_prompt(prompt: str, negative: str) -> str:
     return f"{prompt}\n\nAvoid: {negative}" if negative.strip() else prompt
 
 
-class OpenAIImages:
+class OpenAIImages(HttpProvider):
     name = "openai"
 
-    def __init__(self, settings: Config, *, transport: Any = None,
-                 environ: dict[str, str] | None = None) -> None:
-        section = settings.section("openai")
-        self.key_env, self._key = key_from(settings, "openai", environ)
-        self.path = section["path"]
-        self.model = section["model"]
-        self.qualities = section["quality"]
-        self.prices = section["prices"]
-        self.timeout_s = settings.get("cloud.timeout_s")
-        self._http = client(section["url"], self.timeout_s, transport)
-
-    def usable(self) -> str | None:
-        return None if self._key else f"${self.key_env} is not set"
-
-    def close(self) -> None:
-        self._http.close()
+    def __init__(self, settings: Config, **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.model = self.section["model"]
+        self.qualities = self.section["quality"]
+        self.prices = self.section["prices"]
 
     def generate(self, request: CloudRequest) -> CloudImage:
         body = {"model": self.model, "prompt": folded_prompt(request.prompt, request.negative),
                 "n": 1, "size": image_size(request.width, request.height),
                 "quality": str(self.qualities.get(request.quality) or "auto"),
                 "output_format": "png"}
-        response = send(self.name, self._http, self.timeout_s, "POST", self.path, json=body,
-                        headers={"authorization": f"Bearer {self._key}"})
+        response = self.post(self.path, json=body)
         if response.status_code != 200:
             raise self._error(response)
         try:

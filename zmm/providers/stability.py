@@ -9,15 +9,13 @@ credit come from config ([stability]); the key from the environment only.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import httpx
 
 import zmm
 from zmm.config import Config
-from zmm.providers import CloudImage, CloudRequest, ProviderError, key_from
-from zmm.providers._http import RETRY_STATUSES, client, excerpt, require_png, retry_after, send
+from zmm.providers import CloudImage, CloudRequest, ProviderError
+from zmm.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
+                                 retry_after)
 
 ASPECTS = {"16:9": 16 / 9, "1:1": 1.0, "21:9": 21 / 9, "2:3": 2 / 3, "3:2": 3 / 2,
            "4:5": 4 / 5, "5:4": 5 / 4, "9:16": 9 / 16, "9:21": 9 / 21}
@@ -27,31 +25,18 @@ _MODEL_NAMES = {"core": "stable-image-core", "ultra": "stable-image-ultra"}
 
 
 def aspect_ratio(width: int, height: int) -> str:
-    """The allowed ratio nearest to width:height (by log distance)."""
-    wanted = math.log(width / height)
-    return min(ASPECTS, key=lambda name: abs(math.log(ASPECTS[name]) - wanted))
+    return nearest(ASPECTS, width, height)
 
 
-class Stability:
+class Stability(HttpProvider):
     name = "stability"
 
-    def __init__(self, settings: Config, *, transport: Any = None,
-                 environ: dict[str, str] | None = None) -> None:
-        section = settings.section("stability")
-        self.key_env, self._key = key_from(settings, "stability", environ)
-        self.path = section["path"]
-        self.endpoints = section["endpoint"]
-        self.sd3_model = section["sd3_model"]
-        self.credits = section["credits"]
-        self.usd_per_credit = float(section["usd_per_credit"])
-        self.timeout_s = settings.get("cloud.timeout_s")
-        self._http = client(section["url"], self.timeout_s, transport)
-
-    def usable(self) -> str | None:
-        return None if self._key else f"${self.key_env} is not set"
-
-    def close(self) -> None:
-        self._http.close()
+    def __init__(self, settings: Config, **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.endpoints = self.section["endpoint"]
+        self.sd3_model = self.section["sd3_model"]
+        self.credits = self.section["credits"]
+        self.usd_per_credit = float(self.section["usd_per_credit"])
 
     def _endpoint(self, quality: str) -> str:
         endpoint = str(self.endpoints.get(quality) or "core")
@@ -72,12 +57,10 @@ class Stability:
             fields["seed"] = str(request.seed % (MAX_SEED + 1))
         if endpoint == "sd3":
             fields["model"] = self.sd3_model
-        response = send(self.name, self._http, self.timeout_s, "POST",
-                        self.path.format(endpoint=endpoint), data=fields,
-                        files={"none": (None, b"")},  # multipart even without a file
-                        headers={"authorization": f"Bearer {self._key}", "accept": "image/*",
-                                 "stability-client-id": "zmm",
-                                 "stability-client-version": zmm.__version__})
+        response = self.post(self.path.format(endpoint=endpoint), data=fields,
+                             files={"none": (None, b"")},  # multipart even without a file
+                             headers={"accept": "image/*", "stability-client-id": "zmm",
+                                      "stability-client-version": zmm.__version__})
         if response.status_code != 200:
             raise self._error(response)
         cost = self._cost(endpoint)
