@@ -47,6 +47,38 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
+def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migration_4(settings):
+    """Schema 4 rebuilds job_events; a spool written by the previous release keeps
+    every event, in order, and new events still sort after them."""
+    from zmm.store.db import _statements
+
+    settings.spool_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(settings.spool_path)
+    for version, _name, script in migrations()[:3]:
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("INSERT INTO jobs (id, status, priority, priority_rank, prompt, requester, "
+                 "workflow, params, created_at, queued_at, queued_ts, updated_at) VALUES "
+                 "('mmg-old', 'failed', 'HIGH', 1, 'old', 'user', 'sdxl-txt2img', '{}', "
+                 "'2026-11-01T00:00:00.000000Z', '2026-11-01T00:00:00.000000Z', 0, "
+                 "'2026-11-01T00:00:00.000000Z')")
+    for number, kind in enumerate(("enqueued", "claimed", "failed"), start=5):
+        conn.execute("INSERT INTO job_events (id, job_id, at, kind) VALUES (?, 'mmg-old', ?, ?)",
+                     [number * 10, f"2026-11-01T00:00:0{number}.000000Z", kind])
+    conn.commit()
+    conn.close()
+    with Store(settings.spool_path) as upgraded:
+        job = upgraded.get("mmg-old")
+        assert (job.backend_requested, job.cloud_allowed) == ("auto", 0)
+        upgraded.retry(["mmg-old"])
+        kinds = [event["kind"] for event in upgraded.events("mmg-old")]
+        ids = [row[0] for row in upgraded.conn.execute(
+            "SELECT id FROM job_events WHERE job_id = 'mmg-old' ORDER BY id")]
+    assert kinds == ["enqueued", "claimed", "failed", "retry"]
+    assert ids[:3] == [50, 60, 70] and ids[3] > 70
+
+
 def test_spool_file_is_private(settings, spool):
     assert settings.spool_path.stat().st_mode & 0o077 == 0
     assert settings.home.stat().st_mode & 0o077 == 0

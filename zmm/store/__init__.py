@@ -141,7 +141,7 @@ class Store:
             if row is None:
                 return None
             self._event(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now))
-            return Job.from_row(row)
+        return Job.from_row(row)  # outside the write lock
 
     def claim_for_cloud(self, worker_id: str, *, lease_s: float, down_since: float | None,
                         max_wait_s: dict[str, float],
@@ -226,10 +226,9 @@ class Store:
                 raise Conflict(f"job {job_id} is {current}, not {expect.value}; left unchanged")
             self._event(conn, job_id, kind or target.value, expect.value, target.value,
                         message, iso(now), data)
-            job = Job.from_row(row)
-            if target.finished and job.webhook_url:
-                outbox.add(conn, job, iso(now))  # committed with the state change, or not at all
-            return job
+            if target.finished and row["webhook_url"]:
+                outbox.add(conn, Job.from_row(row), iso(now))  # committed with it, or not at all
+        return Job.from_row(row)  # built once the write lock, which others wait for, is free
 
     def update(self, job_id: str, *, worker_id: str | None = None,
                event: tuple[str, str] | None = None, data: dict[str, Any] | None = None,
