@@ -113,6 +113,48 @@ def fields(pairs: list[tuple[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def stats(data: dict[str, Any]) -> None:
+    """`zmm stats` for a person: summary lines, per-backend and per-model tables, then
+    the seed's targets, met or not. `data` is the `--json` shape."""
+    statuses = data["jobs"]["by_status"]
+    by_status = ", ".join(f"{status} {count}" for status, count in statuses.items())
+    rate = data["success_rate"]
+    events = data["events"]
+    per_week = data["images_per_week"]
+    fields([
+        ("window", f"{data['since'] or 'all jobs'} .. {data['until']}"),
+        ("jobs", f"{data['jobs']['total']} ({by_status})"),
+        ("success", "no finished jobs" if rate is None else
+         f"{rate:.2%} (local {data['local_success_rate']:.2%})"),
+        ("cloud", f"${data['cost_usd']['total']:.4f}; jobs succeeded in the cloud: "
+                  f"{data['cost_usd']['cloud_jobs']}"),
+        ("events", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in events.items())),
+        ("images", "no jobs" if per_week is None else f"{per_week:.1f} per week"),
+    ])
+    if data["by_backend"]:
+        sys.stdout.write("\n")
+        table("by backend", ["backend", *statuses, "cost_usd"],
+              [[name, *(counts[k] for k in statuses), f"{counts['cost_usd']:.4f}"]
+               for name, counts in data["by_backend"].items()])
+    if data["generation_time_s"]:
+        sys.stdout.write("\n")
+        table("generation time", ["model", "count", "median_s", "p95_s", "max_s"],
+              [[model, t["count"], f"{t['median']:.1f}", f"{t['p95']:.1f}", f"{t['max']:.1f}"]
+               for model, t in data["generation_time_s"].items()])
+    # Values as reported (`{:g}`), so a shown value never contradicts its result.
+    labels = {"median_generation_s": ("median generation time", "< {:g} s", "{:g} s"),
+              "local_success_rate": ("local success", "> {:.0%}", "{:.2%}"),
+              "images_per_week": ("images per week", ">= {:g}", "{:g}")}
+    rows = []
+    for name, target in data["targets"].items():
+        label, goal, shown = labels[name]
+        value = "no data" if target["value"] is None else shown.format(target["value"])
+        met = {True: "met", False: "not met", None: "unknown"}[target["met"]]
+        rows.append([label, goal.format(target["target"]), value, met])
+    sys.stdout.write("\n")
+    table("targets", ["target", "goal", "value", "result"], rows)
+
+
 class WorkerView:
     """What `zmm serve-worker` shows: the current jobs (phase, node, step bar,
     elapsed), queue depth by priority, and the last finished jobs with paths.

@@ -10,6 +10,7 @@ import typer
 
 from zmm import __version__
 from zmm.cli import cleanup, config_cmd, doctor, generate, gpu, history, models, queue, worker
+from zmm.cli import stats
 from zmm.cli.common import ZmmGroup
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ generate.register(app)
 worker.register(app)
 doctor.register(app)
 cleanup.register(app)
+stats.register(app)
 app.add_typer(queue.app, name="queue")
 app.add_typer(history.app, name="history")
 app.add_typer(models.app, name="models")
