@@ -1,6 +1,8 @@
-"""`zmm history` pages out of 1,000,000 jobs: median query time per filter.
+"""`zmm history` pages out of 1,000,000 jobs: median query time per filter, for
+the page with its total count and for the cost sum `zmm history` also prints.
 Rows are bulk-loaded with sqlite-utils into a spool created by zmm (same
-schema, indexes and full-text index), then read through zmm's own queries.
+schema, indexes and full-text index), then read through zmm's own queries;
+3 % of the jobs ran on a cloud provider and cost money, as the seed expects.
 
 Usage: python bench/history_bench.py [--rows 1000000]
 """
@@ -40,16 +42,29 @@ def rows(count: int, start: float):
                "workflow": "sdxl-txt2img", "params": "{}", "model_used": rng.choice(
                    ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]),
                "created_at": created, "queued_at": created, "queued_ts": start + n * 2.5,
-               "updated_at": created, "generation_time_s": rng.uniform(5, 60)}
+               "updated_at": created, "generation_time_s": rng.uniform(5, 60),
+               **_backend(rng, status)}
 
 
-def timed(conn, flt, repeat: int = 15) -> tuple[float, int]:
-    samples, total = [], 0
+def _backend(rng: random.Random, status: str) -> dict:
+    if status not in ("succeeded", "failed"):
+        return {}
+    if rng.random() < 0.03:
+        return {"backend": "stability", "cost_usd": 0.03}
+    return {"backend": "local", "cost_usd": 0.0}
+
+
+def timed(conn, flt, repeat: int = 15) -> tuple[float, float, int]:
+    """Median ms of the page with its count, of the cost sum, and the count."""
+    pages, sums, total = [], [], 0
     for _ in range(repeat):
         start = time.perf_counter()
         page, total = queries.history(conn, flt)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000, total
+        middle = time.perf_counter()
+        queries.history_cost(conn, flt)
+        pages.append(middle - start)
+        sums.append(time.perf_counter() - middle)
+    return statistics.median(pages) * 1000, statistics.median(sums) * 1000, total
 
 
 def main() -> None:
@@ -75,10 +90,12 @@ def main() -> None:
                 "--search diagram (in 25 % of prompts)": queries.HistoryFilter(search="diagram"),
                 "--status failed --offset 5000": queries.HistoryFilter(statuses=("failed",), offset=5000),
             }
-            print(f"| history filter ({args.rows:,} jobs) | median ms | matching |\n|---|---|---|")
+            cases["--backend stability"] = queries.HistoryFilter(backend="stability")
+            print(f"| history filter ({args.rows:,} jobs) | page + count, median ms | cost sum, "
+                  "median ms | matching |\n|---|---|---|---|")
             for name, flt in cases.items():
-                ms, total = timed(store.conn, flt)
-                print(f"| `{name}` | {ms:.1f} | {total:,} |")
+                page_ms, cost_ms, total = timed(store.conn, flt)
+                print(f"| `{name}` | {page_ms:.1f} | {cost_ms:.1f} | {total:,} |")
     print(f"\n(loaded {args.rows:,} rows in {load_s:.0f}s)")
 
 

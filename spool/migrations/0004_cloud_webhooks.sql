@@ -7,9 +7,14 @@ ALTER TABLE jobs ADD COLUMN backend_requested TEXT NOT NULL DEFAULT 'auto'
     CHECK (backend_requested IN ('auto', 'local', 'cloud'));
 ALTER TABLE jobs ADD COLUMN cloud_allowed INTEGER NOT NULL DEFAULT 0;
 
--- `zmm history` sums the cost of what it lists; only cloud jobs cost money,
--- so the sum walks this small index rather than every matching row.
-CREATE INDEX jobs_costly ON jobs (seq, cost_usd) WHERE cost_usd > 0;
+-- `zmm history --backend stability`: a page and its count from an index.
+CREATE INDEX jobs_backend_seq ON jobs (backend, seq);
+
+-- `zmm history` sums the cost of what it lists. Only cloud jobs cost money, so
+-- the sum reads this small index alone (it holds every column a history filter
+-- names) rather than every matching row; local jobs never enter it.
+CREATE INDEX jobs_costly ON jobs (seq, cost_usd, status, request_type, requester, backend,
+                                  model_used, model_requested, created_at) WHERE cost_usd > 0;
 
 -- Fewer pages written per state change (the spool benchmark's claim + finish
 -- went from 12 to 10 WAL frames): expired leases are found through

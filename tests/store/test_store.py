@@ -256,3 +256,32 @@ def test_search_alone_pages_like_the_general_query(spool, settings):
         general, general_total = queries.history(spool.conn, queries.HistoryFilter(
             search="red", statuses=("queued",), limit=4, offset=offset))
         assert [j.id for j in fast] == [j.id for j in general] and total == general_total == 20
+
+
+@pytest.mark.parametrize("flt", [
+    queries.HistoryFilter(), queries.HistoryFilter(statuses=("failed",)),
+    queries.HistoryFilter(backend="stability", requester="ci", since_iso="2026-01-01"),
+    queries.HistoryFilter(model="sd_xl_base_1.0.safetensors", request_type="image")])
+def test_history_cost_reads_only_the_costly_index(spool, flt):
+    """The cost sum must stay O(cloud jobs) whatever the filter: it may read only
+    the partial index of costly rows, never the jobs table."""
+    traced: list[str] = []
+    spool.conn.set_trace_callback(traced.append)
+    queries.history_cost(spool.conn, flt)
+    spool.conn.set_trace_callback(None)
+    (sql,) = traced
+    plan = " ".join(row[3] for row in spool.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "COVERING INDEX jobs_costly" in plan, plan
+
+
+def test_history_cost_sums_what_the_filter_lists(spool, settings):
+    jobs = [job.id for job in enqueue(spool, settings, count=3)]
+    for job_id, backend, cost in zip(jobs, ("stability", "openai", "local"), (0.03, 0.0086, 0.0)):
+        spool.claim("w", lease_s=60, aging_s=600, only_ids=[job_id])
+        spool.transition(job_id, JobState.SUCCEEDED, expect=JobState.RUNNING, backend=backend,
+                         cost_usd=cost)
+    assert queries.history_cost(spool.conn, queries.HistoryFilter()) == 0.0386
+    assert queries.history_cost(spool.conn, queries.HistoryFilter(backend="openai")) == 0.0086
+    assert queries.history_cost(spool.conn, queries.HistoryFilter(backend="local")) == 0.0
+    page, total = queries.history(spool.conn, queries.HistoryFilter(backend="stability"))
+    assert total == 1 and page[0].id == jobs[0]

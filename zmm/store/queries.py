@@ -311,10 +311,16 @@ def history(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], in
     return [Job.from_row(row) for row in rows], total
 
 
+_MODEL, _MODEL_PARTS = "model = ?", "COALESCE(model_used, model_requested) = ?"
+
+
 def history_cost(conn: sqlite3.Connection, flt: HistoryFilter) -> float:
     """What the jobs matching `flt` cost in all. Only cloud jobs cost money, so the
     sum walks the small partial index of costly rows, whatever the filter."""
     clauses, params = _history_where(flt)
+    # The generated `model` column, spelled out: an index holding a virtual column
+    # is never covering, one holding the columns it is made of is.
+    clauses = [_MODEL_PARTS if clause == _MODEL else clause for clause in clauses]
     where = " AND ".join(["cost_usd > 0", *clauses])
     row = conn.execute(f"SELECT TOTAL(cost_usd) FROM jobs INDEXED BY jobs_costly WHERE {where}",
                        params).fetchone()
@@ -345,7 +351,7 @@ def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
             clauses.append(f"{column} = ?")
             params.append(value)
     if flt.model:
-        clauses.append("model = ?")
+        clauses.append(_MODEL)
         params.append(flt.model)
     if flt.since_iso:
         clauses.append("created_at >= ?")
