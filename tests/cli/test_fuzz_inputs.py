@@ -39,10 +39,11 @@ def count_jobs(path) -> int:
        data=st.data())
 def test_generate_never_tracebacks_and_bad_input_writes_nothing(prompt, chosen, data):
     with tempfile.TemporaryDirectory() as home:
-        args = ["generate", prompt, "--no-wait"]
+        args = ["generate", "--no-wait"]
         for option in chosen:
             value = data.draw(OPTIONS[option], label=option)
             args += [option, value]
+        args += ["--", prompt]  # a prompt such as "--from" is still the prompt
         env = {"ZMM_HOME": home, "NO_COLOR": "1"}
         result = CliRunner().invoke(app, args, env=env)
         spool = os.path.join(home, "spool.db")
