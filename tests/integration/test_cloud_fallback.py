@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.clocks import FakeClock as FakeTime
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.vram import GIB, VramLedger
@@ -21,20 +22,6 @@ from zmm.store import Store
 from zmm.store.db import parse_iso
 from zmm.swap import VramGate
 from zmm.worker import Worker
-
-
-class FakeTime:
-    """Wall and monotonic time that only move when someone sleeps (thread-safe enough
-    for one worker loop and its lane threads: each sleep is one float addition)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.001)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import math
 import pytest
 from PIL import Image
 
+from tests.clocks import FakeClock as FakeTime
 from zmm import providers
 from zmm.config import load
 from zmm.providers import CloudRequest, ProviderError
@@ -34,20 +35,8 @@ def environ(stability, openai):
     return {"STABILITY_API_KEY": stability.key, "OPENAI_API_KEY": openai.key}
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now, self.sleeps = 100.0, []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def chain(settings, environ, **kwargs):
-    time = FakeTime()
+    time = FakeTime(100.0)
     made = providers.build(settings, environ=environ)
     result = providers.generate(made, WIDE, max_retries=2, retry_after_max_s=120.0,
                                 sleep=time.sleep, clock=time.clock, **kwargs)

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from tests.clocks import FakeClock as FakeTime
 from tests.conftest import wait_until
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import RUNNER_PID, FakeOllama
@@ -33,21 +34,6 @@ from zmm.ollama import (
 
 HEAVY, SMALL, UNTAGGED = "llama3.1:13b", "qwen2.5:7b", "llama3.2"
 MODELS = {HEAVY: 14 * GIB, SMALL: 5 * GIB, "llama3.2:latest": 2 * GIB}
-
-
-class FakeTime:
-    """A clock that only moves when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -169,7 +155,7 @@ def test_stuck_stopping_times_out_naming_the_model(client, ollama, ledger, nvml)
     client.load(HEAVY, keep_alive="1h")
     ollama.stuck_stopping(HEAVY)
     assert client.unload(HEAVY) is True  # Ollama answers; the runner hangs in "Stopping..."
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     stuck = OllamaClient(ollama.url, timeout=10, clock=fake.clock, sleep=fake.sleep)
     result = stuck.wait_released([HEAVY], timeout=60, poll=1.0, vram_free=gpu.free_bytes,
                                  need_bytes=20 * GIB)
@@ -189,7 +175,7 @@ def test_models_gone_but_vram_still_short(client, ollama, ledger, nvml):
     assert ledger.allocate("other:blender", 15 * GIB, pid=6161, process_name="blender")
     assert client.unload(SMALL)
     wait_until(lambda: client.ps() == [], timeout=5)
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     waiting = OllamaClient(ollama.url, clock=fake.clock, sleep=fake.sleep)
     result = waiting.wait_released([SMALL], timeout=5, vram_free=gpu.free_bytes,
                                    need_bytes=10 * GIB)
@@ -197,7 +183,7 @@ def test_models_gone_but_vram_still_short(client, ollama, ledger, nvml):
 
 
 def test_wait_released_without_models_or_vram_check_returns_at_once(client):
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     result = OllamaClient(client.base_url, clock=fake.clock, sleep=fake.sleep).wait_released(
         [], timeout=30)
     assert result == ReleaseResult(True, [], 0.0, None) and fake.sleeps == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.clocks import FakeClock
 from zmm import intake
 from zmm.jobs import JobState
 from zmm.store import Store, stats
@@ -12,14 +13,6 @@ from zmm.store import Store, stats
 DAY = 86400.0
 SDXL = "sd_xl_base_1.0.safetensors"
 SD15 = "v1-5-pruned-emaonly.safetensors"
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -6,22 +6,12 @@ import sqlite3
 
 import pytest
 
+from tests.clocks import FakeClock
 from zmm import intake
 from zmm.errors import Conflict, NotFound, SpoolUnusable
 from zmm.jobs import JobState
 from zmm.store import Store, queries
 from zmm.store.db import migrations
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
