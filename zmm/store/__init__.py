@@ -17,7 +17,7 @@ from typing import Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, JobSpec, JobState, Priority, check_transition
-from zmm.store import outbox, queries, retention
+from zmm.store import claims, events, outbox, queries, retention
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
@@ -96,7 +96,7 @@ class Store:
                 continue
         else:
             raise RuntimeError("could not allocate a unique job id")
-        self._event(conn, row["id"], "enqueued", None, "queued",
+        events.write(conn, row["id"], "enqueued", None, "queued",
                     f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}", stamp)
         return row["id"]
 
@@ -107,63 +107,21 @@ class Store:
               prefer_model: str | None = None, group_window: int = 0) -> Job | None:
         """Take the next runnable job: priority with aging, FIFO inside a class, but
         preferring the checkpoint already loaded within `group_window` places."""
-        now = self.clock()
-        claim_sql = """UPDATE jobs SET status = 'running', worker_id = :worker,
-                           lease_expires_at = :lease, started_at = COALESCE(started_at, :now_iso),
-                           updated_at = :now_iso, phase = 'claimed', phase_detail = NULL
-                       WHERE status = 'queued' AND NOT EXISTS (
-                           SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
-                         AND id = {target} RETURNING *"""
         with translate_errors(self.path), transaction(self.conn) as conn:
-            if (prefer_model is None or group_window <= 0) and min_rank in (None, 0):
-                # One statement: pick and take the head of the queue together.
-                pick, params = queries.candidates_query(now, aging_s, limit=1,
-                                                        critical_only=min_rank == 0,
-                                                        only_ids=only_ids)
-                params.update(worker=worker_id, lease=iso(now + lease_s))
-                row = conn.execute(claim_sql.format(target=f"(SELECT id FROM ({pick}))"),
-                                   params).fetchone()
-            else:
-                if self.is_paused():
-                    return None
-                rows = queries.candidates(conn, now, aging_s, limit=group_window + 1,
-                                          min_rank=min_rank, only_ids=only_ids)
-                if not rows:
-                    return None
-                index = queries.pick_grouped(rows, prefer_model, group_window)
-                if index:
-                    passed = [row["id"] for row in rows[:index]]
-                    conn.execute(f"UPDATE jobs SET passed_over = passed_over + 1 WHERE id IN "
-                                 f"({','.join('?' * len(passed))})", passed)
-                row = conn.execute(claim_sql.format(target=":id"),
-                                   {"worker": worker_id, "lease": iso(now + lease_s),
-                                    "now_iso": iso(now), "id": rows[index]["id"]}).fetchone()
-            if row is None:
-                return None
-            self._event(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now))
-        return Job.from_row(row)  # outside the write lock
+            row = claims.take_next(conn, worker_id, self.clock(), lease_s=lease_s,
+                                   aging_s=aging_s, min_rank=min_rank, only_ids=only_ids,
+                                   prefer_model=prefer_model, group_window=group_window)
+        return Job.from_row(row) if row is not None else None  # outside the write lock
 
     def claim_for_cloud(self, worker_id: str, *, lease_s: float, down_since: float | None,
                         max_wait_s: dict[str, float],
                         only_ids: list[str] | None = None) -> Job | None:
         """Take the next job a cloud provider may run now (see queries.cloud_query)."""
-        now = self.clock()
-        pick, params = queries.cloud_query(now, down_since=down_since, max_wait_s=max_wait_s,
-                                           only_ids=only_ids)
-        params.update(worker=worker_id, lease=iso(now + lease_s))
         with translate_errors(self.path), transaction(self.conn) as conn:
-            row = conn.execute(
-                f"""UPDATE jobs SET status = 'running', worker_id = :worker, lease_expires_at = :lease,
-                        started_at = COALESCE(started_at, :now_iso), updated_at = :now_iso,
-                        phase = 'cloud', phase_detail = NULL
-                    WHERE status = 'queued' AND NOT EXISTS (
-                        SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
-                      AND id = ({pick}) RETURNING *""", params).fetchone()
-            if row is None:
-                return None
-            self._event(conn, row["id"], "claimed", "queued", "running",
-                        f"by {worker_id} for the cloud", iso(now))
-            return Job.from_row(row)
+            row = claims.take_for_cloud(conn, worker_id, self.clock(), lease_s=lease_s,
+                                        down_since=down_since, max_wait_s=max_wait_s,
+                                        only_ids=only_ids)
+        return Job.from_row(row) if row is not None else None
 
     def heartbeat(self, worker_id: str, job_ids: Iterable[str], *, lease_s: float) -> None:
         ids = list(job_ids)
@@ -192,7 +150,7 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            self._event(conn, job_id, "adopted", "running", "running", reason, iso(now))
+            events.write(conn, job_id, "adopted", "running", "running", reason, iso(now))
             return Job.from_row(row)
 
     # -- state changes -------------------------------------------------------
@@ -224,7 +182,7 @@ class Store:
             if row is None:
                 current = self._current_state(conn, job_id)
                 raise Conflict(f"job {job_id} is {current}, not {expect.value}; left unchanged")
-            self._event(conn, job_id, kind or target.value, expect.value, target.value,
+            events.write(conn, job_id, kind or target.value, expect.value, target.value,
                         message, iso(now), data)
             if target.finished and row["webhook_url"]:
                 outbox.add(conn, Job.from_row(row), iso(now))  # committed with it, or not at all
@@ -247,13 +205,13 @@ class Store:
         with translate_errors(self.path), transaction(self.conn) as conn:
             changed = conn.execute(f"UPDATE jobs SET {assignments} WHERE {guard}", params).rowcount
             if changed and event:
-                self._event(conn, job_id, event[0], None, None, event[1], iso(now), data)
+                events.write(conn, job_id, event[0], None, None, event[1], iso(now), data)
         return bool(changed)
 
     def add_event(self, job_id: str, kind: str, message: str,
                   data: dict[str, Any] | None = None) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
-            self._event(conn, job_id, kind, None, None, message, iso(self.clock()), data)
+            events.write(conn, job_id, kind, None, None, message, iso(self.clock()), data)
 
     def cancel(self, job_ids: list[str]) -> list[tuple[str, str]]:
         """Queued jobs are cancelled now; running ones get a cancel request that
@@ -314,7 +272,7 @@ class Store:
             ).fetchone()
             if row is None:
                 raise Conflict(f"job {job.id} was claimed meanwhile; priority unchanged")
-            self._event(conn, job.id, "priority", None, None,
+            events.write(conn, job.id, "priority", None, None,
                         f"{job.priority} -> {level.value}", iso(now))
             return Job.from_row(row)
 
@@ -377,17 +335,6 @@ class Store:
     def _current_state(conn: sqlite3.Connection, job_id: str) -> str:
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
         return row[0] if row else "missing"
-
-    @staticmethod
-    def _event(conn: sqlite3.Connection, job_id: str, kind: str, from_state: str | None,
-               to_state: str | None, message: str | None, at: str,
-               data: dict[str, Any] | None = None) -> None:
-        conn.execute(
-            "INSERT INTO job_events (job_id, at, kind, from_state, to_state, message, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [job_id, at, kind, from_state, to_state, message,
-             json.dumps(data, separators=(",", ":")) if data else None],
-        )
 
     # -- retention (zmm cleanup, pinning; SQL in zmm.store.retention) --------
 

@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from zmm.store import events
 from zmm.store.db import transaction, translate_errors
 from zmm.store.queries import Job
 
@@ -121,10 +122,7 @@ def record_try(conn: sqlite3.Connection, path: Path, delivery: Delivery, claimer
             {"status": status, "error": last_error, "next": next_try_at, "stamp": stamp,
              "id": delivery.id, "claimer": claimer}).rowcount
         if changed:
-            tx.execute(
-                "INSERT INTO job_events (job_id, at, kind, message, data) "
-                "VALUES (?, ?, 'webhook', ?, ?)",
-                [delivery.job_id, stamp, message, json.dumps(data, separators=(",", ":"))])
+            events.write(tx, delivery.job_id, "webhook", None, None, message, stamp, data)
     return bool(changed)
 
 

@@ -1,0 +1,68 @@
+"""Claiming: the guarded UPDATE that moves a queued job to running for one
+worker, either the next job for ComfyUI (priority with aging, FIFO inside a
+class, the loaded checkpoint preferred within a window) or the next job a
+cloud provider may take. Runs inside the caller's write transaction and
+writes the `claimed` event with it; which job comes next is zmm.store.queries'.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from zmm.store import events, queries
+from zmm.store.db import iso
+
+_TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expires_at = :lease,
+               started_at = COALESCE(started_at, :now_iso), updated_at = :now_iso,
+               phase = :phase, phase_detail = NULL
+           WHERE status = 'queued' AND NOT EXISTS (
+               SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
+             AND id = {target} RETURNING *"""
+
+
+def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: float,
+              aging_s: float, min_rank: int | None, only_ids: list[str] | None,
+              prefer_model: str | None, group_window: int) -> sqlite3.Row | None:
+    taking = {"worker": worker_id, "lease": iso(now + lease_s), "now_iso": iso(now),
+              "phase": "claimed"}
+    if (prefer_model is None or group_window <= 0) and min_rank in (None, 0):
+        # One statement: pick and take the head of the queue together.
+        pick, params = queries.candidates_query(now, aging_s, limit=1,
+                                                critical_only=min_rank == 0, only_ids=only_ids)
+        row = conn.execute(_TAKE.format(target=f"(SELECT id FROM ({pick}))"),
+                           {**params, **taking}).fetchone()
+    else:
+        if _paused(conn):
+            return None
+        rows = queries.candidates(conn, now, aging_s, limit=group_window + 1, min_rank=min_rank,
+                                  only_ids=only_ids)
+        if not rows:
+            return None
+        index = queries.pick_grouped(rows, prefer_model, group_window)
+        if index:
+            passed = [row["id"] for row in rows[:index]]
+            conn.execute(f"UPDATE jobs SET passed_over = passed_over + 1 WHERE id IN "
+                         f"({','.join('?' * len(passed))})", passed)
+        row = conn.execute(_TAKE.format(target=":id"),
+                           {**taking, "id": rows[index]["id"]}).fetchone()
+    if row is not None:
+        events.write(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now))
+    return row
+
+
+def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: float,
+                   down_since: float | None, max_wait_s: dict[str, float],
+                   only_ids: list[str] | None) -> sqlite3.Row | None:
+    pick, params = queries.cloud_query(now, down_since=down_since, max_wait_s=max_wait_s,
+                                       only_ids=only_ids)
+    params.update(worker=worker_id, lease=iso(now + lease_s), phase="cloud")
+    row = conn.execute(_TAKE.format(target=f"({pick})"), params).fetchone()
+    if row is not None:
+        events.write(conn, row["id"], "claimed", "queued", "running",
+                     f"by {worker_id} for the cloud", iso(now))
+    return row
+
+
+def _paused(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT value FROM spool_state WHERE key = 'paused'").fetchone()
+    return row is not None and row[0] == "true"
