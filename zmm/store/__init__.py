@@ -2,7 +2,8 @@
 UPDATE (it names the state it expects) plus a `job_events` row, in one
 IMMEDIATE transaction, so concurrent processes can never move a job twice.
 
-Reads (listings, history, events) live in `zmm.store.queries`.
+The SQL is split by concern: reads in `queries`, claiming in `claims`, event
+rows in `events`, cleanup in `retention`, the webhook outbox in `outbox`.
 """
 
 from __future__ import annotations
