@@ -11,7 +11,8 @@ import socket
 import pytest
 
 from tests.conftest import LiveProcess, run_zmm, wait_until
-from tests.fakes.cloud import FakeOpenAI, FakeStability
+from tests.fakes.openai_images import FakeOpenAI
+from tests.fakes.stability import FakeStability
 from zmm.config import load
 from zmm.store import Store
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes.cloud import FakeOpenAI, FakeStability
 from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.openai_images import FakeOpenAI
+from tests.fakes.stability import FakeStability
 
 
 @pytest.fixture

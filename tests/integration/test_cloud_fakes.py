@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.fakes.cloud import NO_CREDITS
+from tests.fakes.stability import NO_CREDITS
 
 STABILITY_AUTH = {"authorization": "Bearer sk-test-stability"}
 OPENAI_AUTH = {"authorization": "Bearer sk-test-openai"}
