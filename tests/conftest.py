@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.clocks import FakeClock
 from zmm.cli import app
 from zmm.config import load
 from zmm.store import Store
@@ -34,6 +35,18 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def settings(home):
     return load(home)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def spool(settings, clock):
+    """A real spool whose time is the test's `clock`."""
+    with Store(settings.spool_path, clock=clock) as opened:
+        yield opened
 
 
 @pytest.fixture

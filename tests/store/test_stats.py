@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clocks import FakeClock
 from zmm import intake
 from zmm.jobs import JobState
 from zmm.store import Store, stats
@@ -13,17 +12,6 @@ from zmm.store import Store, stats
 DAY = 86400.0
 SDXL = "sd_xl_base_1.0.safetensors"
 SD15 = "v1-5-pruned-emaonly.safetensors"
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def spool(settings, clock):
-    with Store(settings.spool_path, clock=clock) as opened:
-        yield opened
 
 
 @pytest.fixture

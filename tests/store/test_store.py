@@ -6,23 +6,11 @@ import sqlite3
 
 import pytest
 
-from tests.clocks import FakeClock
 from zmm import intake
 from zmm.errors import Conflict, NotFound, SpoolUnusable
 from zmm.jobs import JobState
 from zmm.store import Store, queries
 from zmm.store.db import migrations
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def spool(settings, clock):
-    with Store(settings.spool_path, clock=clock) as opened:
-        yield opened
 
 
 def enqueue(spool, settings, prompt="a lighthouse", **fields):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 import zmm
+from tests.clocks import FakeClock
 from tests.conftest import wait_until
 from zmm import intake
 from zmm.jobs import JobState
@@ -23,14 +24,6 @@ from zmm.webhooks import SIGNATURE_HEADER, WebhookSender, deliver_due, retry_del
 URL = "http://hooks.test/h"
 SECRET = "s3cr3t-value-7f1c2b9e"
 START = 1_900_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Endpoint:
@@ -53,14 +46,8 @@ class Endpoint:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def spool(settings, clock):
-    with Store(settings.spool_path, clock=clock) as opened:
-        yield opened
+def clock() -> FakeClock:
+    return FakeClock(START)
 
 
 def finished_job(settings, spool: Store, status: str = "cancelled", url: str = URL) -> str:
