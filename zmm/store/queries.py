@@ -147,9 +147,7 @@ def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: b
     params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now),
                               "limit": limit}
     where = _RUNNABLE
-    if only_ids is not None:
-        where += " AND id IN (SELECT value FROM json_each(:only_ids))"
-        params["only_ids"] = json.dumps(only_ids)
+    where += _only(only_ids, params)
     heads = " UNION ALL ".join(
         f"SELECT * FROM (SELECT id, model_requested, passed_over, priority_rank, queued_ts, seq "
         f"FROM jobs WHERE {where} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
@@ -167,14 +165,11 @@ def cloud_query(now: float, *, down_since: float | None, max_wait_s: dict[str, f
     from zmm.store.db import iso
 
     params: dict[str, Any] = {"now": now, "now_iso": iso(now), "down": down_since,
-                              **{f"wait_{level}": float(max_wait_s.get(level, 0.0))
-                                 for level in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}}
+                              **_max_waits(max_wait_s)}
     where = ("status = 'queued' AND cloud_allowed = 1 AND (not_before IS NULL OR "
              "not_before <= :now_iso) AND (backend_requested = 'cloud' OR (:down IS NOT NULL "
              f"AND :now - MAX(queued_ts, :down) >= {_MAX_WAIT}))")
-    if only_ids is not None:
-        where += " AND id IN (SELECT value FROM json_each(:only_ids))"
-        params["only_ids"] = json.dumps(only_ids)
+    where += _only(only_ids, params)
     return (f"SELECT id FROM jobs WHERE {where} ORDER BY priority_rank, seq LIMIT 1"), params
 
 
@@ -182,18 +177,28 @@ _MAX_WAIT = ("CASE priority WHEN 'CRITICAL' THEN :wait_CRITICAL WHEN 'HIGH' THEN
              "WHEN 'MEDIUM' THEN :wait_MEDIUM ELSE :wait_LOW END")
 
 
+def _max_waits(max_wait_s: dict[str, float]) -> dict[str, float]:
+    """The parameters _MAX_WAIT names."""
+    return {f"wait_{level}": float(max_wait_s.get(level, 0.0))
+            for level in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}
+
+
+def _only(only_ids: list[str] | None, params: dict[str, Any]) -> str:
+    """The clause (and its parameter) keeping a query to `only_ids`, if given."""
+    if only_ids is None:
+        return ""
+    params["only_ids"] = json.dumps(only_ids)
+    return " AND id IN (SELECT value FROM json_each(:only_ids))"
+
+
 def next_cloud_fallback(conn: sqlite3.Connection, *, down_since: float,
                         max_wait_s: dict[str, float], only_ids: list[str] | None = None
                         ) -> float | None:
     """When (epoch seconds) the first queued job allowed to fall back reaches its
     max wait in the ComfyUI outage that began at `down_since`; None if none."""
-    params: dict[str, Any] = {"down": down_since, **{
-        f"wait_{level}": float(max_wait_s.get(level, 0.0))
-        for level in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}}
+    params: dict[str, Any] = {"down": down_since, **_max_waits(max_wait_s)}
     where = "status = 'queued' AND cloud_allowed = 1"
-    if only_ids is not None:
-        where += " AND id IN (SELECT value FROM json_each(:only_ids))"
-        params["only_ids"] = json.dumps(only_ids)
+    where += _only(only_ids, params)
     row = conn.execute(f"SELECT MIN(MAX(queued_ts, :down) + {_MAX_WAIT}) FROM jobs WHERE {where}",
                        params).fetchone()
     return row[0]
