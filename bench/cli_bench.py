@@ -1,12 +1,16 @@
 """CLI start-up as a ratio to `python -c pass` from the same interpreter, in one
 run, commands interleaved so machine noise hits them alike.
 
+zmm's modules are byte-compiled first, as `pip install` leaves them: a checkout
+run under PYTHONDONTWRITEBYTECODE would otherwise recompile zmm on every start.
+
 Usage: python bench/cli_bench.py [--runs 21]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -29,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
+    compileall.compile_dir(ROOT / "zmm", quiet=1)
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ZMM_HOME": home}

@@ -16,11 +16,12 @@ def command_table() -> dict[str, tuple[list[tuple[str, str]], list[str]]]:
     from typer.main import get_command
 
     from zmm.cli import app
+    from zmm.cli.common import subcommands
 
     table: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
 
     def walk(command, path: str) -> None:
-        subs = getattr(command, "commands", {})
+        subs = subcommands(command)
         options = sorted({opt for param in command.params for opt in getattr(param, "opts", [])
                           if opt.startswith("-")} | {"--help"})
         table[path] = ([(name, (sub.get_short_help_str(60) or "").replace("'", ""))

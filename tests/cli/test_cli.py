@@ -99,6 +99,23 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, settings, args, me
     assert job_count(settings) == before
 
 
+@pytest.mark.parametrize("args,suggestion", [(["queu"], "'queue'"),
+                                             (["queue", "cancle"], "'cancel'"),
+                                             (["histroy"], "'history'")])
+def test_a_mistyped_command_is_exit_2_with_one_suggestion(cli, args, suggestion):
+    result = cli(*args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("Did you mean") == 1 and suggestion in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [[], ["gpu"], ["models"], ["config"]], ids=lambda a: " ".join(a))
+def test_a_group_without_a_subcommand_prints_its_help_once(cli, args):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stdout.count("Usage:") == 1, result.stdout
+
+
 def test_from_file_is_all_or_nothing_and_names_the_line(cli, settings, tmp_path):
     batch = tmp_path / "jobs.jsonl"
     batch.write_text('{"prompt": "one"}\n{"prompt": "two", "steps": 999}\n{"prompt": "three"}\n')
@@ -210,13 +227,14 @@ def all_commands():
     from typer.main import get_command
 
     from zmm.cli import app
+    from zmm.cli.common import subcommands
 
     root = get_command(app)
     found = []
 
     def walk(command, path):
         found.append(path)
-        for name, sub in getattr(command, "commands", {}).items():
+        for name, sub in subcommands(command).items():
             walk(sub, path + [name])
 
     walk(root, [])

@@ -30,3 +30,16 @@ def test_enqueue_path_imports_no_heavy_library(home, args):
     assert "zmm.store" in modules  # the check itself works
     loaded = sorted(name for name in modules if name.split(".")[0] in HEAVY)
     assert loaded == [], f"{' '.join(args)} imported {loaded}"
+
+
+def test_a_command_imports_only_its_own_command_module(home):
+    # importtime does not log importlib.import_module, so ask the process itself.
+    script = ("import runpy, sys\n"
+              "sys.argv = ['zmm', 'generate', 'a fox', '--no-wait']\n"
+              "try:\n    runpy.run_module('zmm', run_name='__main__')\n"
+              "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith('zmm.cli'))))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            env={**os.environ, "ZMM_HOME": str(home)}, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "zmm.cli zmm.cli.common zmm.cli.generate"

@@ -1,4 +1,5 @@
-"""The `zmm` command: merges one small typer app per command group.
+"""The `zmm` command: one small typer app per command module, loaded when its
+command runs (so `zmm generate` never imports `zmm cleanup`'s code).
 
 Command modules hold parsing and rendering only; each calls one service
 (store, worker, ...) and prints. Heavy libraries are imported inside commands.
@@ -9,12 +10,31 @@ from __future__ import annotations
 import typer
 
 from zmm import __version__
-from zmm.cli import cleanup, config_cmd, doctor, generate, gpu, history, models, queue, worker
-from zmm.cli import stats
 from zmm.cli.common import ZmmGroup
 
+# Command name -> (module under zmm.cli, command in its `app`; None: the whole
+# app is a command group). Listed in the order `zmm --help` shows them.
+COMMANDS = {
+    "generate": ("generate", "generate"),
+    "wait": ("generate", "wait"),
+    "serve-worker": ("worker", "serve-worker"),
+    "doctor": ("doctor", "doctor"),
+    "cleanup": ("cleanup", "cleanup"),
+    "stats": ("stats", "stats"),
+    "queue": ("queue", None),
+    "history": ("history", None),
+    "models": ("models", None),
+    "gpu": ("gpu", None),
+    "config": ("config_cmd", None),
+}
+
+
+class Root(ZmmGroup):
+    lazy = COMMANDS
+
+
 app = typer.Typer(
-    cls=ZmmGroup,
+    cls=Root,
     name="zmm",
     help="Generate images on your own GPU through ComfyUI, from a local job spool "
     "shared with an Ollama LLM server.",
@@ -37,18 +57,6 @@ def root(
                                  help="Print the version and exit."),
 ) -> None:
     """zmm: a local image-generation spool for ComfyUI."""
-
-
-generate.register(app)
-worker.register(app)
-doctor.register(app)
-cleanup.register(app)
-stats.register(app)
-app.add_typer(queue.app, name="queue")
-app.add_typer(history.app, name="history")
-app.add_typer(models.app, name="models")
-app.add_typer(gpu.app, name="gpu")
-app.add_typer(config_cmd.app, name="config")
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ from zmm.errors import JOB_FAILED, InvalidInput
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("cleanup")(cleanup)
+app = typer.Typer(add_completion=False)
 
 
+@app.command("cleanup")
 def cleanup(
     older_than: Optional[str] = typer.Option(
         None, "--older-than", help="Remove assets of jobs finished longer ago than this (30d, 12h; "

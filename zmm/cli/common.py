@@ -7,6 +7,7 @@ Data goes to stdout (JSON with `--json`); messages and errors go to stderr.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,31 @@ from zmm.errors import USAGE, ZmmError
 
 class ZmmGroup(TyperGroup):
     """Runs the app non-standalone so that every failure, click's usage errors
-    included, is reported as one line with its documented exit code."""
+    included, is reported as one line with its documented exit code.
+
+    Subcommands named in `lazy` (name -> (module under zmm.cli, command name or
+    None for the module's whole app)) are imported the first time they are
+    looked up, so a command pays only for its own module."""
+
+    lazy: dict[str, tuple[str, str | None]] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.commands, *(name for name in self.lazy if name not in self.commands)]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in self.commands and name in self.lazy:
+            module, command = self.lazy[name]
+            group = typer.main.get_group(importlib.import_module(f"zmm.cli.{module}").app)
+            loaded = group.commands[command] if command else group
+            loaded.name = name
+            self.add_command(loaded, name)
+        return self.commands.get(name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.lazy:  # a typo: "did you mean" needs every name
+            for name in self.lazy:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
              **extra: Any) -> Any:
@@ -36,9 +61,14 @@ class ZmmGroup(TyperGroup):
             report(exc)
             code = exc.exit_code
         except click_errors.NoArgsIsHelpError as exc:
-            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            # Building the error rendered the help: rich help is already printed
+            # (to stdout), plain help is the message.
+            if exc.format_message().strip():
+                typer.echo(exc.format_message())
             code = USAGE
         except click_errors.UsageError as exc:
+            if getattr(exc, "possibilities", None):  # click >= 8.4 suggests names, as typer does
+                exc.message = exc.message.partition(" Did you mean")[0]
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             typer.echo(f"error: {exc.format_message()}{where}", err=True)
             code = USAGE
@@ -52,6 +82,14 @@ class ZmmGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def subcommands(command: Any) -> dict[str, Any]:
+    """A click command's subcommands by name, lazy ones loaded; {} for a leaf."""
+    if not hasattr(command, "list_commands"):
+        return {}
+    ctx = typer.Context(command)
+    return {name: command.get_command(ctx, name) for name in command.list_commands(ctx)}
 
 
 def report(exc: ZmmError) -> None:

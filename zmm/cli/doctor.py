@@ -7,10 +7,10 @@ import typer
 from zmm.cli.common import emit, emit_json, load_config
 
 
-def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
+app = typer.Typer(add_completion=False)
 
 
+@app.command("doctor")
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON.")) -> None:
     """Spool integrity and schema, permissions, config, ComfyUI, Ollama, NVML, templates.
 

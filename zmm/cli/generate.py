@@ -15,11 +15,10 @@ from zmm.cli.common import emit, emit_json, load_config, open_store, say
 from zmm.errors import INTERRUPTED, JobFailed, InvalidInput
 
 
-def register(app: typer.Typer) -> None:
-    app.command("generate")(generate)
-    app.command("wait")(wait)
+app = typer.Typer(add_completion=False)
 
 
+@app.command("generate")
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw."),
     negative: Optional[str] = typer.Option(None, "--negative", "-n", help="What to avoid."),
@@ -88,6 +87,7 @@ def generate(
         _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
 
 
+@app.command("wait")
 def wait(
     job_ids: list[str] = typer.Argument(..., help="Job ids (or unique prefixes)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up after S seconds (exit 8)."),

@@ -8,8 +8,7 @@ from zmm.cli.common import emit_json, load_config, open_store
 from zmm.errors import InvalidInput
 
 
-def register(app: typer.Typer) -> None:
-    app.command("stats")(stats)
+app = typer.Typer(add_completion=False)
 
 
 def parse_window(text: str) -> float | None:
@@ -24,6 +23,7 @@ def parse_window(text: str) -> float | None:
         raise InvalidInput("since", "a duration such as 30m, 12h, 7d or 2w, or all") from None
 
 
+@app.command("stats")
 def stats(
     since: str = typer.Option("30d", "--since", help="Jobs created within, e.g. 7d, or all."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),

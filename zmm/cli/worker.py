@@ -9,10 +9,10 @@ import typer
 from zmm.cli.common import load_config, say
 
 
-def register(app: typer.Typer) -> None:
-    app.command("serve-worker")(serve_worker)
+app = typer.Typer(add_completion=False)
 
 
+@app.command("serve-worker")
 def serve_worker(
     comfyui: Optional[str] = typer.Option(None, "--comfyui",
                                           help="ComfyUI URL (default: $ZMM_COMFYUI_URL, config "
