@@ -83,7 +83,11 @@ class Job:
         # Positional when the row's columns are this class's fields in order (SELECT *
         # and RETURNING * on the current schema): the claim path builds many of these.
         if len(row) == _FIELD_COUNT and tuple(row.keys()) == _FIELD_NAMES:
-            return cls(*row)
+            # Every field is present, so skip the frozen __init__ (one
+            # object.__setattr__ per field) and fill the instance directly.
+            job = object.__new__(cls)
+            job.__dict__.update(zip(_FIELD_NAMES, row))
+            return job
         return cls(**{key: row[key] for key in row.keys()})
 
     @property
