@@ -57,6 +57,27 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migration_4(settings
     assert ids[:3] == [50, 60, 70] and ids[3] > 70
 
 
+def test_the_wal_is_checkpointed_back_to_the_start_and_stays_bounded(settings, monkeypatch):
+    from zmm.store import db
+
+    monkeypatch.setattr(db, "CHECKPOINT_PAGES", 300)
+    wal = settings.spool_path.with_name(settings.spool_path.name + "-wal")
+    with Store(settings.spool_path) as spool:
+        page = spool.conn.execute("PRAGMA page_size").fetchone()[0]
+        jobs = enqueue(spool, settings, count=50)
+        for _ in jobs:
+            spool.claim("w1", lease_s=60, aging_s=600)
+        sizes = []
+        for round_ in range(40):  # ~2 frames per update: several checkpoints' worth
+            for job in jobs:
+                spool.update(job.id, worker_id="w1", phase_detail=f"round {round_:03d}")
+            sizes.append(wal.stat().st_size)
+        assert max(sizes) <= (300 + 100) * (page + 24)  # a checkpoint's worth, plus slack
+        with sqlite3.connect(settings.spool_path) as raw:  # a second reader sees it all
+            assert raw.execute("SELECT COUNT(*) FROM jobs WHERE phase_detail = 'round 039'"
+                               ).fetchone()[0] == 50
+
+
 def test_spool_file_is_private(settings, spool):
     assert settings.spool_path.stat().st_mode & 0o077 == 0
     assert settings.home.stat().st_mode & 0o077 == 0
