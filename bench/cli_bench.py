@@ -1,8 +1,9 @@
 """CLI start-up as a ratio to `python -c pass` from the same interpreter, in one
 run, commands interleaved so machine noise hits them alike.
 
-zmm's modules are byte-compiled first, as `pip install` leaves them: a checkout
-run under PYTHONDONTWRITEBYTECODE would otherwise recompile zmm on every start.
+zmm's modules are byte-compiled first, as a wheel install or the first run of a
+checkout leaves them: under PYTHONDONTWRITEBYTECODE a checkout would otherwise
+recompile zmm on every start.
 
 Usage: python bench/cli_bench.py [--runs 21]
 """
