@@ -250,6 +250,13 @@ def test_every_command_has_help_and_is_in_the_readme(cli, path):
         assert f"zmm {' '.join(path)}" in readme, f"README does not document `zmm {' '.join(path)}`"
 
 
+@pytest.mark.parametrize("path", [["generate"], ["queue"], ["history", "show"]],
+                         ids=lambda p: " ".join(p))
+def test_short_help_option_reaches_lazily_loaded_commands(cli, path):
+    result = cli(*path, "-h")
+    assert result.exit_code == 0 and f"Usage: zmm {' '.join(path)}" in result.stdout
+
+
 def test_readme_exit_code_table_matches_the_registry():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
