@@ -4,13 +4,17 @@ Rows are bulk-loaded with sqlite-utils into a spool created by zmm (same
 schema, indexes and full-text index), then read through zmm's own queries;
 3 % of the jobs ran on a cloud provider and cost money, as the seed expects.
 
-Usage: python bench/history_bench.py [--rows 1000000]
+`--page-size N` creates the spool with N-byte pages (see bench/spool_bench.py).
+
+Usage: python bench/history_bench.py [--rows 1000000] [--page-size N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -70,9 +74,14 @@ def timed(conn, flt, repeat: int = 15) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--page-size", type=int, choices=[512, 1024, 2048, 4096, 8192, 16384])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spool.db"
+        if args.page_size:  # an empty database with that page size, which zmm then migrates
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                conn.execute(f"PRAGMA page_size = {args.page_size}")
+                conn.execute("VACUUM")
         Store(path).close()  # zmm creates the schema
         started = time.perf_counter()
         db = sqlite_utils.Database(path)

@@ -4,14 +4,21 @@ Every item must be taken exactly once: lost and duplicated items are counted.
 The clock starts once every process has imported its library and opened the
 queue, so interpreter start-up is not counted for either.
 
+To weigh storage settings: `--page-size N` creates zmm's spools with N-byte pages,
+`--pragma SETTING` (repeatable) runs `PRAGMA SETTING` on every zmm connection, e.g.
+`--pragma wal_autocheckpoint=1000` for SQLite's default checkpoint interval.
+
 Needs huey (bench only): pip install -r bench/requirements.txt
-Usage: python bench/spool_bench.py [--items 2000]
+Usage: python bench/spool_bench.py [--items 2000] [--repeat 3] [--page-size N] [--pragma S]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import multiprocessing as mp
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -23,24 +30,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def zmm_fill(path: Path, items: int) -> None:
+def zmm_fill(path: Path, items: int, page_size: int | None = None) -> None:
     from zmm import intake
     from zmm.config import load
 
     settings = load(path.parent)
     from zmm.store import Store
 
+    if page_size:  # an empty database with that page size, which zmm then migrates
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(f"PRAGMA page_size = {page_size}")
+            conn.execute("VACUUM")
+
     with Store(path) as store:
         for start in range(0, items, 500):
             store.enqueue(intake.build({"prompt": "bench", "count": min(500, items - start)}, settings))
 
 
-def zmm_drain(path: str, worker: str, out: mp.Queue, ready, go) -> None:
+def zmm_drain(path: str, worker: str, out: mp.Queue, ready, go, pragmas=()) -> None:
     from zmm.jobs import JobState
     from zmm.store import Store
 
     taken = []
     with Store(Path(path)) as store:
+        for setting in pragmas:
+            store.conn.execute(f"PRAGMA {setting}")
         ready.release()
         go.wait()
         while True:
@@ -77,8 +91,9 @@ def huey_drain(path: str, worker: str, out: mp.Queue, ready, go) -> None:
     out.put(taken)
 
 
-def measure(fill, drain, processes: int, items: int, workdir: Path) -> tuple[float, int, int]:
-    path = workdir / f"{drain.__name__}-{processes}.db"
+def measure(name: str, fill, drain, processes: int, items: int,
+            workdir: Path) -> tuple[float, int, int]:
+    path = workdir / f"{name}-{processes}.db"
     fill(path, items)
     out: mp.Queue = mp.Queue()
     ready, go = mp.Semaphore(0), mp.Event()
@@ -102,7 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--page-size", type=int, choices=[512, 1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--pragma", action="append", default=[])
     args = parser.parse_args()
+    fill = functools.partial(zmm_fill, page_size=args.page_size)
+    drain = functools.partial(zmm_drain, pragmas=tuple(args.pragma))
     print("| processes | zmm claim+finish/s | huey dequeue+result/s | ratio | lost / duplicated |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,10 +131,10 @@ def main() -> None:
             for attempt in range(args.repeat):
                 run_dir = workdir / f"{processes}-{attempt}"
                 run_dir.mkdir()
-                rate, lost, dup = measure(zmm_fill, zmm_drain, processes, args.items, run_dir)
+                rate, lost, dup = measure("zmm", fill, drain, processes, args.items, run_dir)
                 zmm_runs.append(rate)
                 bad += lost + dup
-                rate, lost, dup = measure(huey_fill, huey_drain, processes, args.items, run_dir)
+                rate, lost, dup = measure("huey", huey_fill, huey_drain, processes, args.items, run_dir)
                 huey_runs.append(rate)
                 bad += lost + dup
             zmm_rate, huey_rate = statistics.median(zmm_runs), statistics.median(huey_runs)
