@@ -21,7 +21,11 @@ from zmm.fs import private_dirs
 from zmm.errors import SpoolUnusable
 
 
-CHECKPOINT_PAGES = 10_000
+# Storage settings, weighed with bench/spool_bench.py and bench/history_bench.py
+# (see README, Benchmarks). Spools created before PAGE_SIZE keep their own pages.
+PAGE_SIZE = 1024
+CHECKPOINT_PAGES = 10_000  # ~10 MB of WAL with PAGE_SIZE pages
+MMAP_BYTES = 1 << 30
 
 
 @functools.lru_cache(maxsize=16)  # a state change stamps several columns with one `now`
@@ -84,15 +88,22 @@ def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
     with translate_errors(path):
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            # A new spool (this applies only before its first table exists): small
+            # pages, since every commit writes each page it touched whole to the WAL.
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a killed process loses nothing; only power loss can
         # roll back the last commits, and never corrupts.
         conn.execute("PRAGMA synchronous = NORMAL")
         # NORMAL syncs the WAL only when a checkpoint copies it into the spool, and
-        # that sync costs by the megabyte: checkpoint every CHECKPOINT_PAGES (~40 MB
-        # of WAL) rather than SQLite's 1,000, so a page rewritten by many state
-        # changes is copied and synced once (bench/spool_bench.py: about +20 %).
+        # that sync costs by the megabyte: checkpoint every CHECKPOINT_PAGES rather
+        # than SQLite's 1,000, so a page rewritten by many state changes is copied
+        # and synced once.
         conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        # Reads through a memory map rather than a read() per page: small pages mean
+        # many of them for a history count over a big spool. Writes still go through
+        # write(), so a full disk is still an error, never a fault.
+        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         _migrate(conn)
     return conn
 
