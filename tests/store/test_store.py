@@ -25,22 +25,6 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
-def test_a_new_spool_gets_small_pages_and_an_older_one_keeps_its_own(settings, tmp_path):
-    from zmm.store import db
-
-    with Store(settings.spool_path) as new:
-        assert new.conn.execute("PRAGMA page_size").fetchone()[0] == db.PAGE_SIZE < 4096
-    older = tmp_path / "older" / "spool.db"
-    older.parent.mkdir()
-    with sqlite3.connect(older) as raw:  # as spools were created before: SQLite's 4096
-        raw.execute("CREATE TABLE placeholder (x)")
-        raw.execute("DROP TABLE placeholder")
-    with Store(older) as kept:
-        assert kept.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
-        [job] = enqueue(kept, settings)
-        assert kept.claim("w1", lease_s=60, aging_s=600).id == job.id
-
-
 def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migration_4(settings):
     """Schema 4 rebuilds job_events; a spool written by the previous release keeps
     every event, in order, and new events still sort after them."""

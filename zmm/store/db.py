@@ -22,9 +22,9 @@ from zmm.errors import SpoolUnusable
 
 
 # Storage settings, weighed with bench/spool_bench.py and bench/history_bench.py
-# (see README, Benchmarks). Spools created before PAGE_SIZE keep their own pages.
-PAGE_SIZE = 1024
-CHECKPOINT_PAGES = 10_000  # ~10 MB of WAL with PAGE_SIZE pages
+# (see README, Benchmarks). Pages stay SQLite's 4,096 bytes: 1,024-byte pages
+# write faster but make every read of a big spool slower.
+CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL
 MMAP_BYTES = 1 << 30
 
 
@@ -88,9 +88,6 @@ def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
     with translate_errors(path):
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            # A new spool (this applies only before its first table exists): small
-            # pages, since every commit writes each page it touched whole to the WAL.
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a killed process loses nothing; only power loss can
         # roll back the last commits, and never corrupts.
@@ -100,9 +97,9 @@ def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
         # than SQLite's 1,000, so a page rewritten by many state changes is copied
         # and synced once.
         conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
-        # Reads through a memory map rather than a read() per page: small pages mean
-        # many of them for a history count over a big spool. Writes still go through
-        # write(), so a full disk is still an error, never a fault.
+        # Reads through a memory map rather than a read() per page (a history count
+        # over a big spool reads thousands). Writes still go through write(), so a
+        # full disk is still an error, never a fault.
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         _migrate(conn)
     return conn
