@@ -8,6 +8,7 @@ rows in `events`, cleanup in `retention`, the webhook outbox in `outbox`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -34,6 +35,18 @@ WRITABLE = frozenset(
     cancel_requested_at seed width height steps params model_requested priority
     priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed""".split()
 )
+
+
+@functools.lru_cache(maxsize=256)  # a handful of shapes, each run on every state change
+def _update_sql(columns: tuple[str, ...], guard: str, by_worker: bool, returning: str = "") -> str:
+    """`UPDATE jobs SET <columns> WHERE <guard>`, each column bound by name."""
+    unknown = set(columns) - WRITABLE - {"status", "updated_at"}
+    if unknown:  # a bug in zmm, not bad input
+        raise ValueError(f"unknown job columns: {sorted(unknown)}")
+    assignments = ", ".join(f"{column} = :{column}" for column in columns)
+    if by_worker:
+        guard += " AND worker_id = :_worker"
+    return f"UPDATE jobs SET {assignments} WHERE {guard}{returning}"
 
 
 def new_job_id(now: float) -> str:
@@ -170,16 +183,11 @@ class Store:
         elif target.finished:
             values.setdefault("completed_at", iso(now))
             values.update(lease_expires_at=None, phase="done")
-        self._check_columns(values)
-        assignments = ", ".join(f"{column} = :{column}" for column in values)
-        guard = "id = :_id AND status = :_expect"
-        params = dict(values, _id=job_id, _expect=expect.value)
-        if worker_id is not None:
-            guard += " AND worker_id = :_worker"
-            params["_worker"] = worker_id
+        sql = _update_sql(tuple(values), "id = :_id AND status = :_expect",
+                          worker_id is not None, " RETURNING *")
+        params = dict(values, _id=job_id, _expect=expect.value, _worker=worker_id)
         with translate_errors(self.path), transaction(self.conn) as conn:
-            row = conn.execute(f"UPDATE jobs SET {assignments} WHERE {guard} RETURNING *",
-                               params).fetchone()
+            row = conn.execute(sql, params).fetchone()
             if row is None:
                 current = self._current_state(conn, job_id)
                 raise Conflict(f"job {job_id} is {current}, not {expect.value}; left unchanged")
@@ -196,15 +204,10 @@ class Store:
         submission). Returns False if the job is no longer this worker's."""
         now = self.clock()
         values = dict(fields, updated_at=iso(now))
-        self._check_columns(values)
-        assignments = ", ".join(f"{column} = :{column}" for column in values)
-        guard = "id = :_id AND status = 'running'"
-        params = dict(values, _id=job_id)
-        if worker_id is not None:
-            guard += " AND worker_id = :_worker"
-            params["_worker"] = worker_id
+        sql = _update_sql(tuple(values), "id = :_id AND status = 'running'", worker_id is not None)
+        params = dict(values, _id=job_id, _worker=worker_id)
         with translate_errors(self.path), transaction(self.conn) as conn:
-            changed = conn.execute(f"UPDATE jobs SET {assignments} WHERE {guard}", params).rowcount
+            changed = conn.execute(sql, params).rowcount
             if changed and event:
                 events.write(conn, job_id, event[0], None, None, event[1], iso(now), data)
         return bool(changed)
@@ -325,12 +328,6 @@ class Store:
         return queries.events(self.conn, job_id)
 
     # -- internals -------------------------------------------------------------
-
-    @staticmethod
-    def _check_columns(values: dict[str, Any]) -> None:
-        unknown = set(values) - WRITABLE - {"status", "updated_at"}
-        if unknown:  # a bug in zmm, not bad input
-            raise ValueError(f"unknown job columns: {sorted(unknown)}")
 
     @staticmethod
     def _current_state(conn: sqlite3.Connection, job_id: str) -> str:

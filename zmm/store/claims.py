@@ -7,6 +7,7 @@ writes the `claimed` event with it; which job comes next is zmm.store.queries'.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 
 from zmm.store import events, queries
@@ -29,8 +30,8 @@ def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: 
         # One statement: pick and take the head of the queue together.
         pick, params = queries.candidates_query(now, aging_s, limit=1,
                                                 critical_only=min_rank == 0, only_ids=only_ids)
-        row = conn.execute(_TAKE.format(target=f"(SELECT id FROM ({pick}))"),
-                           {**params, **taking}).fetchone()
+        params.update(taking)
+        row = conn.execute(_take_head(pick), params).fetchone()
     else:
         if _paused(conn):
             return None
@@ -61,6 +62,11 @@ def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, leas
         events.write(conn, row["id"], "claimed", "queued", "running",
                      f"by {worker_id} for the cloud", iso(now))
     return row
+
+
+@functools.lru_cache(maxsize=8)  # one per shape of the pick query
+def _take_head(pick: str) -> str:
+    return _TAKE.format(target=f"(SELECT id FROM ({pick}))")
 
 
 def _paused(conn: sqlite3.Connection) -> bool:

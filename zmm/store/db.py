@@ -7,7 +7,6 @@ folder; `PRAGMA user_version` records how many have been applied.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sqlite3
@@ -31,7 +30,8 @@ MMAP_BYTES = 1 << 30
 @functools.lru_cache(maxsize=16)  # a state change stamps several columns with one `now`
 def iso(epoch: float) -> str:
     """UTC ISO-8601 with microseconds; fixed width, so strings sort as times."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is a third faster than strftime, and every claim and finish calls this.
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_iso(text: str) -> float:
@@ -127,18 +127,25 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA user_version = {version}")
 
 
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+class transaction:
     """A write transaction that takes the write lock up front (BEGIN IMMEDIATE),
-    so it waits on the busy timeout instead of failing at its first write."""
-    _begin_immediate(conn)
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
+    so it waits on the busy timeout instead of failing at its first write.
+
+    `with transaction(conn) as conn:` commits on success and rolls back on any
+    exception. A class rather than a generator: every claim and finish enters one.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        _begin_immediate(self.conn)
+        return self.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:
@@ -157,24 +164,34 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-@contextlib.contextmanager
-def translate_errors(path: Path) -> Iterator[None]:
-    """Turn SQLite failures into one-line SpoolUnusable errors."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            raise SpoolUnusable(
-                f"the spool at {path} stayed locked by another process",
-                hint="raise spool.busy_timeout_ms, or look for a stuck zmm process",
-            ) from None
-        if "readonly" in text or "unable to open" in text or "disk I/O" in text:
-            raise SpoolUnusable(f"the spool at {path} cannot be written: {text}") from None
-        if "full" in text:
-            raise SpoolUnusable(f"the disk holding the spool at {path} is full") from None
-        raise
-    except sqlite3.DatabaseError as exc:
+class translate_errors:
+    """Turn SQLite failures inside the block into one-line SpoolUnusable errors."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 _tb: object) -> None:
+        if exc_type is None or not issubclass(exc_type, sqlite3.DatabaseError):
+            return
+        path = self.path
+        if issubclass(exc_type, sqlite3.OperationalError):
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise SpoolUnusable(
+                    f"the spool at {path} stayed locked by another process",
+                    hint="raise spool.busy_timeout_ms, or look for a stuck zmm process",
+                ) from None
+            if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+                raise SpoolUnusable(f"the spool at {path} cannot be written: {text}") from None
+            if "full" in text:
+                raise SpoolUnusable(f"the disk holding the spool at {path} is full") from None
+            return
         raise SpoolUnusable(
             f"the spool at {path} is not a usable SQLite database ({exc})",
             hint="run `zmm doctor`; move the file aside to start a fresh spool",

@@ -8,6 +8,7 @@ out of a million rows stays fast.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -150,15 +151,17 @@ def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: b
 
     params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now),
                               "limit": limit}
-    where = _RUNNABLE
-    where += _only(only_ids, params)
+    return _candidates_sql(critical_only, _only(only_ids, params)), params
+
+
+@functools.lru_cache(maxsize=8)  # built once per shape: every claim runs it
+def _candidates_sql(critical_only: bool, only: str) -> str:
     heads = " UNION ALL ".join(
         f"SELECT * FROM (SELECT id, model_requested, passed_over, priority_rank, queued_ts, seq "
-        f"FROM jobs WHERE {where} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
+        f"FROM jobs WHERE {_RUNNABLE}{only} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
         for rank in ([0] if critical_only else [0, 1, 2, 3]))
-    sql = (f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
-           f"ORDER BY rank, seq LIMIT :limit")
-    return sql, params
+    return (f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
+            f"ORDER BY rank, seq LIMIT :limit")
 
 
 def cloud_query(now: float, *, down_since: float | None, max_wait_s: dict[str, float],
