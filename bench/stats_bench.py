@@ -52,22 +52,24 @@ def job_rows(count: int, start: float, step: float):
 
 
 def event_rows(count: int, start: float, step: float):
+    """Each job's events, numbered within the job; job_rows' jobs get seq 1..count."""
     rng = random.Random(11)
     unload = json.dumps({"unload": ["llama3:8b"]}, separators=(",", ":"))
-    for n in range(count):
-        job_id, at = f"mmg-bench-{n:08d}", iso(start + n * step)
-        yield {"job_id": job_id, "at": at, "kind": "enqueued", "to_state": "queued"}
-        yield {"job_id": job_id, "at": at, "kind": "claimed", "to_state": "running"}
+    for index in range(count):
+        at = iso(start + index * step)
+        events = [{"kind": "enqueued", "to_state": "queued"},
+                  {"kind": "claimed", "to_state": "running"}]
         roll = rng.random()
         if roll < 0.05:  # a swap writes several 'swap' events; the first names what it unloads
-            yield {"job_id": job_id, "at": at, "kind": "swap", "message": "need VRAM",
-                   "data": unload}
-            yield {"job_id": job_id, "at": at, "kind": "swap", "message": "released in 1.2s"}
+            events += [{"kind": "swap", "message": "need VRAM", "data": unload},
+                       {"kind": "swap", "message": "released in 1.2s"}]
         elif roll < 0.07:
-            yield {"job_id": job_id, "at": at, "kind": "downgrade", "message": "running on SD1.5"}
+            events.append({"kind": "downgrade", "message": "running on SD1.5"})
         elif roll < 0.08:
-            yield {"job_id": job_id, "at": at, "kind": "vram_wait", "message": "waiting for VRAM"}
-        yield {"job_id": job_id, "at": at, "kind": "succeeded", "to_state": "succeeded"}
+            events.append({"kind": "vram_wait", "message": "waiting for VRAM"})
+        events.append({"kind": "succeeded", "to_state": "succeeded"})
+        for n, event in enumerate(events, start=1):
+            yield {"job_seq": index + 1, "n": n, "at": at, **event}
 
 
 def timed(function, repeat: int) -> tuple[float, object]:

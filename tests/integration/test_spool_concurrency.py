@@ -62,9 +62,9 @@ def test_32_enqueuers_and_2_claimers(home, settings, tmp_path):
     with Store(settings.spool_path) as store:
         rows = store.conn.execute("SELECT id, status FROM jobs").fetchall()
         claim_events = store.conn.execute(
-            "SELECT job_id, COUNT(*) FROM job_events WHERE kind = 'claimed' GROUP BY job_id"
+            "SELECT job_seq, COUNT(*) FROM job_events WHERE kind = 'claimed' GROUP BY job_seq"
         ).fetchall()
     assert sorted(row["id"] for row in rows) == sorted(enqueued)
     assert set(claimed) == set(enqueued) and all(row["status"] == "succeeded" for row in rows)
-    assert all(count == 1 for _, count in claim_events)
+    assert len(claim_events) == len(enqueued) and all(count == 1 for _, count in claim_events)
     print(f"enqueued {len(enqueued)}, claimed {len(claimed)}, duplicates 0")

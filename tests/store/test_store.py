@@ -25,9 +25,9 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
-def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migration_4(settings):
-    """Schema 4 rebuilds job_events; a spool written by the previous release keeps
-    every event, in order, and new events still sort after them."""
+def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_and_5(settings):
+    """Schemas 4 and 5 rebuild job_events; a spool written by an earlier release keeps
+    every job's events, in the order they were written, and new events follow them."""
     from zmm.store.db import _statements
 
     settings.spool_path.parent.mkdir(parents=True)
@@ -36,14 +36,19 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migration_4(settings
         for statement in _statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version}")
-    conn.execute("INSERT INTO jobs (id, status, priority, priority_rank, prompt, requester, "
-                 "workflow, params, created_at, queued_at, queued_ts, updated_at) VALUES "
-                 "('mmg-old', 'failed', 'HIGH', 1, 'old', 'user', 'sdxl-txt2img', '{}', "
-                 "'2026-11-01T00:00:00.000000Z', '2026-11-01T00:00:00.000000Z', 0, "
-                 "'2026-11-01T00:00:00.000000Z')")
-    for number, kind in enumerate(("enqueued", "claimed", "failed"), start=5):
-        conn.execute("INSERT INTO job_events (id, job_id, at, kind) VALUES (?, 'mmg-old', ?, ?)",
-                     [number * 10, f"2026-11-01T00:00:0{number}.000000Z", kind])
+    for job_id in ("mmg-old", "mmg-other"):
+        conn.execute("INSERT INTO jobs (id, status, priority, priority_rank, prompt, requester, "
+                     "workflow, params, created_at, queued_at, queued_ts, updated_at) VALUES "
+                     "(?, 'failed', 'HIGH', 1, 'old', 'user', 'sdxl-txt2img', '{}', "
+                     "'2026-11-01T00:00:00.000000Z', '2026-11-01T00:00:00.000000Z', 0, "
+                     "'2026-11-01T00:00:00.000000Z')", [job_id])
+    # The two jobs' events interleave, and one event names no job at all.
+    written = [("mmg-old", "enqueued"), ("mmg-other", "enqueued"), ("mmg-gone", "enqueued"),
+               ("mmg-old", "claimed"), ("mmg-other", "claimed"), ("mmg-other", "cancelled"),
+               ("mmg-old", "failed")]
+    for number, (job_id, kind) in enumerate(written, start=1):
+        conn.execute("INSERT INTO job_events (id, job_id, at, kind) VALUES (?, ?, ?, ?)",
+                     [number * 10, job_id, f"2026-11-01T00:00:0{number}.000000Z", kind])
     conn.commit()
     conn.close()
     with Store(settings.spool_path) as upgraded:
@@ -51,10 +56,14 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migration_4(settings
         assert (job.backend_requested, job.cloud_allowed) == ("auto", 0)
         upgraded.retry(["mmg-old"])
         kinds = [event["kind"] for event in upgraded.events("mmg-old")]
-        ids = [row[0] for row in upgraded.conn.execute(
-            "SELECT id FROM job_events WHERE job_id = 'mmg-old' ORDER BY id")]
+        other = [event["kind"] for event in upgraded.events("mmg-other")]
+        numbers = [row[0] for row in upgraded.conn.execute(
+            "SELECT n FROM job_events WHERE job_seq = ? ORDER BY n", [job.seq])]
+        total = upgraded.conn.execute("SELECT COUNT(*) FROM job_events").fetchone()[0]
     assert kinds == ["enqueued", "claimed", "failed", "retry"]
-    assert ids[:3] == [50, 60, 70] and ids[3] > 70
+    assert other == ["enqueued", "claimed", "cancelled"]
+    assert numbers == [1, 2, 3, 4]
+    assert total == 7  # the event of a job with no row is not carried over
 
 
 def test_the_wal_is_checkpointed_back_to_the_start_and_stays_bounded(settings, monkeypatch):

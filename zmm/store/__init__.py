@@ -104,14 +104,16 @@ class Store:
         for _ in range(5):  # a clash needs the same second and the same 32 random bits
             row["id"] = new_job_id(now)
             try:
-                conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
+                seq = conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})",
+                                   row).lastrowid
                 break
             except sqlite3.IntegrityError:
                 continue
         else:
             raise RuntimeError("could not allocate a unique job id")
         events.write(conn, row["id"], "enqueued", None, "queued",
-                    f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}", stamp)
+                     f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}", stamp,
+                     seq=seq)
         return row["id"]
 
     # -- claiming and leases -------------------------------------------------
@@ -192,7 +194,7 @@ class Store:
                 current = self._current_state(conn, job_id)
                 raise Conflict(f"job {job_id} is {current}, not {expect.value}; left unchanged")
             events.write(conn, job_id, kind or target.value, expect.value, target.value,
-                        message, iso(now), data)
+                         message, iso(now), data, seq=row["seq"])
             if target.finished and row["webhook_url"]:
                 outbox.add(conn, Job.from_row(row), iso(now))  # committed with it, or not at all
         return Job.from_row(row)  # built once the write lock, which others wait for, is free

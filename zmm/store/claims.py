@@ -47,7 +47,8 @@ def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: 
         row = conn.execute(_TAKE.format(target=":id"),
                            {**taking, "id": rows[index]["id"]}).fetchone()
     if row is not None:
-        events.write(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now))
+        events.write(conn, row["id"], "claimed", "queued", "running", f"by {worker_id}", iso(now),
+                     seq=row["seq"])
     return row
 
 
@@ -60,7 +61,7 @@ def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, leas
     row = conn.execute(_TAKE.format(target=f"({pick})"), params).fetchone()
     if row is not None:
         events.write(conn, row["id"], "claimed", "queued", "running",
-                     f"by {worker_id} for the cloud", iso(now))
+                     f"by {worker_id} for the cloud", iso(now), seq=row["seq"])
     return row
 
 

@@ -272,7 +272,7 @@ def find(conn: sqlite3.Connection, job_id: str) -> Job | None:
 def events(conn: sqlite3.Connection, job_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT at, kind, from_state, to_state, message, data FROM job_events "
-        "WHERE job_id = ? ORDER BY id", [job_id]
+        "WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?) ORDER BY n", [job_id]
     ).fetchall()
     return [
         {"at": r["at"], "kind": r["kind"], "from": r["from_state"], "to": r["to_state"],

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from zmm.store import outbox
+from zmm.store import events, outbox
 from zmm.store.db import transaction, translate_errors
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -90,7 +90,8 @@ def mark_deleted(conn: sqlite3.Connection, path: Path, entries: list[tuple[str, 
             f"updated_at = :stamp WHERE id IN (SELECT value FROM json_each(:ids)) AND {_GUARD} "
             "RETURNING id", {"stamp": stamp, "ids": json.dumps(list(messages))}).fetchall()
         marked = {row[0] for row in rows}
-        _events(tx, [(job_id, "assets_deleted", messages[job_id]) for job_id in marked], stamp)
+        events.write_many(tx, [(job_id, "assets_deleted", messages[job_id]) for job_id in marked],
+                          stamp)
     return marked
 
 
@@ -103,7 +104,8 @@ def restore(conn: sqlite3.Connection, path: Path, entries: list[tuple[str, str]]
         tx.executemany(
             "UPDATE jobs SET asset_deleted_at = NULL WHERE id = ? AND asset_deleted_at = ?",
             [(job_id, stamp) for job_id, _ in entries])
-        _events(tx, [(job_id, "assets_kept", message) for job_id, message in entries], stamp)
+        events.write_many(tx, [(job_id, "assets_kept", message) for job_id, message in entries],
+                          stamp)
 
 
 def purge(conn: sqlite3.Connection, path: Path, job_ids: list[str]) -> int:
@@ -113,12 +115,12 @@ def purge(conn: sqlite3.Connection, path: Path, job_ids: list[str]) -> int:
         return 0
     ids = json.dumps(job_ids)
     with translate_errors(path), transaction(conn) as tx:
-        gone = [row[0] for row in tx.execute(
+        gone = tx.execute(
             f"DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND {_GUARD} "
-            "AND asset_deleted_at IS NOT NULL RETURNING id", [ids]).fetchall()]
-        tx.execute("DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(?))",
-                   [json.dumps(gone)])
-        outbox.delete_for_jobs(tx, gone)  # and their webhook deliveries
+            "AND asset_deleted_at IS NOT NULL RETURNING id, seq", [ids]).fetchall()
+        tx.execute("DELETE FROM job_events WHERE job_seq IN (SELECT value FROM json_each(?))",
+                   [json.dumps([row[1] for row in gone])])
+        outbox.delete_for_jobs(tx, [row[0] for row in gone])  # and their webhook deliveries
     return len(gone)
 
 
@@ -136,7 +138,7 @@ def record_compression(conn: sqlite3.Connection, path: Path, job_id: str, old_ou
             "AND asset_deleted_at IS NULL AND outputs IS :_old",
             dict(fields, _stamp=stamp, _id=job_id, _old=old_outputs)).rowcount
         if changed:
-            _events(tx, [(job_id, "compressed", message)], stamp)
+            events.write_many(tx, [(job_id, "compressed", message)], stamp)
     return bool(changed)
 
 
@@ -149,12 +151,9 @@ def set_pinned(conn: sqlite3.Connection, path: Path, job_id: str, pinned: bool,
             [1 if pinned else 0, stamp, job_id, 0 if pinned else 1]).rowcount
         if changed:
             kind = "pinned" if pinned else "unpinned"
-            _events(tx, [(job_id, kind, f"{kind} by user: "
-                          f"{'exempt from' if pinned else 'subject to'} cleanup")], stamp)
+            events.write_many(tx, [(job_id, kind, f"{kind} by user: "
+                                    f"{'exempt from' if pinned else 'subject to'} cleanup")],
+                              stamp)
     return bool(changed)
 
 
-def _events(conn: sqlite3.Connection, rows: list[tuple[str, str, str]], stamp: str) -> None:
-    conn.executemany(
-        "INSERT INTO job_events (job_id, at, kind, message) VALUES (?, ?, ?, ?)",
-        [(job_id, stamp, kind, message) for job_id, kind, message in rows])
