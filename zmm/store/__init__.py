@@ -279,7 +279,7 @@ class Store:
             if row is None:
                 raise Conflict(f"job {job.id} was claimed meanwhile; priority unchanged")
             events.write(conn, job.id, "priority", None, None,
-                        f"{job.priority} -> {level.value}", iso(now))
+                         f"{job.priority} -> {level.value}", iso(now))
             return Job.from_row(row)
 
     # -- spool-wide state ----------------------------------------------------
@@ -297,7 +297,7 @@ class Store:
         return json.loads(row[0]) if row else default
 
     def is_paused(self) -> bool:
-        return bool(self.get_state("paused", False))
+        return queries.paused(self.conn)
 
     def register_worker(self, worker_id: str, comfy_url: str | None, state: str) -> None:
         stamp = iso(self.clock())

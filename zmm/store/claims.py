@@ -33,7 +33,7 @@ def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: 
         params.update(taking)
         row = conn.execute(_take_head(pick), params).fetchone()
     else:
-        if _paused(conn):
+        if queries.paused(conn):
             return None
         rows = queries.candidates(conn, now, aging_s, limit=group_window + 1, min_rank=min_rank,
                                   only_ids=only_ids)
@@ -68,8 +68,3 @@ def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, leas
 @functools.lru_cache(maxsize=8)  # one per shape of the pick query
 def _take_head(pick: str) -> str:
     return _TAKE.format(target=f"(SELECT id FROM ({pick}))")
-
-
-def _paused(conn: sqlite3.Connection) -> bool:
-    row = conn.execute("SELECT value FROM spool_state WHERE key = 'paused'").fetchone()
-    return row is not None and row[0] == "true"

@@ -122,6 +122,12 @@ _RUNNABLE = ("status = 'queued' AND (not_before IS NULL OR not_before <= :now_is
              "AND backend_requested != 'cloud'")
 
 
+def paused(conn: sqlite3.Connection) -> bool:
+    """Whether `zmm queue pause` is in force; the claim UPDATE checks the same row."""
+    row = conn.execute("SELECT value FROM spool_state WHERE key = 'paused'").fetchone()
+    return row is not None and row[0] == "true"
+
+
 def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
                   min_rank: int | None = None, only_ids: list[str] | None = None) -> str | None:
     """The id of the job a worker should claim next (`only_ids`: among those)."""

@@ -138,7 +138,7 @@ def record_compression(conn: sqlite3.Connection, path: Path, job_id: str, old_ou
             "AND asset_deleted_at IS NULL AND outputs IS :_old",
             dict(fields, _stamp=stamp, _id=job_id, _old=old_outputs)).rowcount
         if changed:
-            events.write_many(tx, [(job_id, "compressed", message)], stamp)
+            events.write(tx, job_id, "compressed", None, None, message, stamp)
     return bool(changed)
 
 
@@ -151,9 +151,8 @@ def set_pinned(conn: sqlite3.Connection, path: Path, job_id: str, pinned: bool,
             [1 if pinned else 0, stamp, job_id, 0 if pinned else 1]).rowcount
         if changed:
             kind = "pinned" if pinned else "unpinned"
-            events.write_many(tx, [(job_id, kind, f"{kind} by user: "
-                                    f"{'exempt from' if pinned else 'subject to'} cleanup")],
-                              stamp)
+            events.write(tx, job_id, kind, None, None, f"{kind} by user: "
+                         f"{'exempt from' if pinned else 'subject to'} cleanup", stamp)
     return bool(changed)
 
 

@@ -11,9 +11,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from zmm.jobs import JobState
 from zmm.store.db import iso, parse_iso
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = tuple(state.value for state in JobState)
 WEEK_S = 7 * 86400
 # The seed document's targets: name -> (comparison, threshold).
 TARGETS = {"median_generation_s": ("<", 60), "local_success_rate": (">", 0.95),
@@ -23,7 +24,7 @@ NONE = "none"
 # Every status, spelled out so each one is a seek on an index that starts with status.
 _STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)
 _TIMED = "status = 'succeeded' AND generation_time_s IS NOT NULL"
-# The condition of the partial index job_events_notable (migration 0004), word for word.
+# The condition of the partial index job_events_notable (migrations 0004, 0005), word for word.
 _NOTABLE = "kind IN ('swap', 'downgrade', 'cloud_fallback', 'vram_wait')"
 
 
