@@ -90,7 +90,7 @@ def window_function_times(conn, window: stats.Window) -> dict:
                        ROW_NUMBER() OVER w AS rank,
                        COUNT(*) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING
                                       AND UNBOUNDED FOLLOWING) AS n
-                FROM jobs WHERE status = 'succeeded' AND generation_time_s IS NOT NULL AND {where}
+                FROM jobs WHERE {stats._TIMED} AND {where}
                 WINDOW w AS (PARTITION BY model_used ORDER BY generation_time_s))
             SELECT model, n, MAX(CASE WHEN rank = (n + 1) / 2 THEN s END) AS median,
                    MAX(CASE WHEN rank = (95 * n + 99) / 100 THEN s END) AS p95, MAX(s) AS max

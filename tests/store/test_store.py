@@ -25,9 +25,10 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
-def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_and_5(settings):
-    """Schemas 4 and 5 rebuild job_events; a spool written by an earlier release keeps
-    every job's events, in the order they were written, and new events follow them."""
+def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_6(settings):
+    """Schemas 4 and 5 rebuild job_events and 6 the status indexes; a spool written by
+    an earlier release keeps every job's events, in the order they were written, new
+    events follow them, and its jobs are found by status and claimed as before."""
     from zmm.store.db import _statements
 
     settings.spool_path.parent.mkdir(parents=True)
@@ -60,6 +61,13 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_and_5(s
         numbers = [row[0] for row in upgraded.conn.execute(
             "SELECT n FROM job_events WHERE job_seq = ? ORDER BY n", [job.seq])]
         total = upgraded.conn.execute("SELECT COUNT(*) FROM job_events").fetchone()[0]
+        failed, _ = queries.history(upgraded.conn, queries.HistoryFilter(statuses=("failed",)))
+        claimed = upgraded.claim("w", lease_s=60, aging_s=600)
+        indexes = {row[0] for row in upgraded.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")}
+    assert [job.id for job in failed] == ["mmg-other"] and claimed.id == "mmg-old"
+    assert {"jobs_open", "jobs_done"} <= indexes
+    assert not {"jobs_status_seq", "jobs_runnable"} & indexes
     assert kinds == ["enqueued", "claimed", "failed", "retry"]
     assert other == ["enqueued", "claimed", "cancelled"]
     assert numbers == [1, 2, 3, 4]

@@ -1,8 +1,9 @@
 """Reads of the spool: the job record, run order, listings, history and events.
 
 Functions take an open connection and return plain values; they never write.
-The history queries are shaped to use the indexes of migration 0001 so a page
-out of a million rows stays fast.
+The history queries are shaped to use the spool's indexes so a page out of a
+million rows stays fast. Every query by status names the partial index that holds
+those jobs (OPEN or DONE, below): without its condition SQLite reads the table.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import functools
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +115,40 @@ class Job:
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _FIELD_COUNT = len(_FIELD_NAMES)
 
+# The conditions of the partial indexes jobs_open and jobs_done (migration 0006),
+# word for word: SQLite uses a partial index only for a query that repeats its
+# condition, so `status = 'queued'` alone would read every row.
+OPEN = "status IN ('queued', 'running')"
+DONE = "status IN ('succeeded', 'failed', 'cancelled')"
+_OPEN_STATES = ("queued", "running")
+
+
+def status_in(statuses: Iterable[str]) -> tuple[str, list[str]]:
+    """A condition (and its parameters) for jobs in any of `statuses`, answered
+    from jobs_open and jobs_done. Finished jobs are matched in jobs_done, whose
+    (status, seq) order also serves ORDER BY seq. Open jobs are matched through a
+    subquery on jobs_open: its order is the claim order, and given ORDER BY seq
+    SQLite would rather read the whole table in seq order than sort a few rows."""
+    wanted = list(dict.fromkeys(statuses))
+    opened = [status for status in wanted if status in _OPEN_STATES]
+    done = [status for status in wanted if status not in _OPEN_STATES]
+    if not wanted:  # a bug in the caller: an empty IN () would silently match nothing
+        raise ValueError("status_in needs at least one status")
+    done_sql = f"{DONE} AND status IN ({','.join('?' * len(done))})"
+    if not opened:
+        return done_sql, done
+    subquery = f"SELECT seq FROM jobs WHERE {OPEN} AND status IN ({','.join('?' * len(opened))})"
+    if done:
+        subquery += f" UNION ALL SELECT seq FROM jobs WHERE {done_sql}"
+    return f"seq IN ({subquery})", opened + done
+
+
 # Aged rank: a waiting job climbs one class per `aging_s`, but only CRITICAL
 # jobs ever hold rank 0, so a CRITICAL job is never overtaken.
 _EFFECTIVE_RANK = """MAX(CASE WHEN priority_rank = 0 THEN 0 ELSE 1 END,
                          priority_rank - CAST((:now - queued_ts) / :aging AS INTEGER))"""
 # Runnable on ComfyUI: jobs asking for the cloud only are the cloud lane's (cloud_query).
-_RUNNABLE = ("status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso) "
+_RUNNABLE = (f"{OPEN} AND status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso) "
              "AND backend_requested != 'cloud'")
 
 
@@ -151,7 +181,7 @@ def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: b
     """SQL (and its parameters) for the first `limit` runnable jobs in claim order.
 
     Each priority class contributes its first `limit` jobs in FIFO order through
-    the partial index `jobs_runnable`; only those few rows get an aged rank, so a
+    the partial index `jobs_open`; only those few rows get an aged rank, so a
     claim costs the same with ten queued jobs or a hundred thousand."""
     from zmm.store.db import iso
 
@@ -179,7 +209,7 @@ def cloud_query(now: float, *, down_since: float | None, max_wait_s: dict[str, f
 
     params: dict[str, Any] = {"now": now, "now_iso": iso(now), "down": down_since,
                               **_max_waits(max_wait_s)}
-    where = ("status = 'queued' AND cloud_allowed = 1 AND (not_before IS NULL OR "
+    where = (f"{OPEN} AND status = 'queued' AND cloud_allowed = 1 AND (not_before IS NULL OR "
              "not_before <= :now_iso) AND (backend_requested = 'cloud' OR (:down IS NOT NULL "
              f"AND :now - MAX(queued_ts, :down) >= {_MAX_WAIT}))")
     where += _only(only_ids, params)
@@ -210,7 +240,7 @@ def next_cloud_fallback(conn: sqlite3.Connection, *, down_since: float,
     """When (epoch seconds) the first queued job allowed to fall back reaches its
     max wait in the ComfyUI outage that began at `down_since`; None if none."""
     params: dict[str, Any] = {"down": down_since, **_max_waits(max_wait_s)}
-    where = "status = 'queued' AND cloud_allowed = 1"
+    where = f"{OPEN} AND status = 'queued' AND cloud_allowed = 1"
     where += _only(only_ids, params)
     row = conn.execute(f"SELECT MIN(MAX(queued_ts, :down) + {_MAX_WAIT}) FROM jobs WHERE {where}",
                        params).fetchone()
@@ -238,7 +268,7 @@ def run_order(conn: sqlite3.Connection, now: float, aging_s: float) -> list[Job]
     from zmm.store.db import iso
 
     rows = conn.execute(
-        f"""SELECT * FROM jobs WHERE status = 'queued'
+        f"""SELECT * FROM jobs WHERE {OPEN} AND status = 'queued'
             ORDER BY (not_before IS NOT NULL AND not_before > :now_iso), {_EFFECTIVE_RANK}, seq""",
         {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now)},
     ).fetchall()
@@ -246,20 +276,21 @@ def run_order(conn: sqlite3.Connection, now: float, aging_s: float) -> list[Job]
 
 
 def running(conn: sqlite3.Connection) -> list[Job]:
-    rows = conn.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at, seq")
+    rows = conn.execute(f"SELECT * FROM jobs WHERE {OPEN} AND status = 'running' "
+                        "ORDER BY started_at, seq")
     return [Job.from_row(row) for row in rows]
 
 
 def jobs_in_state(conn: sqlite3.Connection, state: str) -> list[Job]:
-    rows = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", [state])
+    where, params = status_in([state])
+    rows = conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY seq", params)
     return [Job.from_row(row) for row in rows]
 
 
 def expired_leases(conn: sqlite3.Connection, now_iso: str) -> list[Job]:
-    rows = conn.execute(
-        "SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < ? ORDER BY seq",
-        [now_iso],
-    )
+    where, params = status_in(["running"])
+    rows = conn.execute(f"SELECT * FROM jobs WHERE {where} AND lease_expires_at < ? ORDER BY seq",
+                        [*params, now_iso])
     return [Job.from_row(row) for row in rows]
 
 
@@ -289,7 +320,7 @@ def events(conn: sqlite3.Connection, job_id: str) -> list[dict[str, Any]]:
 
 def recent_generation_times(conn: sqlite3.Connection, limit: int = 20) -> list[float]:
     rows = conn.execute(
-        "SELECT generation_time_s FROM jobs WHERE status = 'succeeded' "
+        f"SELECT generation_time_s FROM jobs WHERE {DONE} AND status = 'succeeded' "
         "AND generation_time_s IS NOT NULL ORDER BY seq DESC LIMIT ?", [limit]
     ).fetchall()
     return [row[0] for row in rows]
@@ -361,8 +392,9 @@ def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if flt.statuses:
-        clauses.append(f"status IN ({','.join('?' * len(flt.statuses))})")
-        params.extend(flt.statuses)
+        clause, values = status_in(flt.statuses)
+        clauses.append(clause)
+        params.extend(values)
     for column, value in (("request_type", flt.request_type), ("requester", flt.requester),
                           ("backend", flt.backend)):
         if value:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from zmm.store import events, outbox
+from zmm.store.queries import OPEN, status_in
 from zmm.store.db import transaction, translate_errors
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
 # Applied to every write: the row must still be finished and unpinned. The
-# unary `+` keeps SQLite on the id index: through jobs_status_seq, each batch
+# unary `+` keeps SQLite on the id index: through jobs_done, each batch
 # of ids would scan every finished job (quadratic over a big spool).
 _GUARD = "+status IN ('succeeded', 'failed', 'cancelled') AND +pinned = 0"
 
@@ -37,17 +38,16 @@ def eligible(conn: sqlite3.Connection, path: Path, statuses: Iterable[str], *,
     completion first, as a stream of rows (id, finished_at, output_path, outputs,
     thumbnail_path, asset_deleted_at). `include_deleted` adds rows without
     assets (already cleaned, or failed without output) for purging."""
-    chosen = _finished_only(statuses)
-    marks = ",".join("?" * len(chosen))
+    where, params = status_in(_finished_only(statuses))
     sql = (
         "SELECT id, COALESCE(completed_at, updated_at) AS finished_at, output_path, outputs, "
         "thumbnail_path, asset_deleted_at FROM jobs "
-        f"WHERE status IN ({marks}) AND pinned = 0 AND (? OR (asset_deleted_at IS NULL AND "
+        f"WHERE {where} AND pinned = 0 AND (? OR (asset_deleted_at IS NULL AND "
         "(output_path IS NOT NULL OR outputs IS NOT NULL OR thumbnail_path IS NOT NULL))) "
         "ORDER BY finished_at, seq"
     )
     with translate_errors(path):
-        yield from conn.execute(sql, [*chosen, 1 if include_deleted else 0])
+        yield from conn.execute(sql, [*params, 1 if include_deleted else 0])
 
 
 def referenced_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
@@ -72,7 +72,7 @@ def referenced_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
 def active_ids(conn: sqlite3.Connection, path: Path) -> set[str]:
     """Ids of queued and running jobs: their files may be written right now."""
     with translate_errors(path):
-        rows = conn.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')")
+        rows = conn.execute(f"SELECT id FROM jobs WHERE {OPEN}")
         return {row[0] for row in rows}
 
 

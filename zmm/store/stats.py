@@ -13,6 +13,7 @@ from typing import Any
 
 from zmm.jobs import JobState
 from zmm.store.db import iso, parse_iso
+from zmm.store.queries import DONE, OPEN
 
 STATUSES = tuple(state.value for state in JobState)
 WEEK_S = 7 * 86400
@@ -21,9 +22,7 @@ TARGETS = {"median_generation_s": ("<", 60), "local_success_rate": (">", 0.95),
            "images_per_week": (">=", 20)}
 # How a NULL backend (the job never ran) and a NULL model are reported.
 NONE = "none"
-# Every status, spelled out so each one is a seek on an index that starts with status.
-_STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)
-_TIMED = "status = 'succeeded' AND generation_time_s IS NOT NULL"
+_TIMED = f"{DONE} AND status = 'succeeded' AND generation_time_s IS NOT NULL"
 # The condition of the partial index job_events_notable (migrations 0004, 0005), word for word.
 _NOTABLE = "kind IN ('swap', 'downgrade', 'cloud_fallback', 'vram_wait')"
 
@@ -34,7 +33,7 @@ class Window:
 
     `first_seq`, when known, is the smallest seq among the window's jobs: every job in
     the window has at least that seq, so `seq >= first_seq` narrows each query exactly
-    (a rowid range, and the tail of the `(status, seq)` index) without assuming that
+    (a rowid range, and the tail of each status in `jobs_done`) without assuming that
     seq follows created_at. `every_job`: the window reaches past the oldest job."""
 
     since_iso: str | None
@@ -182,12 +181,14 @@ def counts(conn: sqlite3.Connection,
     by_status = dict.fromkeys(STATUSES, 0)
     by_backend: dict[str, dict[str, Any]] = {}
     timed: Timed = {}
-    for row in conn.execute(
-            f"""SELECT status, backend, model_used, COUNT(*) AS jobs,
-                       COUNT(generation_time_s) AS timed, MAX(generation_time_s) AS longest,
-                       TOTAL(cost_usd) AS cost
-                FROM jobs WHERE status IN ({_STATUS_LIST}) AND {where}
-                GROUP BY status, backend, model_used""", params):
+    # Open and finished jobs are in two partial indexes: one walk through each.
+    sql = """SELECT status, backend, model_used, COUNT(*) AS jobs,
+                    COUNT(generation_time_s) AS timed, MAX(generation_time_s) AS longest,
+                    TOTAL(cost_usd) AS cost
+             FROM jobs WHERE {scope} AND {where} GROUP BY status, backend, model_used"""
+    rows = [row for scope in (OPEN, DONE)
+            for row in conn.execute(sql.format(scope=scope, where=where), params)]
+    for row in rows:
         name = row["backend"] if row["backend"] is not None else NONE
         entry = by_backend.setdefault(name, {**dict.fromkeys(STATUSES, 0), "cost_usd": 0.0})
         entry[row["status"]] += row["jobs"]

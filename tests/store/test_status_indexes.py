@@ -1,0 +1,111 @@
+"""Jobs by status come from the partial indexes jobs_open and jobs_done: every
+status query must name the index's condition (SQLite reads the whole table
+otherwise), and what it returns must be exactly the jobs in those states."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from zmm import intake
+from zmm.jobs import JobState
+from zmm.store import Store, queries, retention, stats
+
+STATES = [state.value for state in JobState]
+
+
+def one_job_in_each_state(spool: Store, settings) -> dict[str, str]:
+    """state -> id, two of each, oldest first (queued ones are the newest)."""
+    made: dict[str, list[str]] = {state: [] for state in STATES}
+    for _ in range(2):
+        for state in STATES:
+            job = spool.enqueue(intake.build({"prompt": f"a {state} job"}, settings))[0]
+            if state != "queued":
+                spool.claim("w", lease_s=60, aging_s=600, only_ids=[job.id])
+            if state not in ("queued", "running"):
+                spool.transition(job.id, JobState(state), expect=JobState.RUNNING)
+            made[state].append(job.id)
+    return made
+
+
+def full_scans(conn, run) -> list[str]:
+    """The statements `run` executes whose plan reads all of `jobs` without an index."""
+    traced: list[str] = []
+    conn.set_trace_callback(traced.append)
+    try:
+        run()
+    finally:
+        conn.set_trace_callback(None)
+    scans = []
+    for sql in traced:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        if any(re.fullmatch(r"SCAN jobs", step) for step in plan):
+            scans.append(f"{sql}\n  -> {plan}")
+    return scans
+
+
+@pytest.mark.parametrize("name,run", [
+    ("claim order", lambda s: queries.candidates(s.conn, s.clock(), 600, limit=5)),
+    ("running", lambda s: queries.running(s.conn)),
+    ("expired leases", lambda s: s.expired_leases()),
+    ("queued", lambda s: queries.jobs_in_state(s.conn, "queued")),
+    ("failed", lambda s: queries.jobs_in_state(s.conn, "failed")),
+    ("run order", lambda s: queries.run_order(s.conn, s.clock(), 600)),
+    ("recent times", lambda s: queries.recent_generation_times(s.conn)),
+    ("cloud", lambda s: s.conn.execute(*queries.cloud_query(
+        s.clock(), down_since=0, max_wait_s={}))),
+    ("cloud fallback", lambda s: queries.next_cloud_fallback(s.conn, down_since=0,
+                                                             max_wait_s={})),
+    ("history, open", lambda s: queries.history(
+        s.conn, queries.HistoryFilter(statuses=("queued", "running")))),
+    ("history, finished", lambda s: queries.history(
+        s.conn, queries.HistoryFilter(statuses=("failed",)))),
+    ("history, both", lambda s: queries.history(
+        s.conn, queries.HistoryFilter(statuses=("running", "failed")))),
+    ("cleanup candidates", lambda s: list(retention.eligible(
+        s.conn, s.path, ("succeeded", "failed"), include_deleted=True))),
+    ("active ids", lambda s: retention.active_ids(s.conn, s.path)),
+    ("stats", lambda s: stats.report(s.conn, None, s.clock())),
+])
+def test_status_queries_read_an_index_not_the_table(spool, settings, name, run):
+    one_job_in_each_state(spool, settings)
+    assert full_scans(spool.conn, lambda: run(spool)) == []
+
+
+def test_the_check_above_sees_a_query_without_the_index_condition(spool, settings):
+    one_job_in_each_state(spool, settings)
+    scans = full_scans(spool.conn, lambda: spool.conn.execute(
+        "SELECT id FROM jobs WHERE status = 'failed'").fetchall())
+    assert len(scans) == 1
+
+
+def test_every_combination_of_statuses_lists_exactly_those_jobs(spool, settings):
+    made = one_job_in_each_state(spool, settings)
+    everything = [job.id for job in queries.history(spool.conn, queries.HistoryFilter(
+        limit=100))[0]]
+    for size in range(1, len(STATES) + 1):
+        for chosen in itertools.combinations(STATES, size):
+            expected = [job_id for job_id in everything
+                        if any(job_id in made[state] for state in chosen)]
+            page, total = queries.history(spool.conn, queries.HistoryFilter(
+                statuses=chosen, limit=100))
+            assert [job.id for job in page] == expected, chosen  # newest first
+            assert total == len(expected) == 2 * size
+            first, _ = queries.history(spool.conn, queries.HistoryFilter(
+                statuses=chosen, limit=1, offset=1))
+            assert [job.id for job in first] == expected[1:2], chosen
+
+
+def test_stats_count_open_and_finished_jobs(spool, settings):
+    one_job_in_each_state(spool, settings)
+    by_status, _, _ = stats.counts(spool.conn, stats.Window(None, "9999"))
+    assert by_status == dict.fromkeys(STATES, 2)
+
+
+def test_a_status_filter_needs_a_status():
+    with pytest.raises(ValueError):
+        queries.status_in([])
