@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from zmm.store import events, outbox
-from zmm.store.queries import OPEN, status_in
 from zmm.store.db import transaction, translate_errors
+from zmm.store.queries import OPEN, status_in
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
