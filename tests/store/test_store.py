@@ -276,6 +276,7 @@ def test_search_alone_pages_like_the_general_query(spool, settings):
 
 @pytest.mark.parametrize("flt", [
     queries.HistoryFilter(), queries.HistoryFilter(statuses=("failed",)),
+    queries.HistoryFilter(statuses=("queued", "succeeded")),
     queries.HistoryFilter(backend="stability", requester="ci", since_iso="2026-01-01"),
     queries.HistoryFilter(model="sd_xl_base_1.0.safetensors", request_type="image")])
 def test_history_cost_reads_only_the_costly_index(spool, flt):

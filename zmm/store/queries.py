@@ -123,24 +123,28 @@ DONE = "status IN ('succeeded', 'failed', 'cancelled')"
 _OPEN_STATES = ("queued", "running")
 
 
-def status_in(statuses: Iterable[str]) -> tuple[str, list[str]]:
-    """A condition (and its parameters) for jobs in any of `statuses`, answered
-    from jobs_open and jobs_done. Finished jobs are matched in jobs_done, whose
-    (status, seq) order also serves ORDER BY seq. Open jobs are matched through a
-    subquery on jobs_open: its order is the claim order, and given ORDER BY seq
-    SQLite would rather read the whole table in seq order than sort a few rows."""
+def status_parts(statuses: Iterable[str]) -> list[tuple[str, list[str], str]]:
+    """Conditions for jobs in any of `statuses`, as (where, parameters, order): one
+    for the open ones, answered from jobs_open, and one for the finished ones, from
+    jobs_done. `order` is how that part writes ORDER BY seq. jobs_done's (status,
+    seq) order serves it; jobs_open is in claim order, and for an order its index
+    cannot serve SQLite would rather read the whole table in seq order than sort
+    the few open jobs, so the open part says `+seq`, which it can only sort."""
     wanted = list(dict.fromkeys(statuses))
+    if not wanted:  # a bug in the caller: an empty IN () would silently match nothing
+        raise ValueError("a status condition needs at least one status")
     opened = [status for status in wanted if status in _OPEN_STATES]
     done = [status for status in wanted if status not in _OPEN_STATES]
-    if not wanted:  # a bug in the caller: an empty IN () would silently match nothing
-        raise ValueError("status_in needs at least one status")
-    done_sql = f"{DONE} AND status IN ({','.join('?' * len(done))})"
-    if not opened:
-        return done_sql, done
-    subquery = f"SELECT seq FROM jobs WHERE {OPEN} AND status IN ({','.join('?' * len(opened))})"
-    if done:
-        subquery += f" UNION ALL SELECT seq FROM jobs WHERE {done_sql}"
-    return f"seq IN ({subquery})", opened + done
+    return [(f"{scope} AND status IN ({','.join('?' * len(chosen))})", chosen, order)
+            for scope, chosen, order in ((OPEN, opened, "+seq"), (DONE, done, "seq")) if chosen]
+
+
+def status_in(statuses: Iterable[str]) -> tuple[str, list[str], str]:
+    """The one (where, parameters, order) for statuses all open or all finished."""
+    parts = status_parts(statuses)
+    if len(parts) != 1:
+        raise ValueError("open and finished statuses need a condition each (status_parts)")
+    return parts[0]
 
 
 # Aged rank: a waiting job climbs one class per `aging_s`, but only CRITICAL
@@ -282,15 +286,15 @@ def running(conn: sqlite3.Connection) -> list[Job]:
 
 
 def jobs_in_state(conn: sqlite3.Connection, state: str) -> list[Job]:
-    where, params = status_in([state])
-    rows = conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY seq", params)
+    where, params, order = status_in([state])
+    rows = conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY {order}", params)
     return [Job.from_row(row) for row in rows]
 
 
 def expired_leases(conn: sqlite3.Connection, now_iso: str) -> list[Job]:
-    where, params = status_in(["running"])
-    rows = conn.execute(f"SELECT * FROM jobs WHERE {where} AND lease_expires_at < ? ORDER BY seq",
-                        [*params, now_iso])
+    where, params, order = status_in(["running"])
+    rows = conn.execute(f"SELECT * FROM jobs WHERE {where} AND lease_expires_at < ? "
+                        f"ORDER BY {order}", [*params, now_iso])
     return [Job.from_row(row) for row in rows]
 
 
@@ -351,12 +355,21 @@ def history(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], in
     if flt.search and flt == HistoryFilter(search=flt.search, limit=flt.limit, offset=flt.offset):
         return _search_only(conn, flt)
     clauses, params = _history_where(flt)
-    where = " AND ".join(clauses) or "1"
-    total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
-    rows = conn.execute(
-        f"SELECT * FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
-        [*params, flt.limit, flt.offset],
-    ).fetchall()
+    # Open and finished statuses: each part counted from its own index, and the
+    # page merged from both parts' newest seqs; only the page's rows are read whole.
+    parts = [(" AND ".join([scope, *clauses]), [*scope_params, *params], order)
+             for scope, scope_params, order in status_parts(flt.statuses)] if flt.statuses \
+        else [(" AND ".join(clauses) or "1", params, "seq")]
+    total = sum(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values).fetchone()[0]
+                for where, values, _ in parts)
+    heads = " UNION ALL ".join(
+        f"SELECT seq FROM (SELECT seq FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT ?)"
+        for where, _, order in parts)
+    values = [value for _, part_values, _ in parts
+              for value in (*part_values, flt.limit + flt.offset)]
+    rows = conn.execute(f"SELECT * FROM jobs WHERE seq IN ({heads} ORDER BY seq DESC "
+                        "LIMIT ? OFFSET ?) ORDER BY seq DESC",
+                        [*values, flt.limit, flt.offset]).fetchall()
     return [Job.from_row(row) for row in rows], total
 
 
@@ -367,6 +380,9 @@ def history_cost(conn: sqlite3.Connection, flt: HistoryFilter) -> float:
     """What the jobs matching `flt` cost in all. Only cloud jobs cost money, so the
     sum walks the small partial index of costly rows, whatever the filter."""
     clauses, params = _history_where(flt)
+    if flt.statuses:  # the covering index holds status: no partial index to name
+        clauses.insert(0, f"status IN ({','.join('?' * len(flt.statuses))})")
+        params[:0] = flt.statuses
     # The generated `model` column, spelled out: an index holding a virtual column
     # is never covering, one holding the columns it is made of is.
     clauses = [_MODEL_PARTS if clause == _MODEL else clause for clause in clauses]
@@ -389,12 +405,9 @@ def _search_only(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job
 
 
 def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
+    """Every filter but the statuses, which history and history_cost each express."""
     clauses: list[str] = []
     params: list[Any] = []
-    if flt.statuses:
-        clause, values = status_in(flt.statuses)
-        clauses.append(clause)
-        params.extend(values)
     for column, value in (("request_type", flt.request_type), ("requester", flt.requester),
                           ("backend", flt.backend)):
         if value:

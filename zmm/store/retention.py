@@ -38,7 +38,7 @@ def eligible(conn: sqlite3.Connection, path: Path, statuses: Iterable[str], *,
     completion first, as a stream of rows (id, finished_at, output_path, outputs,
     thumbnail_path, asset_deleted_at). `include_deleted` adds rows without
     assets (already cleaned, or failed without output) for purging."""
-    where, params = status_in(_finished_only(statuses))
+    where, params, _ = status_in(_finished_only(statuses))
     sql = (
         "SELECT id, COALESCE(completed_at, updated_at) AS finished_at, output_path, outputs, "
         "thumbnail_path, asset_deleted_at FROM jobs "
