@@ -74,6 +74,22 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_6(se
     assert total == 7  # the event of a job with no row is not carried over
 
 
+def test_a_new_spool_gets_the_page_size_an_old_one_keeps_its_own(settings, tmp_path):
+    from zmm.store.db import PAGE_BYTES
+
+    with Store(settings.spool_path) as spool:
+        assert spool.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_BYTES != 4096
+    old = tmp_path / "old" / "spool.db"
+    old.parent.mkdir()
+    with sqlite3.connect(old) as conn:  # an earlier release's spool: SQLite's default pages
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("PRAGMA journal_mode = WAL")
+    with Store(old) as spool:
+        job = enqueue(spool, settings)[0]
+        assert spool.claim("w", lease_s=60, aging_s=600).id == job.id
+        assert spool.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
 def test_the_wal_is_checkpointed_back_to_the_start_and_stays_bounded(settings, monkeypatch):
     from zmm.store import db
 
