@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from zmm.store import Store, stats  # noqa: E402
 from zmm.store.db import iso, parse_iso  # noqa: E402
+from zmm.store.events import span  # noqa: E402
 
 MODELS = ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]
 CLOUD = {"stability": 0.04, "openai": 0.08}
@@ -52,13 +53,13 @@ def job_rows(count: int, start: float, step: float):
 
 
 def event_rows(count: int, start: float, step: float):
-    """Each job's events, numbered within the job; job_rows' jobs get seq 1..count."""
+    """Each job's events after its enqueueing (kept in the job row), with ids as zmm
+    numbers them within the job (zmm.store.events.span); job_rows' jobs get seq 1..count."""
     rng = random.Random(11)
     unload = json.dumps({"unload": ["llama3:8b"]}, separators=(",", ":"))
     for index in range(count):
         at = iso(start + index * step)
-        events = [{"kind": "enqueued", "to_state": "queued"},
-                  {"kind": "claimed", "to_state": "running"}]
+        events = [{"kind": "claimed", "to_state": "running"}]
         roll = rng.random()
         if roll < 0.05:  # a swap writes several 'swap' events; the first names what it unloads
             events += [{"kind": "swap", "message": "need VRAM", "data": unload},
@@ -68,8 +69,9 @@ def event_rows(count: int, start: float, step: float):
         elif roll < 0.08:
             events.append({"kind": "vram_wait", "message": "waiting for VRAM"})
         events.append({"kind": "succeeded", "to_state": "succeeded"})
-        for n, event in enumerate(events, start=1):
-            yield {"job_seq": index + 1, "n": n, "at": at, **event}
+        first, _ = span(index + 1)
+        for n, event in enumerate(events):
+            yield {"id": first + n, "at": at, **event}
 
 
 def timed(function, repeat: int) -> tuple[float, object]:

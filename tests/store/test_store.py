@@ -318,3 +318,23 @@ def test_history_cost_sums_what_the_filter_lists(spool, settings):
     assert queries.history_cost(spool.conn, queries.HistoryFilter(backend="local")) == 0.0
     page, total = queries.history(spool.conn, queries.HistoryFilter(backend="stability"))
     assert total == 1 and page[0].id == jobs[0]
+
+
+def test_each_job_keeps_its_own_event_ids_and_the_table_refuses_an_overflow(spool, settings):
+    """Events are ids seq * 2**20 + n: interleaved writes stay in their job's range,
+    in order, and a job's 2**20th event could only land in the next job's range."""
+    from zmm.store import events
+
+    first, second = enqueue(spool, settings, count=2)
+    for job in (first, second, first):
+        spool.add_event(job.id, "notice", f"for {job.id}")
+    assert [e["kind"] for e in spool.events(first.id)] == ["enqueued", "notice", "notice"]
+    assert [e["kind"] for e in spool.events(second.id)] == ["enqueued", "notice"]
+    ids = [row[0] for row in spool.conn.execute("SELECT id FROM job_events ORDER BY id")]
+    assert ids == [events.span(first.seq)[0], events.span(first.seq)[0] + 1,
+                   events.span(second.seq)[0]]
+    last = events.span(first.seq)[1]
+    spool.conn.execute("INSERT INTO job_events (id, at, kind) VALUES (?, 'x', 'filler')", [last])
+    with pytest.raises(SpoolUnusable):  # the CHECK refuses it; nothing spills over
+        spool.add_event(first.id, "notice", "one too many")
+    assert [e["kind"] for e in spool.events(second.id)] == ["enqueued", "notice"]

@@ -98,23 +98,19 @@ class Store:
             "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
             "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
             "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
+            # The `enqueued` event, kept in the row (spool/migrations/0007).
+            "enqueued_note": f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}",
         }
         columns = ", ".join(row)
         marks = ", ".join(f":{key}" for key in row)
         for _ in range(5):  # a clash needs the same second and the same 32 random bits
             row["id"] = new_job_id(now)
             try:
-                seq = conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})",
-                                   row).lastrowid
-                break
+                conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
+                return row["id"]
             except sqlite3.IntegrityError:
                 continue
-        else:
-            raise RuntimeError("could not allocate a unique job id")
-        events.write(conn, row["id"], "enqueued", None, "queued",
-                     f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}", stamp,
-                     seq=seq)
-        return row["id"]
+        raise RuntimeError("could not allocate a unique job id")
 
     # -- claiming and leases -------------------------------------------------
 

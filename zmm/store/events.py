@@ -1,8 +1,8 @@
 """Writing `job_events` rows: one place for the INSERT every state change,
 swap, cloud answer, webhook try and cleanup note goes through, inside the
-caller's transaction. Rows are keyed by the job's seq and the event's number
-within the job (spool/migrations/0005); reads of the timeline are in
-zmm.store.queries.
+caller's transaction. A row's id is its job's seq times 2**20 plus the event's
+number within the job (spool/migrations/0007), so a job's events are the id
+range `span(seq)`; reads of the timeline are in zmm.store.queries.
 """
 
 from __future__ import annotations
@@ -12,14 +12,23 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+SHIFT = 20  # up to 2**20 - 1 events per job; the table's CHECK refuses more
+
+
+def span(seq: int) -> tuple[int, int]:
+    """The first and last event id a job with this seq can have."""
+    return (seq << SHIFT) + 1, (seq << SHIFT) + (1 << SHIFT) - 1
+
+
 # The job is named by id (its seq comes from the job row) or, on the claim and
-# finish paths, which hold the row already, by seq. The next number comes from
-# the job's last event, found by primary key. No job row, no event.
-_NEXT = "COALESCE((SELECT MAX(n) FROM job_events WHERE job_seq = {seq}), 0) + 1"
-_BY_ID = f"""INSERT INTO job_events (job_seq, n, at, kind, from_state, to_state, message, data)
-    SELECT seq, {_NEXT.format(seq="jobs.seq")}, ?1, ?2, ?3, ?4, ?5, ?6 FROM jobs WHERE id = ?7"""
-_BY_SEQ = f"""INSERT INTO job_events (job_seq, n, at, kind, from_state, to_state, message, data)
-    VALUES (?7, {_NEXT.format(seq="?7")}, ?1, ?2, ?3, ?4, ?5, ?6)"""
+# finish paths, which hold the row already, by seq. The next id follows the job's
+# last event, found by primary key. No job row, no event.
+_NEXT = (f"COALESCE((SELECT MAX(id) FROM job_events WHERE id BETWEEN ({{seq}} << {SHIFT}) "
+         f"AND ({{seq}} << {SHIFT}) + {(1 << SHIFT) - 1}), {{seq}} << {SHIFT}) + 1")
+_BY_ID = f"""INSERT INTO job_events (id, at, kind, from_state, to_state, message, data)
+    SELECT {_NEXT.format(seq="jobs.seq")}, ?1, ?2, ?3, ?4, ?5, ?6 FROM jobs WHERE id = ?7"""
+_BY_SEQ = f"""INSERT INTO job_events (id, at, kind, from_state, to_state, message, data)
+    VALUES ({_NEXT.format(seq="?7")}, ?1, ?2, ?3, ?4, ?5, ?6)"""
 
 
 def write(conn: sqlite3.Connection, job_id: str, kind: str, from_state: str | None,

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from zmm.store import events as event_rows
+
 
 @dataclass(frozen=True)
 class Job:
@@ -80,6 +82,7 @@ class Job:
     model: str | None = None  # generated: model_used, else model_requested
     backend_requested: str = "auto"  # auto | local | cloud
     cloud_allowed: int = 0
+    enqueued_note: str | None = None  # the `enqueued` event's message (schema 7 on)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -104,7 +107,8 @@ class Job:
     def public(self) -> dict[str, Any]:
         """The stable JSON shape of a job for `--json` output."""
         data = dataclasses.asdict(self)
-        for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over"):
+        for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over",
+                         "enqueued_note"):
             data.pop(internal)
         data["outputs"] = self.output_list
         data["pinned"] = bool(self.pinned)
@@ -311,15 +315,24 @@ def find(conn: sqlite3.Connection, job_id: str) -> Job | None:
 
 
 def events(conn: sqlite3.Connection, job_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT at, kind, from_state, to_state, message, data FROM job_events "
-        "WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?) ORDER BY n", [job_id]
-    ).fetchall()
-    return [
+    """A job's timeline: its `enqueued` event, kept in the job row since schema 7
+    (earlier jobs have it in job_events), then every event written after it."""
+    job = conn.execute("SELECT seq, created_at, enqueued_note FROM jobs WHERE id = ?",
+                       [job_id]).fetchone()
+    if job is None:
+        return []
+    timeline = []
+    if job["enqueued_note"] is not None:
+        timeline.append({"at": job["created_at"], "kind": "enqueued", "from": None, "to": "queued",
+                         "message": job["enqueued_note"], "data": None})
+    rows = conn.execute("SELECT at, kind, from_state, to_state, message, data FROM job_events "
+                        "WHERE id BETWEEN ? AND ? ORDER BY id", event_rows.span(job["seq"]))
+    timeline += [
         {"at": r["at"], "kind": r["kind"], "from": r["from_state"], "to": r["to_state"],
          "message": r["message"], "data": json.loads(r["data"]) if r["data"] else None}
         for r in rows
     ]
+    return timeline
 
 
 def recent_generation_times(conn: sqlite3.Connection, limit: int = 20) -> list[float]:

@@ -118,8 +118,8 @@ def purge(conn: sqlite3.Connection, path: Path, job_ids: list[str]) -> int:
         gone = tx.execute(
             f"DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND {_GUARD} "
             "AND asset_deleted_at IS NOT NULL RETURNING id, seq", [ids]).fetchall()
-        tx.execute("DELETE FROM job_events WHERE job_seq IN (SELECT value FROM json_each(?))",
-                   [json.dumps([row[1] for row in gone])])
+        tx.executemany("DELETE FROM job_events WHERE id BETWEEN ? AND ?",
+                       [events.span(row[1]) for row in gone])
         outbox.delete_for_jobs(tx, [row[0] for row in gone])  # and their webhook deliveries
     return len(gone)
 
