@@ -26,7 +26,7 @@ import sqlite_utils
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zmm.store import Store, queries  # noqa: E402
+from zmm.store import Store, history  # noqa: E402
 from zmm.store.db import iso  # noqa: E402
 
 # A vocabulary with a long tail, as real prompts have: a few common words, many rare ones.
@@ -63,9 +63,9 @@ def timed(conn, flt, repeat: int = 15) -> tuple[float, float, int]:
     pages, sums, total = [], [], 0
     for _ in range(repeat):
         start = time.perf_counter()
-        page, total = queries.history(conn, flt)
+        page, total = history.page(conn, flt)
         middle = time.perf_counter()
-        queries.history_cost(conn, flt)
+        history.cost(conn, flt)
         pages.append(middle - start)
         sums.append(time.perf_counter() - middle)
     return statistics.median(pages) * 1000, statistics.median(sums) * 1000, total
@@ -90,18 +90,18 @@ def main() -> None:
         with Store(path) as store:
             week = iso(time.time() - 7 * 86400)
             cases = {
-                "newest page, no filter": queries.HistoryFilter(),
-                "--status failed": queries.HistoryFilter(statuses=("failed",)),
-                "--requester agent-7": queries.HistoryFilter(requester="agent-7"),
-                "--model sd15": queries.HistoryFilter(model="v1-5-pruned-emaonly.safetensors"),
-                "--since 7d": queries.HistoryFilter(since_iso=week),
-                "--search tower17": queries.HistoryFilter(search="tower17"),
-                "--search diagram (in 25 % of prompts)": queries.HistoryFilter(search="diagram"),
-                "--status failed --offset 5000": queries.HistoryFilter(statuses=("failed",), offset=5000),
+                "newest page, no filter": history.HistoryFilter(),
+                "--status failed": history.HistoryFilter(statuses=("failed",)),
+                "--requester agent-7": history.HistoryFilter(requester="agent-7"),
+                "--model sd15": history.HistoryFilter(model="v1-5-pruned-emaonly.safetensors"),
+                "--since 7d": history.HistoryFilter(since_iso=week),
+                "--search tower17": history.HistoryFilter(search="tower17"),
+                "--search diagram (in 25 % of prompts)": history.HistoryFilter(search="diagram"),
+                "--status failed --offset 5000": history.HistoryFilter(statuses=("failed",), offset=5000),
             }
-            cases["--backend stability"] = queries.HistoryFilter(backend="stability")
+            cases["--backend stability"] = history.HistoryFilter(backend="stability")
             # An open and a finished status together: the union of two partial indexes.
-            cases["--status queued,failed"] = queries.HistoryFilter(statuses=("queued", "failed"))
+            cases["--status queued,failed"] = history.HistoryFilter(statuses=("queued", "failed"))
             print(f"| history filter ({args.rows:,} jobs) | page + count, median ms | cost sum, "
                   "median ms | matching |\n|---|---|---|---|")
             for name, flt in cases.items():

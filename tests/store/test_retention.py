@@ -9,7 +9,7 @@ import pytest
 
 from tests.cleanup_support import make_job, make_queued
 from zmm.errors import NotFound
-from zmm.store import Store, queries
+from zmm.store import Store, history
 
 STAMP = "2030-01-01T00:00:00.000000Z"
 
@@ -81,9 +81,9 @@ def test_purge_deletes_rows_events_and_search_entries(settings, store):
         store.get(gone.id)
     remaining = {row[0] for row in store.conn.execute("SELECT DISTINCT job_seq FROM job_events")}
     assert gone.seq not in remaining and {kept.seq, unmarked.seq} <= remaining
-    jobs, total = queries.history(store.conn, queries.HistoryFilter(search="purple"))
+    jobs, total = history.page(store.conn, history.HistoryFilter(search="purple"))
     assert total == 2 and {job.id for job in jobs} == {kept.id, unmarked.id}
-    assert queries.history(store.conn, queries.HistoryFilter(search="walrus"))[1] == 0
+    assert history.page(store.conn, history.HistoryFilter(search="walrus"))[1] == 0
     assert store.purge_jobs([]) == 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from zmm import intake
 from zmm.jobs import JobState
-from zmm.store import Store, queries, retention, stats
+from zmm.store import Store, history, queries, retention, stats
 
 STATES = [state.value for state in JobState]
 
@@ -60,12 +60,12 @@ def full_scans(conn, run) -> list[str]:
         s.clock(), down_since=0, max_wait_s={}))),
     ("cloud fallback", lambda s: queries.next_cloud_fallback(s.conn, down_since=0,
                                                              max_wait_s={})),
-    ("history, open", lambda s: queries.history(
-        s.conn, queries.HistoryFilter(statuses=("queued", "running")))),
-    ("history, finished", lambda s: queries.history(
-        s.conn, queries.HistoryFilter(statuses=("failed",)))),
-    ("history, both", lambda s: queries.history(
-        s.conn, queries.HistoryFilter(statuses=("running", "failed")))),
+    ("history, open", lambda s: history.page(
+        s.conn, history.HistoryFilter(statuses=("queued", "running")))),
+    ("history, finished", lambda s: history.page(
+        s.conn, history.HistoryFilter(statuses=("failed",)))),
+    ("history, both", lambda s: history.page(
+        s.conn, history.HistoryFilter(statuses=("running", "failed")))),
     ("cleanup candidates", lambda s: list(retention.eligible(
         s.conn, s.path, ("succeeded", "failed"), include_deleted=True))),
     ("active ids", lambda s: retention.active_ids(s.conn, s.path)),
@@ -85,18 +85,18 @@ def test_the_check_above_sees_a_query_without_the_index_condition(spool, setting
 
 def test_every_combination_of_statuses_lists_exactly_those_jobs(spool, settings):
     made = one_job_in_each_state(spool, settings)
-    everything = [job.id for job in queries.history(spool.conn, queries.HistoryFilter(
+    everything = [job.id for job in history.page(spool.conn, history.HistoryFilter(
         limit=100))[0]]
     for size in range(1, len(STATES) + 1):
         for chosen in itertools.combinations(STATES, size):
             expected = [job_id for job_id in everything
                         if any(job_id in made[state] for state in chosen)]
-            page, total = queries.history(spool.conn, queries.HistoryFilter(
+            page, total = history.page(spool.conn, history.HistoryFilter(
                 statuses=chosen, limit=100))
             assert [job.id for job in page] == expected, chosen  # newest first
             assert total == len(expected) == 2 * size
             for offset in range(len(expected) + 1):  # pages of two across both parts
-                page, _ = queries.history(spool.conn, queries.HistoryFilter(
+                page, _ = history.page(spool.conn, history.HistoryFilter(
                     statuses=chosen, limit=2, offset=offset))
                 assert [job.id for job in page] == expected[offset:offset + 2], (chosen, offset)
 

@@ -9,7 +9,7 @@ import pytest
 from zmm import intake
 from zmm.errors import Conflict, NotFound, SpoolUnusable
 from zmm.jobs import JobState
-from zmm.store import Store, queries
+from zmm.store import Store, history
 from zmm.store.db import migrations
 
 
@@ -61,7 +61,7 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_6(se
         numbers = [row[0] for row in upgraded.conn.execute(
             "SELECT n FROM job_events WHERE job_seq = ? ORDER BY n", [job.seq])]
         total = upgraded.conn.execute("SELECT COUNT(*) FROM job_events").fetchone()[0]
-        failed, _ = queries.history(upgraded.conn, queries.HistoryFilter(statuses=("failed",)))
+        failed, _ = history.page(upgraded.conn, history.HistoryFilter(statuses=("failed",)))
         claimed = upgraded.claim("w", lease_s=60, aging_s=600)
         indexes = {row[0] for row in upgraded.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")}
@@ -233,12 +233,12 @@ def test_unknown_job_and_prefix_lookup(spool, settings):
 def test_history_filters_search_and_total(spool, settings):
     enqueue(spool, settings, prompt="red lighthouse at dusk", requester="agent-1")
     enqueue(spool, settings, prompt="blue whale", requester="agent-2", count=3)
-    page, total = queries.history(spool.conn, queries.HistoryFilter(search="lighthouse"))
+    page, total = history.page(spool.conn, history.HistoryFilter(search="lighthouse"))
     assert total == 1 and page[0].prompt == "red lighthouse at dusk"
-    page, total = queries.history(spool.conn, queries.HistoryFilter(requester="agent-2", limit=2))
+    page, total = history.page(spool.conn, history.HistoryFilter(requester="agent-2", limit=2))
     assert total == 3 and len(page) == 2
     assert page[0].seq > page[1].seq  # newest first
-    _, total = queries.history(spool.conn, queries.HistoryFilter(search='"; DROP TABLE jobs; --'))
+    _, total = history.page(spool.conn, history.HistoryFilter(search='"; DROP TABLE jobs; --'))
     assert total == 0
 
 
@@ -283,24 +283,24 @@ def test_search_alone_pages_like_the_general_query(spool, settings):
     for n in range(30):
         enqueue(spool, settings, prompt=f"{'red' if n % 3 else 'blue'} lighthouse number{n}")
     for offset in (0, 5, 18):
-        fast, total = queries.history(spool.conn, queries.HistoryFilter(search="red", limit=4,
+        fast, total = history.page(spool.conn, history.HistoryFilter(search="red", limit=4,
                                                                        offset=offset))
-        general, general_total = queries.history(spool.conn, queries.HistoryFilter(
+        general, general_total = history.page(spool.conn, history.HistoryFilter(
             search="red", statuses=("queued",), limit=4, offset=offset))
         assert [j.id for j in fast] == [j.id for j in general] and total == general_total == 20
 
 
 @pytest.mark.parametrize("flt", [
-    queries.HistoryFilter(), queries.HistoryFilter(statuses=("failed",)),
-    queries.HistoryFilter(statuses=("queued", "succeeded")),
-    queries.HistoryFilter(backend="stability", requester="ci", since_iso="2026-01-01"),
-    queries.HistoryFilter(model="sd_xl_base_1.0.safetensors", request_type="image")])
+    history.HistoryFilter(), history.HistoryFilter(statuses=("failed",)),
+    history.HistoryFilter(statuses=("queued", "succeeded")),
+    history.HistoryFilter(backend="stability", requester="ci", since_iso="2026-01-01"),
+    history.HistoryFilter(model="sd_xl_base_1.0.safetensors", request_type="image")])
 def test_history_cost_reads_only_the_costly_index(spool, flt):
     """The cost sum must stay O(cloud jobs) whatever the filter: it may read only
     the partial index of costly rows, never the jobs table."""
     traced: list[str] = []
     spool.conn.set_trace_callback(traced.append)
-    queries.history_cost(spool.conn, flt)
+    history.cost(spool.conn, flt)
     spool.conn.set_trace_callback(None)
     (sql,) = traced
     plan = " ".join(row[3] for row in spool.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
@@ -313,10 +313,10 @@ def test_history_cost_sums_what_the_filter_lists(spool, settings):
         spool.claim("w", lease_s=60, aging_s=600, only_ids=[job_id])
         spool.transition(job_id, JobState.SUCCEEDED, expect=JobState.RUNNING, backend=backend,
                          cost_usd=cost)
-    assert queries.history_cost(spool.conn, queries.HistoryFilter()) == 0.0386
-    assert queries.history_cost(spool.conn, queries.HistoryFilter(backend="openai")) == 0.0086
-    assert queries.history_cost(spool.conn, queries.HistoryFilter(backend="local")) == 0.0
-    page, total = queries.history(spool.conn, queries.HistoryFilter(backend="stability"))
+    assert history.cost(spool.conn, history.HistoryFilter()) == 0.0386
+    assert history.cost(spool.conn, history.HistoryFilter(backend="openai")) == 0.0086
+    assert history.cost(spool.conn, history.HistoryFilter(backend="local")) == 0.0
+    page, total = history.page(spool.conn, history.HistoryFilter(backend="stability"))
     assert total == 1 and page[0].id == jobs[0]
 
 

@@ -43,7 +43,7 @@ def listing(
     if ctx.invoked_subcommand is not None:
         return
     from zmm import render
-    from zmm.store import queries
+    from zmm.store import history
     from zmm.store.db import iso
 
     statuses = tuple(s.strip().lower() for s in status.split(",") if s.strip()) if status else ()
@@ -53,11 +53,11 @@ def listing(
     settings = load_config()
     with open_store(settings) as store:
         since_iso = iso(store.clock() - parse_since(since)) if since else None
-        flt = queries.HistoryFilter(statuses=statuses, request_type=request_type,
+        flt = history.HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
                                     search=search, backend=backend, limit=limit, offset=offset)
-        jobs, total = queries.history(store.conn, flt)
-        cost = queries.history_cost(store.conn, flt)
+        jobs, total = history.page(store.conn, flt)
+        cost = history.cost(store.conn, flt)
     if as_json:
         emit_json({"total": total, "cost_usd": cost, "limit": limit, "offset": offset,
                    "jobs": [job.public() for job in jobs]})

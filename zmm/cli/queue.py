@@ -24,7 +24,7 @@ def show(
     import statistics
 
     from zmm import render
-    from zmm.store import queries
+    from zmm.store import history, queries
     from zmm.store.db import iso, parse_iso
 
     settings = load_config()
@@ -34,7 +34,7 @@ def show(
         queued = queries.run_order(store.conn, now, settings.get("worker.aging_s"))
         times = queries.recent_generation_times(store.conn)
         workers = queries.live_workers(store.conn, iso(now - 3 * settings.get("worker.lease_s")))
-        finished = queries.history(store.conn, queries.HistoryFilter(
+        finished = history.page(store.conn, history.HistoryFilter(
             statuses=("succeeded", "failed", "cancelled"), limit=20))[0] if show_all else []
         paused = store.is_paused()
     typical = statistics.median(times) if times else None

@@ -1,0 +1,110 @@
+"""Reads for `zmm history`: a filtered page of jobs, newest first, with how many
+match in all, the cost of those jobs, and full-text search over prompts.
+
+Shaped to use the spool's indexes so a page out of a million rows stays fast
+(bench/history_bench.py): statuses through the partial indexes of open and
+finished jobs (zmm.store.queries.status_parts), the cost sum through the small
+index of costly rows, a search alone straight from the full-text index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from zmm.store.queries import Job, status_parts
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    statuses: tuple[str, ...] = ()
+    request_type: str | None = None
+    requester: str | None = None
+    model: str | None = None
+    since_iso: str | None = None
+    search: str | None = None
+    backend: str | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, and how many match in all."""
+    if flt.search and flt == HistoryFilter(search=flt.search, limit=flt.limit, offset=flt.offset):
+        return _search_only(conn, flt)
+    clauses, params = _history_where(flt)
+    # Open and finished statuses: each part counted from its own index, and the
+    # page merged from both parts' newest seqs; only the page's rows are read whole.
+    parts = [(" AND ".join([scope, *clauses]), [*scope_params, *params], order)
+             for scope, scope_params, order in status_parts(flt.statuses)] if flt.statuses \
+        else [(" AND ".join(clauses) or "1", params, "seq")]
+    total = sum(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values).fetchone()[0]
+                for where, values, _ in parts)
+    heads = " UNION ALL ".join(
+        f"SELECT seq FROM (SELECT seq FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT ?)"
+        for where, _, order in parts)
+    values = [value for _, part_values, _ in parts
+              for value in (*part_values, flt.limit + flt.offset)]
+    rows = conn.execute(f"SELECT * FROM jobs WHERE seq IN ({heads} ORDER BY seq DESC "
+                        "LIMIT ? OFFSET ?) ORDER BY seq DESC",
+                        [*values, flt.limit, flt.offset]).fetchall()
+    return [Job.from_row(row) for row in rows], total
+
+
+_MODEL, _MODEL_PARTS = "model = ?", "COALESCE(model_used, model_requested) = ?"
+
+
+def cost(conn: sqlite3.Connection, flt: HistoryFilter) -> float:
+    """What the jobs matching `flt` cost in all. Only cloud jobs cost money, so the
+    sum walks the small partial index of costly rows, whatever the filter."""
+    clauses, params = _history_where(flt)
+    if flt.statuses:  # the covering index holds status: no partial index to name
+        clauses.insert(0, f"status IN ({','.join('?' * len(flt.statuses))})")
+        params[:0] = flt.statuses
+    # The generated `model` column, spelled out: an index holding a virtual column
+    # is never covering, one holding the columns it is made of is.
+    clauses = [_MODEL_PARTS if clause == _MODEL else clause for clause in clauses]
+    where = " AND ".join(["cost_usd > 0", *clauses])
+    row = conn.execute(f"SELECT TOTAL(cost_usd) FROM jobs INDEXED BY jobs_costly WHERE {where}",
+                       params).fetchone()
+    return round(row[0], 6)
+
+
+def _search_only(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
+    """Search alone: page and count straight from the full-text index (rowid = seq),
+    rather than collecting every match to sort it."""
+    query = fts_query(flt.search or "")
+    total = conn.execute("SELECT COUNT(*) FROM jobs_fts WHERE jobs_fts MATCH ?", [query]).fetchone()[0]
+    rows = conn.execute(
+        "SELECT jobs.* FROM (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ? ORDER BY rowid DESC "
+        "LIMIT ? OFFSET ?) AS hit JOIN jobs ON jobs.seq = hit.rowid ORDER BY jobs.seq DESC",
+        [query, flt.limit, flt.offset]).fetchall()
+    return [Job.from_row(row) for row in rows], total
+
+
+def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
+    """Every filter but the statuses, which page and cost each express."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("request_type", flt.request_type), ("requester", flt.requester),
+                          ("backend", flt.backend)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if flt.model:
+        clauses.append(_MODEL)
+        params.append(flt.model)
+    if flt.since_iso:
+        clauses.append("created_at >= ?")
+        params.append(flt.since_iso)
+    if flt.search:
+        clauses.append("seq IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
+        params.append(fts_query(flt.search))
+    return clauses, params
+
+
+def fts_query(text: str) -> str:
+    """Each word as a quoted FTS5 phrase, so user text is never FTS syntax."""
+    words = [word.replace('"', '""') for word in text.split()]
+    return " ".join(f'"{word}"' for word in words) or '""'
