@@ -25,10 +25,11 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
-def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_6(settings):
-    """Schemas 4 and 5 rebuild job_events and 6 the status indexes; a spool written by
-    an earlier release keeps every job's events, in the order they were written, new
-    events follow them, and its jobs are found by status and claimed as before."""
+def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_7(settings):
+    """Schemas 4, 5 and 7 rebuild job_events and 6 the status indexes; a spool written
+    by an earlier release keeps every job's events (its stored `enqueued` ones too), in
+    the order they were written, new events follow them, and its jobs are found by
+    status and claimed as before."""
     from zmm.store.db import _statements
 
     settings.spool_path.parent.mkdir(parents=True)
@@ -284,7 +285,7 @@ def test_search_alone_pages_like_the_general_query(spool, settings):
         enqueue(spool, settings, prompt=f"{'red' if n % 3 else 'blue'} lighthouse number{n}")
     for offset in (0, 5, 18):
         fast, total = history.page(spool.conn, history.HistoryFilter(search="red", limit=4,
-                                                                       offset=offset))
+                                                                     offset=offset))
         general, general_total = history.page(spool.conn, history.HistoryFilter(
             search="red", statuses=("queued",), limit=4, offset=offset))
         assert [j.id for j in fast] == [j.id for j in general] and total == general_total == 20

@@ -36,9 +36,11 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
     clauses, params = _history_where(flt)
     # Open and finished statuses: each part counted from its own index, and the
     # page merged from both parts' newest seqs; only the page's rows are read whole.
-    parts = [(" AND ".join([scope, *clauses]), [*scope_params, *params], order)
-             for scope, scope_params, order in status_parts(flt.statuses)] if flt.statuses \
-        else [(" AND ".join(clauses) or "1", params, "seq")]
+    if flt.statuses:
+        parts = [(" AND ".join([scope, *clauses]), [*scope_params, *params], order)
+                 for scope, scope_params, order in status_parts(flt.statuses)]
+    else:
+        parts = [(" AND ".join(clauses) or "1", params, "seq")]
     total = sum(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values).fetchone()[0]
                 for where, values, _ in parts)
     heads = " UNION ALL ".join(

@@ -15,14 +15,14 @@ from typing import Any
 
 from zmm.store import events, outbox
 from zmm.store.db import transaction, translate_errors
-from zmm.store.queries import OPEN, status_in
+from zmm.store.queries import DONE, OPEN, status_in
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
 # Applied to every write: the row must still be finished and unpinned. The
 # unary `+` keeps SQLite on the id index: through jobs_done, each batch
 # of ids would scan every finished job (quadratic over a big spool).
-_GUARD = "+status IN ('succeeded', 'failed', 'cancelled') AND +pinned = 0"
+_GUARD = f"+{DONE} AND +pinned = 0"
 
 
 def _finished_only(statuses: Iterable[str]) -> list[str]:
