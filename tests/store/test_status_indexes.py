@@ -112,3 +112,15 @@ def test_a_status_filter_needs_a_status():
         queries.status_parts([])
     with pytest.raises(ValueError):
         queries.status_in(["queued", "failed"])
+
+
+def test_partial_index_conditions_compare_instead_of_listing_three_or_more_values(spool):
+    """SQLite tests `x IN (a, b, c)` by building a temporary b-tree of the values each
+    time a statement runs (one or two it compares), and every state change and event
+    insert tests the partial indexes' conditions (migration 0008)."""
+    conditions = {name: sql.split(" WHERE ", 1)[1] for name, sql in spool.conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'")}
+    assert {"jobs_open", "jobs_done", "job_events_notable"} <= set(conditions)
+    for name, condition in conditions.items():
+        for values in re.findall(r"IN \(([^)]*)\)", condition):
+            assert values.count(",") < 2, f"{name}: {condition}"

@@ -25,8 +25,8 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
-def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_7(settings):
-    """Schemas 4, 5 and 7 rebuild job_events and 6 the status indexes; a spool written
+def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_8(settings):
+    """Schemas 4, 5 and 7 rebuild job_events and 6 and 8 the status indexes; a spool written
     by an earlier release keeps every job's events (its stored `enqueued` ones too), in
     the order they were written, new events follow them, and its jobs are found by
     status and claimed as before."""
@@ -64,11 +64,12 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_7(se
         total = upgraded.conn.execute("SELECT COUNT(*) FROM job_events").fetchone()[0]
         failed, _ = history.page(upgraded.conn, history.HistoryFilter(statuses=("failed",)))
         claimed = upgraded.claim("w", lease_s=60, aging_s=600)
-        indexes = {row[0] for row in upgraded.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")}
+        indexes = dict(upgraded.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"))
     assert [job.id for job in failed] == ["mmg-other"] and claimed.id == "mmg-old"
-    assert {"jobs_open", "jobs_done"} <= indexes
-    assert not {"jobs_status_seq", "jobs_runnable"} & indexes
+    assert {"jobs_open", "jobs_done"} <= set(indexes)
+    assert indexes["jobs_done"].endswith("WHERE status NOT IN ('queued', 'running')")
+    assert not {"jobs_status_seq", "jobs_runnable"} & set(indexes)
     assert kinds == ["enqueued", "claimed", "failed", "retry"]
     assert other == ["enqueued", "claimed", "cancelled"]
     assert numbers == [1, 2, 3, 4]

@@ -119,11 +119,11 @@ class Job:
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _FIELD_COUNT = len(_FIELD_NAMES)
 
-# The conditions of the partial indexes jobs_open and jobs_done (migration 0006),
-# word for word: SQLite uses a partial index only for a query that repeats its
+# The conditions of the partial indexes jobs_open and jobs_done (migrations 0006,
+# 0008), word for word: SQLite uses a partial index only for a query that repeats its
 # condition, so `status = 'queued'` alone would read every row.
 OPEN = "status IN ('queued', 'running')"
-DONE = "status IN ('succeeded', 'failed', 'cancelled')"
+DONE = "status NOT IN ('queued', 'running')"
 _OPEN_STATES = ("queued", "running")
 
 

@@ -23,8 +23,9 @@ TARGETS = {"median_generation_s": ("<", 60), "local_success_rate": (">", 0.95),
 # How a NULL backend (the job never ran) and a NULL model are reported.
 NONE = "none"
 _TIMED = f"{DONE} AND status = 'succeeded' AND generation_time_s IS NOT NULL"
-# The condition of the partial index job_events_notable (migrations 0004, 0005), word for word.
-_NOTABLE = "kind IN ('swap', 'downgrade', 'cloud_fallback', 'vram_wait')"
+# The condition of the partial index job_events_notable (migration 0008), word for word.
+_NOTABLE = ("(kind = 'swap' OR kind = 'downgrade' OR kind = 'cloud_fallback' "
+            "OR kind = 'vram_wait')")
 
 
 @dataclass(frozen=True)
