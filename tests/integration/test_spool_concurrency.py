@@ -64,7 +64,9 @@ def test_32_enqueuers_and_2_claimers(home, settings, tmp_path):
         claim_events = store.conn.execute(
             "SELECT job_seq, COUNT(*) FROM job_events WHERE kind = 'claimed' GROUP BY job_seq"
         ).fetchall()
+        kept = store.conn.execute("SELECT n FROM job_counts WHERE key = 'all'").fetchone()[0]
     assert sorted(row["id"] for row in rows) == sorted(enqueued)
     assert set(claimed) == set(enqueued) and all(row["status"] == "succeeded" for row in rows)
     assert len(claim_events) == len(enqueued) and all(count == 1 for _, count in claim_events)
+    assert kept == len(enqueued)  # the count the spool keeps, written by 32 processes
     print(f"enqueued {len(enqueued)}, claimed {len(claimed)}, duplicates 0")

@@ -25,11 +25,11 @@ def test_schema_is_migrated_once_and_versioned(settings, spool):
         assert again.conn.execute("PRAGMA user_version").fetchone()[0] == version
 
 
-def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_8(settings):
-    """Schemas 4, 5 and 7 rebuild job_events and 6 and 8 the status indexes; a spool written
-    by an earlier release keeps every job's events (its stored `enqueued` ones too), in
-    the order they were written, new events follow them, and its jobs are found by
-    status and claimed as before."""
+def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_9(settings):
+    """Schemas 4, 5 and 7 rebuild job_events and 6 and 8 the status indexes, and 9
+    counts the jobs; a spool written by an earlier release keeps every job's events
+    (its stored `enqueued` ones too), in the order they were written, new events
+    follow them, and its jobs are found by status, counted and claimed as before."""
     from zmm.store.db import _statements
 
     settings.spool_path.parent.mkdir(parents=True)
@@ -64,9 +64,11 @@ def test_a_schema_3_spool_keeps_its_jobs_and_events_through_migrations_4_to_8(se
         total = upgraded.conn.execute("SELECT COUNT(*) FROM job_events").fetchone()[0]
         failed, _ = history.page(upgraded.conn, history.HistoryFilter(statuses=("failed",)))
         claimed = upgraded.claim("w", lease_s=60, aging_s=600)
+        counts = dict(upgraded.conn.execute("SELECT key, n FROM job_counts"))
         indexes = dict(upgraded.conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"))
     assert [job.id for job in failed] == ["mmg-other"] and claimed.id == "mmg-old"
+    assert counts == {"all": 2}  # neither old job names a model
     assert {"jobs_open", "jobs_done"} <= set(indexes)
     assert indexes["jobs_done"].endswith("WHERE status NOT IN ('queued', 'running')")
     assert not {"jobs_status_seq", "jobs_runnable"} & set(indexes)

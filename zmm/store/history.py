@@ -4,7 +4,8 @@ match in all, the cost of those jobs, and full-text search over prompts.
 Shaped to use the spool's indexes so a page out of a million rows stays fast
 (bench/history_bench.py): statuses through the partial indexes of open and
 finished jobs (zmm.store.queries.status_parts), the cost sum through the small
-index of costly rows, a search alone straight from the full-text index.
+index of costly rows, a search alone straight from the full-text index, and the
+count of all jobs or of one model's from the counts the spool keeps.
 """
 
 from __future__ import annotations
@@ -41,11 +42,16 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
                  for scope, scope_params, order in status_parts(flt.statuses)]
     else:
         parts = [(" AND ".join(clauses) or "1", params, "seq")]
-    total = sum(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values).fetchone()[0]
-                for where, values, _ in parts)
+    total = _kept_count(conn, flt)
+    if total is None:
+        total = sum(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values).fetchone()[0]
+                    for where, values, _ in parts)
+    # The page walks each part newest first and stops at the page's end; through the
+    # range of an index on created_at it would sort every match, so that term is
+    # unindexed here (the count above uses it: jobs_model_created, migration 0009).
     heads = " UNION ALL ".join(
-        f"SELECT seq FROM (SELECT seq FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT ?)"
-        for where, _, order in parts)
+        f"SELECT seq FROM (SELECT seq FROM jobs WHERE {where.replace(_SINCE, '+' + _SINCE)} "
+        f"ORDER BY {order} DESC LIMIT ?)" for where, _, order in parts)
     values = [value for _, part_values, _ in parts
               for value in (*part_values, flt.limit + flt.offset)]
     rows = conn.execute(f"SELECT * FROM jobs WHERE seq IN ({heads} ORDER BY seq DESC "
@@ -55,6 +61,17 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
 
 
 _MODEL, _MODEL_PARTS = "model = ?", "COALESCE(model_used, model_requested) = ?"
+_SINCE = "created_at >= ?"
+
+
+def _kept_count(conn: sqlite3.Connection, flt: HistoryFilter) -> int | None:
+    """How many jobs match, from the counts triggers keep (migration 0009), when the
+    filter is a model alone or nothing; None for any other filter."""
+    if flt == HistoryFilter(model=flt.model, limit=flt.limit, offset=flt.offset):
+        key = f"model:{flt.model}" if flt.model else "all"
+        row = conn.execute("SELECT n FROM job_counts WHERE key = ?", [key]).fetchone()
+        return row[0] if row else 0
+    return None
 
 
 def cost(conn: sqlite3.Connection, flt: HistoryFilter) -> float:
@@ -98,7 +115,7 @@ def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
         clauses.append(_MODEL)
         params.append(flt.model)
     if flt.since_iso:
-        clauses.append("created_at >= ?")
+        clauses.append(_SINCE)
         params.append(flt.since_iso)
     if flt.search:
         clauses.append("seq IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
