@@ -102,7 +102,7 @@ def main() -> None:
             cases["--backend stability"] = history.HistoryFilter(backend="stability")
             # An open and a finished status together: the union of two partial indexes.
             cases["--status queued,failed"] = history.HistoryFilter(statuses=("queued", "failed"))
-            # A model with another filter: counted row by row, not from the kept counts.
+            # A model with another filter: counted through jobs_model_created, not kept.
             cases["--model sd15 --since 7d"] = history.HistoryFilter(
                 model="v1-5-pruned-emaonly.safetensors", since_iso=week)
             print(f"| history filter ({args.rows:,} jobs) | page + count, median ms | cost sum, "
