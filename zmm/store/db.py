@@ -114,19 +114,18 @@ def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
 
 def _migrate(conn: sqlite3.Connection) -> None:
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    pending = [m for m in migrations() if m[0] > current]
-    if not pending:
-        known = len(migrations())
-        if current > known:
+    known = migrations()  # read once: every command opens the spool
+    if current >= len(known):
+        if current > len(known):
             raise SpoolUnusable(
-                f"the spool has schema version {current}, newer than this zmm knows ({known})",
+                f"the spool has schema version {current}, newer than this zmm knows ({len(known)})",
                 hint="upgrade zmm",
             )
         return
     with transaction(conn):
         # Re-read inside the write lock: another process may have migrated meanwhile.
         current = conn.execute("PRAGMA user_version").fetchone()[0]
-        for version, _name, script in migrations():
+        for version, _name, script in known:
             if version <= current:
                 continue
             for statement in _statements(script):
