@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zmm import intake  # noqa: E402
-from zmm.comfy import ComfyClient  # noqa: E402
+from zmm.backends.comfy import ComfyClient  # noqa: E402
 from zmm.config import load  # noqa: E402
 from zmm.store import Store  # noqa: E402
-from zmm.worker import Worker  # noqa: E402
+from zmm.worker.loop import Worker  # noqa: E402
 
 
 def start_fake(step_time: float, output_dir: Path) -> tuple[subprocess.Popen, str]:

@@ -10,7 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from zmm import assets, intake, thumbnails
+from zmm import assets, intake
+from zmm.assets import thumbnails
 from zmm.jobs import JobState
 from zmm.store import Job, Store
 

@@ -90,7 +90,7 @@ def check_spool(settings: Config) -> Check:
 
 
 def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, list[str]] | None]:
-    from zmm.service import make_client
+    from zmm.worker.service import make_client
 
     url = settings.get("comfyui.url")
     client = make_client(settings)
@@ -132,7 +132,7 @@ def _sample_values(checkpoint: str | None) -> dict[str, Any]:
 def check_ollama(settings: Config) -> Check:
     if not settings.get("ollama.enabled"):
         return Check("ollama", "ok", "disabled in config (no VRAM swap)")
-    from zmm.ollama import OllamaClient
+    from zmm.backends.ollama import OllamaClient
 
     url = settings.get("ollama.url")
     try:
@@ -147,7 +147,7 @@ def check_ollama(settings: Config) -> Check:
 
 
 def check_nvml() -> Check:
-    from zmm import gpu
+    from zmm.backends import gpu
 
     try:
         snap = gpu.snapshot()
@@ -160,7 +160,7 @@ def check_nvml() -> Check:
 
 def check_cloud(settings: Config) -> Check:
     """Which providers could take a job; never a request (each one costs money)."""
-    from zmm import providers
+    from zmm.cloud import providers
 
     try:
         made = providers.build(settings)

@@ -14,7 +14,8 @@ import pytest
 from tests.cleanup_support import (age_file, all_files, job_files, make_job, make_queued,
                                    png_bytes)
 from tests.conftest import LiveProcess, run_zmm, wait_until, zmm_process
-from zmm import assets, thumbnails
+from zmm import assets
+from zmm.assets import thumbnails
 from zmm.errors import NotFound
 from zmm.locks import FileLock
 from zmm.store import Store
@@ -374,7 +375,7 @@ def test_asks_once_on_a_terminal(settings, home, answer, removed):
 
 
 def test_interrupted_run_leaves_no_row_claiming_files_it_did_not_remove(settings, monkeypatch):
-    from zmm import cleanup
+    from zmm.retention import cleanup
 
     jobs = [make_job(settings, thumbnail=False) for _ in range(3)]
     second = str(settings.assets_dir / jobs[1].output_path)

@@ -8,14 +8,14 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
-from zmm import completion
+from zmm.cli import completion
 
 
 def test_completion_scripts_are_current():
     for name, text in completion.scripts().items():
         path = ROOT / "completions" / name
-        assert path.exists(), f"missing {path}; run `python -m zmm.completion`"
-        assert path.read_text() == text, f"{path} is stale; run `python -m zmm.completion`"
+        assert path.exists(), f"missing {path}; run `python -m zmm.cli.completion`"
+        assert path.read_text() == text, f"{path} is stale; run `python -m zmm.cli.completion`"
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

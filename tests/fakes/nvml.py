@@ -14,7 +14,7 @@ from typing import Any, Self
 import pynvml
 
 from tests.fakes.vram import VramLedger
-from zmm.nvml_file import StateNvml
+from zmm.backends.nvml_file import StateNvml
 
 GPU_NAME = "NVIDIA GeForce RTX 4090"
 GPU_UUID = "GPU-5f2e1c3a-0000-4000-8000-000000000001"

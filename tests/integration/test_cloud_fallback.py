@@ -14,14 +14,16 @@ from tests.clocks import FakeClock as FakeTime
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.vram import GIB, VramLedger
-from zmm import gpu, intake, providers
-from zmm.cloud import CloudLane
-from zmm.comfy import ComfyClient
+from zmm import intake
+from zmm.backends import gpu
+from zmm.cloud import providers
+from zmm.cloud.lane import CloudLane
+from zmm.backends.comfy import ComfyClient
 from zmm.config import load
 from zmm.store import Store
 from zmm.store.db import parse_iso
-from zmm.swap import VramGate
-from zmm.worker import Worker
+from zmm.vram.gate import VramGate
+from zmm.worker.loop import Worker
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from collections import Counter
 
 from tests.conftest import LiveProcess, run_zmm
 from zmm import intake
-from zmm.comfy import ComfyClient
+from zmm.backends.comfy import ComfyClient
 from zmm.config import load
 from zmm.store import Store
-from zmm.worker import Worker
+from zmm.worker.loop import Worker
 
 
 def enqueue(settings, count=1, **fields):

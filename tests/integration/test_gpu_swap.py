@@ -14,13 +14,14 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml, persist, write_no_driver
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vram import GIB, VramLedger
-from zmm import gpu, intake
-from zmm.comfy import ComfyClient
+from zmm import intake
+from zmm.backends import gpu
+from zmm.backends.comfy import ComfyClient
 from zmm.config import load
-from zmm.ollama import OllamaClient
+from zmm.backends.ollama import OllamaClient
 from zmm.store import Store
-from zmm.swap import SWAP_KEY, VramGate
-from zmm.worker import Worker
+from zmm.vram.gate import SWAP_KEY, VramGate
+from zmm.worker.loop import Worker
 
 HEAVY = "llama3.1:13b"
 

@@ -15,7 +15,7 @@ from tests.conftest import wait_until
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import RUNNER_PID, FakeOllama
 from tests.fakes.vram import GIB, VramLedger
-from zmm import gpu
+from zmm.backends import gpu
 from zmm.errors import (
     BACKEND_UNAVAILABLE,
     NOT_FOUND,
@@ -23,7 +23,7 @@ from zmm.errors import (
     NotFound,
     OllamaUnavailable,
 )
-from zmm.ollama import (
+from zmm.backends.ollama import (
     LoadedModel,
     OllamaClient,
     OllamaError,

@@ -16,11 +16,11 @@ import pytest
 from tests.conftest import LiveProcess, run_zmm, wait_until
 from tests.fakes.webhook import FakeWebhook
 from zmm import intake
-from zmm.comfy import ComfyClient
+from zmm.backends.comfy import ComfyClient
 from zmm.config import load
 from zmm.store import Store
-from zmm.webhooks import WebhookSender
-from zmm.worker import Worker
+from zmm.worker.webhooks import WebhookSender
+from zmm.worker.loop import Worker
 
 SECRET = "it-s3cret-" + os.urandom(6).hex()
 

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.frames import Close
 from websockets.http11 import Response
 
-from zmm.comfy import ComfyClient, Event, EventStream, OutputFile, StreamClosed
+from zmm.backends.comfy import ComfyClient, Event, EventStream, OutputFile, StreamClosed
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
 
 URL = "http://comfy.test:8188"

@@ -1,4 +1,4 @@
-"""zmm.gpu through its seam: the fake NVML over a VRAM ledger (pynvml's own error
+"""zmm.backends.gpu through its seam: the fake NVML over a VRAM ledger (pynvml's own error
 classes), the $ZMM_TEST_NVML file a subprocess reads, /proc process names, and
 the real pynvml where this machine has (or lacks) a driver."""
 
@@ -25,7 +25,7 @@ from tests.fakes.nvml import (
     write_no_driver,
 )
 from tests.fakes.vram import GIB, VramLedger
-from zmm import gpu
+from zmm.backends import gpu
 from zmm.errors import BACKEND_UNAVAILABLE, GpuUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def test_env_seam_reads_a_ledger_file_kept_current(ledger, tmp_path, monkeypatch
 
 def test_a_zmm_subprocess_sees_the_fake_gpu(ledger, tmp_path):
     path = tmp_path / "nvml.json"
-    code = ("from zmm import gpu; s = gpu.snapshot(); "
+    code = ("from zmm.backends import gpu; s = gpu.snapshot(); "
             "print(s.gpus[0].free_bytes, [(p.pid, p.role) for p in s.gpus[0].processes])")
     with LedgerFile(ledger, path):
         ledger.release("other:blender")
@@ -197,7 +197,7 @@ def test_a_zmm_subprocess_sees_the_fake_gpu(ledger, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split(" ", 1) == [str(ledger.free),
                                         "[(4242, 'ollama'), (5151, 'comfyui')]\n"]
-    none = subprocess.run([sys.executable, "-c", "from zmm import gpu; print(gpu.free_bytes())"],
+    none = subprocess.run([sys.executable, "-c", "from zmm.backends import gpu; print(gpu.free_bytes())"],
                           check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, gpu.TEST_NVML_ENV: str(write_no_driver(path))})
     assert none.stdout == "None\n" and none.stderr == ""
@@ -240,7 +240,7 @@ def test_driver_absence_is_cached_but_test_seams_are_not(ledger, tmp_path, monke
 
 def test_importing_gpu_does_not_import_pynvml():
     out = subprocess.run([sys.executable, "-c",
-                          "import sys, zmm.gpu; print('pynvml' in sys.modules)"],
+                          "import sys, zmm.backends.gpu; print('pynvml' in sys.modules)"],
                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout == "False\n", out.stderr
 

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from zmm.scheduler import GIB, Facts, LoadedLlm, Settings, decide
+from zmm.vram.policy import GIB, Facts, LoadedLlm, Settings, decide
 
 SETTINGS = Settings(need_gb={"sdxl": 12.0, "sd15": 6.0, "reserve": 2.0},
                     max_wait_s={"CRITICAL": 0, "HIGH": 30, "MEDIUM": 120, "LOW": 600})
@@ -125,7 +125,7 @@ def test_policies_after_the_max_wait_with_the_cloud_allowed():
 
 def test_unknown_vram_policy_is_a_config_error(settings):
     from zmm.errors import InvalidInput
-    from zmm.scheduler import settings_from
+    from zmm.vram.policy import settings_from
 
     settings.override("worker.vram_policy", "yolo")
     with pytest.raises(InvalidInput, match="worker.vram_policy: one of swap, wait, cloud"):

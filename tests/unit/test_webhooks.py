@@ -19,7 +19,7 @@ from tests.conftest import wait_until
 from zmm import intake
 from zmm.jobs import JobState
 from zmm.store import Store
-from zmm.webhooks import SIGNATURE_HEADER, WebhookSender, deliver_due, retry_delay, verify
+from zmm.worker.webhooks import SIGNATURE_HEADER, WebhookSender, deliver_due, retry_delay, verify
 
 URL = "http://hooks.test/h"
 SECRET = "s3cr3t-value-7f1c2b9e"

@@ -53,7 +53,7 @@ def cleanup(
     anything outside the assets folder. Exit 0 done (or nothing to do), 1 some
     paths were refused or could not be removed (listed on stderr), 2 bad input,
     5 another cleanup is running, 7 the spool is unusable."""
-    from zmm import cleanup as service
+    from zmm.retention import cleanup as service
 
     settings = load_config()
     criteria = _criteria(settings, older_than, status, max_size, orphans, purge_rows,
@@ -71,7 +71,7 @@ def cleanup(
 
 
 def _criteria(settings, older_than, status, max_size, orphans, purge_rows, compress_older_than):
-    from zmm.cleanup import Criteria, parse_size
+    from zmm.retention.cleanup import Criteria, parse_size
 
     statuses = tuple(dict.fromkeys(s.strip().lower() for s in status.split(",") if s.strip()))
     if not statuses or any(value not in FINISHED for value in statuses):

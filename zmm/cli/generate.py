@@ -102,7 +102,9 @@ def wait(
 
 def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool,
             inline: bool = False) -> None:
-    from zmm import follow, render, service
+    from zmm import follow
+    from zmm.cli import render
+    from zmm.worker import service
 
     runner = service.InlineRunner(settings, ids) if inline else None
     if runner is not None and not runner.start():

@@ -20,7 +20,8 @@ def status(
 ) -> None:
     """Per GPU: memory total/used/free, utilisation, temperature, power, and the
     processes holding memory (ComfyUI and Ollama marked). Exit 4 without NVML."""
-    from zmm import gpu, render
+    from zmm.backends import gpu
+    from zmm.cli import render
     from zmm.errors import GpuUnavailable
 
     settings = load_config()
@@ -74,7 +75,7 @@ def _snapshot_json(snap):
 
 def _comfy_devices(settings):
     """ComfyUI's /system_stats, if it answers quickly; None otherwise."""
-    from zmm.comfy import ComfyClient
+    from zmm.backends.comfy import ComfyClient
     from zmm.errors import ZmmError
 
     client = ComfyClient(settings.get("comfyui.url"), timeout=2.0)

@@ -42,7 +42,7 @@ def listing(
     """Jobs, newest first, with the total that match."""
     if ctx.invoked_subcommand is not None:
         return
-    from zmm import render
+    from zmm.cli import render
     from zmm.store import history
     from zmm.store.db import iso
 
@@ -81,7 +81,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the job and its events as JSON."),
 ) -> None:
     """Every field of one job and its event timeline."""
-    from zmm import render
+    from zmm.cli import render
 
     settings = load_config()
     with open_store(settings) as store:

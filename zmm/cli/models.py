@@ -12,8 +12,8 @@ app = typer.Typer(help="Image checkpoints (ComfyUI) and LLMs (Ollama).", no_args
 
 
 def _clients(settings):
-    from zmm.comfy import ComfyClient
-    from zmm.ollama import OllamaClient
+    from zmm.backends.comfy import ComfyClient
+    from zmm.backends.ollama import OllamaClient
 
     comfy = ComfyClient(settings.get("comfyui.url"), timeout=10)
     ollama = OllamaClient(settings.get("ollama.url"), timeout=10) if settings.get("ollama.enabled") else None
@@ -23,12 +23,13 @@ def _clients(settings):
 @app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print models as JSON.")) -> None:
     """Checkpoints on ComfyUI and LLMs on Ollama, which are loaded, and VRAM needs."""
-    from zmm import models, render
+    from zmm.backends import model_control
+    from zmm.cli import render
     from zmm.cli.common import say
 
     settings = load_config()
     comfy, ollama = _clients(settings)
-    data = models.listing(settings, comfy, ollama)
+    data = model_control.listing(settings, comfy, ollama)
     if as_json:
         emit_json(data)
         return
@@ -47,7 +48,7 @@ def load(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the load."),
 ) -> None:
     """Load an Ollama model into memory (ComfyUI loads checkpoints when a job runs)."""
-    from zmm import models
+    from zmm.backends import model_control
 
     settings = load_config()
     _, ollama = _clients(settings)
@@ -55,7 +56,7 @@ def load(
         from zmm.errors import InvalidInput
 
         raise InvalidInput("name", "an Ollama model, but Ollama is disabled in config (ollama.enabled)")
-    emit(models.load_llm(ollama, name, keep_alive or settings.get("ollama.reload_keep_alive"), timeout))
+    emit(model_control.load_llm(ollama, name, keep_alive or settings.get("ollama.reload_keep_alive"), timeout))
 
 
 @app.command("unload")
@@ -67,19 +68,20 @@ def unload(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for memory to be freed."),
 ) -> None:
     """Unload models and verify the effect (gone from /api/ps, VRAM freed)."""
-    from zmm import gpu, models
+    from zmm.backends import gpu
+    from zmm.backends import model_control
     from zmm.errors import InvalidInput
 
     settings = load_config()
     comfy, ollama = _clients(settings)
     if (name is None) == (not unload_all):
         raise InvalidInput("name", "give a model NAME or --all")
-    do_llm, do_image = models.check_scope(llm, image) if unload_all else (True, False)
+    do_llm, do_image = model_control.check_scope(llm, image) if unload_all else (True, False)
     lines = []
     if do_llm and ollama is not None:
         names = [name] if name else [m.name for m in ollama.ps()]
-        lines += models.unload_llms(ollama, names, timeout, gpu.free_bytes) if names else ["no LLM loaded"]
+        lines += model_control.unload_llms(ollama, names, timeout, gpu.free_bytes) if names else ["no LLM loaded"]
     if do_image:
-        lines += models.unload_image(comfy, timeout, gpu.free_bytes)
+        lines += model_control.unload_image(comfy, timeout, gpu.free_bytes)
     for line in lines:
         emit(line)

@@ -23,7 +23,7 @@ def show(
         return
     import statistics
 
-    from zmm import render
+    from zmm.cli import render
     from zmm.store import history, queries
     from zmm.store.db import iso, parse_iso
 
@@ -98,7 +98,7 @@ def _deliver_webhooks(store, settings, cancelled: list[str]) -> None:
     """Queued jobs are cancelled here, with no worker involved: give their
     webhooks one try now; what fails waits in the outbox for the next worker."""
     if cancelled:
-        from zmm.webhooks import deliver_due
+        from zmm.worker.webhooks import deliver_due
 
         deliver_due(store, cancelled, settings=settings,
                     budget_s=settings.get("webhooks.timeout_s"))

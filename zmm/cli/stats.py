@@ -29,7 +29,7 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Jobs by status and backend, success rates, generation times, cost, swaps, targets."""
-    from zmm import render
+    from zmm.cli import render
     from zmm.store import stats as metrics
 
     span = parse_window(since)

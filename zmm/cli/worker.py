@@ -25,7 +25,8 @@ def serve_worker(
 
     Ctrl-C finishes the running job and exits; a second Ctrl-C (or SIGTERM)
     interrupts it and queues it again."""
-    from zmm import render, service
+    from zmm.cli import render
+    from zmm.worker import service
 
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None)
     view = render.WorkerView(live=False if no_progress else None)

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from zmm.config import Config
-from zmm.providers import CloudImage, CloudRequest, ProviderError
-from zmm.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
+from zmm.cloud.providers import CloudImage, CloudRequest, ProviderError
+from zmm.cloud.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
                                  retry_after)
 
 SIZES = {"1024x1024": 1.0, "1536x1024": 1.5, "1024x1536": 1024 / 1536}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-from zmm import cloud
+from zmm.cloud import lane
 from zmm.errors import Conflict
-from zmm.execution import Outcome
+from zmm.worker.execution import Outcome
 from zmm.store import Job, queries
 
 
@@ -59,10 +59,10 @@ class CloudFallback:
                 return
             self.claimed += 1
             if job.backend_requested == "cloud":
-                self._to_cloud(job, cloud.REQUESTED, "sent to the cloud as asked (--backend cloud)")
+                self._to_cloud(job, lane.REQUESTED, "sent to the cloud as asked (--backend cloud)")
             else:
                 waited = self.store.clock() - max(job.queued_ts, down_since or job.queued_ts)
-                self._to_cloud(job, cloud.COMFYUI_DOWN, (
+                self._to_cloud(job, lane.COMFYUI_DOWN, (
                     f"ComfyUI at {self.url} unreachable for {waited:.0f}s, past the "
                     f"{self.max_wait_s.get(job.priority, 0):g}s a {job.priority} job may wait"))
 
@@ -70,7 +70,7 @@ class CloudFallback:
                   attempts: int | None = None) -> None:
         """Hand a running job of this worker's to the lane."""
         fields = {"attempts": attempts} if attempts is not None else {}
-        kind = "cloud" if trigger == cloud.REQUESTED else "cloud_fallback"
+        kind = "cloud" if trigger == lane.REQUESTED else "cloud_fallback"
         self.store.update(job.id, worker_id=self.id, phase="cloud", phase_detail=reason[:200],
                           comfy_prompt_id=None, event=(kind, reason), data={"trigger": trigger},
                           **fields)
@@ -78,7 +78,7 @@ class CloudFallback:
         self.observer.notice(f"{job.id} goes to the cloud: {reason}")
         self.observer.job_changed(task)
 
-    def _record_cloud(self, task: cloud.CloudTask, result: cloud.CloudResult) -> None:
+    def _record_cloud(self, task: lane.CloudTask, result: lane.CloudResult) -> None:
         job, outcome = task.job, result.outcome
         for kind, message, data in result.events:
             self.store.add_event(job.id, kind, message, data)

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from zmm import assets, thumbnails
-from zmm.cleanup_model import (Compression, Criteria, Plan, Problem, Removal, Report,
+from zmm import assets
+from zmm.assets import thumbnails
+from zmm.retention.plan import (Compression, Criteria, Plan, Problem, Removal, Report,
                                human_bytes, parse_size)
 from zmm.errors import Conflict, InvalidInput
 from zmm.locks import FileLock

@@ -18,8 +18,8 @@ from typing import Any, Self
 import httpx
 
 from zmm.errors import NotFound, OllamaError, OllamaUnavailable
-from zmm.net import one_line
-from zmm.net import reason as _reason
+from zmm.backends.net import one_line
+from zmm.backends.net import reason as _reason
 
 __all__ = ["LoadedModel", "LocalModel", "OllamaClient", "OllamaError", "ReleaseResult",
            "canonical_name", "normalize_keep_alive"]

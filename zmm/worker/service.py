@@ -25,7 +25,7 @@ def worker_lock(settings: Config, role: str) -> FileLock:
 
 
 def make_client(settings: Config):
-    from zmm.comfy import ComfyClient
+    from zmm.backends.comfy import ComfyClient
 
     return ComfyClient(settings.get("comfyui.url"), timeout=settings.get("comfyui.timeout_s"))
 
@@ -49,12 +49,12 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
 
 def make_gate(store: Store, settings: Config, notice: Callable[[str], None]):
     """The VRAM gate: NVML for free memory, Ollama (if enabled) for the swap."""
-    from zmm import gpu
-    from zmm.swap import VramGate
+    from zmm.backends import gpu
+    from zmm.vram.gate import VramGate
 
     ollama = None
     if settings.get("ollama.enabled"):
-        from zmm.ollama import OllamaClient
+        from zmm.backends.ollama import OllamaClient
 
         ollama = OllamaClient(settings.get("ollama.url"), timeout=10.0)
     return VramGate(store, settings, ollama=ollama, free_bytes=gpu.free_bytes, notice=notice)
@@ -63,7 +63,7 @@ def make_gate(store: Store, settings: Config, notice: Callable[[str], None]):
 def make_cloud(settings: Config):
     """The cloud lane: every configured provider, whether or not its key is set
     (a job asking for the cloud then fails with the reason, not waits forever)."""
-    from zmm.cloud import CloudLane
+    from zmm.cloud.lane import CloudLane
 
     return CloudLane(settings)
 
@@ -77,14 +77,14 @@ WEBHOOK_DRAIN_S = 3.0
 def start_webhooks(settings: Config, notice: Callable[[str], None]):
     """The webhook sender that runs next to a worker (its own thread and spool
     connection), so a slow endpoint never holds up the worker loop."""
-    from zmm.webhooks import WebhookSender
+    from zmm.worker.webhooks import WebhookSender
 
     return WebhookSender(settings, notice=notice).start()
 
 
 def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> list[Job]:
-    from zmm import gpu
-    from zmm.worker import Worker
+    from zmm.backends import gpu
+    from zmm.worker.loop import Worker
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
@@ -131,14 +131,14 @@ class InlineRunner:
         return True
 
     def _run(self) -> None:
-        from zmm.worker import Worker
+        from zmm.worker.loop import Worker
 
         store = Store(self.settings.spool_path,
                       busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"))
         client = make_client(self.settings)
         webhooks = lane = None
         try:
-            from zmm import gpu
+            from zmm.backends import gpu
 
             lane = make_cloud(self.settings)
             self._worker = Worker(store, client, self.settings, only_ids=self.job_ids,

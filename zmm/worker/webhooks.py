@@ -22,7 +22,7 @@ import httpx
 
 import zmm
 from zmm.config import Config
-from zmm.net import one_line, reason
+from zmm.backends.net import one_line, reason
 from zmm.store import Store
 from zmm.store.db import parse_iso
 from zmm.store.outbox import Delivery

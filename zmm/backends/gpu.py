@@ -73,7 +73,7 @@ def _nvml() -> Any:
         return _backend
     state_file = os.environ.get(TEST_NVML_ENV)
     if state_file:
-        from zmm.nvml_file import FileNvml
+        from zmm.backends.nvml_file import FileNvml
 
         return FileNvml(Path(state_file))
     try:

@@ -13,8 +13,8 @@ import httpx
 
 import zmm
 from zmm.config import Config
-from zmm.providers import CloudImage, CloudRequest, ProviderError
-from zmm.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
+from zmm.cloud.providers import CloudImage, CloudRequest, ProviderError
+from zmm.cloud.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
                                  retry_after)
 
 ASPECTS = {"16:9": 16 / 9, "1:1": 1.0, "21:9": 21 / 9, "2:3": 2 / 3, "3:2": 3 / 2,

@@ -11,7 +11,7 @@ client, observer, settings) and reports outcomes through `_finish_job` and
 from __future__ import annotations
 
 from zmm.errors import ComfyServerError, ComfyUnavailable
-from zmm.execution import Inflight, Outcome, locate
+from zmm.worker.execution import Inflight, Outcome, locate
 from zmm.store import Job
 from zmm.store import queries
 

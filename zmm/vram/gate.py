@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zmm import jobs, scheduler
+from zmm import jobs
+from zmm.vram import policy
 from zmm.config import Config
 from zmm.errors import ZmmError
 from zmm.store import Job, Store
@@ -39,7 +40,7 @@ class VramGate:
         self.free_bytes = free_bytes
         self.notice = notice
         self.monotonic = monotonic
-        self.rules = scheduler.settings_from(settings)
+        self.rules = policy.settings_from(settings)
         self._idle_since: float | None = None
         self._told: set[str] = set()
         self._ollama_retry_at = 0.0
@@ -58,12 +59,12 @@ class VramGate:
         waited = 0.0
         if params.get("vram_wait_since"):
             waited = max(0.0, self.store.clock() - float(params["vram_wait_since"]))
-        facts = scheduler.Facts(
+        facts = policy.Facts(
             priority=job.priority, quality=job.quality_tier,
             model_key=params.get("model_key") or jobs.model_family(job.model_requested or ""),
             model_pinned=bool(params.get("model_pinned")), free_bytes=free, llms=llms,
             waited_s=waited, cloud_allowed=cloud_ok and bool(job.cloud_allowed))
-        decision = scheduler.decide(facts, self.rules)
+        decision = policy.decide(facts, self.rules)
         if decision.action == "cloud":
             return Admission(None, decision.reason, to_cloud=True)
         if decision.action == "run":
@@ -81,7 +82,7 @@ class VramGate:
             self._once("nvml", "NVML is not available: VRAM is not checked before jobs")
         return free
 
-    def _loaded_llms(self) -> list[scheduler.LoadedLlm] | None:
+    def _loaded_llms(self) -> list[policy.LoadedLlm] | None:
         if self.ollama is None:
             self._once("ollama-off", "Ollama is not configured: no VRAM swap")
             return None
@@ -94,18 +95,18 @@ class VramGate:
             self._ollama_retry_at = self.monotonic() + 30.0
             self._once("ollama-down", f"Ollama unreachable ({exc.message}): no VRAM swap")
             return None
-        return [scheduler.LoadedLlm(m.name, m.size_vram, self._keep_alive(m)) for m in loaded]
+        return [policy.LoadedLlm(m.name, m.size_vram, self._keep_alive(m)) for m in loaded]
 
     def _keep_alive(self, model: Any) -> Any:
-        from zmm.ollama import normalize_keep_alive
+        from zmm.backends.ollama import normalize_keep_alive
 
         return normalize_keep_alive(model.expires_at,
                                     default=self.settings.get("ollama.reload_keep_alive"))
 
-    def _downgrade(self, job: Job, decision: scheduler.Decision) -> Job:
+    def _downgrade(self, job: Job, decision: policy.Decision) -> Job:
         return downgrade_to_sd15(self.store, self.settings, job, decision.reason)
 
-    def _defer(self, job: Job, decision: scheduler.Decision, params: dict) -> Admission:
+    def _defer(self, job: Job, decision: policy.Decision, params: dict) -> Admission:
         first = not params.get("vram_wait_since")
         if first:
             params = dict(params, vram_wait_since=self.store.clock())
@@ -115,7 +116,7 @@ class VramGate:
 
     # -- the swap ------------------------------------------------------------------
 
-    def _unload(self, job: Job, decision: scheduler.Decision) -> None:
+    def _unload(self, job: Job, decision: policy.Decision) -> None:
         state = self.store.get_state(SWAP_KEY) or {"models": [], "job_id": job.id, "since": iso(self.store.clock())}
         known = {m["name"] for m in state["models"]}
         state["models"] += [{"name": llm.name, "keep_alive": llm.keep_alive}
@@ -142,7 +143,7 @@ class VramGate:
             self.notice(message)
 
     def _holders(self) -> str:
-        from zmm import gpu
+        from zmm.backends import gpu
 
         try:
             procs = [p for g in gpu.snapshot().gpus for p in g.processes if p.role == "ollama"]
@@ -197,7 +198,7 @@ def downgrade_to_sd15(store: Store, settings: Config, job: Job, reason: str) -> 
 def can_downgrade(job: Job) -> bool:
     params = job.param_values
     return (params.get("model_key") == "sdxl" and not params.get("model_pinned")
-            and job.quality_tier in scheduler.DOWNGRADABLE_TIERS and params.get("graph") is None)
+            and job.quality_tier in policy.DOWNGRADABLE_TIERS and params.get("graph") is None)
 
 
 def sd15_size(width: int, height: int) -> tuple[int, int]:

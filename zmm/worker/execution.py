@@ -13,7 +13,7 @@ from typing import Any
 
 import zmm
 from zmm import assets, workflows
-from zmm.comfy import ComfyClient, HistoryEntry, describe_node_errors
+from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected
 from zmm.store import Job
 
@@ -228,7 +228,7 @@ def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:
     """The history view's thumbnail; the image is what the job promised, so a
     thumbnail that cannot be made leaves the job succeeded without one."""
     from zmm.errors import ZmmError
-    from zmm.thumbnails import make_thumbnail  # Pillow: only workers pay for it
+    from zmm.assets.thumbnails import make_thumbnail  # Pillow: only workers pay for it
 
     try:
         return make_thumbnail(saved.path, assets_root)

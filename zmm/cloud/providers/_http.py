@@ -16,8 +16,8 @@ import httpx
 
 import zmm
 from zmm.config import Config
-from zmm.net import one_line, reason
-from zmm.providers import ProviderError, key_from
+from zmm.backends.net import one_line, reason
+from zmm.cloud.providers import ProviderError, key_from
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 

@@ -18,14 +18,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from zmm import cloud, execution
-from zmm.comfy import ComfyClient, Event
+from zmm.cloud import lane
+from zmm.worker import execution
+from zmm.backends.comfy import ComfyClient, Event
 from zmm.config import Config
 from zmm.errors import (ComfyServerError, ComfyUnavailable, InvalidInput, NotFound,
                         WorkflowRejected, ZmmError)
-from zmm.execution import Inflight, Outcome
-from zmm.fallback import CloudFallback
-from zmm.upkeep import Upkeep
+from zmm.worker.execution import Inflight, Outcome
+from zmm.worker.cloud_fallback import CloudFallback
+from zmm.worker.upkeep import Upkeep
 from zmm.jobs import JobState
 from zmm.store import Job, Store
 from zmm.store.db import iso
@@ -56,7 +57,7 @@ class Worker(Upkeep, CloudFallback):
                  observer: Observer | None = None, once: bool = False,
                  max_jobs: int | None = None, only_ids: list[str] | None = None,
                  gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
-                 cloud_lane: cloud.CloudLane | None = None,
+                 cloud_lane: lane.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None) -> None:
         self.store, self.client, self.settings = store, client, settings
@@ -78,7 +79,7 @@ class Worker(Upkeep, CloudFallback):
         self.silence_s = settings.get("comfyui.silence_timeout_s")
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.builder = execution.GraphBuilder(client, settings.workflows_dir)
-        self.gate = gate  # a swap.VramGate, or None to skip VRAM checks
+        self.gate = gate  # a gate.VramGate, or None to skip VRAM checks
         self.cloud = cloud_lane  # None: no cloud at all (jobs asking for it wait)
         self.max_wait_s = dict(settings.section("max_wait_s"))
         self._down_since: float | None = None  # store clock when ComfyUI stopped answering
@@ -214,7 +215,7 @@ class Worker(Upkeep, CloudFallback):
                 admission = self.gate.admit(job, cloud_ok=self._cloud_ok())
                 if admission.to_cloud:
                     self.claimed += 1
-                    self._to_cloud(job, cloud.VRAM, admission.message)
+                    self._to_cloud(job, lane.VRAM, admission.message)
                     continue
                 if admission.job is None:
                     self._defer(job, admission.message)
@@ -364,7 +365,7 @@ class Worker(Upkeep, CloudFallback):
             self._finish_job(job, Outcome(
                 "failed", message, {**(fields or {}), "error_message": message,
                                     "attempts": attempts},
-                fallback=cloud.ATTEMPTS_EXHAUSTED if cloud_fallback else None))
+                fallback=lane.ATTEMPTS_EXHAUSTED if cloud_fallback else None))
             return
         delay = self.backoff_s * (2 ** max(attempts - 1, 0)) if backoff else 0.0
         not_before = iso(self.store.clock() + delay) if delay else None
@@ -385,17 +386,17 @@ class Worker(Upkeep, CloudFallback):
 
     def _after_out_of_memory(self, job: Job, outcome: Outcome) -> Outcome:
         """Out of memory: one more try, on SD1.5 where the tier allows; then fail."""
-        from zmm import swap
+        from zmm.vram import gate
 
         params = job.param_values
         if params.get("oom_retried"):
             message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
             return Outcome("failed", message, {"error_message": message},
-                           fallback=cloud.OUT_OF_MEMORY)
+                           fallback=lane.OUT_OF_MEMORY)
         self.store.update(job.id, worker_id=self.id,
                           params=json.dumps(dict(params, oom_retried=True), separators=(",", ":")))
-        if swap.can_downgrade(job):
-            swap.downgrade_to_sd15(self.store, self.settings, self.store.get(job.id),
+        if gate.can_downgrade(job):
+            gate.downgrade_to_sd15(self.store, self.settings, self.store.get(job.id),
                                    "out of GPU memory: retrying on SD1.5")
         return outcome
 

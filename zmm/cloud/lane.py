@@ -16,11 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmm import assets, providers
+from zmm import assets
+from zmm.cloud import providers
 from zmm.config import Config
 from zmm.errors import ZmmError
-from zmm.execution import Outcome, output_fields, zmm_metadata
-from zmm.providers import ChainResult, CloudImage, CloudRequest, Provider
+from zmm.worker.execution import Outcome, output_fields, zmm_metadata
+from zmm.cloud.providers import ChainResult, CloudImage, CloudRequest, Provider
 from zmm.store import Job
 
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).

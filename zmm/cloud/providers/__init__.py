@@ -159,11 +159,11 @@ def build(settings: Config, *, transport=None, environ: dict[str, str] | None = 
     made: list[Provider] = []
     for name in dict.fromkeys(names):
         if name == "stability":
-            from zmm.providers.stability import Stability
+            from zmm.cloud.providers.stability import Stability
 
             made.append(Stability(settings, transport=transport, environ=environ))
         else:
-            from zmm.providers.openai import OpenAIImages
+            from zmm.cloud.providers.openai import OpenAIImages
 
             made.append(OpenAIImages(settings, transport=transport, environ=environ))
     return made

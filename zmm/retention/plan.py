@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from collections.abc import Iterator
 from typing import Any
 
-from zmm import thumbnails
+from zmm.assets import thumbnails
 from zmm.errors import InvalidInput
 from zmm.store.retention import FINISHED
 
