@@ -9,8 +9,8 @@ Each check returns a `Check`; the exit code is that of the most serious failure.
 from __future__ import annotations
 
 import os
-import stat
 import sqlite3
+import stat
 from dataclasses import dataclass
 from typing import Any
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from zmm.errors import TimedOut
 from zmm.store import Job, Store
-from zmm.store import queries
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Snapshot:
 
 
 def snapshot(store: Store, job_ids: list[str], aging_s: float) -> list[Snapshot]:
-    order = queries.run_order(store.conn, store.clock(), aging_s)
+    order = store.run_order(aging_s)
     places = {job.id: index for index, job in enumerate(order, start=1)}
     return [Snapshot(job, places.get(job.id), len(order)) for job in store.get_many(job_ids)]
 

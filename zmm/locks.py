@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zmm.fs import private_dirs
 from zmm.errors import WorkerAlreadyRunning
+from zmm.fs import private_dirs
 
 
 def worker_lock_path(home: Path, comfy_url: str) -> Path:

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from tests.cleanup_support import (age_file, all_files, job_files, make_job, make_queued,
-                                   png_bytes)
+from tests.cleanup_support import age_file, all_files, job_files, make_job, make_queued, png_bytes
 from tests.conftest import LiveProcess, run_zmm, wait_until, zmm_process
 from zmm import assets
 from zmm.assets import thumbnails

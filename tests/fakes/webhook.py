@@ -91,7 +91,7 @@ class FakeWebhook(BackgroundServer):
         if action == "hang":
             try:
                 await asyncio.wait_for(self._released.wait(), self.hang_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             action, status = "respond", self.status
         if action == "drop":

@@ -16,9 +16,9 @@ from tests.fakes.nvml import fake_nvml
 from tests.fakes.vram import GIB, VramLedger
 from zmm import intake
 from zmm.backends import gpu
+from zmm.backends.comfy import ComfyClient
 from zmm.cloud import providers
 from zmm.cloud.lane import CloudLane
-from zmm.backends.comfy import ComfyClient
 from zmm.config import load
 from zmm.store import Store
 from zmm.store.db import parse_iso

@@ -12,10 +12,10 @@ from PIL import Image
 
 from tests.clocks import FakeClock as FakeTime
 from zmm.cloud import providers
-from zmm.config import load
 from zmm.cloud.providers import CloudRequest, ProviderError
 from zmm.cloud.providers.openai import OpenAIImages
 from zmm.cloud.providers.stability import Stability, aspect_ratio
+from zmm.config import load
 
 WIDE = CloudRequest(prompt="a lighthouse at dusk", negative="text, watermark", width=1344,
                     height=768, seed=42, quality="standard")

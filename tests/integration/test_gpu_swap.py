@@ -17,8 +17,8 @@ from tests.fakes.vram import GIB, VramLedger
 from zmm import intake
 from zmm.backends import gpu
 from zmm.backends.comfy import ComfyClient
-from zmm.config import load
 from zmm.backends.ollama import OllamaClient
+from zmm.config import load
 from zmm.store import Store
 from zmm.vram.gate import SWAP_KEY, VramGate
 from zmm.worker.loop import Worker

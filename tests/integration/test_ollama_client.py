@@ -16,13 +16,6 @@ from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import RUNNER_PID, FakeOllama
 from tests.fakes.vram import GIB, VramLedger
 from zmm.backends import gpu
-from zmm.errors import (
-    BACKEND_UNAVAILABLE,
-    NOT_FOUND,
-    USAGE,
-    NotFound,
-    OllamaUnavailable,
-)
 from zmm.backends.ollama import (
     LoadedModel,
     OllamaClient,
@@ -30,6 +23,13 @@ from zmm.backends.ollama import (
     ReleaseResult,
     canonical_name,
     normalize_keep_alive,
+)
+from zmm.errors import (
+    BACKEND_UNAVAILABLE,
+    NOT_FOUND,
+    USAGE,
+    NotFound,
+    OllamaUnavailable,
 )
 
 HEAVY, SMALL, UNTAGGED = "llama3.1:13b", "qwen2.5:7b", "llama3.2"

@@ -19,8 +19,8 @@ from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.config import load
 from zmm.store import Store
-from zmm.worker.webhooks import WebhookSender
 from zmm.worker.loop import Worker
+from zmm.worker.webhooks import WebhookSender
 
 SECRET = "it-s3cret-" + os.urandom(6).hex()
 

@@ -21,9 +21,9 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import httpx
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, InvalidURI
 
-from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
 from zmm.backends.net import one_line
 from zmm.backends.net import reason as _reason
+from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
 
 _DETAIL_LIMIT = 300  # a value_not_in_list detail repeats the server's whole model list
 

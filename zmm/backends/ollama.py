@@ -17,9 +17,9 @@ from typing import Any, Self
 
 import httpx
 
-from zmm.errors import NotFound, OllamaError, OllamaUnavailable
 from zmm.backends.net import one_line
 from zmm.backends.net import reason as _reason
+from zmm.errors import NotFound, OllamaError, OllamaUnavailable
 
 __all__ = ["LoadedModel", "LocalModel", "OllamaClient", "OllamaError", "ReleaseResult",
            "canonical_name", "normalize_keep_alive"]

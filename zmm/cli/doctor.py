@@ -6,7 +6,6 @@ import typer
 
 from zmm.cli.common import emit, emit_json, load_config
 
-
 app = typer.Typer(add_completion=False)
 
 

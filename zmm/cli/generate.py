@@ -12,8 +12,7 @@ from typing import Optional
 import typer
 
 from zmm.cli.common import emit, emit_json, load_config, open_store, say
-from zmm.errors import INTERRUPTED, JobFailed, InvalidInput
-
+from zmm.errors import INTERRUPTED, InvalidInput, JobFailed
 
 app = typer.Typer(add_completion=False)
 

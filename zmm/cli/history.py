@@ -56,8 +56,8 @@ def listing(
         flt = history.HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
                                     search=search, backend=backend, limit=limit, offset=offset)
-        jobs, total = history.page(store.conn, flt)
-        cost = history.cost(store.conn, flt)
+        jobs, total = store.history_page(flt)
+        cost = store.history_cost(flt)
     if as_json:
         emit_json({"total": total, "cost_usd": cost, "limit": limit, "offset": offset,
                    "jobs": [job.public() for job in jobs]})

@@ -68,8 +68,7 @@ def unload(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for memory to be freed."),
 ) -> None:
     """Unload models and verify the effect (gone from /api/ps, VRAM freed)."""
-    from zmm.backends import gpu
-    from zmm.backends import model_control
+    from zmm.backends import gpu, model_control
     from zmm.errors import InvalidInput
 
     settings = load_config()

@@ -24,17 +24,17 @@ def show(
     import statistics
 
     from zmm.cli import render
-    from zmm.store import history, queries
-    from zmm.store.db import iso, parse_iso
+    from zmm.store.db import parse_iso
+    from zmm.store.history import HistoryFilter
 
     settings = load_config()
     with open_store(settings) as store:
         now = store.clock()
-        running = queries.running(store.conn)
-        queued = queries.run_order(store.conn, now, settings.get("worker.aging_s"))
-        times = queries.recent_generation_times(store.conn)
-        workers = queries.live_workers(store.conn, iso(now - 3 * settings.get("worker.lease_s")))
-        finished = history.page(store.conn, history.HistoryFilter(
+        running = store.running()
+        queued = store.run_order(settings.get("worker.aging_s"))
+        times = store.recent_generation_times()
+        workers = store.live_workers(since=now - 3 * settings.get("worker.lease_s"))
+        finished = store.history_page(HistoryFilter(
             statuses=("succeeded", "failed", "cancelled"), limit=20))[0] if show_all else []
         paused = store.is_paused()
     typical = statistics.median(times) if times else None

@@ -51,8 +51,7 @@ class FollowView:
     def __enter__(self) -> FollowView:
         if self.live:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 TextColumn("[bold]{task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
@@ -170,10 +169,8 @@ class WorkerView:
         self._display = None
 
     def attach(self, store: Any, settings: Any) -> None:
-        from zmm.store import queries
-
         aging = settings.get("worker.aging_s")
-        self._depth = lambda: queries.run_order(store.conn, store.clock(), aging)
+        self._depth = lambda: store.run_order(aging)
 
     def __enter__(self) -> WorkerView:
         if self.live:

@@ -7,7 +7,6 @@ import typer
 from zmm.cli.common import emit_json, load_config, open_store
 from zmm.errors import InvalidInput
 
-
 app = typer.Typer(add_completion=False)
 
 
@@ -30,13 +29,12 @@ def stats(
 ) -> None:
     """Jobs by status and backend, success rates, generation times, cost, swaps, targets."""
     from zmm.cli import render
-    from zmm.store import stats as metrics
 
     span = parse_window(since)
     settings = load_config()
     with open_store(settings) as store:
         now = store.clock()
-        report = metrics.report(store.conn, None if span is None else now - span, now)
+        report = store.stats_report(None if span is None else now - span, now)
     if as_json:
         emit_json(report.public())
     else:

@@ -8,7 +8,6 @@ import typer
 
 from zmm.cli.common import load_config, say
 
-
 app = typer.Typer(add_completion=False)
 
 

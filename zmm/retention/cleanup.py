@@ -17,10 +17,9 @@ from typing import Any
 
 from zmm import assets
 from zmm.assets import thumbnails
-from zmm.retention.plan import (Compression, Criteria, Plan, Problem, Removal, Report,
-                               human_bytes, parse_size)
 from zmm.errors import Conflict, InvalidInput
 from zmm.locks import FileLock
+from zmm.retention.plan import Compression, Criteria, Plan, Problem, Removal, Report, human_bytes, parse_size
 from zmm.store import Store
 from zmm.store.db import iso
 

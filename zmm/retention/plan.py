@@ -6,8 +6,8 @@ parsing/printing sizes. Plain data: no I/O, no SQL.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from zmm.assets import thumbnails

@@ -2,57 +2,33 @@
 UPDATE (it names the state it expects) plus a `job_events` row, in one
 IMMEDIATE transaction, so concurrent processes can never move a job twice.
 
-The SQL is split by concern: reads in `queries`, claiming in `claims`, event
+The SQL is split by concern: reads in `queries`, claiming in `claims`, the
+UPDATE statements of state changes in `changes`, event
 rows in `events`, cleanup in `retention`, the webhook outbox in `outbox`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, JobSpec, JobState, Priority, check_transition
 from zmm.store import claims, events, outbox, queries, retention
+from zmm.store.changes import new_job_id, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
+if TYPE_CHECKING:
+    from zmm.store.history import HistoryFilter
+    from zmm.store.stats import Report
+
 __all__ = ["Store", "Job"]
-
-# Columns a caller may set through transition()/update(); names are interpolated
-# into SQL, so only these are accepted.
-WRITABLE = frozenset(
-    """backend model_used generation_time_s vram_used_gb cost_usd output_path outputs
-    output_url file_size_bytes sha256 thumbnail_path started_at completed_at error_message
-    attempts retry_count not_before worker_id lease_expires_at comfy_prompt_id comfy_url
-    submitted_at phase phase_detail progress_value progress_max progress_node progress_at
-    cancel_requested_at seed width height steps params model_requested priority
-    priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed""".split()
-)
-
-
-@functools.lru_cache(maxsize=256)  # a handful of shapes, each run on every state change
-def _update_sql(columns: tuple[str, ...], guard: str, by_worker: bool, returning: str = "") -> str:
-    """`UPDATE jobs SET <columns> WHERE <guard>`, each column bound by name."""
-    unknown = set(columns) - WRITABLE - {"status", "updated_at"}
-    if unknown:  # a bug in zmm, not bad input
-        raise ValueError(f"unknown job columns: {sorted(unknown)}")
-    assignments = ", ".join(f"{column} = :{column}" for column in columns)
-    if by_worker:
-        guard += " AND worker_id = :_worker"
-    return f"UPDATE jobs SET {assignments} WHERE {guard}{returning}"
-
-
-def new_job_id(now: float) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"mmg-{stamp}-{os.urandom(4).hex()}"
-
 
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
@@ -181,7 +157,7 @@ class Store:
         elif target.finished:
             values.setdefault("completed_at", iso(now))
             values.update(lease_expires_at=None, phase="done")
-        sql = _update_sql(tuple(values), "id = :_id AND status = :_expect",
+        sql = update_sql(tuple(values), "id = :_id AND status = :_expect",
                           worker_id is not None, " RETURNING *")
         params = dict(values, _id=job_id, _expect=expect.value, _worker=worker_id)
         with translate_errors(self.path), transaction(self.conn) as conn:
@@ -202,7 +178,7 @@ class Store:
         submission). Returns False if the job is no longer this worker's."""
         now = self.clock()
         values = dict(fields, updated_at=iso(now))
-        sql = _update_sql(tuple(values), "id = :_id AND status = 'running'", worker_id is not None)
+        sql = update_sql(tuple(values), "id = :_id AND status = 'running'", worker_id is not None)
         params = dict(values, _id=job_id, _worker=worker_id)
         with translate_errors(self.path), transaction(self.conn) as conn:
             changed = conn.execute(sql, params).rowcount
@@ -324,6 +300,46 @@ class Store:
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return queries.events(self.conn, job_id)
+
+    def next_runnable(self, aging_s: float, *, min_rank: int | None = None,
+                      only_ids: list[str] | None = None) -> str | None:
+        """The id of the job a worker would claim now (`min_rank=0`: CRITICAL only)."""
+        return queries.next_runnable(self.conn, self.clock(), aging_s, min_rank=min_rank,
+                                     only_ids=only_ids)
+
+    def next_cloud_fallback(self, *, down_since: float, max_wait_s: dict[str, float],
+                            only_ids: list[str] | None = None) -> float | None:
+        return queries.next_cloud_fallback(self.conn, down_since=down_since,
+                                           max_wait_s=max_wait_s, only_ids=only_ids)
+
+    def run_order(self, aging_s: float) -> list[Job]:
+        return queries.run_order(self.conn, self.clock(), aging_s)
+
+    def running(self) -> list[Job]:
+        return queries.running(self.conn)
+
+    def recent_generation_times(self) -> list[float]:
+        return queries.recent_generation_times(self.conn)
+
+    def live_workers(self, since: float) -> list[dict[str, Any]]:
+        return queries.live_workers(self.conn, iso(since))
+
+    # `zmm history` and `zmm stats` load their SQL only when they run.
+
+    def history_page(self, flt: HistoryFilter) -> tuple[list[Job], int]:
+        from zmm.store import history
+
+        return history.page(self.conn, flt)
+
+    def history_cost(self, flt: HistoryFilter) -> float:
+        from zmm.store import history
+
+        return history.cost(self.conn, flt)
+
+    def stats_report(self, since: float | None, until: float) -> Report:
+        from zmm.store import stats
+
+        return stats.report(self.conn, since, until)
 
     # -- internals -------------------------------------------------------------
 

@@ -12,13 +12,12 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import zmm
-from zmm.fs import private_dirs
 from zmm.errors import SpoolUnusable
-
+from zmm.fs import private_dirs
 
 # Storage settings, weighed with bench/spool_bench.py, bench/history_bench.py and
 # bench/stats_bench.py (see README, Benchmarks). A new spool gets 2,048-byte pages:
@@ -35,11 +34,11 @@ MMAP_BYTES = 1 << 30
 def iso(epoch: float) -> str:
     """UTC ISO-8601 with microseconds; fixed width, so strings sort as times."""
     # isoformat is a third faster than strftime, and every claim and finish calls this.
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_iso(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def data_dir(name: str) -> Path:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from zmm import jobs
-from zmm.vram import policy
 from zmm.config import Config
 from zmm.errors import ZmmError
 from zmm.store import Job, Store
 from zmm.store.db import iso
+from zmm.vram import policy
 
 SWAP_KEY = "swap"
 

@@ -13,8 +13,8 @@ import math
 
 from zmm.cloud import lane
 from zmm.errors import Conflict
+from zmm.store import Job
 from zmm.worker.execution import Outcome
-from zmm.store import Job, queries
 
 
 class CloudFallback:
@@ -140,7 +140,7 @@ class CloudFallback:
             return self.poll_s
         if not self._cloud_ok() or self._down_since is None:
             return math.inf
-        due = queries.next_cloud_fallback(self.store.conn, down_since=self._down_since,
+        due = self.store.next_cloud_fallback(down_since=self._down_since,
                                           max_wait_s=self.max_wait_s, only_ids=self.only_ids)
         if due is None:
             return math.inf

@@ -227,8 +227,8 @@ def output_fields(saved: list[assets.SavedFile], assets_root) -> dict[str, Any]:
 def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:
     """The history view's thumbnail; the image is what the job promised, so a
     thumbnail that cannot be made leaves the job succeeded without one."""
-    from zmm.errors import ZmmError
     from zmm.assets.thumbnails import make_thumbnail  # Pillow: only workers pay for it
+    from zmm.errors import ZmmError
 
     try:
         return make_thumbnail(saved.path, assets_root)

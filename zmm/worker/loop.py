@@ -18,18 +18,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from zmm.cloud import lane
-from zmm.worker import execution
 from zmm.backends.comfy import ComfyClient, Event
+from zmm.cloud import lane
 from zmm.config import Config
-from zmm.errors import (ComfyServerError, ComfyUnavailable, InvalidInput, NotFound,
-                        WorkflowRejected, ZmmError)
-from zmm.worker.execution import Inflight, Outcome
-from zmm.worker.cloud_fallback import CloudFallback
-from zmm.worker.upkeep import Upkeep
+from zmm.errors import ComfyServerError, ComfyUnavailable, InvalidInput, NotFound, WorkflowRejected, ZmmError
 from zmm.jobs import JobState
 from zmm.store import Job, Store
 from zmm.store.db import iso
+from zmm.worker import execution
+from zmm.worker.cloud_fallback import CloudFallback
+from zmm.worker.execution import Inflight, Outcome
+from zmm.worker.upkeep import Upkeep
 
 
 class Observer(Protocol):

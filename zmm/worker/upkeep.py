@@ -11,9 +11,8 @@ client, observer, settings) and reports outcomes through `_finish_job` and
 from __future__ import annotations
 
 from zmm.errors import ComfyServerError, ComfyUnavailable
-from zmm.worker.execution import Inflight, Outcome, locate
 from zmm.store import Job
-from zmm.store import queries
+from zmm.worker.execution import Inflight, Outcome, locate
 
 
 class Upkeep:
@@ -47,7 +46,7 @@ class Upkeep:
         self._recover(offline=self.stream is None)
 
     def _image_work_queued(self) -> bool:
-        return queries.next_runnable(self.store.conn, self.store.clock(), self.aging_s,
+        return self.store.next_runnable(self.aging_s,
                                      only_ids=self.only_ids) is not None
 
     def _sample_vram(self, inflights: list[Inflight] | None = None) -> None:
@@ -105,7 +104,7 @@ class Upkeep:
         ahead = self.inflight[-1]
         if ahead.executing or ahead.job.priority_rank == 0 or ahead.stop_reason:
             return
-        if queries.next_runnable(self.store.conn, self.store.clock(), self.aging_s, min_rank=0,
+        if self.store.next_runnable(self.aging_s, min_rank=0,
                                  only_ids=self.only_ids) is None:
             return
         self.observer.notice(f"a CRITICAL job goes ahead of {ahead.job.id}")

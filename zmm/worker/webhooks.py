@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import httpx
 
 import zmm
-from zmm.config import Config
 from zmm.backends.net import one_line, reason
+from zmm.config import Config
 from zmm.store import Store
 from zmm.store.db import parse_iso
 from zmm.store.outbox import Delivery

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 import zmm
-from zmm.config import Config
 from zmm.backends.net import one_line, reason
 from zmm.cloud.providers import ProviderError, key_from
+from zmm.config import Config
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 

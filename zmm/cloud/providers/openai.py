@@ -15,10 +15,9 @@ from typing import Any
 
 import httpx
 
-from zmm.config import Config
 from zmm.cloud.providers import CloudImage, CloudRequest, ProviderError
-from zmm.cloud.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
-                                 retry_after)
+from zmm.cloud.providers._http import RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png, retry_after
+from zmm.config import Config
 
 SIZES = {"1024x1024": 1.0, "1536x1024": 1.5, "1024x1536": 1024 / 1536}
 _QUOTA_CODES = {"insufficient_quota", "credit_balance_exhausted"}

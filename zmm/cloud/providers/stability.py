@@ -12,10 +12,9 @@ from __future__ import annotations
 import httpx
 
 import zmm
-from zmm.config import Config
 from zmm.cloud.providers import CloudImage, CloudRequest, ProviderError
-from zmm.cloud.providers._http import (RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png,
-                                 retry_after)
+from zmm.cloud.providers._http import RETRY_STATUSES, HttpProvider, excerpt, nearest, require_png, retry_after
+from zmm.config import Config
 
 ASPECTS = {"16:9": 16 / 9, "1:1": 1.0, "21:9": 21 / 9, "2:3": 2 / 3, "3:2": 3 / 2,
            "4:5": 4 / 5, "5:4": 5 / 4, "9:16": 9 / 16, "9:21": 9 / 21}
