@@ -1,8 +1,8 @@
 """What the fake cloud servers share (tests/fakes/stability.py, openai_images.py):
 the request log, scripted faults consumed in order, a hang and a dropped
 connection, latency that ends when the server stops, and real Pillow images.
-The fakes follow shared/protocols/cloud.md field for field; where the notes are
-silent the choice is marked "assumed"."""
+The fakes follow docs/cloud-protocol.md field for field; where it is silent the
+choice is marked "assumed"."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A fake ComfyUI server for tests and benchmarks: aiohttp (like the real
 server) on 127.0.0.1, its own event loop on a background thread.
 
-It follows shared/protocols/comfyui.md: status codes and JSON shapes, the WS
+It follows docs/comfyui-protocol.md: status codes and JSON shapes, the WS
 event order, caching of identical nodes, heap-ordered /queue, cooperative
 interrupts, history lost on restart, real PNG outputs. Knobs make it fail the
 ways the real one does. `python -m tests.fakes.comfyui` runs it standalone.

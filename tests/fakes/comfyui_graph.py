@@ -1,6 +1,6 @@
 """Node types and prompt validation of the fake ComfyUI, shaped like the real
 server's `/object_info` and its 400 / partial-200 `node_errors` answers
-(see shared/protocols/comfyui.md, section 1)."""
+(see docs/comfyui-protocol.md, "Submitting: POST /prompt")."""
 
 from __future__ import annotations
 

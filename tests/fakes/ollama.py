@@ -1,5 +1,5 @@
 """A fake Ollama server (aiohttp on a background thread, 127.0.0.1 port 0)
-following shared/protocols/ollama.md: a load answers once loaded, an unload
+following docs/ollama-protocol.md: a load answers once loaded, an unload
 answers at once and evicts later, keep_alive parsed like api.Duration, 400 for a
 bad body, 404 for unknown models, a model stuck in "Stopping...", 503 when busy.
 Loaded models hold VRAM in the shared ledger (partly, if it is full)."""

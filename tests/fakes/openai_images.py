@@ -1,8 +1,8 @@
 """A fake OpenAI Images server (`POST /v1/images/generations`) following
-shared/protocols/cloud.md: bearer auth, the JSON body's allowed values for the
+docs/cloud-protocol.md: bearer auth, the JSON body's allowed values for the
 current GPT image models, base64 images at the asked size, `usage` tokens from
-the notes' table, and every documented error in OpenAI's `{"error": {...}}` shape.
-Where the notes are silent: "assumed"."""
+the page's figures, and every documented error in OpenAI's `{"error": {...}}` shape.
+Where the page is silent: "assumed"."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """A fake Stability AI v2beta stable-image server (core, ultra, sd3) following
-shared/protocols/cloud.md: bearer auth, a multipart form even without a file,
+docs/cloud-protocol.md: bearer auth, a multipart form even without a file,
 the allowed values of every field, real images at the real output sizes, raw
 bytes or base64 JSON by `accept`, credits per image, and every documented error
-in its `{"id", "name", "errors"}` shape. Where the notes are silent: "assumed"."""
+in its `{"id", "name", "errors"}` shape. Where the page is silent: "assumed"."""
 
 from __future__ import annotations
 

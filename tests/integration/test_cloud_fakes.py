@@ -1,4 +1,4 @@
-"""The fake Stability AI and OpenAI Images servers against shared/protocols/cloud.md,
+"""The fake Stability AI and OpenAI Images servers against docs/cloud-protocol.md,
 spoken to with plain httpx (no zmm code): success shapes, validation, credits and
 token usage, auth, and every scripted fault's status, body and headers."""
 

@@ -19,12 +19,10 @@ import zmm
 from zmm.errors import SpoolUnusable
 from zmm.fs import private_dirs
 
-# Storage settings, weighed with bench/spool_bench.py, bench/history_bench.py and
-# bench/stats_bench.py (see README, Benchmarks). A new spool gets 2,048-byte pages:
-# a claim + finish then writes 42 % fewer bytes than with SQLite's 4,096, and the
-# checkpoint syncs them, while a history page reads as fast and a full-spool
-# `zmm stats` is ~17 % slower. 1,024 writes fewer still but slows every read.
-# A spool's page size is fixed when it is created (spool/README.md converts one).
+# Storage settings (bench/spool_bench.py and bench/history_bench.py weigh others).
+# A new spool gets 2,048-byte pages: a claim + finish writes fewer bytes than with
+# SQLite's 4,096 while reads stay about as fast. A spool's page size is fixed when
+# it is created (spool/README.md converts one).
 PAGE_BYTES = 2048
 CHECKPOINT_PAGES = 10_000  # ~20 MB of WAL
 MMAP_BYTES = 1 << 30
@@ -33,7 +31,7 @@ MMAP_BYTES = 1 << 30
 @functools.lru_cache(maxsize=16)  # a state change stamps several columns with one `now`
 def iso(epoch: float) -> str:
     """UTC ISO-8601 with microseconds; fixed width, so strings sort as times."""
-    # isoformat is a third faster than strftime, and every claim and finish calls this.
+    # isoformat rather than strftime: faster, and every claim and finish calls this.
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
