@@ -12,6 +12,7 @@ import copy
 import os
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from zmm.errors import InvalidInput
@@ -184,9 +185,10 @@ class Config:
         return shown
 
 
-def load(home: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     home = home or zmm_home()
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     data = copy.deepcopy(DEFAULTS)
     sources = {f"{s}.{k}": "default" for s, values in DEFAULTS.items() for k in values}
     path = config_path(home)
@@ -222,7 +224,7 @@ def _flatten(table: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _from_environ(environ: dict[str, str]) -> dict[str, str]:
+def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """`ZMM_COMFYUI_URL=...` -> {"comfyui.url": "..."}; longest section name wins."""
     found: dict[str, str] = {}
     sections = sorted(DEFAULTS, key=len, reverse=True)

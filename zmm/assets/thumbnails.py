@@ -41,8 +41,9 @@ def make_thumbnail(png_path: Path, assets_root: Path) -> str:
     relative = _relative(png_path, assets_root)
     target = assets.safe_path(assets_root, thumbnail_name(relative))
     try:
-        with Image.open(assets.safe_path(assets_root, relative)) as image:
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+        with Image.open(assets.safe_path(assets_root, relative)) as opened:
+            opened.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+            image: Image.Image = opened
             if image.mode not in ("RGB", "RGBA"):
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             buffer = io.BytesIO()

@@ -110,7 +110,7 @@ class OllamaClient:
     def tags(self) -> list[LocalModel]:
         models = []
         for entry in _entries(self._call("GET", "/api/tags")):
-            details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+            details = entry["details"] if isinstance(entry.get("details"), dict) else {}
             models.append(LocalModel(_name(entry), _int(entry.get("size")),
                                      entry.get("modified_at"), details.get("parameter_size"),
                                      details.get("quantization_level")))
@@ -187,7 +187,7 @@ def _parse_time(text: str) -> datetime | None:
     text = text.strip().replace("Z", "+00:00")
     head, dot, rest = text.partition(".")
     if dot:
-        digits = re.match(r"\d*", rest).group(0)
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
         text = f"{head}.{(digits[:6] or '0').ljust(6, '0')}{rest[len(digits):]}"
     try:
         parsed = datetime.fromisoformat(text)

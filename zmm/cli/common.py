@@ -10,16 +10,12 @@ import contextlib
 import importlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import typer
+from click import exceptions as click_errors  # typer < 0.26 (pyproject.toml) runs on click
 from typer.core import TyperGroup
-
-try:  # typer >= 0.20 vendors click; older releases use click itself
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as click_errors
 
 from zmm.errors import USAGE, ZmmError
 
@@ -52,11 +48,13 @@ class ZmmGroup(TyperGroup):
                 self.get_command(ctx, name)
         return super().resolve_command(ctx, args)
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
-             **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
             code = super().main(args=args, prog_name=prog_name or "zmm",
-                                complete_var=complete_var, standalone_mode=False, **extra)
+                                complete_var=complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
         except ZmmError as exc:
             report(exc)
             code = exc.exit_code
@@ -67,15 +65,17 @@ class ZmmGroup(TyperGroup):
                 typer.echo(exc.format_message())
             code = USAGE
         except click_errors.UsageError as exc:
-            if getattr(exc, "possibilities", None):  # click >= 8.4 suggests names, as typer does
-                exc.message = exc.message.partition(" Did you mean")[0]
+            if getattr(exc, "possibilities", None):
+                # typer words a suggestion into the message and click >= 8.4 adds its
+                # own through format_message(): keep one.
+                exc.message = exc.message.partition(" Did you mean")[0]  # type: ignore[misc]
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             typer.echo(f"error: {exc.format_message()}{where}", err=True)
             code = USAGE
         except click_errors.ClickException as exc:
             typer.echo(f"error: {exc.format_message()}", err=True)
             code = exc.exit_code
-        except (typer.Abort, click_errors.Abort if hasattr(click_errors, 'Abort') else typer.Abort):
+        except click_errors.Abort:
             typer.echo("interrupted", err=True)
             code = 130
         code = code if isinstance(code, int) else 0

@@ -55,10 +55,14 @@ class CloudTask:
         self.stop.set()
 
 
+# A job event to record: (kind, message, data).
+Event = tuple[str, str, dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class CloudResult:
     outcome: Outcome
-    events: list[tuple[str, str, dict[str, Any] | None]]
+    events: list[Event]
 
 
 class CloudLane:
@@ -102,7 +106,7 @@ class CloudLane:
         done = [task for task in self.tasks if task.future is not None and task.future.done()]
         for task in done:
             self.tasks.remove(task)
-        return [(task, task.future.result()) for task in done]
+        return [(task, task.future.result()) for task in done if task.future is not None]
 
     def job_ids(self) -> list[str]:
         return [task.job.id for task in self.tasks]
@@ -129,7 +133,7 @@ class CloudLane:
                          quality=job.quality_tier or "standard"),
             max_retries=self.max_retries, retry_after_max_s=self.retry_after_max_s,
             should_stop=task.stop.is_set, on_try=on_try, sleep=self.sleep, clock=self.monotonic)
-        events = [("cloud", f"{a.provider}: {a.message}",
+        events: list[Event] = [("cloud", f"{a.provider}: {a.message}",
                    {"provider": a.provider, "ok": a.ok, "seconds": round(a.seconds, 3),
                     "cost_usd": a.cost_usd}) for a in result.attempts]
         cost = round((job.cost_usd or 0.0) + result.cost_usd, 6)

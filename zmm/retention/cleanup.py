@@ -302,7 +302,7 @@ def _remove_batch(store: Store, paths: SafePaths, batch: list[Removal], stamp: s
     the files of rows that passed, then restore rows whose files resisted."""
     marked = store.mark_assets_deleted(
         [(item.job_id, f"cleanup ({item.reason}): {len(item.files)} files, "
-          f"{human_bytes(item.size)}") for item in batch], stamp)
+          f"{human_bytes(item.size)}") for item in batch if item.job_id is not None], stamp)
     done: list[str] = []
     kept: list[tuple[str, str]] = []
     try:

@@ -158,9 +158,9 @@ class Report:
         for item in self.removed:
             for name in item.files:
                 yield f"{item.reason}\t{item.job_id or '-'}\t{name}"
-        for item in self.compressed:
-            for name, target in zip(item["files"], item["to"]):
-                yield f"compress\t{item['job_id']}\t{name} -> {target}"
+        for entry in self.compressed:
+            for name, target in zip(entry["files"], entry["to"], strict=False):
+                yield f"compress\t{entry['job_id']}\t{name} -> {target}"
 
     def problems(self) -> Iterator[str]:
         """stderr lines: refused and failed paths, notes, jobs skipped."""

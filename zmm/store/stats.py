@@ -99,7 +99,7 @@ class Report:
 
     @property
     def cost_total(self) -> float:
-        return _round(float(sum(counts["cost_usd"] for counts in self.by_backend.values())), 4)
+        return round(float(sum(counts["cost_usd"] for counts in self.by_backend.values())), 4)
 
     @property
     def images_per_week(self) -> float | None:
