@@ -88,7 +88,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "enabled": False,
         "providers": ["stability", "openai"],  # the order they are tried in
         "timeout_s": 120.0,
-        "max_retries": 2,  # per provider, on 429, 5xx and network errors
+        "max_retries": 2,  # per provider, on 408, 409, 429, 5xx and network errors
         "retry_after_max_s": 120.0,  # the longest Retry-After honoured
         "concurrency": 2,  # cloud jobs a worker runs at once
     },

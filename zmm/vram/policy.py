@@ -1,4 +1,5 @@
-"""VRAM decisions before a job runs, from the seed's section 2: run now, run
+"""VRAM decisions before a job runs (the VRAM table and rules in
+docs/gpu-sharing.md): run now, run
 on SD1.5 instead, unload Ollama's models first, wait, or (where the job allows
 it) send it to a cloud provider.
 
