@@ -27,9 +27,11 @@ def run(window: int) -> tuple[int, int, bool]:
         with Store(settings.spool_path) as store:
             for n in range(60):
                 model = "sdxl" if n % 2 == 0 else "sd15"
-                store.enqueue(intake.build({"prompt": f"job {n}", "priority": "LOW", "model": model}, settings))
+                store.enqueue(intake.build({"prompt": f"job {n}", "priority": "LOW", "model": model},
+                                           settings))
                 if n in (20, 40):
-                    store.enqueue(intake.build({"prompt": "urgent", "priority": "HIGH", "model": "sdxl"}, settings))
+                    store.enqueue(intake.build({"prompt": "urgent", "priority": "HIGH", "model": "sdxl"},
+                                               settings))
             order, loaded = [], None
             while True:
                 job = store.claim("bench", lease_s=60, aging_s=86400, prefer_model=loaded,
@@ -39,8 +41,10 @@ def run(window: int) -> tuple[int, int, bool]:
                 order.append(job)
                 loaded = job.model_requested
                 store.transition(job.id, JobState.SUCCEEDED, expect=JobState.RUNNING, worker_id="bench")
-            switches = sum(1 for a, b in zip(order, order[1:]) if a.model_requested != b.model_requested)
-            fifo_rank = {job.id: rank for rank, job in enumerate(sorted(order, key=lambda j: (j.priority_rank, j.seq)))}
+            switches = sum(1 for a, b in zip(order, order[1:], strict=False)
+                           if a.model_requested != b.model_requested)
+            fifo = sorted(order, key=lambda j: (j.priority_rank, j.seq))
+            fifo_rank = {job.id: rank for rank, job in enumerate(fifo)}
             worst_delay = max(position - fifo_rank[job.id] for position, job in enumerate(order))
             highs_first = all(job.priority == "HIGH" for job in order[:2])
             return switches, worst_delay, highs_first

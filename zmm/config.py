@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from zmm.errors import InvalidInput
@@ -178,7 +178,7 @@ class Config:
     def masked(self) -> dict[str, dict[str, Any]]:
         """The settings for display: values of secret-bearing env vars are never shown."""
         shown = copy.deepcopy(self.data)
-        for section, values in shown.items():
+        for values in shown.values():
             for key, value in list(values.items()):
                 if key.endswith(SECRET_ENV_SUFFIX) and isinstance(value, str):
                     values[key] = f"{value} ({'set' if os.environ.get(value) else 'not set'})"

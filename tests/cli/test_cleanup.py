@@ -171,11 +171,11 @@ def test_two_concurrent_cleanups_never_delete_twice(settings, home):
         processes = [zmm_process("cleanup", *args, env=env) for _ in range(2)]
         outputs = [process.communicate(timeout=60) for process in processes]
         codes = [process.returncode for process in processes]
-        reports = [json.loads(out) for (out, _), code in zip(outputs, codes) if code == 0]
+        reports = [json.loads(out) for (out, _), code in zip(outputs, codes, strict=True) if code == 0]
         assert set(codes) <= {0, 5} and 0 in codes, outputs
         if "--wait" in args:
             assert codes == [0, 0]
-        for (_, err), code in zip(outputs, codes):
+        for (_, err), code in zip(outputs, codes, strict=True):
             assert code == 0 or "another zmm cleanup is running" in err
         deleted = [name for report in reports for name in removed_files(report)]
         assert len(deleted) == len(set(deleted))  # nothing deleted (or reported) twice

@@ -93,7 +93,8 @@ class FakeOpenAI(CloudFake):
     def _json(self, request: web.Request, status: int, body: dict[str, Any],
               headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(status=status, body=json.dumps(body).encode(), headers={
-            "content-type": "application/json", "x-request-id": f"req_{request[REQUEST_ID]}", **(headers or {})})
+            "content-type": "application/json", "x-request-id": f"req_{request[REQUEST_ID]}",
+            **(headers or {})})
 
     def _unauthorized(self, request: web.Request) -> web.Response:
         given = request.headers.get("authorization", "")

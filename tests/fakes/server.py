@@ -26,10 +26,10 @@ class BackgroundServer(ABC):
     def build_app(self) -> web.Application:
         """The fake's routes."""
 
-    async def on_started(self) -> None:
+    async def on_started(self) -> None:  # noqa: B027 - a hook a fake may leave empty
         """Hook: runs on the server's loop once it listens."""
 
-    async def on_stopping(self) -> None:
+    async def on_stopping(self) -> None:  # noqa: B027 - a hook a fake may leave empty
         """Hook: runs on the server's loop before it stops listening."""
 
     def start(self):

@@ -56,7 +56,8 @@ def load(
         from zmm.errors import InvalidInput
 
         raise InvalidInput("name", "an Ollama model, but Ollama is disabled in config (ollama.enabled)")
-    emit(model_control.load_llm(ollama, name, keep_alive or settings.get("ollama.reload_keep_alive"), timeout))
+    keep = keep_alive or settings.get("ollama.reload_keep_alive")
+    emit(model_control.load_llm(ollama, name, keep, timeout))
 
 
 @app.command("unload")
@@ -79,7 +80,8 @@ def unload(
     lines = []
     if do_llm and ollama is not None:
         names = [name] if name else [m.name for m in ollama.ps()]
-        lines += model_control.unload_llms(ollama, names, timeout, gpu.free_bytes) if names else ["no LLM loaded"]
+        lines += (model_control.unload_llms(ollama, names, timeout, gpu.free_bytes) if names
+                  else ["no LLM loaded"])
     if do_image:
         lines += model_control.unload_image(comfy, timeout, gpu.free_bytes)
     for line in lines:

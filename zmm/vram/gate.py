@@ -118,7 +118,8 @@ class VramGate:
 
     def _unload(self, job: Job, decision: policy.Decision) -> None:
         assert self.ollama is not None, "an unload is decided only from Ollama's loaded models"
-        state = self.store.get_state(SWAP_KEY) or {"models": [], "job_id": job.id, "since": iso(self.store.clock())}
+        state = (self.store.get_state(SWAP_KEY)
+                 or {"models": [], "job_id": job.id, "since": iso(self.store.clock())})
         known = {m["name"] for m in state["models"]}
         state["models"] += [{"name": llm.name, "keep_alive": llm.keep_alive}
                             for llm in decision.unload if llm.name not in known]
