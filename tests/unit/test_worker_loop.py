@@ -232,3 +232,34 @@ def test_other_zmm_prompts_on_comfyui_count_against_the_one_ahead_rule(loop, com
     w.drive(lambda: w.status(mine) == "succeeded")
     assert w.deepest == 2 and w.worker.foreign == set()
     stranger.close()
+
+
+def test_holding_the_lock_it_adopts_a_dead_workers_jobs_before_claiming(loop, comfy):
+    comfy.step_time = 0.05
+    dead = loop()
+    first, second = dead.enqueue(count=2, steps="10")
+    dead.drive(lambda: len(comfy.submissions) == 2)  # one running, one ahead; then it "dies"
+    (new,) = dead.enqueue()
+    heir = loop(holds_lock=True)
+    started = time.perf_counter()
+    heir.worker.adopt_orphans()
+    took = time.perf_counter() - started
+    assert [i.job.id for i in heir.worker.inflight] == [first, second]
+    assert {job.worker_id for job in heir.store.get_many([first, second])} == {heir.worker.id}
+    assert took < 0.5, f"adopting two jobs took {took:.3f}s"
+    heir.drive(lambda: all(heir.status(i) == "succeeded" for i in (first, second, new)),
+               timeout=30)
+    assert [s["prompt_id"] for s in comfy.submissions] == [first, second, new]
+    assert heir.deepest == 2
+    events = [e["kind"] for e in heir.store.events(first)]
+    assert events[-2:] == ["adopted", "succeeded"]
+
+
+def test_without_the_lock_it_leaves_running_jobs_to_their_lease(loop, comfy):
+    comfy.step_time = 0.05
+    other = loop()
+    (job_id,) = other.enqueue(steps="10")
+    other.drive(lambda: len(comfy.submissions) == 1)
+    stranger = loop()  # holds_lock=False: the owner may be alive on a shared spool
+    stranger.worker.adopt_orphans()
+    assert stranger.worker.inflight == [] and other.store.get(job_id).worker_id == other.worker.id
