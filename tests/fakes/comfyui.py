@@ -74,6 +74,7 @@ class FakeComfyUI(BackgroundServer):
         self.runs: list[dict] = []
         self.interrupts: list[dict] = []
         self.frees: list[dict] = []
+        self.deepest = 0  # the most prompts it ever held at once, running and pending
         self._fail_submits: list[tuple[int, bool]] = []
         self._fail_executions: list[tuple[str, str, str]] = []
         self._hang = threading.Event()
@@ -207,6 +208,7 @@ class FakeComfyUI(BackgroundServer):
         if body.get("client_id"):
             extra["client_id"] = body["client_id"]
         heapq.heappush(self.queue, [number, prompt_id, prompt, extra, outputs])
+        self.deepest = max(self.deepest, self._remaining())
         await self._broadcast_status()
         self._wake.set()
         if fail:

@@ -83,7 +83,8 @@ def test_generate_without_a_worker_runs_inline(worker_env, settings, comfy):
 
 def test_missing_checkpoint_fails_with_the_servers_list(worker_env, settings, comfy):
     (job_id,) = enqueue("x", "--model", "nope.safetensors")
-    run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
+    result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
+    assert result.returncode == 1 and f"failed or were cancelled: {job_id}" in result.stderr
     with spool(settings) as store:
         job = store.get(job_id)
     assert job.status == "failed"

@@ -16,7 +16,8 @@ def serve_worker(
     comfyui: Optional[str] = typer.Option(None, "--comfyui",
                                           help="ComfyUI URL (default: $ZMM_COMFYUI_URL, config "
                                           "comfyui.url, http://127.0.0.1:8188)."),
-    once: bool = typer.Option(False, "--once", help="Run what is queued and due, then exit."),
+    once: bool = typer.Option(False, "--once", help="Run what is queued and due (and finish the "
+                              "jobs of a worker that died), then exit: 1 if one did not succeed."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after N jobs."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines, no live display."),
 ) -> None:
@@ -32,3 +33,9 @@ def serve_worker(
     finished = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
     ok = sum(1 for job in finished if job.status == "succeeded")
     say(f"worker stopped: {ok} succeeded, {len(finished) - ok} other")
+    if once and ok < len(finished):
+        from zmm.errors import JobFailed
+
+        ids = " ".join(job.id for job in finished if job.status != "succeeded")
+        raise JobFailed(f"{len(finished) - ok} job(s) failed or were cancelled: {ids}",
+                        hint="`zmm history <id>` says why")

@@ -127,14 +127,23 @@ class Store:
     def expired_leases(self) -> list[Job]:
         return queries.expired_leases(self.conn, iso(self.clock()))
 
-    def adopt(self, job_id: str, worker_id: str, *, lease_s: float, reason: str) -> Job | None:
-        """Take over a running job whose lease expired (its worker died)."""
+    def orphans(self, comfy_url: str, worker_id: str) -> list[Job]:
+        """Running jobs held by other workers registered for `comfy_url`: dead ones,
+        when the caller holds that URL's worker lock. First submitted first."""
+        return queries.orphans(self.conn, comfy_url, worker_id)
+
+    def adopt(self, job_id: str, worker_id: str, *, lease_s: float, reason: str,
+              owner: str | None = None) -> Job | None:
+        """Take over a running job whose worker died: known dead (`owner`, the worker
+        id it must still have), or presumed dead because its lease expired."""
         now = self.clock()
+        guard, value = ("worker_id = ?", owner) if owner is not None else (
+            "lease_expires_at < ?", iso(now))
         with translate_errors(self.path), transaction(self.conn) as conn:
             row = conn.execute(
-                """UPDATE jobs SET worker_id = ?, lease_expires_at = ?, updated_at = ?
-                   WHERE id = ? AND status = 'running' AND lease_expires_at < ? RETURNING *""",
-                [worker_id, iso(now + lease_s), iso(now), job_id, iso(now)],
+                f"""UPDATE jobs SET worker_id = ?, lease_expires_at = ?, updated_at = ?
+                    WHERE id = ? AND status = 'running' AND {guard} RETURNING *""",
+                [worker_id, iso(now + lease_s), iso(now), job_id, value],
             ).fetchone()
             if row is None:
                 return None

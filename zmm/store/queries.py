@@ -295,6 +295,14 @@ def jobs_in_state(conn: sqlite3.Connection, state: str) -> list[Job]:
     return [Job.from_row(row) for row in rows]
 
 
+def orphans(conn: sqlite3.Connection, comfy_url: str, worker_id: str) -> list[Job]:
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE status = 'running' AND worker_id != ? AND worker_id IN "
+        "(SELECT id FROM workers WHERE comfy_url = ?) ORDER BY submitted_at IS NULL, "
+        "submitted_at, seq", [worker_id, comfy_url])
+    return [Job.from_row(row) for row in rows]
+
+
 def expired_leases(conn: sqlite3.Connection, now_iso: str) -> list[Job]:
     where, params, order = status_in(["running"])
     rows = conn.execute(f"SELECT * FROM jobs WHERE {where} AND lease_expires_at < ? "

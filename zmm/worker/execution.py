@@ -7,6 +7,7 @@ worker then writes to the spool. Nothing here loops or sleeps.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import zmm
 from zmm import assets, workflows
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
-from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected
+from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
 from zmm.store import Job
 
 # ComfyUI node classes -> the phase a person would call it.
@@ -71,6 +72,16 @@ def prompt_id_for(job: Job) -> str:
     return job.id if job.attempts == 0 else f"{job.id}-r{job.attempts}"
 
 
+# A zmm job id (zmm.store.changes.new_job_id), with the retry suffix of prompt_id_for.
+_PROMPT_ID = re.compile(r"(mmg-\d{8}-\d{6}-[0-9a-f]{8})(?:-r\d+)?")
+
+
+def job_id_of(prompt_id: str) -> str | None:
+    """The zmm job id a ComfyUI prompt id stands for; None if it is not zmm's."""
+    match = _PROMPT_ID.fullmatch(prompt_id)
+    return match.group(1) if match else None
+
+
 class GraphBuilder:
     """Binds templates and checks them against the server once per (template,
     checkpoint), refreshing the server's lists once before declaring a miss."""
@@ -82,18 +93,24 @@ class GraphBuilder:
         self._server: tuple[dict, list[str]] | None = None
 
     def build(self, job: Job) -> dict[str, Any]:
+        """The job's graph, checked against the server's nodes and checkpoints."""
+        graph = self.bind(job)
+        key = (job.workflow, workflows.graph_model(graph))
+        if key not in self._checked:
+            self._check(graph)
+            self._checked.add(key)
+        return graph
+
+    def bind(self, job: Job) -> dict[str, Any]:
+        """The job's graph as submitted, without asking the server (for a job
+        already on it)."""
         params = job.param_values
         source = params.get("graph") or workflows.load(job.workflow, self.user_dir).graph
         values = {key: params.get(key) for key in (
             "prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "width",
             "height", "checkpoint", "batch_size")}
         values["filename_prefix"] = f"zmm/{job.id}"
-        graph = workflows.bind(source, values)
-        key = (job.workflow, workflows.graph_model(graph))
-        if key not in self._checked:
-            self._check(graph)
-            self._checked.add(key)
-        return graph
+        return workflows.bind(source, values)
 
     def _check(self, graph: dict[str, Any]) -> None:
         for fresh in (False, True):
@@ -189,6 +206,25 @@ def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, a
     return Outcome("failed", message, {"error_message": message})
 
 
+def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
+            clock=time.monotonic) -> Outcome:
+    """`judge`, with failing to fetch or save the images as outcomes too."""
+    try:
+        return judge(inflight, entry, client, assets_root, clock)
+    except ComfyUnavailable as exc:
+        return Outcome("requeue", f"ComfyUI went away while fetching outputs: {exc.reason}", {})
+    except ZmmError as exc:  # an image that cannot be saved or read: fail with why
+        return Outcome("failed", exc.message, {"error_message": exc.message})
+
+
+def free_vram(client: ComfyClient) -> None:
+    """Unload ComfyUI's models and free its memory (after an out-of-memory error)."""
+    try:
+        client.free(unload_models=True, free_memory=True)
+    except (ComfyUnavailable, ComfyServerError):
+        pass  # the retry will meet the same server state and report it
+
+
 def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, assets_root,
              clock) -> Outcome:
     job = inflight.job
@@ -228,7 +264,6 @@ def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:
     """The history view's thumbnail; the image is what the job promised, so a
     thumbnail that cannot be made leaves the job succeeded without one."""
     from zmm.assets.thumbnails import make_thumbnail  # Pillow: only workers pay for it
-    from zmm.errors import ZmmError
 
     try:
         return make_thumbnail(saved.path, assets_root)

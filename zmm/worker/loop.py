@@ -1,14 +1,17 @@
 """The worker loop: claims jobs from the spool, keeps one submitted ahead of the
 running one on ComfyUI, follows the websocket, and records every outcome.
 
-`run_once()` is one iteration (tests drive it with injected clocks); all
-outcomes go through `_finish()`. Signal handlers only set `stop_mode`.
-Display is an injected observer: this module never imports rich.
+The Worker owns the in-flight jobs, the websocket, the stop mode, the clock and
+the counters; its collaborators are handed what they need and return outcomes:
+Upkeep (leases, adoption, the review of jobs on ComfyUI), CloudFallback (the
+cloud lane's side), the VRAM gate and the OutcomeLadder, through which every
+outcome goes (`_record`). `run_once()` is one iteration (tests drive it with
+injected clocks). Signal handlers only set `stop_mode`. Display is an injected
+observer: this module never imports rich.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -18,17 +21,25 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from zmm.backends.comfy import ComfyClient, Event
+from zmm.backends.comfy import ComfyClient, Event, EventStream
 from zmm.cloud import lane
 from zmm.config import Config
-from zmm.errors import ComfyServerError, ComfyUnavailable, InvalidInput, NotFound, WorkflowRejected, ZmmError
+from zmm.errors import (
+    ComfyServerError,
+    ComfyUnavailable,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    WorkflowRejected,
+)
 from zmm.jobs import JobState
 from zmm.store import Job, Store
 from zmm.store.db import iso
-from zmm.worker import execution
+from zmm.worker import execution, progress
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.execution import Inflight, Outcome
-from zmm.worker.upkeep import Upkeep
+from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
+from zmm.worker.upkeep import Adopted, Upkeep
 
 
 class Observer(Protocol):
@@ -51,55 +62,63 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
-class Worker(Upkeep, CloudFallback):
+class Worker:
     def __init__(self, store: Store, client: ComfyClient, settings: Config, *,
                  observer: Observer | None = None, once: bool = False,
                  max_jobs: int | None = None, only_ids: list[str] | None = None,
                  gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
                  cloud_lane: lane.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None,
+                 holds_lock: bool = False) -> None:
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
         self.once, self.max_jobs, self.only_ids = once, max_jobs, only_ids
+        self.holds_lock = holds_lock  # the worker lock of this URL: its other workers are dead
         self._woken = threading.Event()  # a stop request cuts the current sleep short
         self.monotonic, self.sleep = monotonic, sleep or self._sleep
         self.id = new_worker_id()
         self.url = client.base_url
         worker = settings.section("worker")
-        self.lease_s = worker["lease_s"]
-        self.poll_s = worker["poll_s"]
-        self.aging_s = worker["aging_s"]
-        self.max_attempts = worker["max_attempts"]
-        self.progress_interval = worker["progress_interval_s"]
-        self.backoff_s = worker["backoff_s"]
+        self.lease_s, self.poll_s, self.aging_s = worker["lease_s"], worker["poll_s"], worker["aging_s"]
         self.group_window = worker["model_group_window"]
-        self._loaded_model: str | None = None  # the checkpoint of the last job submitted
-        self.silence_s = settings.get("comfyui.silence_timeout_s")
         self.retry_max_s = settings.get("comfyui.retry_max_s")
-        self.builder = execution.GraphBuilder(client, settings.workflows_dir)
         self.gate = gate  # a gate.VramGate, or None to skip VRAM checks
-        self.cloud = cloud_lane  # None: no cloud at all (jobs asking for it wait)
-        self.max_wait_s = dict(settings.section("max_wait_s"))
-        self._down_since: float | None = None  # store clock when ComfyUI stopped answering
-        self._next_cloud_check = 0.0
         self.vram_used = vram_used or (lambda: None)
-        self.inflight: list[Inflight] = []
-        self.stream = None
+        self.builder = execution.GraphBuilder(client, settings.workflows_dir)
+        self.cloud = CloudFallback(  # a lane of None: no cloud at all (jobs asking for it wait)
+            store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
+            poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
+            only_ids=only_ids, observer=self.observer, monotonic=monotonic)
+        self.upkeep = Upkeep(
+            store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
+            silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
+            only_ids=only_ids, observer=self.observer, monotonic=monotonic)
+        self.outcomes = OutcomeLadder(
+            store, self.id, max_attempts=worker["max_attempts"], backoff_s=worker["backoff_s"],
+            observer=self.observer, fall_back=lambda job, outcome: self.cloud.take_failure(
+                job, outcome, stopping=bool(self.stop_mode)))
+        self.progress = progress.ProgressWriter(
+            store, self.id, interval_s=worker["progress_interval_s"], observer=self.observer,
+            monotonic=monotonic)
+        self.inflight: list[Inflight] = []  # on ComfyUI: the running one first, then one ahead
+        self.foreign: set[str] = set()  # other zmm prompts on ComfyUI's queue (a dead worker's)
+        self.stream: EventStream | None = None
         self.client_id = ""
         self.claimed = 0
         self.finished: list[Job] = []
         self.stop_mode: str | None = None  # None | "drain" | "now"
         self.done = False
+        self._loaded_model: str | None = None  # the checkpoint of the last job submitted
         self._retry_delay = 1.0
-        self._next_housekeeping = 0.0
-        self._next_heartbeat = 0.0
+        self._next_upkeep = 0.0
 
     # -- the loop --------------------------------------------------------------
 
     def run(self) -> list[Job]:
         self.store.register_worker(self.id, self.url, "starting")
         try:
+            self.adopt_orphans()
             while not self.done:
                 self.run_once()
         finally:
@@ -107,37 +126,36 @@ class Worker(Upkeep, CloudFallback):
             self.store.unregister_worker(self.id)
         return self.finished
 
+    def adopt_orphans(self) -> None:
+        """At start-up: with the lock for this URL, its other workers' jobs are ours."""
+        if self.holds_lock:
+            self._adopt(self.upkeep.adopt_orphans({i.job.id for i in self.inflight}))
+
     def run_once(self) -> None:
         self._cloud_step()
         if self.gate is not None and self.stream is None and not self.inflight:
             self.gate.maybe_restore(self._image_work_queued())
         if self.stream is None and not self._needs_comfy():
-            self._heartbeat_if_due()  # only cloud work: ComfyUI is not asked at all
-            if (self.stop_mode or self._nothing_left()) and not self._cloud_busy():
-                self.done = True
-            else:
-                self.sleep(self.poll_s)
+            self._heartbeat()  # only cloud work: ComfyUI is not asked at all
+            if not self._check_done():
+                self.sleep(self.poll_s)  # idle: only the cloud lane has work
             return
         if self.stream is None and not self._connect():
-            if self.stop_mode and not self.inflight and not self._cloud_busy():
-                self.done = True
             return
         self._fill()
         if not self.inflight:
-            if (self.stop_mode or self._nothing_left()) and not self._cloud_busy():
-                self.done = True
-            else:
-                self._housekeeping(force=True)
-                self.sleep(self.poll_s)
+            if not self._check_done():
+                self._upkeep(force=True)
+                self.sleep(self.poll_s)  # idle: nothing to run on ComfyUI
             return
-        try:
-            event = self.stream.recv(timeout=self.poll_s)
-            if event is not None:
-                self._dispatch(event)
+        try:  # the stream is gone if ComfyUI went away while submitting
+            event = self.stream.recv(timeout=self.poll_s) if self.stream is not None else None
         except ComfyUnavailable as exc:
             self._lost_connection(exc)
             return
-        self._housekeeping()
+        if event is not None:
+            self._dispatch(event)
+        self._upkeep()
 
     def request_stop(self, mode: str) -> None:
         """Called from signal handlers: 'drain' finishes the running job, 'now' stops it."""
@@ -153,6 +171,11 @@ class Worker(Upkeep, CloudFallback):
         self._woken.wait(seconds)
         self._woken.clear()
 
+    def _check_done(self) -> bool:
+        """Nothing on ComfyUI: done if stopping or nothing is left, once the lane is idle."""
+        self.done = bool(self.stop_mode or self._nothing_left()) and not self.cloud.busy()
+        return self.done
+
     def _nothing_left(self) -> bool:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:
             return True
@@ -160,6 +183,19 @@ class Worker(Upkeep, CloudFallback):
             return all(self.store.get(job_id).status in ("succeeded", "failed", "cancelled")
                        for job_id in self.only_ids)
         return self.once
+
+    def _needs_comfy(self) -> bool:
+        """Whether to reach ComfyUI: a serving worker always does; a foreground one
+        (inline generate, --once) only for jobs it could run there."""
+        if self.inflight:
+            return True
+        if self.only_ids is not None:
+            return any(job.status == "queued" and job.backend_requested != "cloud"
+                       for job in self.store.get_many(self.only_ids))
+        return not self.once or self._image_work_queued()
+
+    def _image_work_queued(self) -> bool:
+        return self.store.next_runnable(self.aging_s, only_ids=self.only_ids) is not None
 
     # -- connection ----------------------------------------------------------------
 
@@ -169,26 +205,35 @@ class Worker(Upkeep, CloudFallback):
             self.client_id = uuid.uuid4().hex
             self.stream = self.client.events(self.client_id)
         except ComfyUnavailable as exc:
-            if self._down_since is None:
-                self._down_since = self.store.clock()
-            delay = min(self._retry_delay, self._until_cloud())
-            self.observer.waiting(self.url, exc.reason, delay)
-            if ((self.only_ids is not None or self.once) and not self.inflight
-                    and not self._cloud_may_take_over()):
-                raise  # a foreground generate or --once reports it instead of waiting
-            if self.stop_mode and not self.inflight and not self._cloud_busy():
-                return False  # stopping with nothing left to finish: no need to wait
-            self._heartbeat_if_due()
-            self.sleep(delay)
-            self._retry_delay = min(self._retry_delay * 2, self.retry_max_s)
+            self._wait_for_comfy(exc)
             return False
         self._retry_delay = 1.0
-        self._down_since = None
+        self.cloud.comfy_up()
         self.observer.connected(self.url)
-        self._recover()
         for inflight in self.inflight:
-            inflight.attached = False  # its events went to the previous client id
+            inflight.attached = False  # its events go to the previous client id
+        held = {i.job.id for i in self.inflight} | set(self.cloud.ids())
+        self._adopt(self.upkeep.adopt_expired(held, offline=False))
+        try:  # before submitting anything: what a dead worker left on the server counts
+            self.foreign = self.upkeep.zmm_prompts_queued(self.inflight)
+        except ComfyUnavailable as exc:
+            self._lost_connection(exc)
+            return False
         return True
+
+    def _wait_for_comfy(self, exc: ComfyUnavailable) -> None:
+        self.cloud.comfy_down()
+        delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
+        self.observer.waiting(self.url, exc.reason, delay)
+        if ((self.only_ids is not None or self.once) and not self.inflight
+                and not self.cloud.may_take_over(bool(self.stop_mode))):
+            raise exc  # a foreground generate or --once reports it instead of waiting
+        if self.stop_mode and not self.inflight and not self.cloud.busy():
+            self.done = True  # stopping with nothing left to finish: no need to wait
+            return
+        self._heartbeat()
+        self.sleep(delay)  # idle: waiting for ComfyUI to answer
+        self._retry_delay = min(self._retry_delay * 2, self.retry_max_s)
 
     def _lost_connection(self, exc: ComfyUnavailable) -> None:
         self.observer.notice(f"lost the connection to ComfyUI ({exc.reason}); reconnecting")
@@ -202,7 +247,9 @@ class Worker(Upkeep, CloudFallback):
     # -- claiming and submitting ------------------------------------------------
 
     def _fill(self) -> None:
-        while len(self.inflight) < 2 and not self.stop_mode:
+        """Claim and submit until one job runs and one waits on ComfyUI (counting
+        zmm prompts of others still there)."""
+        while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
             if self.max_jobs is not None and self.claimed >= self.max_jobs:
                 return
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
@@ -211,20 +258,21 @@ class Worker(Upkeep, CloudFallback):
             if job is None:
                 return
             if self.gate is not None:
-                admission = self.gate.admit(job, cloud_ok=self._cloud_ok())
+                admission = self.gate.admit(job, cloud_ok=self.cloud.ok(bool(self.stop_mode)))
                 if admission.to_cloud:
                     self.claimed += 1
-                    self._to_cloud(job, lane.VRAM, admission.message)
+                    self.cloud.hand_over(job, lane.VRAM, admission.message)
                     continue
                 if admission.job is None:
-                    self._defer(job, admission.message)
+                    self.outcomes.defer(job, admission.message,
+                                        retry_in=min(5.0, max(self.poll_s * 4, 0.2)))
                     return
                 job = admission.job
             self.claimed += 1
             if not self._start(job):
                 return
 
-    def _start(self, job: Job, *, front: bool = False) -> bool:
+    def _start(self, job: Job) -> bool:
         """Build, check and submit a claimed job. False if ComfyUI went away."""
         prompt_id = execution.prompt_id_for(job)
         try:
@@ -234,17 +282,17 @@ class Worker(Upkeep, CloudFallback):
                               phase="submitted", phase_detail=None,
                               event=("submitted", f"prompt {prompt_id} to {self.url}"))
             execution.submit(self.client, graph, prompt_id, self.client_id,
-                             execution.zmm_metadata(job), front=front)
+                             execution.zmm_metadata(job))
         except (WorkflowRejected, InvalidInput, NotFound) as exc:
-            self._finish_job(job, Outcome("failed", exc.message, {"error_message": exc.message}))
+            self._record(job, failed(exc.message))
             return True
         except ComfyUnavailable as exc:
-            self._requeue(job, f"ComfyUI unreachable: {exc.reason}", consume=False)
+            self._record(job, requeue(f"ComfyUI unreachable: {exc.reason}", consume=False))
             self._close_stream()
             return False
         except ComfyServerError as exc:
-            self._requeue(job, f"ComfyUI failed to take it: {exc.message}", consume=True,
-                          backoff=True)
+            self._record(job, requeue(f"ComfyUI failed to take it: {exc.message}",
+                                      consume=True, backoff=True))
             return True
         now = self.monotonic()
         self._loaded_model = job.model_requested
@@ -256,62 +304,84 @@ class Worker(Upkeep, CloudFallback):
     # -- events --------------------------------------------------------------------
 
     def _dispatch(self, event: Event) -> None:
-        inflight = self._find(event.prompt_id)
+        inflight = progress.owner(self.inflight, event)
         if inflight is None:
-            if event.type == "executing" and event.prompt_id is None and self.inflight:
-                inflight = next((i for i in self.inflight if i.executing), None)
-            if inflight is None:
-                return
-        inflight.last_event = self.monotonic()
-        data = event.data
-        if event.type == "execution_start":
-            inflight.started = inflight.last_event
-            self._set_phase(inflight, "starting")
-        elif event.type == "executing":
-            if data.get("node") is None and event.prompt_id is not None:
-                self._complete(inflight)
-                return
-            self._set_phase(inflight, inflight.phase_of(data.get("node")))
-        elif event.type == "progress":
-            inflight.progress = (int(data.get("value", 0)), int(data.get("max", 0)),
-                                 str(data.get("node")))
-            self._flush_progress(inflight)
-        elif event.type == "execution_error":
-            inflight.error = data
-        elif event.type == "execution_interrupted":
-            inflight.interrupted = True
-
-    def _find(self, prompt_id: str | None) -> Inflight | None:
-        return next((i for i in self.inflight if i.prompt_id == prompt_id), None)
-
-    def _set_phase(self, inflight: Inflight, phase: str) -> None:
-        if phase != inflight.phase:
-            inflight.phase = phase
-            self._flush_progress(inflight)
-
-    def _flush_progress(self, inflight: Inflight, force: bool = False) -> None:
-        """Write phase and sampler step to the spool, at most every
-        `progress_interval_s` per job (a last step or a forced flush always goes)."""
-        state = (inflight.phase, inflight.progress)
-        if state == inflight.flushed_progress:
             return
+        if progress.apply_event(inflight, event, self.monotonic()):
+            self._complete(inflight)
+        else:
+            self.progress.flush(inflight)
+
+    # -- upkeep: leases, adoption, the review of jobs on ComfyUI -------------------
+
+    def _upkeep(self, force: bool = False) -> None:
         now = self.monotonic()
-        done = inflight.progress is not None and inflight.progress[0] >= inflight.progress[1]
-        if not force and not done and now - inflight.last_flush < self.progress_interval:
+        if not force and now < self._next_upkeep:
             return
-        inflight.last_flush = now
-        inflight.flushed_progress = state
-        fields = {"phase": inflight.phase}
-        if inflight.progress is not None:
-            value, maximum, node = inflight.progress
-            fields.update(progress_value=value, progress_max=maximum, progress_node=node,
-                          progress_at=iso(self.store.clock()))
-        self.store.update(inflight.job.id, worker_id=self.id, **fields)
-        self.observer.job_changed(inflight)
+        self._next_upkeep = now + self.poll_s
+        self._heartbeat()
+        for inflight in list(self.inflight):
+            self.progress.flush(inflight, force=True)
+        self._sample_vram()
+        if self.gate is not None:
+            self.gate.maybe_restore(bool(self.inflight) or self._image_work_queued())
+        review = self.upkeep.review(self.inflight, self.stop_mode, now, self.foreign)
+        self.foreign = review.foreign
+        for inflight, outcome in review.outcomes:
+            self.inflight.remove(inflight)
+            self._record(inflight.job, outcome)
+        for inflight in review.finished:
+            self._complete(inflight)
+        if review.hung:
+            self._close_stream()
+        if review.lost is not None and self.stream is not None:
+            self._lost_connection(review.lost)
+
+    def _heartbeat(self) -> None:
+        """Renew the leases held; when it did, adopt the jobs whose lease expired."""
+        held = [inflight.job.id for inflight in self.inflight] + self.cloud.ids()
+        if self.upkeep.heartbeat(held):
+            self._adopt(self.upkeep.adopt_expired(set(held), offline=self.stream is None))
+
+    def _adopt(self, adopted: Adopted) -> None:
+        for inflight in adopted.follow:
+            self.inflight.append(inflight)
+            self.observer.notice(f"adopted {inflight.job.id} (prompt {inflight.prompt_id})")
+        for job, outcome in adopted.outcomes:
+            self._record(job, outcome)
+
+    def _sample_vram(self, inflights: list[Inflight] | None = None) -> None:
+        executing = [i for i in (inflights or self.inflight) if i.executing]
+        if not executing:
+            return
+        used = self.vram_used()
+        if used is not None:
+            for inflight in executing:
+                inflight.peak_vram = max(inflight.peak_vram or 0, used)
+
+    # -- the cloud lane ----------------------------------------------------------------
+
+    def _cloud_step(self) -> None:
+        """Between events: record what the lane finished, let it claim what it may take."""
+        for job, outcome in self.cloud.collect():
+            self._record_cloud(job, outcome)
+        budget = None if self.max_jobs is None else max(self.max_jobs - self.claimed, 0)
+        step = self.cloud.step(connected=self.stream is not None, stop_mode=self.stop_mode,
+                               budget=budget)
+        self.claimed += step.claimed
+        for job, outcome in step.results:
+            self._record_cloud(job, outcome)
+
+    def _record_cloud(self, job: Job, outcome: Outcome) -> None:
+        try:
+            self._record(job, outcome, cloud_fallback=False)
+        except Conflict:  # its lease ran out and another worker took it over
+            self.observer.notice(f"{job.id} was taken over meanwhile; its cloud result is dropped")
 
     # -- outcomes ------------------------------------------------------------------
 
     def _complete(self, inflight: Inflight) -> None:
+        """ComfyUI finished the prompt: read its history, judge it, record it."""
         self._sample_vram([inflight])  # the model is still loaded: a short job still gets a reading
         try:
             entry = self.client.history(inflight.prompt_id)
@@ -324,83 +394,20 @@ class Worker(Upkeep, CloudFallback):
             self.observer.notice(f"ComfyUI error reading {inflight.job.id}'s history: {exc.message}")
             return
         self.inflight.remove(inflight)
-        try:
-            outcome = execution.judge(inflight, entry, self.client, self.settings.assets_dir,
-                                      self.monotonic)
-        except ComfyUnavailable as exc:
-            outcome = Outcome("requeue", f"ComfyUI went away while fetching outputs: {exc.reason}",
-                              {}, consume_attempt=False)
-        except ZmmError as exc:  # an image that cannot be saved or read: fail with why
-            outcome = Outcome("failed", exc.message, {"error_message": exc.message})
+        self._record(inflight.job, self._judge(inflight, entry))
+
+    def _judge(self, inflight: Inflight, entry: Any) -> Outcome:
+        outcome = execution.verdict(inflight, entry, self.client, self.settings.assets_dir,
+                                    self.monotonic)
         if outcome.fields.get("oom"):
-            self._free_vram()
-            outcome = self._after_out_of_memory(inflight.job, outcome)
+            execution.free_vram(self.client)
+            outcome = after_out_of_memory(self.store, self.settings, self.id, inflight.job, outcome)
         if outcome.kind == "succeeded" and inflight.peak_vram:
             outcome.fields["vram_used_gb"] = round(inflight.peak_vram / 1024**3, 2)
-        self._finish_job(inflight.job, outcome)
-
-    def _finish_job(self, job: Job, outcome: Outcome) -> None:
-        if outcome.kind == "requeue":
-            self._requeue(job, outcome.message, consume=outcome.consume_attempt,
-                          backoff=outcome.backoff)
-            return
-        if self._fall_back_or_fail(job, outcome):
-            return
-        fields = {k: v for k, v in outcome.fields.items() if k != "oom"}
-        finished = self.store.transition(job.id, JobState(outcome.kind), expect=JobState.RUNNING,
-                                         worker_id=self.id, message=outcome.message,
-                                         phase_detail=None, **fields)
-        self.finished.append(finished)
-        self.observer.job_finished(finished)
-
-    def _requeue(self, job: Job, reason: str, *, consume: bool, backoff: bool = False,
-                 fields: dict[str, Any] | None = None, cloud_fallback: bool = True) -> None:
-        """Back to the queue; with `consume`, one attempt used, and failed once they
-        are all used (or, where allowed and `cloud_fallback`, on to the cloud)."""
-        current = self.store.get(job.id)
-        attempts = current.attempts + (1 if consume else 0)
-        if consume and attempts >= self.max_attempts:
-            message = f"gave up after {attempts} attempts: {reason}"
-            self._finish_job(job, Outcome(
-                "failed", message, {**(fields or {}), "error_message": message,
-                                    "attempts": attempts},
-                fallback=lane.ATTEMPTS_EXHAUSTED if cloud_fallback else None))
-            return
-        delay = self.backoff_s * (2 ** max(attempts - 1, 0)) if backoff else 0.0
-        not_before = iso(self.store.clock() + delay) if delay else None
-        requeued = self.store.transition(
-            job.id, JobState.QUEUED, expect=JobState.RUNNING, worker_id=self.id, kind="requeued",
-            message=reason, attempts=attempts, retry_count=current.retry_count + (1 if consume else 0),
-            not_before=not_before, comfy_prompt_id=None, phase_detail=reason[:200],
-            progress_value=None, progress_max=None, **(fields or {}))
-        self.observer.job_finished(requeued)
-
-    def _defer(self, job: Job, reason: str) -> None:
-        """Back to the queue without using an attempt, to be looked at again shortly."""
-        retry_in = min(5.0, max(self.poll_s * 4, 0.2))
-        self.store.transition(job.id, JobState.QUEUED, expect=JobState.RUNNING, worker_id=self.id,
-                              kind="deferred", message=reason, phase_detail=reason[:200],
-                              not_before=iso(self.store.clock() + retry_in))
-        self.observer.notice(f"{job.id} {reason}")
-
-    def _after_out_of_memory(self, job: Job, outcome: Outcome) -> Outcome:
-        """Out of memory: one more try, on SD1.5 where the tier allows; then fail."""
-        from zmm.vram import gate
-
-        params = job.param_values
-        if params.get("oom_retried"):
-            message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
-            return Outcome("failed", message, {"error_message": message},
-                           fallback=lane.OUT_OF_MEMORY)
-        self.store.update(job.id, worker_id=self.id,
-                          params=json.dumps(dict(params, oom_retried=True), separators=(",", ":")))
-        if gate.can_downgrade(job):
-            gate.downgrade_to_sd15(self.store, self.settings, self.store.get(job.id),
-                                   "out of GPU memory: retrying on SD1.5")
         return outcome
 
-    def _free_vram(self) -> None:
-        try:
-            self.client.free(unload_models=True, free_memory=True)
-        except (ComfyUnavailable, ComfyServerError):
-            pass  # the retry will meet the same server state and report it
+    def _record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> None:
+        """Every outcome, local or cloud, goes through here and the ladder."""
+        written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
+        if written is not None and JobState(written.status).finished:
+            self.finished.append(written)

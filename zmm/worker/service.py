@@ -96,7 +96,7 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
             lane = make_cloud(settings)
             worker = Worker(store, client, settings, observer=observer, once=once,
                             max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
-                            vram_used=gpu.used_bytes, cloud_lane=lane)
+                            vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
             observer.attach(store, settings)
             webhooks = start_webhooks(settings, observer.notice)
             with stop_on_signals(worker.request_stop), observer:
@@ -119,7 +119,7 @@ class InlineRunner:
         self.job_ids = job_ids
         self.lock = worker_lock(settings, "inline generate")
         self.error: BaseException | None = None
-        self._worker = None
+        self._worker: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> bool:

@@ -1,183 +1,204 @@
-"""The worker's periodic upkeep, run between websocket events: lease heartbeats,
-cancel requests, stop signals, CRITICAL preemption of the job submitted ahead,
-silence timeouts, polling jobs whose events went to an old connection, and
-adopting the jobs of workers that died.
+"""The worker's upkeep between websocket events: lease heartbeats, adopting the
+jobs of dead workers, and reviewing the jobs on ComfyUI (cancel requests, stop
+signals, CRITICAL preemption of the job submitted ahead, silence timeouts,
+polling prompts whose events went to an old connection or to a dead worker).
 
-A mixin of `zmm.worker.Worker`: it reads the worker's state (inflight, store,
-client, observer, settings) and reports outcomes through `_finish_job` and
-`_requeue`. It does not claim or submit jobs.
+It is handed the worker's in-flight jobs and returns what became of them
+(`Review`, `Adopted`); the worker records those through its outcome ladder.
+It never claims or submits jobs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, ComfyUnavailable
-from zmm.store import Job
-from zmm.worker.execution import Inflight, Outcome, locate
+from zmm.store import Job, Store
+from zmm.worker.execution import GraphBuilder, Inflight, Outcome, job_id_of, locate
+from zmm.worker.outcomes import requeue
+
+
+@dataclass
+class Review:
+    outcomes: list[tuple[Inflight, Outcome]] = field(default_factory=list)  # off ComfyUI: record
+    finished: list[Inflight] = field(default_factory=list)  # done on ComfyUI: read its history
+    hung: bool = False  # ComfyUI stopped answering: drop the connection
+    lost: ComfyUnavailable | None = None  # ComfyUI went away during the review
+    foreign: set[str] = field(default_factory=set)  # other zmm prompts still on the server
+
+
+@dataclass
+class Adopted:
+    follow: list[Inflight] = field(default_factory=list)  # detached: polled until they end
+    outcomes: list[tuple[Job, Outcome]] = field(default_factory=list)
 
 
 class Upkeep:
-    def _housekeeping(self, force: bool = False) -> None:
-        now = self.monotonic()
-        if not force and now < self._next_housekeeping:
-            return
-        self._next_housekeeping = now + self.poll_s
-        self._heartbeat_if_due()
-        for inflight in list(self.inflight):
-            self._flush_progress(inflight, force=True)
-        self._sample_vram()
-        if self.gate is not None:
-            self.gate.maybe_restore(bool(self.inflight) or self._image_work_queued())
-        self._handle_cancels()
-        self._handle_stop()
-        self._preempt_for_critical()
-        self._check_silence(now)
-        self._poll_detached()
+    def __init__(self, store: Store, client: ComfyClient, builder: GraphBuilder, *,
+                 worker_id: str, url: str, lease_s: float, silence_s: float, aging_s: float,
+                 only_ids: list[str] | None, observer: Any,
+                 monotonic: Callable[[], float]) -> None:
+        self.store, self.client, self.builder, self.observer = store, client, builder, observer
+        self.worker_id, self.url = worker_id, url
+        self.lease_s, self.silence_s, self.aging_s = lease_s, silence_s, aging_s
+        self.only_ids, self.monotonic = only_ids, monotonic
+        self._next_heartbeat = 0.0
 
-    def _heartbeat_if_due(self) -> None:
-        """Renew the leases of every job this worker holds (ComfyUI's and the cloud
-        lane's), and adopt the jobs of workers that died meanwhile."""
+    # -- leases and adoption -------------------------------------------------------
+
+    def heartbeat(self, held: list[str]) -> bool:
+        """Renew the leases of every job held (ComfyUI's and the cloud lane's), every
+        lease_s / 3. True when it did: time to look for expired leases too."""
         now = self.monotonic()
         if now < self._next_heartbeat:
-            return
+            return False
         self._next_heartbeat = now + self.lease_s / 3
-        held = [i.job.id for i in self.inflight] + self._cloud_ids()
-        self.store.heartbeat(self.id, held, lease_s=self.lease_s)
-        self.store.register_worker(self.id, self.url, "busy" if held else "idle")
-        self._recover(offline=self.stream is None)
+        self.store.heartbeat(self.worker_id, held, lease_s=self.lease_s)
+        self.store.register_worker(self.worker_id, self.url, "busy" if held else "idle")
+        return True
 
-    def _image_work_queued(self) -> bool:
-        return self.store.next_runnable(self.aging_s,
-                                     only_ids=self.only_ids) is not None
+    def adopt_orphans(self, mine: set[str]) -> Adopted:
+        """At start-up, holding the worker lock for this URL: every running job on it
+        owned by another worker id belongs to a dead worker. Adopt them all now."""
+        adopted = Adopted()
+        for job in self.store.orphans(self.url, self.worker_id):
+            if job.id not in mine:
+                taken = self.store.adopt(job.id, self.worker_id, lease_s=self.lease_s,
+                                         owner=job.worker_id,
+                                         reason=f"its worker {job.worker_id} is gone "
+                                                "(this worker holds the lock for its server)")
+                self._take(taken, adopted)
+        return adopted
 
-    def _sample_vram(self, inflights: list[Inflight] | None = None) -> None:
-        executing = [i for i in (inflights or self.inflight) if i.executing]
-        if not executing:
-            return
-        used = self.vram_used()
-        if used is not None:
-            for inflight in executing:
-                inflight.peak_vram = max(inflight.peak_vram or 0, used)
-
-    def _handle_cancels(self) -> None:
-        for inflight in list(self.inflight):
-            job = self.store.get(inflight.job.id)
-            if job.cancel_requested_at and inflight.stop_reason is None:
-                self._stop_inflight(inflight, "cancel")
-
-    def _handle_stop(self) -> None:
-        if not self.stop_mode:
-            return
-        for inflight in list(self.inflight):
-            if not inflight.executing or self.stop_mode == "now":
-                if inflight.stop_reason is None:
-                    self._stop_inflight(inflight, "signal")
-
-    def _stop_inflight(self, inflight: Inflight, reason: str) -> None:
-        """Take a job off ComfyUI: delete it if still pending, interrupt it if running."""
-        inflight.stop_reason = reason
-        try:
-            state = self.client.queue()
-            pending = {item.prompt_id for item in state.pending}
-            if inflight.prompt_id in pending:
-                self.client.delete_from_queue([inflight.prompt_id])
-                if inflight.prompt_id not in {i.prompt_id for i in self.client.queue().pending}:
-                    self.inflight.remove(inflight)
-                    if reason == "cancel":
-                        self._finish_job(inflight.job, Outcome(
-                            "cancelled", "cancelled by user", {"error_message": "cancelled by user"}))
-                    else:
-                        self._requeue(inflight.job, f"taken off ComfyUI's queue ({reason})",
-                                      consume=False)
-                    return
-            self.client.interrupt(inflight.prompt_id)
-            inflight.interrupted = True
-        except ComfyUnavailable as exc:
-            self._lost_connection(exc)
-        except ComfyServerError as exc:
-            # Try again at the next housekeeping round rather than end the worker.
-            inflight.stop_reason = None
-            self.observer.notice(f"could not stop {inflight.job.id} ({reason}): {exc.message}")
-
-    def _preempt_for_critical(self) -> None:
-        if len(self.inflight) < 2:
-            return
-        ahead = self.inflight[-1]
-        if ahead.executing or ahead.job.priority_rank == 0 or ahead.stop_reason:
-            return
-        if self.store.next_runnable(self.aging_s, min_rank=0,
-                                 only_ids=self.only_ids) is None:
-            return
-        self.observer.notice(f"a CRITICAL job goes ahead of {ahead.job.id}")
-        self._stop_inflight(ahead, "preempt")
-
-    def _check_silence(self, now: float) -> None:
-        head = next((i for i in self.inflight if i.attached), None)
-        if head is None or now - head.last_event < self.silence_s:
-            return
-        if head.stop_reason == "silence":
-            # Interrupted and still silent: ComfyUI is hung. Give the job back.
-            self.inflight.remove(head)
-            self._requeue(head.job, "ComfyUI stopped answering", consume=True, backoff=True)
-            self._close_stream()
-            return
-        head.last_event = now
-        self.observer.notice(f"no word from ComfyUI for {self.silence_s:g}s on {head.job.id}; "
-                             "interrupting it")
-        self._stop_inflight(head, "silence")
-
-    def _poll_detached(self) -> None:
-        for inflight in [i for i in self.inflight if not i.attached]:
-            try:
-                where = locate(self.client, inflight.prompt_id)
-            except ComfyUnavailable as exc:
-                self._lost_connection(exc)
-                return
-            except ComfyServerError as exc:
-                self.observer.notice(f"ComfyUI error while checking {inflight.job.id}: {exc.message}")
-                return
-            if where == "done":
-                self._complete(inflight)
-            elif where == "lost":
-                self.inflight.remove(inflight)
-                self._requeue(inflight.job, "ComfyUI lost the prompt (restarted?); queued again",
-                              consume=True)
-
-    def _recover(self, offline: bool = False) -> None:
-        """Adopt jobs whose worker died (expired lease) on this ComfyUI server.
+    def adopt_expired(self, mine: set[str], *, offline: bool) -> Adopted:
+        """Adopt jobs on this server (or none yet) whose lease expired: what the lock
+        cannot prove (a worker on another URL, a spool shared where locks are not).
         `offline` (ComfyUI is down): only those it need not be asked about."""
-        mine = {inflight.job.id for inflight in self.inflight} | set(self._cloud_ids())
+        adopted = Adopted()
         for job in self.store.expired_leases():
             if job.comfy_url not in (None, self.url) or job.id in mine:
                 continue
             if offline and job.comfy_prompt_id:
                 continue
-            adopted = self.store.adopt(job.id, self.id, lease_s=self.lease_s,
-                                       reason=f"lease of {job.worker_id} expired")
-            if adopted is None:
-                continue
-            try:
-                self._resume(adopted)
-            except (ComfyUnavailable, ComfyServerError) as exc:
-                # Not requeued: it may still run on ComfyUI. Unrenewed, its new lease
-                # expires and the next recovery round looks again.
-                self.observer.notice(f"could not check {adopted.id} on ComfyUI: {exc.message}")
+            taken = self.store.adopt(job.id, self.worker_id, lease_s=self.lease_s,
+                                     reason=f"lease of {job.worker_id} expired")
+            self._take(taken, adopted)
+        return adopted
 
-    def _resume(self, job: Job) -> None:
+    def _take(self, job: Job | None, adopted: Adopted) -> None:
+        if job is None:
+            return  # another worker was faster, or it moved on meanwhile
         if job.phase == "cloud":  # its request may have been answered, and charged
-            self._requeue(job, "its worker died during a cloud request", consume=True)
-            return
-        if not job.comfy_prompt_id:
-            self._requeue(job, "its worker stopped before submitting it", consume=False)
-            return
-        where = locate(self.client, job.comfy_prompt_id)
-        if where == "lost":
-            self._requeue(job, "its worker died and ComfyUI has no record of it", consume=True)
-            return
-        graph = self.builder.build(job)
-        now = self.monotonic()
-        inflight = Inflight(job=job, prompt_id=job.comfy_prompt_id, graph=graph, submitted=now,
-                            last_event=now, attached=False)
-        self.inflight.append(inflight)
-        if where == "done":
-            self._complete(inflight)
+            adopted.outcomes.append((job, requeue("its worker died during a cloud request",
+                                                  consume=True)))
+        elif not job.comfy_prompt_id:
+            adopted.outcomes.append((job, requeue("its worker stopped before submitting it",
+                                                  consume=False)))
+        else:
+            # Where it is (queued, done, lost) is asked at the next review, once connected.
+            now = self.monotonic()
+            adopted.follow.append(Inflight(job=job, prompt_id=job.comfy_prompt_id,
+                                           graph=self.builder.bind(job), submitted=now,
+                                           last_event=now, attached=False))
 
+    # -- reviewing the jobs on ComfyUI -------------------------------------------------
+
+    def review(self, inflight: list[Inflight], stop_mode: str | None, now: float,
+               foreign: set[str]) -> Review:
+        """One round over the jobs on ComfyUI, in this order: cancels, stop signals,
+        CRITICAL preemption, silence, detached prompts, other zmm prompts queued."""
+        result = Review(foreign=set(foreign))
+        try:
+            for job in list(inflight):
+                if self.store.get(job.job.id).cancel_requested_at and job.stop_reason is None:
+                    self._stop(job, "cancel", result)
+            for job in list(inflight) if stop_mode else []:
+                if (not job.executing or stop_mode == "now") and job.stop_reason is None:
+                    self._stop(job, "signal", result)
+            self._preempt(inflight, result)
+            self._check_silence(inflight, now, result)
+            self._poll_detached(inflight, result)
+            if result.foreign:
+                result.foreign = self.zmm_prompts_queued(inflight)
+        except ComfyUnavailable as exc:
+            result.lost = exc
+        return result
+
+    def zmm_prompts_queued(self, inflight: list[Inflight]) -> set[str]:
+        """Prompts on ComfyUI's queue under a zmm job id that are not this worker's:
+        left by a dead worker, or by another spool. They count against the one-ahead
+        rule."""
+        state = self.client.queue()
+        mine = {job.prompt_id for job in inflight}
+        return {item.prompt_id for item in state.running + state.pending
+                if item.prompt_id not in mine and job_id_of(item.prompt_id) is not None}
+
+    def _stop(self, inflight: Inflight, reason: str, result: Review) -> None:
+        """Take a job off ComfyUI: delete it if still pending, interrupt it if running."""
+        inflight.stop_reason = reason
+        try:
+            pending = {item.prompt_id for item in self.client.queue().pending}
+            if inflight.prompt_id in pending:
+                self.client.delete_from_queue([inflight.prompt_id])
+                if inflight.prompt_id not in {i.prompt_id for i in self.client.queue().pending}:
+                    result.outcomes.append((inflight, _taken_off(reason)))
+                    return
+            self.client.interrupt(inflight.prompt_id)
+            inflight.interrupted = True
+        except ComfyServerError as exc:
+            # Try again at the next review rather than end the worker.
+            inflight.stop_reason = None
+            self.observer.notice(f"could not stop {inflight.job.id} ({reason}): {exc.message}")
+
+    def _preempt(self, inflight: list[Inflight], result: Review) -> None:
+        waiting = [job for job in inflight if job not in _taken(result)]
+        if len(waiting) < 2:
+            return
+        ahead = waiting[-1]
+        if ahead.executing or ahead.job.priority_rank == 0 or ahead.stop_reason:
+            return
+        if self.store.next_runnable(self.aging_s, min_rank=0, only_ids=self.only_ids) is None:
+            return
+        self.observer.notice(f"a CRITICAL job goes ahead of {ahead.job.id}")
+        self._stop(ahead, "preempt", result)
+
+    def _check_silence(self, inflight: list[Inflight], now: float, result: Review) -> None:
+        head = next((job for job in inflight if job.attached and job not in _taken(result)), None)
+        if head is None or now - head.last_event < self.silence_s:
+            return
+        if head.stop_reason == "silence":
+            # Interrupted and still silent: ComfyUI is hung. Give the job back.
+            result.outcomes.append((head, requeue("ComfyUI stopped answering", consume=True,
+                                                  backoff=True)))
+            result.hung = True
+            return
+        head.last_event = now
+        self.observer.notice(f"no word from ComfyUI for {self.silence_s:g}s on {head.job.id}; "
+                             "interrupting it")
+        self._stop(head, "silence", result)
+
+    def _poll_detached(self, inflight: list[Inflight], result: Review) -> None:
+        for job in [i for i in inflight if not i.attached and i not in _taken(result)]:
+            try:
+                where = locate(self.client, job.prompt_id)
+            except ComfyServerError as exc:
+                self.observer.notice(f"ComfyUI error while checking {job.job.id}: {exc.message}")
+                return
+            if where == "done":
+                result.finished.append(job)
+            elif where == "lost":
+                result.outcomes.append((job, requeue(
+                    "ComfyUI lost the prompt (restarted?); queued again", consume=True)))
+
+
+def _taken(result: Review) -> list[Inflight]:
+    return [inflight for inflight, _ in result.outcomes]
+
+
+def _taken_off(reason: str) -> Outcome:
+    if reason == "cancel":
+        return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
+    return requeue(f"taken off ComfyUI's queue ({reason})", consume=False)

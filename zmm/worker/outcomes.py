@@ -1,0 +1,96 @@
+"""The worker's one outcome ladder: every end of a job's attempt, on ComfyUI or in
+the cloud lane, is written to the spool here: finished (succeeded, failed,
+cancelled), back to the queue (an attempt used or not, with backoff, failed once
+the attempts are spent), or deferred. A failure the cloud may answer is offered
+to `fall_back` first. It talks to the spool and the observer, never to ComfyUI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from zmm.cloud import lane
+from zmm.config import Config
+from zmm.jobs import JobState
+from zmm.store import Job, Store
+from zmm.store.db import iso
+from zmm.worker.execution import Outcome
+
+
+class OutcomeLadder:
+    def __init__(self, store: Store, worker_id: str, *, max_attempts: int, backoff_s: float,
+                 observer: Any, fall_back: Callable[[Job, Outcome], bool]) -> None:
+        self.store, self.worker_id, self.observer = store, worker_id, observer
+        self.max_attempts, self.backoff_s = max_attempts, backoff_s
+        self.fall_back = fall_back  # True when the cloud lane took the failed job instead
+
+    def record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> Job | None:
+        """Write `outcome`; the job as written, or None when it went to the cloud."""
+        if outcome.kind == "requeue":
+            return self._requeue(job, outcome, cloud_fallback=cloud_fallback)
+        if self.fall_back(job, outcome):
+            return None
+        fields = {k: v for k, v in outcome.fields.items() if k != "oom"}
+        finished = self.store.transition(job.id, JobState(outcome.kind), expect=JobState.RUNNING,
+                                         worker_id=self.worker_id, message=outcome.message,
+                                         phase_detail=None, **fields)
+        self.observer.job_finished(finished)
+        return finished
+
+    def _requeue(self, job: Job, outcome: Outcome, *, cloud_fallback: bool) -> Job | None:
+        """Back to the queue; with `consume_attempt`, one attempt used, and failed once
+        they are all used (or, where allowed and `cloud_fallback`, on to the cloud)."""
+        reason, fields = outcome.message, {k: v for k, v in outcome.fields.items() if k != "oom"}
+        current = self.store.get(job.id)
+        consume = outcome.consume_attempt
+        attempts = current.attempts + (1 if consume else 0)
+        if consume and attempts >= self.max_attempts:
+            message = f"gave up after {attempts} attempts: {reason}"
+            return self.record(job, Outcome(
+                "failed", message, {**fields, "error_message": message, "attempts": attempts},
+                fallback=lane.ATTEMPTS_EXHAUSTED if cloud_fallback else None))
+        delay = self.backoff_s * (2 ** max(attempts - 1, 0)) if outcome.backoff else 0.0
+        not_before = iso(self.store.clock() + delay) if delay else None
+        requeued = self.store.transition(
+            job.id, JobState.QUEUED, expect=JobState.RUNNING, worker_id=self.worker_id,
+            kind="requeued", message=reason, attempts=attempts,
+            retry_count=current.retry_count + (1 if consume else 0), not_before=not_before,
+            comfy_prompt_id=None, phase_detail=reason[:200], progress_value=None,
+            progress_max=None, **fields)
+        self.observer.job_finished(requeued)
+        return requeued
+
+    def defer(self, job: Job, reason: str, retry_in: float) -> None:
+        """Back to the queue without using an attempt, to be looked at again shortly."""
+        self.store.transition(job.id, JobState.QUEUED, expect=JobState.RUNNING,
+                              worker_id=self.worker_id, kind="deferred", message=reason,
+                              phase_detail=reason[:200],
+                              not_before=iso(self.store.clock() + retry_in))
+        self.observer.notice(f"{job.id} {reason}")
+
+
+def requeue(message: str, *, consume: bool, backoff: bool = False) -> Outcome:
+    return Outcome("requeue", message, {}, consume_attempt=consume, backoff=backoff)
+
+
+def failed(message: str, **fields: Any) -> Outcome:
+    return Outcome("failed", message, {"error_message": message, **fields})
+
+
+def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job,
+                        outcome: Outcome) -> Outcome:
+    """Out of memory: one more try, on SD1.5 where the tier allows; then fail."""
+    from zmm.vram import gate
+
+    params = job.param_values
+    if params.get("oom_retried"):
+        message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
+        return Outcome("failed", message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY)
+    store.update(job.id, worker_id=worker_id,
+                 params=json.dumps(dict(params, oom_retried=True), separators=(",", ":")))
+    if gate.can_downgrade(job):
+        gate.downgrade_to_sd15(store, settings, store.get(job.id),
+                               "out of GPU memory: retrying on SD1.5")
+    return outcome
