@@ -177,7 +177,7 @@ class Config:
     def masked(self) -> dict[str, dict[str, Any]]:
         """The settings for display: values of secret-bearing env vars are never shown."""
         shown = copy.deepcopy(self.data)
-        for section, values in shown.items():
+        for values in shown.values():
             for key, value in list(values.items()):
                 if key.endswith(SECRET_ENV_SUFFIX) and isinstance(value, str):
                     values[key] = f"{value} ({'set' if os.environ.get(value) else 'not set'})"
@@ -227,7 +227,7 @@ def _from_environ(environ: dict[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
     sections = sorted(DEFAULTS, key=len, reverse=True)
     for name, value in environ.items():
-        if not name.startswith("ZMM_") or name in ("ZMM_HOME", "ZMM_TEST_NVML"):
+        if not name.startswith("ZMM_") or name == "ZMM_HOME":
             continue
         rest = name[4:].lower()
         if rest == "requester":

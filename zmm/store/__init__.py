@@ -431,7 +431,3 @@ class Store:
 
     def webhook_deliveries(self, job_id: str) -> list[outbox.Delivery]:
         return outbox.for_job(self.conn, self.path, job_id)
-
-    def delete_webhook_deliveries(self, job_ids: list[str]) -> int:
-        with translate_errors(self.path), transaction(self.conn) as conn:
-            return outbox.delete_for_jobs(conn, job_ids)
