@@ -18,6 +18,13 @@ from zmm.config import load
 from zmm.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every Python process a test starts imports this tree and tests/seams/sitecustomize.py
+# (the $ZMM_TEST_NVML fake GPU): the seams live here, not in zmm.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "tests" / "seams"), str(ROOT)]
+    + [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+       if part and part not in (str(ROOT / "tests" / "seams"), str(ROOT))])
+TEST_NVML_ENV = "ZMM_TEST_NVML"  # read by tests/seams/sitecustomize.py
 CLOUD_KEYS = ("STABILITY_API_KEY", "OPENAI_API_KEY")
 
 

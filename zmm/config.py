@@ -229,7 +229,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
     sections = sorted(DEFAULTS, key=len, reverse=True)
     for name, value in environ.items():
-        if not name.startswith("ZMM_") or name in ("ZMM_HOME", "ZMM_TEST_NVML"):
+        if not name.startswith("ZMM_") or name == "ZMM_HOME":
             continue
         rest = name[4:].lower()
         if rest == "requester":

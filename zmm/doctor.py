@@ -39,7 +39,7 @@ def exit_code(checks: list[Check]) -> int:
 
 
 def run_all(settings: Config) -> list[Check]:
-    checks = [check_permissions(settings), check_spool(settings)]
+    checks = [check_permissions(settings), check_spool(settings), check_schema(settings)]
     comfy_check, server = check_comfyui(settings)
     checks.append(comfy_check)
     if server is not None:
@@ -87,6 +87,30 @@ def check_spool(settings: Config) -> Check:
         return Check("spool", "fail", f"schema {version} is newer than this zmm ({known})",
                      errors.SPOOL_UNUSABLE)
     return Check("spool", "ok", f"{path}: integrity ok, schema {version}/{known}, {jobs} jobs")
+
+
+def check_schema(settings: Config) -> Check:
+    """The spool's tables, columns, indexes and triggers against what its schema
+    version's migrations create (zmm.store.schema, through sqlite-utils)."""
+    from zmm.store import schema
+
+    path = settings.spool_path
+    if not path.exists():
+        return Check("schema", "ok", "no spool yet")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            found = schema.compare(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("schema", "fail", f"{path}: {exc}", errors.SPOOL_UNUSABLE)
+    if found.missing:
+        return Check("schema", "fail", f"not what schema {found.version} creates: "
+                     + "; ".join(found.missing), errors.SPOOL_UNUSABLE)
+    extra = f"; not zmm's (ignored): {', '.join(found.extra)}" if found.extra else ""
+    return Check("schema", "warn" if extra else "ok",
+                 f"tables, columns, indexes and triggers of schema {found.version}{extra}")
 
 
 def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, list[str]] | None]:

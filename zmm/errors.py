@@ -134,11 +134,3 @@ class JobFailed(ZmmError):
 class TimedOut(ZmmError):
     exit_code = TIMED_OUT
 
-
-class Interrupted(ZmmError):
-    exit_code = INTERRUPTED
-
-
-def registry() -> dict[int, str]:
-    """The exit-code table, for `zmm --help` epilogues and the README check."""
-    return dict(EXIT_CODES)

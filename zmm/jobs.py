@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from zmm.errors import Conflict, InvalidInput
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -24,10 +24,14 @@ class JobState(str, Enum):
 
     @property
     def finished(self) -> bool:
+        """Succeeded, failed or cancelled: the worker is done with the job."""
         return self in FINISHED
 
 
-FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+# The finished states, defined once; a tuple, in the order help texts list them.
+# The spool's SQL spells the same set as "not queued or running"
+# (zmm.store.queries.DONE, migration 0008).
+FINISHED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 # The only moves a job may make. running -> queued is a retryable error or an
 # expired lease; failed/cancelled -> queued is an explicit `zmm queue retry`.
@@ -48,7 +52,7 @@ def check_transition(job_id: str, current: JobState | str, target: JobState | st
         raise Conflict(f"job {job_id} is {current.value}; it cannot become {target.value}")
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     CRITICAL = "CRITICAL"
     HIGH = "HIGH"
     MEDIUM = "MEDIUM"

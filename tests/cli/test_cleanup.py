@@ -44,6 +44,8 @@ def test_dry_run_lists_exactly_what_the_real_run_deletes(cli, settings):
     assert {item["job_id"] for item in dry["removals"]} == {job.id for job in old}
     assert [item["job_id"] for item in dry["removals"]] == [job.id for job in reversed(old)]
     assert all(item["reason"] == "age" and len(item["files"]) == 3 for item in dry["removals"])
+    assert all(item["absolute_files"] == [str(settings.assets_dir / name) for name in item["files"]]
+               for item in dry["removals"])
 
     real = cli.json("cleanup", "--json")  # no terminal under the runner: never prompts
     assert real["removals"] == dry["removals"] and real["totals"] == dry["totals"]
@@ -134,6 +136,7 @@ def test_a_file_that_cannot_be_deleted_is_exit_1_with_the_list(cli, settings, mo
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["failed"] == [{"job_id": stuck.id, "path": stuck.output_path,
+                                 "absolute_path": str(stuck_path),
                                  "reason": "not removed: Permission denied"}]
     assert get(settings, stuck.id).asset_deleted_at is None  # kept: a later run tries again
     assert get(settings, fine.id).asset_deleted_at is not None
@@ -235,7 +238,7 @@ def test_orphans(cli, settings):
     report = cli.json("cleanup", "--orphans", "--json")
     assert report["removals"] == [
         {"job_id": None, "reason": "orphan", "files": [str(path.relative_to(settings.assets_dir))],
-         "bytes": 100} for path in (orphan, orphan_thumb)]
+         "absolute_files": [str(path)], "bytes": 100} for path in (orphan, orphan_thumb)]
     assert not orphan.exists() and not orphan_thumb.exists()
     assert fresh.exists() and in_flight.exists() and derived.exists()
     assert all(path.exists() for path in job_files(settings, job))
@@ -274,6 +277,8 @@ def test_compress_older_than_keeps_the_zmm_metadata(cli, settings, tmp_path):
     report = cli.json("cleanup", "--compress-older-than", "7d", "--json")
     assert report["removals"] == [] and len(report["compressions"]) == 1
     assert report["compressions"][0]["to"] == [name[:-4] + ".jpg" for name in job.output_list]
+    assert report["compressions"][0]["absolute_to"] == [
+        str(settings.assets_dir / name[:-4]) + ".jpg" for name in job.output_list]
     after = get(settings, job.id)
     assert after.output_path.endswith(".jpg") and len(after.output_list) == 2
     jpeg = settings.assets_dir / after.output_path

@@ -155,6 +155,50 @@ def test_unknown_job_id_is_exit_3(cli):
         assert result.stderr.startswith("error: no job 'mmg-nope'")
 
 
+def finish(settings, job_id, **fields):
+    """Run `job_id` to success as a worker would, with its files (relative names)."""
+    from zmm.jobs import JobState
+
+    with Store(settings.spool_path) as store:
+        store.claim("w", lease_s=60, aging_s=600, only_ids=[job_id])
+        return store.transition(job_id, JobState.SUCCEEDED, expect=JobState.RUNNING, **fields)
+
+
+def test_cancelling_a_finished_job_is_a_conflict_naming_its_state(cli, settings):
+    done, queued = cli("generate", "x", "--no-wait", "--count", "2").stdout.split()
+    finish(settings, done)
+    result = cli("queue", "cancel", done, queued)
+    assert result.exit_code == 5
+    assert result.stdout == f"{queued}\tcancelled\n"  # the other job is still cancelled
+    assert result.stderr.splitlines()[0] == f"error: {done}: already succeeded"
+    as_json = cli("queue", "cancel", done, queued, "--json")
+    assert as_json.exit_code == 5
+    assert json.loads(as_json.stdout) == {"results": [
+        {"id": done, "result": "already succeeded", "status": "succeeded"},
+        {"id": queued, "result": "already cancelled", "status": "cancelled"}]}
+    assert cli("queue", "cancel", "--all-pending").exit_code == 0  # nothing pending: no conflict
+
+
+def test_json_outputs_carry_absolute_paths_beside_relative_ones(cli, settings):
+    (job_id,) = cli("generate", "x", "--no-wait").stdout.split()
+    relative = "2026/11/23/x.png"
+    finish(settings, job_id, output_path=relative, outputs=json.dumps([relative, "b.png"]),
+           thumbnail_path="thumbs/x.jpg")
+    assets = settings.assets_dir
+    expected = {"output_path": relative, "output_file": str(assets / relative),
+                "thumbnail_path": "thumbs/x.jpg", "thumbnail_file": str(assets / "thumbs/x.jpg"),
+                "outputs": [relative, "b.png"],
+                "output_files": [str(assets / relative), str(assets / "b.png")]}
+    shown = [cli.json("history", "--json")["jobs"][0], cli.json("history", "show", job_id,
+                                                                "--json")["job"],
+             cli.json("queue", "--json", "--all")["finished"][0]]
+    for job in shown:
+        assert {key: job[key] for key in expected} == expected
+    (queued,) = cli("generate", "y", "--no-wait").stdout.split()
+    listed = cli.json("queue", "--json")["queued"][0]
+    assert (listed["id"], listed["output_file"], listed["output_files"]) == (queued, None, [])
+
+
 def test_queue_listing_cancel_retry_priority_pause(cli, settings):
     ids = cli("generate", "x", "--no-wait", "--count", "3", "--priority", "LOW").stdout.split()
     data = cli.json("queue", "--json")
@@ -164,7 +208,9 @@ def test_queue_listing_cancel_retry_priority_pause(cli, settings):
     assert [j["id"] for j in cli.json("queue", "--json")["queued"]][0] == ids[2]
     assert cli("queue", "cancel", ids[0]).stdout.strip() == f"{ids[0]}\tcancelled"
     again = cli("queue", "cancel", ids[0])
-    assert again.exit_code == 5 and "only queued or running" in again.stderr
+    assert again.exit_code == 5 and again.stdout == ""
+    assert again.stderr.startswith(f"error: {ids[0]}: already cancelled\n")
+    assert "only queued or running" in again.stderr  # the hint
     assert cli("queue", "retry", ids[0]).exit_code == 0
     assert cli.json("queue", "pause", "--json") == {"paused": True}
     assert cli.json("queue", "--json")["paused"] is True

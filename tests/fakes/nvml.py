@@ -13,8 +13,8 @@ from typing import Any, Self
 
 import pynvml
 
+from tests.fakes.nvml_state import StateNvml
 from tests.fakes.vram import VramLedger
-from zmm.backends.nvml_file import StateNvml
 
 GPU_NAME = "NVIDIA GeForce RTX 4090"
 GPU_UUID = "GPU-5f2e1c3a-0000-4000-8000-000000000001"
@@ -23,7 +23,7 @@ DRIVER = "580.95.05"
 
 def ledger_state(ledger: VramLedger, *, name: str = GPU_NAME, utilization: int | None = 37,
                  temperature: int | None = 51, power_mw: int | None = 215000) -> dict[str, Any]:
-    """The state `StateNvml` reads (see zmm/nvml_file.py) for one GPU = the ledger.
+    """The state `StateNvml` reads (see tests/fakes/nvml_state.py) for one GPU = the ledger.
     A None reading is one the GPU does not support."""
     processes = ledger.processes()  # one locked read; `used` is derived from it
     used = ledger.reserved + sum(nbytes for _, _, nbytes in processes)

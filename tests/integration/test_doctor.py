@@ -22,6 +22,8 @@ def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
     version = len(migrations())
     assert checks["spool"]["status"] == "ok"
     assert f"integrity ok, schema {version}/{version}" in checks["spool"]["detail"]
+    assert checks["schema"] == {"check": "schema", "status": "ok", "detail":
+                                f"tables, columns, indexes and triggers of schema {version}"}
     assert checks["comfyui"]["detail"].endswith("ComfyUI 0.3.64 on cpu")
     assert checks["template sdxl-txt2img"]["status"] == "ok"
     assert checks["ollama"]["status"] == "warn" and checks["nvml"]["status"] == "warn"

@@ -103,6 +103,9 @@ def test_a_succeeded_job_is_posted_once_and_signed(rig, receiver, secret):
     assert post.path == "/hook" and body["event"] == "job.succeeded"
     assert body["job"]["id"] == job_id and body["job"]["status"] == "succeeded"
     assert body["job"]["output_path"] == store.get(job_id).output_path
+    assert body["job"]["output_file"] == str(settings.assets_dir / store.get(job_id).output_path)
+    assert body["job"]["output_files"] == [str(settings.assets_dir / name)
+                                           for name in store.get(job_id).output_list]
     assert signature_ok(post, secret)
     assert post.headers["X-Zmm-Event"] == "job.succeeded"
     assert post.headers["X-Zmm-Delivery"] == body["delivery_id"] == delivery(store, job_id).delivery_id
@@ -174,7 +177,8 @@ def test_a_dead_endpoint_changes_nothing_in_cancels_output(home, receiver, secre
     (job_id,) = queued.stdout.split()
     result = run_zmm("queue", "cancel", job_id, "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"results": [{"id": job_id, "result": "cancelled"}]}
+    assert json.loads(result.stdout) == {"results": [{"id": job_id, "result": "cancelled",
+                                                     "status": "cancelled"}]}
     with Store(load(home).spool_path) as store:
         left = delivery(store, job_id)
     assert (left.status, left.tries, left.claimed_by) == ("pending", 1, None)  # for a worker

@@ -9,7 +9,7 @@ import pytest
 from zmm import intake
 from zmm.errors import Conflict, NotFound, SpoolUnusable
 from zmm.jobs import JobState
-from zmm.store import Store, history
+from zmm.store import Cancellation, Store, history
 from zmm.store.db import migrations
 
 
@@ -201,12 +201,61 @@ def test_cancel_queued_now_running_by_request_finished_refused(spool, settings):
     spool.claim("w", lease_s=60, aging_s=600)  # takes `queued` (FIFO)
     spool.claim("w", lease_s=60, aging_s=600)  # takes `running`
     spool.transition(running.id, JobState.SUCCEEDED, expect=JobState.RUNNING)
-    results = dict(spool.cancel([done.id]))
-    assert results == {done.id: "cancelled"}
-    assert dict(spool.cancel([queued.id])) == {queued.id: "cancel requested"}
+    assert spool.cancel([done.id]) == [Cancellation(done.id, "cancelled", JobState.CANCELLED)]
+    assert spool.cancel([queued.id]) == [Cancellation(queued.id, "cancel requested",
+                                                      JobState.RUNNING)]
     assert spool.get(queued.id).status == "running" and spool.get(queued.id).cancel_requested_at
-    with pytest.raises(Conflict):
-        spool.cancel([running.id])
+    (finished,) = spool.cancel([running.id])
+    assert finished == Cancellation(running.id, "already succeeded", JobState.SUCCEEDED)
+    assert finished.refused and spool.get(running.id).status == "succeeded"
+
+
+class FinishingClock:
+    """The spool's clock, which finishes `job_id` through a second connection the
+    first time it is read after `arm()`: the job's worker finishing it between
+    the cancel's read of the job and its write."""
+
+    def __init__(self, settings, clock) -> None:
+        self.settings, self.clock, self.job_id = settings, clock, None
+
+    def arm(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def __call__(self) -> float:
+        if self.job_id is not None:
+            job_id, self.job_id = self.job_id, None
+            with Store(self.settings.spool_path, clock=self.clock) as worker:
+                worker.transition(job_id, JobState.SUCCEEDED, expect=JobState.RUNNING,
+                                  worker_id="w")
+        return self.clock()
+
+
+def test_cancel_of_a_job_that_finishes_meanwhile_says_so(settings, clock):
+    racing = FinishingClock(settings, clock)
+    with Store(settings.spool_path, clock=racing) as spool:
+        (job,) = enqueue(spool, settings)
+        spool.claim("w", lease_s=60, aging_s=600)
+        racing.arm(job.id)  # read as running; finished before the cancel request is written
+        (result,) = spool.cancel([job.id])
+        assert result == Cancellation(job.id, "already succeeded", JobState.SUCCEEDED)
+        final = spool.get(job.id)
+        assert final.status == "succeeded" and final.cancel_requested_at is None
+        assert "cancel_requested" not in [event["kind"] for event in spool.events(job.id)]
+
+
+def test_a_value_the_schema_refuses_is_invalid_input_not_a_traceback(spool, settings):
+    import dataclasses
+
+    from zmm.errors import InvalidInput
+
+    (spec,) = intake.build({"prompt": "a lighthouse"}, settings)
+    with pytest.raises(InvalidInput) as refused:
+        spool.enqueue([spec, dataclasses.replace(spec, backend="gpu")])
+    assert str(refused.value) == "backend: one of auto, local, cloud"
+    with pytest.raises(InvalidInput) as missing:
+        spool.enqueue([dataclasses.replace(spec, requester=None)])
+    assert refused.value.exit_code == 2 and missing.value.field == "requester"
+    assert spool.history_page(history.HistoryFilter())[1] == 0  # all or nothing
 
 
 def test_retry_and_priority_change(spool, settings):
@@ -313,7 +362,8 @@ def test_history_cost_reads_only_the_costly_index(spool, flt):
 
 def test_history_cost_sums_what_the_filter_lists(spool, settings):
     jobs = [job.id for job in enqueue(spool, settings, count=3)]
-    for job_id, backend, cost in zip(jobs, ("stability", "openai", "local"), (0.03, 0.0086, 0.0)):
+    for job_id, backend, cost in zip(jobs, ("stability", "openai", "local"), (0.03, 0.0086, 0.0),
+                                     strict=True):
         spool.claim("w", lease_s=60, aging_s=600, only_ids=[job_id])
         spool.transition(job_id, JobState.SUCCEEDED, expect=JobState.RUNNING, backend=backend,
                          cost_usd=cost)

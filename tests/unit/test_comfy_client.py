@@ -11,7 +11,12 @@ import threading
 import httpx
 import pytest
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidMessage,
+    InvalidStatus,
+)
 from websockets.frames import Close
 from websockets.http11 import Response
 
@@ -433,6 +438,38 @@ def test_websocket_connect_failures_are_unavailable():
         ComfyClient(URL, ws_connect=refused).events("c")
     with pytest.raises(ComfyUnavailable, match="HTTP 403"):
         ComfyClient(URL, ws_connect=rejected).events("c")
+
+
+@pytest.mark.parametrize("failure", [
+    TimeoutError("timed out during opening handshake"),
+    ConnectionResetError(104, "Connection reset by peer"),
+    EOFError("connection closed while reading HTTP status line"),
+    InvalidMessage("did not receive a valid HTTP response"),
+    ConnectionClosedError(None, None),
+])
+def test_transport_failures_while_opening_the_stream_are_unavailable(failure):
+    def connect(url, **kwargs):
+        raise failure
+
+    with pytest.raises(ComfyUnavailable):
+        ComfyClient(URL, ws_connect=connect).events("c")
+
+
+@pytest.mark.parametrize("bug", [TypeError("connect() got an unexpected keyword argument"),
+                                 AttributeError("'NoneType' object has no attribute 'send'"),
+                                 KeyError("clientId")])
+def test_a_programming_error_while_watching_propagates(bug):
+    """Only a transport failure means ComfyUI is unavailable (jobs wait for it);
+    a bug must surface, not keep `serve-worker` waiting for ComfyUI forever."""
+    def connect(url, **kwargs):
+        raise bug
+
+    with pytest.raises(type(bug)):
+        ComfyClient(URL, ws_connect=connect).events("c")
+    stream, _, _ = stream_of([text("status"), bug])
+    assert stream.recv(1).type == "status"
+    with pytest.raises(type(bug)):
+        stream.recv(1)
 
 
 def test_a_real_websocket_round_trip():

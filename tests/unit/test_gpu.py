@@ -1,6 +1,6 @@
 """zmm.backends.gpu through its seam: the fake NVML over a VRAM ledger (pynvml's own error
-classes), the $ZMM_TEST_NVML file a subprocess reads, /proc process names, and
-the real pynvml where this machine has (or lacks) a driver."""
+classes), the $ZMM_TEST_NVML file a subprocess reads (tests/seams/sitecustomize.py),
+/proc process names, and the real pynvml where this machine has (or lacks) a driver."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pynvml
 import pytest
 
+from tests.conftest import TEST_NVML_ENV
 from tests.fakes.nvml import (
     DRIVER,
     GPU_NAME,
@@ -24,16 +25,12 @@ from tests.fakes.nvml import (
     no_driver,
     write_no_driver,
 )
+from tests.fakes.nvml_state import FileNvml
 from tests.fakes.vram import GIB, VramLedger
 from zmm.backends import gpu
 from zmm.errors import BACKEND_UNAVAILABLE, GpuUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def no_env_seam(monkeypatch):
-    monkeypatch.delenv(gpu.TEST_NVML_ENV, raising=False)
 
 
 @pytest.fixture
@@ -171,10 +168,9 @@ def test_real_pids_are_named_from_proc(tmp_path):
     assert processes[2**22 + 12345] == gpu.GpuProcess(2**22 + 12345, "?", GIB, None)
 
 
-def test_env_seam_reads_a_ledger_file_kept_current(ledger, tmp_path, monkeypatch):
+def test_file_backend_reads_a_ledger_file_kept_current(ledger, tmp_path):
     path = tmp_path / "nvml.json"
-    with LedgerFile(ledger, path) as mirror:
-        monkeypatch.setenv(gpu.TEST_NVML_ENV, str(path))
+    with LedgerFile(ledger, path) as mirror, gpu.use_backend(FileNvml(path)):
         assert gpu.free_bytes() == ledger.free
         ledger.release("comfyui:sd_xl_base_1.0.safetensors")
         assert gpu.free_bytes() == ledger.free
@@ -193,13 +189,13 @@ def test_a_zmm_subprocess_sees_the_fake_gpu(ledger, tmp_path):
         ledger.release("other:blender")
         out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT,
                              capture_output=True, text=True, timeout=60,
-                             env={**os.environ, gpu.TEST_NVML_ENV: str(path)})
+                             env={**os.environ, TEST_NVML_ENV: str(path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split(" ", 1) == [str(ledger.free),
                                         "[(4242, 'ollama'), (5151, 'comfyui')]\n"]
     none = subprocess.run([sys.executable, "-c", "from zmm.backends import gpu; print(gpu.free_bytes())"],
                           check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, gpu.TEST_NVML_ENV: str(write_no_driver(path))})
+                          env={**os.environ, TEST_NVML_ENV: str(write_no_driver(path))})
     assert none.stdout == "None\n" and none.stderr == ""
 
 
@@ -225,17 +221,24 @@ def test_ledger_file_writes_are_consistent_under_concurrent_changes(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_driver_absence_is_cached_but_test_seams_are_not(ledger, tmp_path, monkeypatch):
+def test_driver_absence_is_cached_but_test_seams_are_not(ledger, tmp_path):
     """The real driver's absence is remembered (no probing before every job), but
     switching to a seam takes effect at once."""
     gpu.free_bytes()  # the real pynvml: None here without a driver, a number with one
     with gpu.use_backend(fake_nvml(ledger)):
         assert gpu.free_bytes() == ledger.free
-    monkeypatch.setenv(gpu.TEST_NVML_ENV, str(write_no_driver(tmp_path / "none.json")))
-    assert gpu.free_bytes() is None
-    with LedgerFile(ledger, tmp_path / "live.json") as mirror:
-        monkeypatch.setenv(gpu.TEST_NVML_ENV, str(mirror.path))
+    with gpu.use_backend(FileNvml(write_no_driver(tmp_path / "none.json"))):
+        assert gpu.free_bytes() is None
+    with LedgerFile(ledger, tmp_path / "live.json") as mirror, \
+            gpu.use_backend(FileNvml(mirror.path)):
         assert gpu.free_bytes() == ledger.free  # at once: no 30 s "no driver" memory
+
+
+def test_shipped_code_has_no_test_seam():
+    """The fake GPU of `zmm` subprocesses is installed by tests/seams, not read by zmm."""
+    readers = [path.relative_to(ROOT) for path in (ROOT / "zmm").rglob("*.py")
+               if "ZMM_TEST_" in path.read_text(encoding="utf-8")]
+    assert readers == []
 
 
 def test_importing_gpu_does_not_import_pynvml():

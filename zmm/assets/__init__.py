@@ -20,6 +20,7 @@ from typing import Any
 
 from zmm.errors import InvalidInput, JobFailed
 from zmm.fs import private_dirs
+from zmm.jsontext import compact
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8"
@@ -93,7 +94,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def save_output(root: Path, relative: str, png: bytes, metadata: dict[str, Any]) -> SavedFile:
-    data = add_text_chunk(png, ZMM_KEY, json.dumps(metadata, separators=(",", ":")))
+    data = add_text_chunk(png, ZMM_KEY, compact(metadata))
     path = safe_path(root, relative)
     write_atomic(path, data)
     width, height = png_size(data)

@@ -19,12 +19,23 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    ProtocolError,
+)
 
 from zmm.backends.net import one_line
 from zmm.backends.net import reason as _reason
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
 
+# What opening the websocket raises when the network or the server fails:
+# refused, reset, timed out (OSError), closed mid-handshake (EOFError,
+# ConnectionClosed), or an answer that is not a websocket upgrade.
+_TRANSPORT_ERRORS = (OSError, EOFError, ConnectionClosed, InvalidHandshake, ProtocolError)
 _DETAIL_LIMIT = 300  # a value_not_in_list detail repeats the server's whole model list
 
 
@@ -297,8 +308,10 @@ class ComfyClient:
                                    f"{exc.response.status_code} on /ws)") from None
         except InvalidURI:
             raise ComfyUnavailable(self.base_url, "not a valid websocket URL") from None
-        except Exception as exc:  # OSError, TimeoutError, other handshake failures
+        except _TRANSPORT_ERRORS as exc:
             raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
+        # Anything else (a TypeError, a KeyError) is a bug and propagates: turned into
+        # "unavailable", it would keep a worker waiting for a ComfyUI that is up.
         return EventStream(connection, self.base_url)
 
 

@@ -2,9 +2,7 @@
 seam: `use_backend()` swaps in any object shaped like the pynvml module. pynvml
 is imported only when a snapshot is taken, so importing this module is cheap.
 
-Without a driver, `snapshot()` raises GpuUnavailable with one line. Test seam:
-when $ZMM_TEST_NVML names a JSON state file (zmm/nvml_file.py), it is read
-instead of the driver, so `zmm` subprocesses in tests see a fake GPU.
+Without a driver, `snapshot()` raises GpuUnavailable with one line.
 """
 
 from __future__ import annotations
@@ -19,10 +17,9 @@ from typing import Any
 
 from zmm.errors import GpuUnavailable
 
-TEST_NVML_ENV = "ZMM_TEST_NVML"
 _NOT_AVAILABLE = 2**64 - 1  # NVML's "value not available" for usedGpuMemory
 
-_backend: Any = None  # set through use_backend(); None = $ZMM_TEST_NVML, else pynvml
+_backend: Any = None  # set through use_backend(); None = pynvml
 
 
 @dataclass(frozen=True)
@@ -65,17 +62,12 @@ def use_backend(backend: Any) -> Iterator[None]:
 
 
 def _uses_driver() -> bool:
-    return _backend is None and not os.environ.get(TEST_NVML_ENV)
+    return _backend is None
 
 
 def _nvml() -> Any:
     if _backend is not None:
         return _backend
-    state_file = os.environ.get(TEST_NVML_ENV)
-    if state_file:
-        from zmm.backends.nvml_file import FileNvml
-
-        return FileNvml(Path(state_file))
     try:
         import pynvml
     except ImportError as exc:  # the dependency is declared; a broken install still gets one line
@@ -176,7 +168,7 @@ def role_of(name: str, cmdline: str, cwd: str = "") -> str | None:
 
 # A missing driver is remembered for a while, so the worker does not probe
 # (and fail to load libnvidia-ml) before every job. Only the driver is cached:
-# the test seams are cheap and must change between tests.
+# a backend set through use_backend() is cheap and must change between tests.
 _RETRY_AFTER_S = 30.0
 _driver_missing_until = 0.0
 

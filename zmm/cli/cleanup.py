@@ -12,9 +12,7 @@ import typer
 
 from zmm.cli.common import emit, emit_json, load_config, say
 from zmm.errors import JOB_FAILED, InvalidInput
-
-FINISHED = ("succeeded", "failed", "cancelled")
-
+from zmm.jobs import FINISHED
 
 app = typer.Typer(add_completion=False)
 
@@ -61,7 +59,7 @@ def cleanup(
     ask = None if (yes or dry_run or not sys.stdin.isatty()) else _confirm
     report = service.run(settings, criteria, dry_run=dry_run, wait=wait, confirm=ask, notify=say)
     if as_json:
-        emit_json(report.public())
+        emit_json(report.public(settings.assets_dir))
     else:
         _render(report, verbose or dry_run)
     if not report.ok:
@@ -75,7 +73,7 @@ def _criteria(settings, older_than, status, max_size, orphans, purge_rows, compr
 
     statuses = tuple(dict.fromkeys(s.strip().lower() for s in status.split(",") if s.strip()))
     if not statuses or any(value not in FINISHED for value in statuses):
-        raise InvalidInput("status", "a comma list of succeeded, failed, cancelled (queued and "
+        raise InvalidInput("status", f"a comma list of {', '.join(FINISHED)} (queued and "
                            "running jobs are never cleaned)")
     days = settings.get("retention.days")
     age = _duration("older-than", older_than) if older_than is not None else (

@@ -113,7 +113,8 @@ def load_config(**flags: Any):
 def open_store(settings) -> Iterator[Any]:
     from zmm.store import Store
 
-    store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"))
+    store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"),
+                  assets_root=settings.assets_dir)
     try:
         yield store
     finally:

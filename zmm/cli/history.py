@@ -9,10 +9,11 @@ import typer
 
 from zmm.cli.common import emit_json, load_config, open_store, say
 from zmm.errors import InvalidInput
+from zmm.jobs import JobState
 
 app = typer.Typer(help="Browse past and present jobs.", invoke_without_command=True)
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = tuple(JobState)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -60,7 +61,7 @@ def listing(
         cost = store.history_cost(flt)
     if as_json:
         emit_json({"total": total, "cost_usd": cost, "limit": limit, "offset": offset,
-                   "jobs": [job.public() for job in jobs]})
+                   "jobs": [job.public(store.assets_root) for job in jobs]})
         return
     if not jobs:
         say(f"no jobs match ({total} in all)")
@@ -88,9 +89,10 @@ def show(
         job = store.get(job_id)
         events = store.events(job.id)
     if as_json:
-        emit_json({"job": job.public(), "params": job.param_values, "events": events})
+        emit_json({"job": job.public(store.assets_root), "params": job.param_values,
+                   "events": events})
         return
-    render.fields([(key, value) for key, value in job.public().items()])
+    render.fields([(key, value) for key, value in job.public(store.assets_root).items()])
     typer.echo("\nevents:")
     for event in events:
         move = f" {event['from'] or ''}->{event['to']}" if event["to"] else ""

@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from zmm.cli.common import emit, emit_json, load_config, open_store, say
-from zmm.errors import InvalidInput
+from zmm.errors import Conflict, InvalidInput
+from zmm.jobs import FINISHED
 
 app = typer.Typer(help="Show and steer the queue.", invoke_without_command=True)
 
@@ -35,7 +36,7 @@ def show(
         times = store.recent_generation_times()
         workers = store.live_workers(since=now - 3 * settings.get("worker.lease_s"))
         finished = store.history_page(HistoryFilter(
-            statuses=("succeeded", "failed", "cancelled"), limit=20))[0] if show_all else []
+            statuses=FINISHED, limit=20))[0] if show_all else []
         paused = store.is_paused()
     typical = statistics.median(times) if times else None
     ahead = len(running)
@@ -47,9 +48,10 @@ def show(
         emit_json({
             "paused": paused,
             "workers": workers,
-            "running": [job.public() for job in running],
-            "queued": [dict(job.public(), position=p, eta_s=eta) for p, job, eta in rows],
-            "finished": [job.public() for job in finished],
+            "running": [job.public(store.assets_root) for job in running],
+            "queued": [dict(job.public(store.assets_root), position=p, eta_s=eta)
+                       for p, job, eta in rows],
+            "finished": [job.public(store.assets_root) for job in finished],
         })
         return
     if paused:
@@ -78,20 +80,29 @@ def cancel(
     all_pending: bool = typer.Option(False, "--all-pending", help="Cancel every queued job."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Cancel queued jobs now; running jobs are cancelled by their worker."""
+    """Cancel queued jobs now; running jobs are cancelled by their worker.
+    A named job that has already finished is a conflict (exit 5)."""
     settings = load_config()
     with open_store(settings) as store:
         if all_pending:
-            results = [(job_id, "cancelled") for job_id in store.cancel_all_pending()]
+            results = store.cancel_all_pending()
         else:
             ids = [store.get(job_id).id for job_id in _need_ids(job_ids, "--all-pending")]
             results = store.cancel(ids)
-        _deliver_webhooks(store, settings, [i for i, r in results if r == "cancelled"])
+        _deliver_webhooks(store, settings, [r.id for r in results if r.result == "cancelled"])
     if as_json:
-        emit_json({"results": [{"id": i, "result": r} for i, r in results]})
+        emit_json({"results": [{"id": r.id, "result": r.result, "status": r.status}
+                               for r in results]})
     else:
-        for job_id, result in results:
-            emit(f"{job_id}\t{result}")
+        for item in results:
+            if all_pending or not item.refused:
+                emit(f"{item.id}\t{item.result}")
+    # --all-pending asks for whatever is still queued: a job that finished
+    # meanwhile is reported, not an error. A job named on the command line is.
+    refused = [] if all_pending else [r for r in results if r.refused]
+    if refused:
+        raise Conflict("; ".join(f"{r.id}: {r.result}" for r in refused),
+                       hint="only queued or running jobs can be cancelled")
 
 
 def _deliver_webhooks(store, settings, cancelled: list[str]) -> None:
@@ -117,7 +128,7 @@ def retry(
             store.get(job_id).id for job_id in _need_ids(job_ids, "--failed")]
         jobs = store.retry(ids)
     if as_json:
-        emit_json({"jobs": [job.public() for job in jobs]})
+        emit_json({"jobs": [job.public(store.assets_root) for job in jobs]})
     else:
         for job in jobs:
             emit(f"{job.id}\tqueued")
@@ -137,7 +148,7 @@ def priority(
     with open_store(settings) as store:
         job = store.set_priority(store.get(job_id).id, wanted)
     if as_json:
-        emit_json({"job": job.public()})
+        emit_json({"job": job.public(store.assets_root)})
     else:
         emit(f"{job.id}\t{job.priority}")
 

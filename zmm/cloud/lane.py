@@ -88,10 +88,6 @@ class CloudLane:
         """Some provider can be called (its key is set)."""
         return any(provider.usable() is None for provider in self.providers)
 
-    def unusable_reason(self) -> str:
-        return "; ".join(f"{p.name}: {p.usable()}" for p in self.providers) or \
-            "no provider in cloud.providers"
-
     def has_room(self) -> bool:
         return len(self.tasks) < self.concurrency
 

@@ -18,6 +18,7 @@ from typing import Any
 from zmm import assets
 from zmm.assets import thumbnails
 from zmm.errors import Conflict, InvalidInput
+from zmm.jsontext import compact
 from zmm.locks import FileLock
 from zmm.retention.plan import Compression, Criteria, Plan, Problem, Removal, Report, human_bytes, parse_size
 from zmm.store import Store
@@ -40,7 +41,8 @@ def run(settings: Any, criteria: Criteria, *, dry_run: bool, wait: bool,
         confirm: Callable[[Plan], bool] | None, notify: Callable[[str], None]) -> Report:
     """Lock (real runs only), plan, ask `confirm` if given, apply."""
     root = settings.assets_dir
-    with Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms")) as store:
+    with Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"),
+               assets_root=root) as store:
         if dry_run:
             return preview(make_plan(store, SafePaths(root), criteria, store.clock()))
         with lock(settings.home, wait=wait, notify=notify):
@@ -165,7 +167,8 @@ def _job_files(paths: SafePaths, row: Any) -> tuple[tuple[str, ...], int, list[P
     try:
         outputs = _outputs(row)
     except json.JSONDecodeError:
-        return (), 0, [Problem(job_id, row["outputs"], "outputs is not a JSON list; left alone")]
+        return (), 0, [Problem(job_id, row["outputs"], "outputs is not a JSON list; left alone",
+                               is_file=False)]
     names = list(outputs)
     if row["thumbnail_path"]:
         names.append(row["thumbnail_path"])
@@ -386,7 +389,7 @@ def _compress(store: Store, root: Path, item: Compression, report: Report) -> No
     first = saved.get(item.output_path or "")
     fields: dict[str, Any] = {"output_path": first.relative if first else item.output_path}
     if item.outputs is not None:
-        fields["outputs"] = json.dumps(outputs, separators=(",", ":"))
+        fields["outputs"] = compact(outputs)
     if first:
         fields.update(file_size_bytes=first.size, sha256=first.sha256)
     after = sum(done.size for done in saved.values())

@@ -6,13 +6,14 @@ parsing/printing sizes. Plain data: no I/O, no SQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from zmm.assets import thumbnails
 from zmm.errors import InvalidInput
-from zmm.store.retention import FINISHED
+from zmm.jobs import FINISHED
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -60,6 +61,9 @@ class Removal:
         return {"job_id": self.job_id, "reason": self.reason, "files": list(self.files),
                 "bytes": self.size}
 
+    def public_with(self, assets_root: Path) -> dict[str, Any]:
+        return dict(self.public(), absolute_files=_absolute(assets_root, self.files))
+
 
 @dataclass(slots=True)
 class Compression:
@@ -77,11 +81,20 @@ class Compression:
 @dataclass(frozen=True, slots=True)
 class Problem:
     job_id: str | None
-    path: str
+    path: str  # relative to the assets root; "" or a column's text when no file is meant
     reason: str
+    is_file: bool = True
 
     def public(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "path": self.path, "reason": self.reason}
+
+    def public_with(self, assets_root: Path) -> dict[str, Any]:
+        absolute = str(assets_root / self.path) if self.is_file and self.path else None
+        return dict(self.public(), absolute_path=absolute)
+
+
+def _absolute(assets_root: Path, names: Iterable[str]) -> list[str]:
+    return [str(assets_root / name) for name in names]
 
 
 @dataclass
@@ -170,7 +183,9 @@ class Report:
         for problem in self.skipped:
             yield f"skipped {problem.job_id}: {problem.reason}"
 
-    def public(self) -> dict[str, Any]:
+    def public(self, assets_root: Path) -> dict[str, Any]:
+        """The --json report; every path relative to `assets_root` also comes
+        absolute (absolute_files, absolute_to, absolute_path)."""
         criteria = self.plan.criteria
         return {
             "dry_run": self.dry_run, "declined": self.declined, "ok": self.ok,
@@ -178,10 +193,12 @@ class Report:
                          "max_size_bytes": criteria.max_size, "orphans": criteria.orphans,
                          "purge_rows": criteria.purge_rows,
                          "compress_older_than_s": criteria.compress_older_than_s},
-            "removals": [item.public() for item in self.removed],
-            "compressions": self.compressed,
-            "refused": [item.public() for item in self.plan.refused],
-            "failed": [item.public() for item in self.failed],
-            "skipped": [item.public() for item in self.skipped],
+            "removals": [item.public_with(assets_root) for item in self.removed],
+            "compressions": [dict(item, absolute_files=_absolute(assets_root, item["files"]),
+                                  absolute_to=_absolute(assets_root, item["to"]))
+                             for item in self.compressed],
+            "refused": [item.public_with(assets_root) for item in self.plan.refused],
+            "failed": [item.public_with(assets_root) for item in self.failed],
+            "skipped": [item.public_with(assets_root) for item in self.skipped],
             "notes": self.plan.notes, "totals": self.totals(),
         }

@@ -14,27 +14,47 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
-from zmm.jobs import PRIORITY_RANK, JobSpec, JobState, Priority, check_transition
+from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobSpec, JobState, Priority, check_transition
+from zmm.jsontext import compact
 from zmm.store import claims, events, outbox, queries, retention
 from zmm.store.changes import new_job_id, update_sql
-from zmm.store.db import connect, iso, transaction, translate_errors
+from zmm.store.db import connect, iso, refused_value, transaction, translate_errors
 from zmm.store.queries import Job
 
 if TYPE_CHECKING:
     from zmm.store.history import HistoryFilter
     from zmm.store.stats import Report
 
-__all__ = ["Store", "Job"]
+__all__ = ["Cancellation", "Job", "Store"]
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What `Store.cancel` did to one job: `result` is "cancelled", "cancel
+    requested" (its worker carries it out) or "already <state>" (it had finished:
+    a conflict); `status` is the job's state afterwards."""
+
+    id: str
+    result: str
+    status: JobState
+
+    @property
+    def refused(self) -> bool:
+        return self.result.startswith("already ")
+
 
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, assets_root: Path | None = None) -> None:
         self.path = Path(path)
         self.clock = clock
+        # Job files are stored relative to this; $ZMM_HOME keeps the spool and
+        # the assets folder side by side (zmm.config.Config.assets_dir).
+        self.assets_root = Path(assets_root) if assets_root else self.path.parent / "assets"
         self.conn = connect(self.path, busy_timeout_ms=busy_timeout_ms)
 
     def close(self) -> None:
@@ -69,7 +89,7 @@ class Store:
             "prompt": spec.user_prompt or spec.prompt, "negative_prompt": spec.negative,
             "requester": spec.requester, "quality_tier": spec.quality, "style": spec.style,
             "workflow": spec.workflow, "model_requested": spec.checkpoint,
-            "params": json.dumps(params, separators=(",", ":")), "seed": spec.seed,
+            "params": compact(params), "seed": spec.seed,
             "width": spec.width, "height": spec.height, "steps": spec.steps,
             "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
             "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
@@ -84,9 +104,11 @@ class Store:
             try:
                 conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
                 return row["id"]
-            except sqlite3.IntegrityError:
-                continue
-        raise RuntimeError("could not allocate a unique job id")
+            except sqlite3.IntegrityError as exc:
+                if str(exc) != "UNIQUE constraint failed: jobs.id":
+                    raise refused_value(exc) from None
+        raise Conflict("could not allocate a unique job id in five tries",
+                       hint="job ids carry 32 random bits; try again")
 
     # -- claiming and leases -------------------------------------------------
 
@@ -177,7 +199,8 @@ class Store:
             events.write(conn, job_id, kind or target.value, expect.value, target.value,
                          message, iso(now), data, seq=row["seq"])
             if target.finished and row["webhook_url"]:
-                outbox.add(conn, Job.from_row(row), iso(now))  # committed with it, or not at all
+                # Committed with the state change, or not at all.
+                outbox.add(conn, Job.from_row(row), iso(now), self.assets_root)
         return Job.from_row(row)  # built once the write lock, which others wait for, is free
 
     def update(self, job_id: str, *, worker_id: str | None = None,
@@ -200,41 +223,44 @@ class Store:
         with translate_errors(self.path), transaction(self.conn) as conn:
             events.write(conn, job_id, kind, None, None, message, iso(self.clock()), data)
 
-    def cancel(self, job_ids: list[str]) -> list[tuple[str, str]]:
+    def cancel(self, job_ids: list[str]) -> list[Cancellation]:
         """Queued jobs are cancelled now; running ones get a cancel request that
-        their worker carries out. Returns (id, "cancelled" | "cancel requested")."""
-        results = []
-        for job_id in job_ids:
-            job = self.get(job_id)
-            if job.status == JobState.QUEUED.value:
-                try:
-                    self.transition(job.id, JobState.CANCELLED, expect=JobState.QUEUED,
-                                    message="cancelled by user", error_message="cancelled by user")
-                    results.append((job.id, "cancelled"))
-                    continue
-                except Conflict:
-                    job = self.get(job.id)  # claimed meanwhile: ask its worker instead
-            if job.status == JobState.RUNNING.value:
-                self.update(job.id, cancel_requested_at=iso(self.clock()),
-                            event=("cancel_requested", "cancel requested by user"))
-                results.append((job.id, "cancel requested"))
-            else:
-                raise Conflict(f"job {job.id} is {job.status}; only queued or running jobs "
-                               "can be cancelled")
-        return results
+        their worker carries out; finished ones are left as they are (`refused`).
+        Each outcome is decided by a guarded UPDATE, never by the read before it:
+        a job may be claimed, finished or requeued in between."""
+        return [self._cancel_one(self.get(job_id).id) for job_id in job_ids]
 
-    def cancel_all_pending(self) -> list[str]:
-        ids = [job.id for job in queries.jobs_in_state(self.conn, "queued")]
-        return [job_id for job_id, _ in self.cancel(ids)] if ids else []
+    def _cancel_one(self, job_id: str) -> Cancellation:
+        for _ in range(5):  # each pass follows a state change another process made
+            job = self.get(job_id)
+            if job.status is JobState.QUEUED:
+                try:
+                    self.transition(job_id, JobState.CANCELLED, expect=JobState.QUEUED,
+                                    message="cancelled by user", error_message="cancelled by user")
+                    return Cancellation(job_id, "cancelled", JobState.CANCELLED)
+                except Conflict:
+                    continue  # claimed meanwhile: ask its worker instead
+            elif job.status is JobState.RUNNING:
+                if self.update(job_id, cancel_requested_at=iso(self.clock()),
+                               event=("cancel_requested", "cancel requested by user")):
+                    return Cancellation(job_id, "cancel requested", JobState.RUNNING)
+            else:
+                return Cancellation(job_id, f"already {job.status}", job.status)
+        raise Conflict(f"job {job_id} kept changing state while being cancelled; left as it is",
+                       hint="try `zmm queue cancel` again")
+
+    def cancel_all_pending(self) -> list[Cancellation]:
+        ids = [job.id for job in queries.jobs_in_state(self.conn, JobState.QUEUED)]
+        return self.cancel(ids) if ids else []
 
     def retry(self, job_ids: list[str]) -> list[Job]:
         jobs = [self.get(job_id) for job_id in job_ids]
         for job in jobs:
-            if job.status not in ("failed", "cancelled"):
+            if JobState.QUEUED not in TRANSITIONS[job.status]:
                 raise Conflict(f"job {job.id} is {job.status}; only failed or cancelled jobs "
                                "can be retried")
         return [
-            self.transition(job.id, JobState.QUEUED, expect=JobState(job.status), kind="retry",
+            self.transition(job.id, JobState.QUEUED, expect=job.status, kind="retry",
                             message="retried by user", retry_count=job.retry_count + 1,
                             attempts=0, error_message=None, not_before=None,
                             completed_at=None, comfy_prompt_id=None, output_path=None,
@@ -244,11 +270,11 @@ class Store:
         ]
 
     def failed_ids(self) -> list[str]:
-        return [job.id for job in queries.jobs_in_state(self.conn, "failed")]
+        return [job.id for job in queries.jobs_in_state(self.conn, JobState.FAILED)]
 
     def set_priority(self, job_id: str, level: Priority) -> Job:
         job = self.get(job_id)
-        if job.status != "queued":
+        if job.status is not JobState.QUEUED:
             raise Conflict(f"job {job.id} is {job.status}; only queued jobs can change priority")
         now = self.clock()
         with translate_errors(self.path), transaction(self.conn) as conn:
@@ -414,7 +440,3 @@ class Store:
 
     def webhook_deliveries(self, job_id: str) -> list[outbox.Delivery]:
         return outbox.for_job(self.conn, self.path, job_id)
-
-    def delete_webhook_deliveries(self, job_ids: list[str]) -> int:
-        with translate_errors(self.path), transaction(self.conn) as conn:
-            return outbox.delete_for_jobs(conn, job_ids)

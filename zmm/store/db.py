@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import zmm
-from zmm.errors import SpoolUnusable
+from zmm.errors import InvalidInput, SpoolUnusable
 from zmm.fs import private_dirs
+from zmm.jobs import BACKENDS, JobState, Priority
 
 # Storage settings (bench/spool_bench.py and bench/history_bench.py weigh others).
 # A new spool gets 2,048-byte pages: a claim + finish writes fewer bytes than with
@@ -165,6 +166,29 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+# What the CHECK constraints of `jobs` allow, by column (spool/migrations/0001, 0004);
+# the key is the name a user knows the value by.
+_ALLOWED = {
+    "status": ("status", "one of " + ", ".join(JobState)),
+    "priority": ("priority", "one of " + ", ".join(Priority)),
+    "backend_requested": ("backend", "one of " + ", ".join(BACKENDS)),
+}
+
+
+def refused_value(exc: sqlite3.IntegrityError) -> InvalidInput:
+    """A constraint the spool's schema enforced (CHECK, NOT NULL) as the one-line
+    error naming the field and what it allows: the input was bad, not the spool."""
+    kind, _, detail = str(exc).partition(" constraint failed: ")
+    if kind == "NOT NULL":
+        column = detail.rpartition(".")[2]
+        return InvalidInput(column, "must be given (the spool stores no empty value here)")
+    if kind == "CHECK":
+        column = detail.split()[0].strip("()") if detail.split() else detail
+        field, allowed = _ALLOWED.get(column, ("job", f"refused by the spool ({exc})"))
+        return InvalidInput(field, allowed)
+    return InvalidInput("job", f"refused by the spool ({exc})")
 
 
 class translate_errors:

@@ -7,10 +7,11 @@ range `span(seq)`; reads of the timeline are in zmm.store.queries.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
+
+from zmm.jsontext import compact
 
 SHIFT = 20  # up to 2**20 - 1 events per job; the table's CHECK refuses more
 
@@ -37,7 +38,7 @@ def write(conn: sqlite3.Connection, job_id: str, kind: str, from_state: str | No
     """One event for the job `job_id`; pass its `seq` too when the row is at hand."""
     conn.execute(_BY_ID if seq is None else _BY_SEQ,
                  [at, kind, from_state, to_state, message,
-                  json.dumps(data, separators=(",", ":")) if data else None,
+                  compact(data) if data else None,
                   job_id if seq is None else seq])
 
 

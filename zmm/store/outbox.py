@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from zmm.jsontext import compact
 from zmm.store import events
 from zmm.store.db import transaction, translate_errors
 from zmm.store.queries import Job
@@ -21,21 +22,22 @@ from zmm.store.queries import Job
 EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
 
 
-def body_for(job: Job, event: str, delivery_id: str) -> str:
-    """The JSON a receiver gets: stable keys, the job as `--json` shows it."""
-    return json.dumps({"event": event, "delivery_id": delivery_id, "job": job.public()},
-                      separators=(",", ":"), sort_keys=True)
+def body_for(job: Job, event: str, delivery_id: str, assets_root: Path) -> str:
+    """The JSON a receiver gets: stable keys, the job as `--json` shows it
+    (its files also as absolute paths under `assets_root`)."""
+    return compact({"event": event, "delivery_id": delivery_id,
+                    "job": job.public(assets_root)}, sort_keys=True)
 
 
-def add(conn: sqlite3.Connection, job: Job, stamp: str) -> str:
+def add(conn: sqlite3.Connection, job: Job, stamp: str, assets_root: Path) -> str:
     """Queue the delivery of a just-finished job (inside the caller's transaction)."""
     event = EVENTS[job.status]
     delivery_id = os.urandom(16).hex()  # not uuid: its import costs every `zmm` start
     conn.execute(
         "INSERT INTO webhook_deliveries (delivery_id, job_id, url, event, body, next_try_at, "
         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [delivery_id, job.id, job.webhook_url, event, body_for(job, event, delivery_id), stamp,
-         stamp])
+        [delivery_id, job.id, job.webhook_url, event,
+         body_for(job, event, delivery_id, assets_root), stamp, stamp])
     return delivery_id
 
 

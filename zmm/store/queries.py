@@ -14,8 +14,10 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from zmm.jobs import FINISHED, JobState
 from zmm.store import events as event_rows
 
 
@@ -26,7 +28,7 @@ class Job:
     seq: int
     id: str
     request_type: str
-    status: str
+    status: JobState
     priority: str
     priority_rank: int
     prompt: str
@@ -92,9 +94,18 @@ class Job:
             # Every field is present, so skip the frozen __init__ (one
             # object.__setattr__ per field) and fill the instance directly.
             job = object.__new__(cls)
-            job.__dict__.update(zip(_FIELD_NAMES, row))
+            values = job.__dict__
+            values.update(zip(_FIELD_NAMES, row, strict=True))
+            values["status"] = _STATES[values["status"]]
             return job
-        return cls(**{key: row[key] for key in row.keys()})
+        fields = {key: row[key] for key in row.keys()}
+        fields["status"] = _STATES[fields["status"]]
+        return cls(**fields)
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded, failed or cancelled."""
+        return self.status in FINISHED
 
     @property
     def param_values(self) -> dict[str, Any]:
@@ -104,8 +115,20 @@ class Job:
     def output_list(self) -> list[str]:
         return json.loads(self.outputs) if self.outputs else []
 
-    def public(self) -> dict[str, Any]:
-        """The stable JSON shape of a job for `--json` output."""
+    def output_file(self, assets_root: Path) -> Path | None:
+        """The first output's absolute path (output_path is relative to the assets root)."""
+        return asset_file(assets_root, self.output_path)
+
+    def thumbnail_file(self, assets_root: Path) -> Path | None:
+        return asset_file(assets_root, self.thumbnail_path)
+
+    def output_files(self, assets_root: Path) -> list[Path]:
+        return [assets_root / name for name in self.output_list]
+
+    def public(self, assets_root: Path | None = None) -> dict[str, Any]:
+        """The stable JSON shape of a job for `--json` output. With `assets_root`,
+        every path relative to it also comes absolute: output_file beside
+        output_path, thumbnail_file beside thumbnail_path, output_files beside outputs."""
         data = dataclasses.asdict(self)
         for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over",
                          "enqueued_note"):
@@ -113,11 +136,23 @@ class Job:
         data["outputs"] = self.output_list
         data["pinned"] = bool(self.pinned)
         data["cloud_allowed"] = bool(self.cloud_allowed)
+        if assets_root is not None:
+            output, thumbnail = self.output_file(assets_root), self.thumbnail_file(assets_root)
+            data["output_file"] = str(output) if output else None
+            data["thumbnail_file"] = str(thumbnail) if thumbnail else None
+            data["output_files"] = [str(path) for path in self.output_files(assets_root)]
         return data
+
+
+def asset_file(assets_root: Path, relative: str | None) -> Path | None:
+    """The absolute path of a file stored relative to the assets root (a path
+    stored absolute stays as it is)."""
+    return assets_root / relative if relative else None
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _FIELD_COUNT = len(_FIELD_NAMES)
+_STATES = {state.value: state for state in JobState}  # faster than JobState(text) per row
 
 # The conditions of the partial indexes jobs_open and jobs_done (migrations 0006,
 # 0008), word for word: SQLite uses a partial index only for a query that repeats its

@@ -13,11 +13,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zmm.jobs import FINISHED
 from zmm.store import events, outbox
 from zmm.store.db import transaction, translate_errors
 from zmm.store.queries import DONE, OPEN, status_in
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 # Applied to every write: the row must still be finished and unpinned. The
 # unary `+` keeps SQLite on the id index: through jobs_done, each batch

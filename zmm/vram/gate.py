@@ -8,7 +8,6 @@ so a worker killed mid-swap restores the same models when it starts again.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from zmm import jobs
 from zmm.config import Config
 from zmm.errors import ZmmError
+from zmm.jsontext import compact
 from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.vram import policy
@@ -110,7 +110,7 @@ class VramGate:
         first = not params.get("vram_wait_since")
         if first:
             params = dict(params, vram_wait_since=self.store.clock())
-            self.store.update(job.id, params=json.dumps(params, separators=(",", ":")),
+            self.store.update(job.id, params=compact(params),
                               event=("vram_wait", decision.reason))
         return Admission(None, decision.reason)
 
@@ -190,7 +190,7 @@ def downgrade_to_sd15(store: Store, settings: Config, job: Job, reason: str) -> 
     width, height = sd15_size(job.width or 1024, job.height or 1024)
     params = dict(job.param_values, model_key="sd15", width=width, height=height,
                   checkpoint=settings.get("models.sd15"), downgraded_from=job.model_requested)
-    store.update(job.id, params=json.dumps(params, separators=(",", ":")),
+    store.update(job.id, params=compact(params),
                  model_requested=params["checkpoint"], width=width, height=height,
                  workflow=settings.get("templates.sd15"), event=("downgrade", reason),
                  data={"from": job.model_requested, "to": params["checkpoint"]})

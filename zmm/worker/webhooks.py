@@ -300,7 +300,8 @@ class WebhookSender:
     def _open(self) -> Store:
         if self._store is None:
             self._store = Store(self.settings.spool_path, clock=self.clock,
-                                busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"))
+                                busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"),
+                                assets_root=self.settings.assets_dir)
         return self._store
 
     def _http(self) -> httpx.Client:

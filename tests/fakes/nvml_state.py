@@ -1,8 +1,10 @@
 """A pynvml-shaped NVML backend fed by a state dict instead of a driver.
 
 Used where there is no GPU: tests hand `gpu.use_backend()` a `StateNvml`, and
-a `zmm` subprocess reads one from the JSON file named by $ZMM_TEST_NVML. The
-state: {"driver": str, "gpus": [{"name", "uuid", "total", "used", "utilization",
+a `zmm` subprocess reads one from the JSON file named by $ZMM_TEST_NVML, which
+tests/seams/sitecustomize.py installs at the subprocess's start. Stdlib only
+(pynvml for its error class), so that start stays cheap. The state:
+{"driver": str, "gpus": [{"name", "uuid", "total", "used", "utilization",
 "temperature", "power_mw", "processes": [{"pid", "used", "name"}]}]} or
 {"no_driver": true}.
 """
