@@ -21,7 +21,7 @@ class Snapshot:
 
     @property
     def finished(self) -> bool:
-        return self.job.status in ("succeeded", "failed", "cancelled")
+        return self.job.finished
 
 
 def snapshot(store: Store, job_ids: list[str], aging_s: float) -> list[Snapshot]:

@@ -16,6 +16,7 @@ import zmm
 from zmm import assets, workflows
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
+from zmm.jsontext import compact
 from zmm.store import Job
 
 # ComfyUI node classes -> the phase a person would call it.
@@ -255,7 +256,7 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
 def output_fields(saved: list[assets.SavedFile], assets_root) -> dict[str, Any]:
     """The job columns describing its saved files (the first one has a thumbnail)."""
     first = saved[0]
-    return {"output_path": first.relative, "outputs": _json([item.relative for item in saved]),
+    return {"output_path": first.relative, "outputs": compact([item.relative for item in saved]),
             "file_size_bytes": first.size, "sha256": first.sha256, "width": first.width,
             "height": first.height, "thumbnail_path": thumbnail_for(first, assets_root)}
 
@@ -270,8 +271,3 @@ def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:
     except (ZmmError, OSError):
         return None
 
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))

@@ -180,8 +180,7 @@ class Worker:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:
             return True
         if self.only_ids is not None:
-            return all(self.store.get(job_id).status in ("succeeded", "failed", "cancelled")
-                       for job_id in self.only_ids)
+            return all(self.store.get(job_id).finished for job_id in self.only_ids)
         return self.once
 
     def _needs_comfy(self) -> bool:

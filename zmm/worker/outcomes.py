@@ -7,13 +7,13 @@ to `fall_back` first. It talks to the spool and the observer, never to ComfyUI.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from zmm.cloud import lane
 from zmm.config import Config
 from zmm.jobs import JobState
+from zmm.jsontext import compact
 from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.worker.execution import Outcome
@@ -89,7 +89,7 @@ def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job
         message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
         return Outcome("failed", message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY)
     store.update(job.id, worker_id=worker_id,
-                 params=json.dumps(dict(params, oom_retried=True), separators=(",", ":")))
+                 params=compact(dict(params, oom_retried=True)))
     if gate.can_downgrade(job):
         gate.downgrade_to_sd15(store, settings, store.get(job.id),
                                "out of GPU memory: retrying on SD1.5")
