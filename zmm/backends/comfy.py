@@ -254,8 +254,8 @@ class ComfyClient:
         entry = data.get(prompt_id)
         if not isinstance(entry, dict):
             return None
-        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-        messages = status.get("messages") if isinstance(status.get("messages"), list) else []
+        status = entry["status"] if isinstance(entry.get("status"), dict) else {}
+        messages = status["messages"] if isinstance(status.get("messages"), list) else []
         error = next((m[1] for m in messages if isinstance(m, list) and len(m) == 2
                       and m[0] == "execution_error" and isinstance(m[1], dict)), None)
         return HistoryEntry(prompt_id, str(status.get("status_str") or ""),
@@ -293,9 +293,7 @@ class ComfyClient:
     def events(self, client_id: str) -> EventStream:
         """A new websocket for `client_id`. Use a fresh id per connection: a second
         socket with the same id silences the first and is then unregistered."""
-        connect = self._ws_connect
-        if connect is None:
-            from websockets.sync.client import connect
+        connect = self._ws_connect or _websockets_connect()
         try:
             opened = connect(self.ws_url(client_id), open_timeout=self.timeout, max_size=None,
                              close_timeout=1, compression=None)
@@ -385,7 +383,7 @@ def _text_event(frame: str) -> Event | None:
         return None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return None
-    data = message.get("data") if isinstance(message.get("data"), dict) else {}
+    data = message["data"] if isinstance(message.get("data"), dict) else {}
     prompt_id = data.get("prompt_id")
     return Event(message["type"], data, prompt_id if isinstance(prompt_id, str) else None)
 
@@ -393,7 +391,7 @@ def _text_event(frame: str) -> Event | None:
 _IMAGE_TYPES = {1: "image/jpeg", 2: "image/png"}
 
 
-def _binary_event(frame: bytes) -> Event | None:
+def _binary_event(frame: bytes | bytearray) -> Event | None:
     """uint32 BE event type + payload: 1 preview image, 4 preview with metadata."""
     if len(frame) < 8:
         return None
@@ -411,3 +409,10 @@ def _binary_event(frame: bytes) -> Event | None:
         return Event("preview", {"image_type": _IMAGE_TYPES.get(head, "image/jpeg"),
                                  "image": bytes(frame[8:])}, None)
     return None  # 3 (node progress text) and anything newer: nothing zmm shows
+
+
+def _websockets_connect() -> Callable[..., Any]:
+    """websockets' sync client, imported only when a stream is opened."""
+    from websockets.sync.client import connect
+
+    return connect

@@ -100,10 +100,10 @@ class Store:
         columns = ", ".join(row)
         marks = ", ".join(f":{key}" for key in row)
         for _ in range(5):  # a clash needs the same second and the same 32 random bits
-            row["id"] = new_job_id(now)
+            job_id = row["id"] = new_job_id(now)
             try:
                 conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
-                return row["id"]
+                return job_id
             except sqlite3.IntegrityError as exc:
                 if str(exc) != "UNIQUE constraint failed: jobs.id":
                     raise refused_value(exc) from None
