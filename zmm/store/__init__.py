@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobSpec, JobState, Priority, check_transition
-from zmm.jsontext import compact
 from zmm.store import claims, events, outbox, queries, retention
-from zmm.store.changes import new_job_id, update_sql
-from zmm.store.db import connect, iso, refused_value, transaction, translate_errors
+from zmm.store.changes import insert_job, update_sql
+from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
 if TYPE_CHECKING:
@@ -76,39 +75,9 @@ class Store:
         ids = []
         with translate_errors(self.path), transaction(self.conn) as conn:
             for spec in specs:
-                job_id = self._insert(conn, spec, now, stamp, batch_id)
+                job_id = insert_job(conn, spec, now, stamp, batch_id)
                 ids.append(job_id)
         return [self.get(job_id) for job_id in ids]
-
-    def _insert(self, conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
-                batch_id: str | None) -> str:
-        params = dict(spec.params(), graph=spec.graph, user_prompt=spec.user_prompt, **spec.extra)
-        row = {
-            "request_type": "image", "status": JobState.QUEUED.value,
-            "priority": spec.priority.value, "priority_rank": spec.priority.rank,
-            "prompt": spec.user_prompt or spec.prompt, "negative_prompt": spec.negative,
-            "requester": spec.requester, "quality_tier": spec.quality, "style": spec.style,
-            "workflow": spec.workflow, "model_requested": spec.checkpoint,
-            "params": compact(params), "seed": spec.seed,
-            "width": spec.width, "height": spec.height, "steps": spec.steps,
-            "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
-            "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
-            "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
-            # The `enqueued` event, kept in the row (spool/migrations/0007).
-            "enqueued_note": f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}",
-        }
-        columns = ", ".join(row)
-        marks = ", ".join(f":{key}" for key in row)
-        for _ in range(5):  # a clash needs the same second and the same 32 random bits
-            job_id = row["id"] = new_job_id(now)
-            try:
-                conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
-                return job_id
-            except sqlite3.IntegrityError as exc:
-                if str(exc) != "UNIQUE constraint failed: jobs.id":
-                    raise refused_value(exc) from None
-        raise Conflict("could not allocate a unique job id in five tries",
-                       hint="job ids carry 32 random bits; try again")
 
     # -- claiming and leases -------------------------------------------------
 

@@ -1,14 +1,20 @@
 """The SQL of a job's state changes: which columns a caller may set through
 `Store.transition()` / `Store.update()`, the UPDATE statement for a set of
-columns, and new job ids. Column names are interpolated into SQL, so only
-the listed ones are accepted.
+columns, and the INSERT of a new job with its id. Column names are
+interpolated into SQL, so only the listed ones are accepted.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import time
+
+from zmm.errors import Conflict
+from zmm.jobs import JobSpec, JobState
+from zmm.jsontext import compact
+from zmm.store.db import refused_value
 
 # Columns a caller may set through transition()/update(); names are interpolated
 # into SQL, so only these are accepted.
@@ -37,3 +43,36 @@ def update_sql(columns: tuple[str, ...], guard: str, by_worker: bool, returning:
 def new_job_id(now: float) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
     return f"mmg-{stamp}-{os.urandom(4).hex()}"
+
+
+def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
+               batch_id: str | None) -> str:
+    """INSERT one queued job; a clash of ids is retried, any other refusal is
+    InvalidInput naming the column."""
+    params = dict(spec.params(), graph=spec.graph, user_prompt=spec.user_prompt, **spec.extra)
+    row = {
+        "request_type": "image", "status": JobState.QUEUED.value,
+        "priority": spec.priority.value, "priority_rank": spec.priority.rank,
+        "prompt": spec.user_prompt or spec.prompt, "negative_prompt": spec.negative,
+        "requester": spec.requester, "quality_tier": spec.quality, "style": spec.style,
+        "workflow": spec.workflow, "model_requested": spec.checkpoint,
+        "params": compact(params), "seed": spec.seed,
+        "width": spec.width, "height": spec.height, "steps": spec.steps,
+        "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
+        "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
+        "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
+        # The `enqueued` event, kept in the row (spool/migrations/0007).
+        "enqueued_note": f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}",
+    }
+    columns = ", ".join(row)
+    marks = ", ".join(f":{key}" for key in row)
+    for _ in range(5):  # a clash needs the same second and the same 32 random bits
+        job_id = row["id"] = new_job_id(now)
+        try:
+            conn.execute(f"INSERT INTO jobs (id, {columns}) VALUES (:id, {marks})", row)
+            return job_id
+        except sqlite3.IntegrityError as exc:
+            if str(exc) != "UNIQUE constraint failed: jobs.id":
+                raise refused_value(exc) from None
+    raise Conflict("could not allocate a unique job id in five tries",
+                   hint="job ids carry 32 random bits; try again")
