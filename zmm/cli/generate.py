@@ -101,28 +101,32 @@ def wait(
 
 def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool,
             inline: bool = False) -> None:
+    """Wait for the jobs; `inline`: run the queue in this process whenever no
+    worker holds the lock; otherwise (`zmm wait`) say once if no worker is alive."""
     from zmm import follow
     from zmm.cli import render
     from zmm.worker import service
 
-    runner = service.InlineRunner(settings, ids) if inline else None
-    if runner is not None and not runner.start():
-        runner = None  # a worker is alive: it runs the jobs, we only follow them
     view = render.FollowView(total=len(ids))
+    runner = service.InlineRunner(settings, ids, notice=view.notice) if inline else None
+    between = runner.poll if runner is not None else follow.NoWorkerNotice(
+        store, lease_s=settings.get("worker.lease_s"), say=view.notice)
     try:
         with view:
             jobs = follow.wait_for(store, ids, aging_s=settings.get("worker.aging_s"),
-                                   on_change=view.update, timeout=timeout,
-                                   between=runner.check if runner else None)
+                                   on_change=view.update, timeout=timeout, between=between)
+            if runner is not None:
+                runner.finish()
     except KeyboardInterrupt:
         if runner is not None:
             runner.stop()
         say("interrupted: the jobs stay queued; follow them with `zmm wait "
             + " ".join(ids) + "`")
         raise typer.Exit(INTERRUPTED) from None
-    finally:
+    except BaseException:
         if runner is not None:
             runner.stop()
+        raise
     _print_jobs(jobs, as_json, finished=True)
     failed = [job for job in jobs if job.status != "succeeded"]
     if failed:

@@ -132,7 +132,7 @@ class CloudFallback:
         if not self._cloud_ok():
             return False
         return any(job.status == "queued" and job.cloud_allowed
-                   for job in self.store.get_many(self.only_ids or []))
+                   for job in self.store.get_many(self.only_ids or self.until_finished or []))
 
     def _until_cloud(self) -> float:
         """Seconds until the lane may have something to do (inf: nothing pending)."""

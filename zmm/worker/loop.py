@@ -55,6 +55,7 @@ class Worker(Upkeep, CloudFallback):
     def __init__(self, store: Store, client: ComfyClient, settings: Config, *,
                  observer: Observer | None = None, once: bool = False,
                  max_jobs: int | None = None, only_ids: list[str] | None = None,
+                 until_finished: list[str] | None = None,
                  gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
                  cloud_lane: lane.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -62,6 +63,9 @@ class Worker(Upkeep, CloudFallback):
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
         self.once, self.max_jobs, self.only_ids = once, max_jobs, only_ids
+        # A foreground worker (a waiting `zmm generate` holding the lock): it serves
+        # the whole queue in claim order until these jobs have finished.
+        self.until_finished = until_finished
         self._woken = threading.Event()  # a stop request cuts the current sleep short
         self.monotonic, self.sleep = monotonic, sleep or self._sleep
         self.id = new_worker_id()
@@ -109,10 +113,14 @@ class Worker(Upkeep, CloudFallback):
 
     def run_once(self) -> None:
         self._cloud_step()
+        if self.until_finished is not None and self.max_jobs is None and all(
+                job.status in ("succeeded", "failed", "cancelled")
+                for job in self.store.get_many(self.until_finished)):
+            self.max_jobs = self.claimed  # its jobs are done: claim no more, finish the rest
         if self.gate is not None and self.stream is None and not self.inflight:
             self.gate.maybe_restore(self._image_work_queued())
-        if self.stream is None and not self._needs_comfy():
-            self._heartbeat_if_due()  # only cloud work: ComfyUI is not asked at all
+        if self.stream is None and (not self._needs_comfy() or self._claims_used_up()):
+            self._heartbeat_if_due()  # only cloud work or no more claims: ComfyUI is not asked
             if (self.stop_mode or self._nothing_left()) and not self._cloud_busy():
                 self.done = True
             else:
@@ -153,6 +161,9 @@ class Worker(Upkeep, CloudFallback):
         self._woken.wait(seconds)
         self._woken.clear()
 
+    def _claims_used_up(self) -> bool:
+        return self.max_jobs is not None and self.claimed >= self.max_jobs and not self.inflight
+
     def _nothing_left(self) -> bool:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:
             return True
@@ -173,7 +184,8 @@ class Worker(Upkeep, CloudFallback):
                 self._down_since = self.store.clock()
             delay = min(self._retry_delay, self._until_cloud())
             self.observer.waiting(self.url, exc.reason, delay)
-            if ((self.only_ids is not None or self.once) and not self.inflight
+            if ((self.only_ids is not None or self.once or self.until_finished is not None)
+                    and not self.inflight
                     and not self._cloud_may_take_over()):
                 raise  # a foreground generate or --once reports it instead of waiting
             if self.stop_mode and not self.inflight and not self._cloud_busy():
