@@ -71,7 +71,7 @@ def raw_client(url: str, jobs: int) -> tuple[float, list[float]]:
                     break
             entry = http.get(f"/history/{prompt_id}").json()[prompt_id]
             image = next(iter(entry["outputs"].values()))["images"][0]
-            http.get("/view", params=image).content
+            http.get("/view", params=image).raise_for_status()
             latencies.append(time.perf_counter() - began)
         return time.perf_counter() - start, latencies
 
@@ -88,7 +88,7 @@ def polling_client(url: str, jobs: int) -> list[float]:
             if prompt_id in history:
                 break
         image = next(iter(history[prompt_id]["outputs"].values()))["images"][0]
-        http.get("/view", params=image).content
+        http.get("/view", params=image).raise_for_status()
         latencies.append(time.perf_counter() - began)
     return latencies
 
@@ -124,7 +124,7 @@ def server_runs(url: str, ids: set[str]) -> list[dict]:
 
 
 def gaps_ms(runs: list[dict]) -> list[float]:
-    return [(b["started"] - a["ended"]) * 1000 for a, b in zip(runs, runs[1:])]
+    return [(b["started"] - a["ended"]) * 1000 for a, b in zip(runs, runs[1:], strict=False)]
 
 
 def scenario(step_time: float, jobs: int, workdir: Path) -> dict:

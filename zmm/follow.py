@@ -1,6 +1,7 @@
 """Following jobs through the spool until they finish: what `zmm wait` and a
 waiting `zmm generate` do. Reads only; reports each job's state, queue
-position and progress to a callback, so the caller chooses how to show it.
+position and progress to a callback, so the caller chooses how to show it,
+and tells `zmm wait` when no worker is alive to run its jobs.
 """
 
 from __future__ import annotations
@@ -56,3 +57,29 @@ def wait_for(store: Store, job_ids: list[str], *, aging_s: float,
         if between is not None:
             between()
         sleep(poll)
+
+
+NO_WORKER = ("no worker is running: start one with `zmm serve-worker`, or use `zmm generate`, "
+             "which runs its jobs itself")
+
+
+class NoWorkerNotice:
+    """Says once that no worker is alive. Alive = a row in the spool's workers
+    table with a heartbeat within one lease (workers, inline ones included, beat
+    every third of a lease); the lock file is not touched, so a worker starting
+    at that moment never finds it taken. Looks at most every `every` seconds."""
+
+    def __init__(self, store: Store, *, lease_s: float, say: Callable[[str], None],
+                 every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.lease_s, self.say = store, lease_s, say
+        self.every, self.clock = every, clock
+        self.said = False
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        if self.said or self.clock() < self._next:
+            return
+        self._next = self.clock() + self.every
+        if not self.store.live_workers(since=self.store.clock() - self.lease_s):
+            self.said = True
+            self.say(NO_WORKER)

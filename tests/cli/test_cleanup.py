@@ -144,6 +144,7 @@ def test_a_file_that_cannot_be_deleted_is_exit_1_with_the_list(cli, settings, mo
     assert "could not be removed" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_held_lock_is_exit_5_or_waited_for(settings, home):
     job = make_job(settings)
     env = {"ZMM_HOME": str(home)}
@@ -349,6 +350,7 @@ def test_retention_days_from_config(cli, settings, home):
     assert cli.json("cleanup", "--dry-run", "--json")["removals"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 @pytest.mark.parametrize("answer,removed", [("n", False), ("y", True)])
 def test_asks_once_on_a_terminal(settings, home, answer, removed):

@@ -29,6 +29,7 @@ def cloud_env(home):
         yield env, stability, openai
 
 
+@pytest.mark.slow
 def test_generate_backend_cloud_prints_the_path_without_comfyui(cloud_env, home):
     env, stability, _ = cloud_env
     result = run_zmm("generate", "a lighthouse", "--backend", "cloud", "--aspect", "16:9",
@@ -51,6 +52,7 @@ def test_generate_backend_cloud_prints_the_path_without_comfyui(cloud_env, home)
     assert "cost $0.1100 in all" in text.stderr and "\tstability\t" in text.stdout
 
 
+@pytest.mark.slow
 def test_allow_cloud_critical_job_falls_back_at_once_when_comfyui_is_down(cloud_env):
     env, stability, _ = cloud_env
     result = run_zmm("generate", "a tower", "--allow-cloud", "--priority", "CRITICAL", "--json",
@@ -61,6 +63,7 @@ def test_allow_cloud_critical_job_falls_back_at_once_when_comfyui_is_down(cloud_
     assert job["cloud_allowed"] is True
 
 
+@pytest.mark.slow
 def test_without_permission_comfyui_down_is_still_exit_4(cloud_env):
     env, stability, openai = cloud_env
     result = run_zmm("generate", "a tower", "--priority", "CRITICAL", env=env)
@@ -69,6 +72,7 @@ def test_without_permission_comfyui_down_is_still_exit_4(cloud_env):
     assert stability.requests == [] and openai.requests == []
 
 
+@pytest.mark.slow
 def test_cloud_enabled_in_config_but_backend_local_stays_local(cloud_env, home):
     env, stability, _ = cloud_env
     home.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,7 @@ def test_cloud_enabled_in_config_but_backend_local_stays_local(cloud_env, home):
     assert json.loads(auto.stdout)["jobs"][0]["cloud_allowed"] is True
 
 
+@pytest.mark.slow
 def test_cloud_job_failure_is_exit_1_with_each_providers_reason(cloud_env):
     env, stability, openai = cloud_env
     stability.fail_next("payment_required")
@@ -90,6 +95,7 @@ def test_cloud_job_failure_is_exit_1_with_each_providers_reason(cloud_env):
     assert "openai: 400 moderation_blocked" in error[0]
 
 
+@pytest.mark.slow
 def test_no_key_set_fails_a_cloud_job_with_the_variable_to_set(cloud_env):
     env, stability, _ = cloud_env
     env = {k: v for k, v in env.items() if not k.endswith("_API_KEY")}
@@ -100,6 +106,7 @@ def test_no_key_set_fails_a_cloud_job_with_the_variable_to_set(cloud_env):
         in result.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_cloud_request_loses_nothing(cloud_env, home):
     """A worker killed while a provider generates: the next worker takes the job
     back (using an attempt: the lost request may have been billed) and runs it

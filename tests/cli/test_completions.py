@@ -18,6 +18,7 @@ def test_completion_scripts_are_current():
         assert path.read_text() == text, f"{path} is stale; run `python -m zmm.cli.completion`"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @pytest.mark.parametrize("words,cword,expected", [
     ("zmm queue c", 2, "cancel"),

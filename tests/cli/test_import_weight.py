@@ -32,6 +32,7 @@ def test_enqueue_path_imports_no_heavy_library(home, args):
     assert loaded == [], f"{' '.join(args)} imported {loaded}"
 
 
+@pytest.mark.slow
 def test_a_command_imports_only_its_own_command_module(home):
     # importtime does not log importlib.import_module, so ask the process itself.
     script = ("import runpy, sys\n"

@@ -105,6 +105,7 @@ def test_malformed_bodies_are_plain_text_500s(server):
         assert status == 500 and answer.startswith("500 Internal Server Error")
 
 
+@pytest.mark.slow
 def test_zmm_generate_end_to_end(server, tmp_path):
     graph = fresh_graph()
     graph["3"]["inputs"]["filename_prefix"] = "$filename_prefix"

@@ -359,7 +359,8 @@ class FakeComfyUI(BackgroundServer):
         self.sockets.pop(sid, None)
         return ws
 
-    async def _send(self, client_id: str | None, kind: str, data: dict, *, broadcast_if_unowned=False) -> None:
+    async def _send(self, client_id: str | None, kind: str, data: dict, *,
+                    broadcast_if_unowned=False) -> None:
         message = {"type": kind, "data": data}
         if client_id is None:
             targets = list(self.sockets.values()) if broadcast_if_unowned else []

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from tests.conftest import run_zmm
 from tests.fakes.nvml import write_no_driver
 from zmm.store import Store
 from zmm.store.db import migrations
 
 
+@pytest.mark.slow
 def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
     env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_URL": "http://127.0.0.1:9",
            "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json"))}
@@ -29,6 +32,7 @@ def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
     assert checks["ollama"]["status"] == "warn" and checks["nvml"]["status"] == "warn"
 
 
+@pytest.mark.slow
 def test_doctor_exit_code_names_the_worst_failure(home, settings, comfy, tmp_path):
     env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_ENABLED": "false",
            "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json"))}
@@ -43,6 +47,7 @@ def test_doctor_exit_code_names_the_worst_failure(home, settings, comfy, tmp_pat
     assert run_zmm("doctor", env=env).returncode == 7
 
 
+@pytest.mark.slow
 def test_a_locked_spool_is_a_clear_error_not_a_traceback(home, settings):
     Store(settings.spool_path).close()
     holder = sqlite3.connect(settings.spool_path, isolation_level=None)
@@ -58,6 +63,7 @@ def test_a_locked_spool_is_a_clear_error_not_a_traceback(home, settings):
         assert store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_doctor_reports_cloud_providers_without_calling_them(home, settings, comfy, tmp_path):
     env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_ENABLED": "false",
            "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json")),

@@ -9,6 +9,8 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from tests.conftest import LiveProcess, run_zmm
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
@@ -159,6 +161,7 @@ def test_critical_job_goes_ahead_of_the_submitted_ahead_job(home, settings, comf
     assert store.get(second).attempts == 0
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_every_job_once_one_file_each(home, settings, comfy, monkeypatch):
     comfy.step_time = 0.02
     ids = enqueue(settings, count=50)
@@ -190,6 +193,7 @@ def test_kill_9_at_random_points_every_job_once_one_file_each(home, settings, co
     print(f"50 jobs, {kills} kill -9s, {len(comfy.submissions)} submissions")
 
 
+@pytest.mark.slow
 def test_sigint_finishes_the_running_job_then_exits_0(worker_env, settings, comfy):
     comfy.step_time = 0.1
     (job_id,) = enqueue(settings, steps="15")
@@ -202,6 +206,7 @@ def test_sigint_finishes_the_running_job_then_exits_0(worker_env, settings, comf
     assert run_zmm("serve-worker", "--once", "--no-progress").returncode == 0  # lock released
 
 
+@pytest.mark.slow
 def test_sigterm_interrupts_and_requeues_at_once(worker_env, settings, comfy):
     comfy.step_time = 0.2
     (job_id,) = enqueue(settings, steps="50")
@@ -215,6 +220,7 @@ def test_sigterm_interrupts_and_requeues_at_once(worker_env, settings, comfy):
     assert comfy.interrupts
 
 
+@pytest.mark.slow
 def test_second_sigint_interrupts_the_running_job(worker_env, settings, comfy):
     comfy.step_time = 0.2
     (job_id,) = enqueue(settings, steps="50")

@@ -126,6 +126,7 @@ def test_stuck_unload_times_out_with_a_clear_event(home, gpu_world):
     assert any("did not release" in text for text in notices)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_swap_restores_the_llms_on_restart(home, gpu_world, tmp_path):
     ledger, ollama, comfy = gpu_world
     ollama.preload(HEAVY, keep_alive=3600)
@@ -152,6 +153,7 @@ def test_kill_9_during_a_swap_restores_the_llms_on_restart(home, gpu_world, tmp_
             again.wait()
 
 
+@pytest.mark.slow
 def test_gpu_status_without_a_driver(home, tmp_path):
     env = {"ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json")),
            "ZMM_COMFYUI_URL": "http://127.0.0.1:9"}
@@ -161,6 +163,7 @@ def test_gpu_status_without_a_driver(home, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_gpu_status_table_and_json_with_the_fake_nvml(home, gpu_world, tmp_path):
     ledger, ollama, comfy = gpu_world
     ollama.preload(HEAVY)
@@ -175,6 +178,7 @@ def test_gpu_status_table_and_json_with_the_fake_nvml(home, gpu_world, tmp_path)
     assert table.returncode == 0 and "RTX 4090" in table.stdout and "ollama" in table.stdout
 
 
+@pytest.mark.slow
 def test_models_list_load_unload(home, gpu_world, tmp_path):
     ledger, ollama, comfy = gpu_world
     env = {"ZMM_TEST_NVML": str(persist(ledger, tmp_path / "nvml.json")),

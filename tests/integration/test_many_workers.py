@@ -7,11 +7,14 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from tests.conftest import LiveProcess, wait_until, zmm_process
 from tests.fakes.comfyui import FakeComfyUI
 from zmm.store import Store
 
 
+@pytest.mark.slow
 def test_64_enqueuers_3_workers_3_servers(home, settings, tmp_path):
     fakes = [FakeComfyUI(output_dir=tmp_path / f"comfy-{n}").start() for n in range(3)]
     env = {"ZMM_WORKER_POLL_S": "0.05"}

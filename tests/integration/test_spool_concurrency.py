@@ -7,6 +7,8 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from tests.conftest import ROOT, zmm_process
 from zmm.store import Store
 
@@ -32,6 +34,7 @@ while time.monotonic() < deadline:
 """
 
 
+@pytest.mark.slow
 def test_32_enqueuers_and_2_claimers(home, settings, tmp_path):
     with Store(settings.spool_path):
         pass  # create the spool first, as a real install would have

@@ -156,6 +156,7 @@ def test_a_failed_job_is_delivered_as_job_failed(rig, receiver, secret):
     assert job["status"] == "failed" and "nope.safetensors" in job["error_message"]
 
 
+@pytest.mark.slow
 def test_cancelling_a_queued_job_delivers_job_cancelled_without_a_worker(home, receiver, secret):
     queued = run_zmm("generate", "to cancel", "--no-wait", "--size", "64x64",
                      "--webhook", receiver.hook_url)
@@ -171,6 +172,7 @@ def test_cancelling_a_queued_job_delivers_job_cancelled_without_a_worker(home, r
     assert SECRET not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_dead_endpoint_changes_nothing_in_cancels_output(home, receiver, secret):
     receiver.respond(503)
     queued = run_zmm("generate", "to cancel", "--no-wait", "--webhook", receiver.hook_url)
@@ -184,6 +186,7 @@ def test_a_dead_endpoint_changes_nothing_in_cancels_output(home, receiver, secre
     assert (left.status, left.tries, left.claimed_by) == ("pending", 1, None)  # for a worker
 
 
+@pytest.mark.slow
 def test_a_worker_killed_before_delivery_leaves_it_to_the_next(worker_env, settings, comfy,
                                                                receiver, secret):
     receiver.hang(1)  # the first worker dies inside its first try
@@ -217,6 +220,7 @@ def events_of(settings, job_id: str) -> list[str]:
         return [e["message"] for e in store.events(job_id) if e["kind"] == "webhook"]
 
 
+@pytest.mark.slow
 def test_inline_generate_delivers_before_it_exits(worker_env, settings, receiver, secret):
     result = run_zmm("generate", "inline hook", "--size", "64x64", "--steps", "2", "--json",
                      "--webhook", receiver.hook_url, timeout=60)
@@ -226,6 +230,7 @@ def test_inline_generate_delivers_before_it_exits(worker_env, settings, receiver
     assert post.json()["job"]["id"] == job["id"] and signature_ok(post, secret)
 
 
+@pytest.mark.slow
 def test_inline_generate_does_not_hang_on_a_hanging_endpoint(worker_env, settings, receiver):
     receiver.hang(1)
     started = time.monotonic()

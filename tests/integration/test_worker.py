@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
 from tests.conftest import LiveProcess, run_zmm, wait_until
 from zmm.assets import read_text_chunks
 from zmm.store import Store
@@ -20,6 +22,7 @@ def enqueue(*args: str) -> list[str]:
     return result.stdout.split()
 
 
+@pytest.mark.slow
 def test_paused_jobs_run_in_priority_order_once_resumed(worker_env, settings, comfy):
     assert run_zmm("queue", "pause").returncode == 0
     low = enqueue("low job", "--priority", "LOW")
@@ -38,6 +41,7 @@ def test_paused_jobs_run_in_priority_order_once_resumed(worker_env, settings, co
     assert all(job.status == "succeeded" and job.attempts == 0 for job in jobs)
 
 
+@pytest.mark.slow
 def test_outputs_metadata_and_history_are_complete(worker_env, settings, comfy):
     (job_id,) = enqueue("a red square", "--seed", "42", "--negative", "blue")
     result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
@@ -73,6 +77,7 @@ def test_outputs_metadata_and_history_are_complete(worker_env, settings, comfy):
     assert (requeued["prompt"], requeued["seed"], requeued["width"]) == ("a red square", 42, 64)
 
 
+@pytest.mark.slow
 def test_generate_without_a_worker_runs_inline(worker_env, settings, comfy):
     result = run_zmm("generate", "inline please", "--size", "64x64", "--steps", "2", timeout=60)
     assert result.returncode == 0, result.stderr
@@ -81,6 +86,7 @@ def test_generate_without_a_worker_runs_inline(worker_env, settings, comfy):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_fails_with_the_servers_list(worker_env, settings, comfy):
     (job_id,) = enqueue("x", "--model", "nope.safetensors")
     result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
@@ -93,6 +99,7 @@ def test_missing_checkpoint_fails_with_the_servers_list(worker_env, settings, co
     assert comfy.submissions == []
 
 
+@pytest.mark.slow
 def test_comfyui_down_then_up_completes_without_using_attempts(worker_env, settings, comfy):
     comfy.stop()
     ids = enqueue("patience", "--count", "2")
@@ -109,6 +116,7 @@ def test_comfyui_down_then_up_completes_without_using_attempts(worker_env, setti
     assert worker.wait() == 0
 
 
+@pytest.mark.slow
 def test_second_worker_for_the_same_server_exits_with_conflict(worker_env, comfy):
     first = LiveProcess("serve-worker", "--no-progress")
     try:
@@ -121,6 +129,7 @@ def test_second_worker_for_the_same_server_exits_with_conflict(worker_env, comfy
     assert first.wait() == 0
 
 
+@pytest.mark.slow
 def test_generate_unreachable_comfyui_exits_4_and_keeps_the_job(worker_env, settings, comfy):
     comfy.stop()
     result = run_zmm("generate", "x", "--size", "64x64", timeout=60)
@@ -131,6 +140,7 @@ def test_generate_unreachable_comfyui_exits_4_and_keeps_the_job(worker_env, sett
     assert row[0] == "queued"
 
 
+@pytest.mark.slow
 def test_generate_follows_a_running_worker_instead_of_running_inline(worker_env, settings, comfy):
     worker = LiveProcess("serve-worker", "--no-progress")
     try:
@@ -146,6 +156,7 @@ def test_generate_follows_a_running_worker_instead_of_running_inline(worker_env,
     assert worker.wait() == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_worker_waiting_for_comfyui_at_once(home):
     import socket
     import time

@@ -31,6 +31,7 @@ def test_wheel_ships_workflows_and_spool(wheel):
     assert any(name.startswith("zmm/_data/workflows/") and name.endswith(".json") for name in names)
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)

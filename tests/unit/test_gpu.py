@@ -147,6 +147,7 @@ class PidNvml(LedgerNvml):
     zmm_process_name = None
 
 
+@pytest.mark.slow
 def test_real_pids_are_named_from_proc(tmp_path):
     comfy_dir = tmp_path / "ComfyUI"
     comfy_dir.mkdir()
@@ -181,6 +182,7 @@ def test_file_backend_reads_a_ledger_file_kept_current(ledger, tmp_path):
     assert json.loads(path.read_text())["gpus"][0]["used"] != ledger.used
 
 
+@pytest.mark.slow
 def test_a_zmm_subprocess_sees_the_fake_gpu(ledger, tmp_path):
     path = tmp_path / "nvml.json"
     code = ("from zmm.backends import gpu; s = gpu.snapshot(); "
@@ -241,6 +243,7 @@ def test_shipped_code_has_no_test_seam():
     assert readers == []
 
 
+@pytest.mark.slow
 def test_importing_gpu_does_not_import_pynvml():
     out = subprocess.run([sys.executable, "-c",
                           "import sys, zmm.backends.gpu; print('pynvml' in sys.modules)"],

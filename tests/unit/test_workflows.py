@@ -44,6 +44,7 @@ def test_shipped_dir_is_the_repo_folder_in_a_checkout():
     assert {"sdxl-txt2img", "sd15-txt2img"} <= set(workflows.available(None))
 
 
+@pytest.mark.slow
 def test_importing_workflows_pulls_in_no_network_or_database_modules():
     code = ("import sys, zmm.workflows; bad = [m for m in ('httpx', 'websockets', 'sqlite3', "
             "'pydantic', 'zmm.store') if m in sys.modules]; print(bad)")

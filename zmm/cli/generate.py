@@ -22,7 +22,8 @@ def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw."),
     negative: Optional[str] = typer.Option(None, "--negative", "-n", help="What to avoid."),
     quality: Optional[str] = typer.Option(None, "--quality", "-q",
-                                          help="draft | standard | high (model, steps, sampler from config)."),
+                                          help="draft | standard | high (model, steps, sampler "
+                                          "from config)."),
     style: Optional[str] = typer.Option(None, "--style",
                                         help="technical-diagram | report-cover | infographic | "
                                         "dashboard-thumbnail | none"),
@@ -80,7 +81,7 @@ def generate(
     with open_store(settings) as store:
         jobs = store.enqueue(specs)
         if no_wait:
-            _print_jobs(jobs, as_json)
+            _print_jobs(jobs, as_json, settings.assets_dir)
             return
         inline = settings.get("generate.inline") and not no_inline
         _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
@@ -101,29 +102,33 @@ def wait(
 
 def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool,
             inline: bool = False) -> None:
+    """Wait for the jobs; `inline`: run the queue in this process whenever no
+    worker holds the lock; otherwise (`zmm wait`) say once if no worker is alive."""
     from zmm import follow
     from zmm.cli import render
     from zmm.worker import service
 
-    runner = service.InlineRunner(settings, ids) if inline else None
-    if runner is not None and not runner.start():
-        runner = None  # a worker is alive: it runs the jobs, we only follow them
     view = render.FollowView(total=len(ids))
+    runner = service.InlineRunner(settings, ids, notice=view.notice) if inline else None
+    between = runner.poll if runner is not None else follow.NoWorkerNotice(
+        store, lease_s=settings.get("worker.lease_s"), say=view.notice)
     try:
         with view:
             jobs = follow.wait_for(store, ids, aging_s=settings.get("worker.aging_s"),
-                                   on_change=view.update, timeout=timeout,
-                                   between=runner.check if runner else None)
+                                   on_change=view.update, timeout=timeout, between=between)
+            if runner is not None:
+                runner.finish()
     except KeyboardInterrupt:
         if runner is not None:
             runner.stop()
         say("interrupted: the jobs stay queued; follow them with `zmm wait "
             + " ".join(ids) + "`")
         raise typer.Exit(INTERRUPTED) from None
-    finally:
+    except BaseException:
         if runner is not None:
             runner.stop()
-    _print_jobs(jobs, as_json, finished=True)
+        raise
+    _print_jobs(jobs, as_json, settings.assets_dir, finished=True)
     failed = [job for job in jobs if job.status != "succeeded"]
     if failed:
         first = failed[0]
@@ -132,19 +137,10 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
                         + (f": {first.error_message}" if first.error_message else ""))
 
 
-def _print_jobs(jobs, as_json: bool, finished: bool = False) -> None:
+def _print_jobs(jobs, as_json: bool, assets_root: Path, finished: bool = False) -> None:
     if as_json:
-        emit_json({"jobs": [job.public() for job in jobs]})
+        emit_json({"jobs": [job.public(assets_root) for job in jobs]})
         return
     for job in jobs:
-        if finished and job.status == "succeeded" and job.output_path:
-            emit(str(_absolute_output(job)))
-        else:
-            emit(job.id)
-
-
-def _absolute_output(job) -> Path:
-    from zmm.config import zmm_home
-
-    path = Path(job.output_path)
-    return path if path.is_absolute() else zmm_home() / "assets" / path
+        output = job.output_file(assets_root) if finished and job.status == "succeeded" else None
+        emit(str(output) if output is not None else job.id)

@@ -44,7 +44,7 @@ class FollowView:
     def __init__(self, total: int) -> None:
         self.total = total
         self.live = interactive()
-        self._progress = None
+        self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._started = time.monotonic()
 
@@ -64,6 +64,14 @@ class FollowView:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+    def notice(self, text: str) -> None:
+        """A line about the waiting itself (who runs the queue), above the bars."""
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+            return
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
     def update(self, snap: Any) -> None:
         text = describe(snap)
@@ -166,7 +174,7 @@ class WorkerView:
         self._finished: list[Any] = []
         self._status = "starting"
         self._depth: Any = None
-        self._display = None
+        self._display: Any = None  # a rich Live while shown
 
     def attach(self, store: Any, settings: Any) -> None:
         aging = settings.get("worker.aging_s")

@@ -29,11 +29,13 @@ class CloudFallback:
     def __init__(self, store: Store, cloud: lane.CloudLane | None, *, worker_id: str, url: str,
                  lease_s: float, poll_s: float, max_wait_s: dict[str, float],
                  only_ids: list[str] | None, observer: Any,
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float], waited_for: list[str] | None = None) -> None:
         self.store, self.cloud, self.observer = store, cloud, observer
         self.worker_id, self.url = worker_id, url
         self.lease_s, self.poll_s, self.max_wait_s = lease_s, poll_s, max_wait_s
         self.only_ids, self.monotonic = only_ids, monotonic
+        # The jobs a foreground worker (inline generate) is waiting for.
+        self.waited_for = waited_for if waited_for is not None else only_ids
         self.down_since: float | None = None  # store clock when ComfyUI stopped answering
         self._next_check = 0.0
 
@@ -66,7 +68,7 @@ class CloudFallback:
         if not self.ok(stopping):
             return False
         return any(job.status == "queued" and job.cloud_allowed
-                   for job in self.store.get_many(self.only_ids or []))
+                   for job in self.store.get_many(self.waited_for or []))
 
     def until_due(self, stopping: bool) -> float:
         """Seconds until the lane may have something to do (inf: nothing pending)."""

@@ -66,6 +66,7 @@ class Worker:
     def __init__(self, store: Store, client: ComfyClient, settings: Config, *,
                  observer: Observer | None = None, once: bool = False,
                  max_jobs: int | None = None, only_ids: list[str] | None = None,
+                 until_finished: list[str] | None = None,
                  gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
                  cloud_lane: lane.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -75,6 +76,9 @@ class Worker:
         self.observer = observer or QuietObserver()
         self.once, self.max_jobs, self.only_ids = once, max_jobs, only_ids
         self.holds_lock = holds_lock  # the worker lock of this URL: its other workers are dead
+        # A foreground worker (a waiting `zmm generate` holding the lock): it serves
+        # the whole queue in claim order until these jobs have finished.
+        self.until_finished = until_finished
         self._woken = threading.Event()  # a stop request cuts the current sleep short
         self.monotonic, self.sleep = monotonic, sleep or self._sleep
         self.id = new_worker_id()
@@ -89,7 +93,8 @@ class Worker:
         self.cloud = CloudFallback(  # a lane of None: no cloud at all (jobs asking for it wait)
             store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
-            only_ids=only_ids, observer=self.observer, monotonic=monotonic)
+            only_ids=only_ids, observer=self.observer, monotonic=monotonic,
+            waited_for=only_ids if until_finished is None else until_finished)
         self.upkeep = Upkeep(
             store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
@@ -133,10 +138,13 @@ class Worker:
 
     def run_once(self) -> None:
         self._cloud_step()
+        if self.until_finished is not None and self.max_jobs is None and all(
+                job.finished for job in self.store.get_many(self.until_finished)):
+            self.max_jobs = self.claimed  # its jobs are done: claim no more, finish the rest
         if self.gate is not None and self.stream is None and not self.inflight:
             self.gate.maybe_restore(self._image_work_queued())
-        if self.stream is None and not self._needs_comfy():
-            self._heartbeat()  # only cloud work: ComfyUI is not asked at all
+        if self.stream is None and (not self._needs_comfy() or self._claims_used_up()):
+            self._heartbeat()  # only cloud work or no more claims: ComfyUI is not asked
             if not self._check_done():
                 self.sleep(self.poll_s)  # idle: only the cloud lane has work
             return
@@ -175,6 +183,9 @@ class Worker:
         """Nothing on ComfyUI: done if stopping or nothing is left, once the lane is idle."""
         self.done = bool(self.stop_mode or self._nothing_left()) and not self.cloud.busy()
         return self.done
+
+    def _claims_used_up(self) -> bool:
+        return self.max_jobs is not None and self.claimed >= self.max_jobs and not self.inflight
 
     def _nothing_left(self) -> bool:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:
@@ -224,8 +235,8 @@ class Worker:
         self.cloud.comfy_down()
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
         self.observer.waiting(self.url, exc.reason, delay)
-        if ((self.only_ids is not None or self.once) and not self.inflight
-                and not self.cloud.may_take_over(bool(self.stop_mode))):
+        if ((self.only_ids is not None or self.once or self.until_finished is not None)
+                and not self.inflight and not self.cloud.may_take_over(bool(self.stop_mode))):
             raise exc  # a foreground generate or --once reports it instead of waiting
         if self.stop_mode and not self.inflight and not self.cloud.busy():
             self.done = True  # stopping with nothing left to finish: no need to wait

@@ -110,27 +110,76 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
             store.close()
 
 
-class InlineRunner:
-    """Runs `generate`'s own jobs in a background thread through the same Worker,
-    only while it holds the worker lock, so a real worker is never disturbed."""
+class _Reachability:
+    """The inline worker's observer: only whether ComfyUI answers right now."""
 
-    def __init__(self, settings: Config, job_ids: list[str]) -> None:
+    def __init__(self) -> None:
+        self.unreachable = False
+
+    def waiting(self, url: str, reason: str, retry_in: float) -> None:
+        self.unreachable = True
+
+    def connected(self, url: str) -> None:
+        self.unreachable = False
+
+    def job_changed(self, inflight: Any) -> None:
+        pass
+
+    def job_finished(self, job: Job) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        pass
+
+
+class InlineRunner:
+    """A waiting `generate` runs the queue itself whenever no worker holds the lock.
+
+    `poll()` (between the follower's polls) takes the lock once it is free -- at
+    the start, or when the holder finishes or dies -- and starts a Worker thread
+    that serves the whole queue in claim order until this process's jobs have
+    finished; `finish()` then lets it finish what it has in flight (keeping
+    ComfyUI fed while the next waiter takes over) and release the lock.
+    """
+
+    def __init__(self, settings: Config, job_ids: list[str],
+                 notice: Callable[[str], None] = lambda _text: None) -> None:
         self.settings = settings
         self.job_ids = job_ids
+        self.notice = notice
         self.lock = worker_lock(settings, "inline generate")
         self.error: BaseException | None = None
+        self._observer = _Reachability()
         self._worker: Any = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._told_holder = False
 
-    def start(self) -> bool:
-        """False if another worker holds the lock (it will run the jobs)."""
+    def poll(self) -> None:
+        """Re-raise what the worker thread failed with; take the lock if it is free."""
+        self.check()
+        if self._thread is not None or self._stopping:
+            return
         if not self.lock.try_acquire():
-            return False
+            self._tell_holder()
+            return
+        if self._told_holder:  # it waited behind another process: say why it moves now
+            self.notice("the worker lock is free: this process runs the queue until its "
+                        "job(s) are done")
         self._thread = threading.Thread(target=self._run, name="zmm-inline-worker", daemon=True)
         self._thread.start()
-        return True
+
+    def _tell_holder(self) -> None:
+        if self._told_holder:
+            return
+        self._told_holder = True
+        holder = self.lock.holder() or {}
+        if holder.get("role") == "inline generate":
+            self.notice(f"another zmm generate (pid {holder.get('pid')}) runs the queue; "
+                        "this one takes over when it stops")
 
     def _run(self) -> None:
+        from zmm.backends import gpu
         from zmm.worker.loop import Worker
 
         store = Store(self.settings.spool_path,
@@ -138,12 +187,13 @@ class InlineRunner:
         client = make_client(self.settings)
         webhooks = lane = None
         try:
-            from zmm.backends import gpu
-
             lane = make_cloud(self.settings)
-            self._worker = Worker(store, client, self.settings, only_ids=self.job_ids,
+            self._worker = Worker(store, client, self.settings, until_finished=self.job_ids,
+                                  observer=self._observer,
                                   gate=make_gate(store, self.settings, lambda _text: None),
-                                  vram_used=gpu.used_bytes, cloud_lane=lane)
+                                  vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
+            if self._stopping:  # stop() came before the worker existed
+                self._worker.request_stop("now")
             webhooks = start_webhooks(self.settings, lambda _text: None)
             self._worker.run()
         except BaseException as exc:  # handed to the main thread, which reports it
@@ -158,7 +208,7 @@ class InlineRunner:
             self.lock.release()
 
     def check(self) -> None:
-        """Between polls: re-raise what the worker thread failed with."""
+        """Re-raise what the worker thread failed with."""
         if self.error is not None:
             error, self.error = self.error, None
             if isinstance(error, ComfyUnavailable):
@@ -167,8 +217,22 @@ class InlineRunner:
                               "ComfyUI (`zmm serve-worker`); follow with `zmm wait " + ids + "`")
             raise error
 
-    def stop(self) -> None:
+    def finish(self) -> None:
+        """This process's jobs are done: let the worker finish the other jobs it
+        has in flight, then release the lock. If ComfyUI stops answering
+        meanwhile, stop at once: the next holder of the lock adopts them."""
+        thread = self._thread
+        while thread is not None and thread.is_alive():
+            thread.join(timeout=0.2)
+            if self._observer.unreachable and thread.is_alive():
+                self.stop(wait_s=3.0)
+                break
+        self.check()
+
+    def stop(self, wait_s: float = 30.0) -> None:
+        """Stop now: the running jobs go back to the queue (when ComfyUI answers)."""
+        self._stopping = True
         if self._worker is not None:
             self._worker.request_stop("now")
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=wait_s)
