@@ -29,6 +29,7 @@ from zmm.worker import execution
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.execution import Inflight, Outcome
 from zmm.worker.upkeep import Upkeep
+from zmm.worker.wake import SpoolWatch
 
 
 class Observer(Protocol):
@@ -64,6 +65,8 @@ class Worker(Upkeep, CloudFallback):
         self.once, self.max_jobs, self.only_ids = once, max_jobs, only_ids
         self._woken = threading.Event()  # a stop request cuts the current sleep short
         self.monotonic, self.sleep = monotonic, sleep or self._sleep
+        self.watch = SpoolWatch(store, self._woken)  # ends idle waits when a job is queued
+        self.idle_wait = sleep or self.watch.wait
         self.id = new_worker_id()
         self.url = client.base_url
         worker = settings.section("worker")
@@ -116,7 +119,7 @@ class Worker(Upkeep, CloudFallback):
             if (self.stop_mode or self._nothing_left()) and not self._cloud_busy():
                 self.done = True
             else:
-                self.sleep(self.poll_s)
+                self.idle_wait(self.poll_s)
             return
         if self.stream is None and not self._connect():
             if self.stop_mode and not self.inflight and not self._cloud_busy():
@@ -128,10 +131,13 @@ class Worker(Upkeep, CloudFallback):
                 self.done = True
             else:
                 self._housekeeping(force=True)
-                self.sleep(self.poll_s)
+                self.idle_wait(self.poll_s)
             return
         try:
-            event = self.stream.recv(timeout=self.poll_s)
+            if self._room_ahead():  # a job queued now is submitted ahead at once
+                event = self.watch.recv(self.stream, self.poll_s)
+            else:
+                event = self.stream.recv(timeout=self.poll_s)
             if event is not None:
                 self._dispatch(event)
         except ComfyUnavailable as exc:
@@ -152,6 +158,11 @@ class Worker(Upkeep, CloudFallback):
         # worker waiting 30 s for ComfyUI must still stop at once on Ctrl-C.
         self._woken.wait(seconds)
         self._woken.clear()
+
+    def _room_ahead(self) -> bool:
+        """Whether `_fill` would claim another job if one were queued."""
+        return (len(self.inflight) < 2 and not self.stop_mode
+                and (self.max_jobs is None or self.claimed < self.max_jobs))
 
     def _nothing_left(self) -> bool:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:
