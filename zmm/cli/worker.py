@@ -29,6 +29,5 @@ def serve_worker(
 
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None)
     view = render.WorkerView(live=False if no_progress else None)
-    finished = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
-    ok = sum(1 for job in finished if job.status == "succeeded")
-    say(f"worker stopped: {ok} succeeded, {len(finished) - ok} other")
+    counts = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
+    say(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")

@@ -27,6 +27,7 @@ from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.worker import execution
 from zmm.worker.cloud_fallback import CloudFallback
+from zmm.worker.counts import JobCounts
 from zmm.worker.execution import Inflight, Outcome
 from zmm.worker.upkeep import Upkeep
 from zmm.worker.wake import SpoolWatch
@@ -91,7 +92,7 @@ class Worker(Upkeep, CloudFallback):
         self.stream = None
         self.client_id = ""
         self.claimed = 0
-        self.finished: list[Job] = []
+        self.counts = JobCounts()  # counts only: a long-running worker keeps no jobs
         self.stop_mode: str | None = None  # None | "drain" | "now"
         self.done = False
         self._retry_delay = 1.0
@@ -100,7 +101,7 @@ class Worker(Upkeep, CloudFallback):
 
     # -- the loop --------------------------------------------------------------
 
-    def run(self) -> list[Job]:
+    def run(self) -> JobCounts:
         self.store.register_worker(self.id, self.url, "starting")
         try:
             while not self.done:
@@ -108,7 +109,7 @@ class Worker(Upkeep, CloudFallback):
         finally:
             self._close_stream()
             self.store.unregister_worker(self.id)
-        return self.finished
+        return self.counts
 
     def run_once(self) -> None:
         self._cloud_step()
@@ -361,7 +362,7 @@ class Worker(Upkeep, CloudFallback):
         finished = self.store.transition(job.id, JobState(outcome.kind), expect=JobState.RUNNING,
                                          worker_id=self.id, message=outcome.message,
                                          phase_detail=None, **fields)
-        self.finished.append(finished)
+        self.counts.add(finished.status)
         self.observer.job_finished(finished)
 
     def _requeue(self, job: Job, reason: str, *, consume: bool, backoff: bool = False,
