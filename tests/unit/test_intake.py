@@ -4,7 +4,6 @@ with one InvalidInput naming the field for anything not allowed."""
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 from PIL import Image
@@ -229,8 +228,3 @@ def test_from_image_flags_win_and_an_aspect_replaces_the_size(settings, tmp_path
     (spec,) = intake.from_image(path, {"seed": "7", "aspect": "1:1", "prompt": None}, settings)
     assert (spec.user_prompt, spec.seed, spec.width, spec.height) == ("a red square", 7, 512, 512)
 
-
-def test_a_metadata_json_is_kept_as_written(tmp_path):
-    # The fixture above writes through the same path the worker uses.
-    path = saved_image(tmp_path, {"prompt": "p"})
-    assert json.loads(json.dumps(assets.zmm_metadata(path))) == {"prompt": "p"}
