@@ -204,6 +204,8 @@ def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
 def _looks_like_csv(path: Path, text: str) -> bool:
     if path.suffix.lower() == ".csv":
         return True
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return False  # an empty or blank JSON Lines file is not a CSV without a header
     first = next((line for line in text.splitlines() if line.strip()), "")
     return not first.lstrip().startswith("{")
 

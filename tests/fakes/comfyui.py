@@ -409,8 +409,8 @@ class FakeComfyUI(BackgroundServer):
     async def _execute(self, number, prompt_id, prompt, extra, outputs) -> None:
         client = extra.get("client_id")
         self._interrupt = False
-        record = {"prompt_id": prompt_id, "started": time.monotonic(), "ended": None,
-                  "status": "success", "cached": False}
+        record = {"prompt_id": prompt_id, "started": time.monotonic(), "started_wall": time.time(),
+                  "ended": None, "status": "success", "cached": False}
         self.runs.append(record)
         messages: list = []
 

@@ -34,6 +34,7 @@ def test_paused_jobs_run_in_priority_order_once_resumed(worker_env, settings, co
     assert run_zmm("queue", "resume").returncode == 0
     result = run_zmm("serve-worker", "--once", "--no-progress", timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "worker stopped: 5 succeeded, 0 other" in result.stderr
     ran = [run["prompt_id"] for run in comfy.runs]
     assert ran == critical + high + medium + low
     with spool(settings) as store:

@@ -114,7 +114,7 @@ def test_claim_submit_progress_success_with_its_file(loop, comfy):
     assert [e["kind"] for e in w.store.events(job_id)] == [
         "enqueued", "claimed", "submitted", "succeeded"]
     assert [s["prompt_id"] for s in comfy.submissions] == [job_id]
-    assert w.worker.finished[0].id == job_id and w.worker.inflight == []
+    assert w.worker.counts.succeeded == 1 and w.worker.counts.other == 0 and w.worker.inflight == []
 
 
 def test_one_job_submitted_ahead_never_more_than_two(loop, comfy):

@@ -30,12 +30,12 @@ def serve_worker(
 
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None)
     view = render.WorkerView(live=False if no_progress else None)
-    finished = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
-    ok = sum(1 for job in finished if job.status == "succeeded")
-    say(f"worker stopped: {ok} succeeded, {len(finished) - ok} other")
-    if once and ok < len(finished):
+    counts = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
+    say(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")
+    if once and counts.other:
         from zmm.errors import JobFailed
 
-        ids = " ".join(job.id for job in finished if job.status != "succeeded")
-        raise JobFailed(f"{len(finished) - ok} job(s) failed or were cancelled: {ids}",
-                        hint="`zmm history <id>` says why")
+        named = " ".join(counts.not_succeeded) + (" ..." if counts.other > len(counts.not_succeeded)
+                                                  else "")
+        raise JobFailed(f"{counts.other} job(s) failed or were cancelled: {named}",
+                        hint="`zmm history show <id>` says why")

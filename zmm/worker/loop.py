@@ -32,14 +32,15 @@ from zmm.errors import (
     NotFound,
     WorkflowRejected,
 )
-from zmm.jobs import JobState
 from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.worker import execution, progress
 from zmm.worker.cloud_fallback import CloudFallback
+from zmm.worker.counts import JobCounts
 from zmm.worker.execution import Inflight, Outcome
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
 from zmm.worker.upkeep import Adopted, Upkeep
+from zmm.worker.wake import SpoolWatch
 
 
 class Observer(Protocol):
@@ -81,6 +82,8 @@ class Worker:
         self.until_finished = until_finished
         self._woken = threading.Event()  # a stop request cuts the current sleep short
         self.monotonic, self.sleep = monotonic, sleep or self._sleep
+        self.watch = SpoolWatch(store, self._woken)  # ends idle waits when a job is queued
+        self.idle_wait = sleep or self.watch.wait
         self.id = new_worker_id()
         self.url = client.base_url
         worker = settings.section("worker")
@@ -111,7 +114,7 @@ class Worker:
         self.stream: EventStream | None = None
         self.client_id = ""
         self.claimed = 0
-        self.finished: list[Job] = []
+        self.counts = JobCounts()  # counts only: a long-running worker keeps no jobs
         self.stop_mode: str | None = None  # None | "drain" | "now"
         self.done = False
         self._loaded_model: str | None = None  # the checkpoint of the last job submitted
@@ -120,7 +123,7 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------
 
-    def run(self) -> list[Job]:
+    def run(self) -> JobCounts:
         self.store.register_worker(self.id, self.url, "starting")
         try:
             self.adopt_orphans()
@@ -129,7 +132,7 @@ class Worker:
         finally:
             self._close_stream()
             self.store.unregister_worker(self.id)
-        return self.finished
+        return self.counts
 
     def adopt_orphans(self) -> None:
         """At start-up: with the lock for this URL, its other workers' jobs are ours."""
@@ -146,7 +149,7 @@ class Worker:
         if self.stream is None and (not self._needs_comfy() or self._claims_used_up()):
             self._heartbeat()  # only cloud work or no more claims: ComfyUI is not asked
             if not self._check_done():
-                self.sleep(self.poll_s)  # idle: only the cloud lane has work
+                self.idle_wait(self.poll_s)  # idle: only the cloud lane has work
             return
         if self.stream is None and not self._connect():
             return
@@ -154,10 +157,10 @@ class Worker:
         if not self.inflight:
             if not self._check_done():
                 self._upkeep(force=True)
-                self.sleep(self.poll_s)  # idle: nothing to run on ComfyUI
+                self.idle_wait(self.poll_s)  # idle: nothing to run on ComfyUI
             return
-        try:  # the stream is gone if ComfyUI went away while submitting
-            event = self.stream.recv(timeout=self.poll_s) if self.stream is not None else None
+        try:
+            event = self._next_event()
         except ComfyUnavailable as exc:
             self._lost_connection(exc)
             return
@@ -186,6 +189,20 @@ class Worker:
 
     def _claims_used_up(self) -> bool:
         return self.max_jobs is not None and self.claimed >= self.max_jobs and not self.inflight
+
+    def _room_ahead(self) -> bool:
+        """Whether `_fill` would claim another job if one were queued."""
+        return (len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode
+                and (self.max_jobs is None or self.claimed < self.max_jobs))
+
+    def _next_event(self) -> Event | None:
+        """The next websocket event within poll_s; with room for a job ahead, the
+        wait also ends when the spool changes, so a new job is submitted at once."""
+        if self.stream is None:  # ComfyUI went away while submitting
+            return None
+        if self._room_ahead():
+            return self.watch.recv(self.stream, self.poll_s)
+        return self.stream.recv(timeout=self.poll_s)
 
     def _nothing_left(self) -> bool:
         if self.max_jobs is not None and self.claimed >= self.max_jobs:
@@ -419,5 +436,5 @@ class Worker:
     def _record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> None:
         """Every outcome, local or cloud, goes through here and the ladder."""
         written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
-        if written is not None and JobState(written.status).finished:
-            self.finished.append(written)
+        if written is not None and written.finished:
+            self.counts.add(written)

@@ -17,6 +17,7 @@ from zmm.config import Config
 from zmm.errors import ComfyUnavailable
 from zmm.locks import FileLock, worker_lock_path
 from zmm.store import Job, Store
+from zmm.worker.counts import JobCounts
 
 
 def worker_lock(settings: Config, role: str) -> FileLock:
@@ -82,7 +83,7 @@ def start_webhooks(settings: Config, notice: Callable[[str], None]):
     return WebhookSender(settings, notice=notice).start()
 
 
-def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> list[Job]:
+def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> JobCounts:
     from zmm.backends import gpu
     from zmm.worker.loop import Worker
 
