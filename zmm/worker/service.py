@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zmm.config import Config
 from zmm.errors import ComfyUnavailable
@@ -19,13 +19,17 @@ from zmm.locks import FileLock, worker_lock_path
 from zmm.store import Job, Store
 from zmm.worker.counts import JobCounts
 
+if TYPE_CHECKING:
+    from zmm.backends.comfy import ComfyClient
+    from zmm.cloud.lane import CloudLane
+
 
 def worker_lock(settings: Config, role: str) -> FileLock:
     url = settings.get("comfyui.url")
     return FileLock(worker_lock_path(settings.home, url), {"role": role, "comfy_url": url})
 
 
-def make_client(settings: Config):
+def make_client(settings: Config) -> ComfyClient:
     from zmm.backends.comfy import ComfyClient
 
     return ComfyClient(settings.get("comfyui.url"), timeout=settings.get("comfyui.timeout_s"))
@@ -83,32 +87,41 @@ def start_webhooks(settings: Config, notice: Callable[[str], None]):
     return WebhookSender(settings, notice=notice).start()
 
 
+@contextmanager
+def worker_parts(settings: Config, notice: Callable[[str], None]
+                 ) -> Iterator[tuple[Store, ComfyClient, CloudLane]]:
+    """What a worker runs with, closed in reverse order when it stops: its spool
+    connection, the ComfyUI client, the cloud lane, and the webhook sender beside
+    it (which gets WEBHOOK_DRAIN_S to deliver what is due)."""
+    store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"))
+    client = make_client(settings)
+    webhooks = lane = None
+    try:
+        lane = make_cloud(settings)
+        webhooks = start_webhooks(settings, notice)
+        yield store, client, lane
+    finally:
+        if webhooks is not None:
+            webhooks.close(WEBHOOK_DRAIN_S, drain=True)
+        if lane is not None:
+            lane.close()
+        client.close()
+        store.close()
+
+
 def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> JobCounts:
     from zmm.backends import gpu
     from zmm.worker.loop import Worker
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
-    with lock:
-        store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"))
-        client = make_client(settings)
-        webhooks = lane = None
-        try:
-            lane = make_cloud(settings)
-            worker = Worker(store, client, settings, observer=observer, once=once,
-                            max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
-                            vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
-            observer.attach(store, settings)
-            webhooks = start_webhooks(settings, observer.notice)
-            with stop_on_signals(worker.request_stop), observer:
-                return worker.run()
-        finally:
-            if webhooks is not None:
-                webhooks.close(WEBHOOK_DRAIN_S, drain=True)
-            if lane is not None:
-                lane.close()
-            client.close()
-            store.close()
+    with lock, worker_parts(settings, observer.notice) as (store, client, lane):
+        worker = Worker(store, client, settings, observer=observer, once=once,
+                        max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
+                        vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
+        observer.attach(store, settings)
+        with stop_on_signals(worker.request_stop), observer:
+            return worker.run()
 
 
 class _Reachability:
@@ -183,29 +196,19 @@ class InlineRunner:
         from zmm.backends import gpu
         from zmm.worker.loop import Worker
 
-        store = Store(self.settings.spool_path,
-                      busy_timeout_ms=self.settings.get("spool.busy_timeout_ms"))
-        client = make_client(self.settings)
-        webhooks = lane = None
+        quiet = lambda _text: None  # noqa: E731 - the waiter shows its own lines
         try:
-            lane = make_cloud(self.settings)
-            self._worker = Worker(store, client, self.settings, until_finished=self.job_ids,
-                                  observer=self._observer,
-                                  gate=make_gate(store, self.settings, lambda _text: None),
-                                  vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
-            if self._stopping:  # stop() came before the worker existed
-                self._worker.request_stop("now")
-            webhooks = start_webhooks(self.settings, lambda _text: None)
-            self._worker.run()
+            with worker_parts(self.settings, quiet) as (store, client, lane):
+                self._worker = Worker(store, client, self.settings, until_finished=self.job_ids,
+                                      observer=self._observer,
+                                      gate=make_gate(store, self.settings, quiet),
+                                      vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
+                if self._stopping:  # stop() came before the worker existed
+                    self._worker.request_stop("now")
+                self._worker.run()
         except BaseException as exc:  # handed to the main thread, which reports it
             self.error = exc
         finally:
-            if webhooks is not None:
-                webhooks.close(WEBHOOK_DRAIN_S, drain=True)
-            if lane is not None:
-                lane.close()
-            client.close()
-            store.close()
             self.lock.release()
 
     def check(self) -> None:
