@@ -20,24 +20,9 @@ from websockets.exceptions import (
 from websockets.frames import Close
 from websockets.http11 import Response
 
+from tests.fakes.comfy_routes import URL, client_for
 from zmm.backends.comfy import ComfyClient, Event, EventStream, OutputFile, StreamClosed
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
-
-URL = "http://comfy.test:8188"
-
-
-def client_for(routes: dict, seen: list | None = None, **kwargs) -> ComfyClient:
-    """routes: "METHOD /path" -> httpx.Response, or a callable(request) -> Response."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        answer = routes.get(f"{request.method} {request.url.path}")
-        if answer is None:
-            return httpx.Response(404)
-        return answer(request) if callable(answer) else answer
-
-    return ComfyClient(URL, transport=httpx.MockTransport(handle), **kwargs)
 
 
 def raising(exc: Exception) -> ComfyClient:

@@ -13,13 +13,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.fakes.comfy_routes import client_for
 from tests.fakes.comfyui import FakeComfyUI
 from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
 from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit, zmm_metadata
-
-URL = "http://comfy.test:8188"
 
 
 @pytest.fixture
@@ -81,16 +80,6 @@ def interrupted(comfy, client, settings, job):
     return inflight, entry
 
 
-def mock_client(routes: dict, seen: list | None = None) -> ComfyClient:
-    def handle(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        answer = routes.get(f"{request.method} {request.url.path}")
-        if answer is None:
-            return httpx.Response(404)
-        return answer(request) if callable(answer) else answer
-
-    return ComfyClient(URL, transport=httpx.MockTransport(handle))
 
 
 def png(width=8, height=8) -> bytes:
@@ -185,7 +174,7 @@ def test_the_websocket_s_error_wins_over_the_history_s(comfy, client, settings, 
 
 
 def test_a_finished_workflow_without_an_image_fails(settings, job):
-    client = mock_client({f"GET /history/{job.id}": httpx.Response(200, json=success_entry(
+    client = client_for({f"GET /history/{job.id}": httpx.Response(200, json=success_entry(
         job.id, {"12": {"text": ["only text"]}}))})
     inflight = Inflight(job=job, prompt_id=job.id, graph={}, submitted=0.0)
     outcome = judge(inflight, client.history(job.id), client, settings.assets_dir)
@@ -194,7 +183,7 @@ def test_a_finished_workflow_without_an_image_fails(settings, job):
 
 def test_a_job_keeps_all_of_its_files_or_none(settings, job):
     images = [{"filename": f"zmm_{n}.png", "subfolder": "zmm", "type": "output"} for n in (1, 2)]
-    client = mock_client({
+    client = client_for({
         f"GET /history/{job.id}": httpx.Response(200, json=success_entry(
             job.id, {"9": {"images": images}})),
         "GET /view": lambda r: (httpx.Response(200, content=png())
@@ -230,7 +219,7 @@ def test_a_500_before_queueing_is_raised(comfy, client, settings, job):
 
 def test_a_500_for_a_prompt_already_in_the_history_is_taken_as_submitted(job):
     seen: list[httpx.Request] = []
-    client = mock_client({"POST /prompt": CRASH, "GET /queue": QUEUE_EMPTY,
+    client = client_for({"POST /prompt": CRASH, "GET /queue": QUEUE_EMPTY,
                           f"GET /history/{job.id}": httpx.Response(200, json=success_entry(
                               job.id, {}))}, seen)
     submit(client, {"9": {}}, job.id, "c", {})
@@ -242,7 +231,7 @@ def test_a_500_and_then_no_answer_to_the_lookup_is_the_500(job):
     def down(_request):
         raise httpx.ConnectError("connection refused")
 
-    client = mock_client({"POST /prompt": CRASH, "GET /queue": down})
+    client = client_for({"POST /prompt": CRASH, "GET /queue": down})
     with pytest.raises(ComfyServerError):
         submit(client, {"9": {}}, job.id, "c", {})
 
@@ -252,7 +241,7 @@ def test_a_partly_accepted_graph_is_taken_off_comfyui_and_rejected(job):
     node_errors = {"5": {"errors": [{"type": "value_smaller_than_min", "message": "too small",
                                      "details": "width 0", "extra_info": {}}],
                          "dependent_outputs": ["9"], "class_type": "EmptyLatentImage"}}
-    client = mock_client({"POST /prompt": httpx.Response(200, json={
+    client = client_for({"POST /prompt": httpx.Response(200, json={
         "prompt_id": job.id, "number": 3, "node_errors": node_errors}),
         "POST /queue": httpx.Response(200), "POST /interrupt": httpx.Response(200)}, seen)
     with pytest.raises(WorkflowRejected, match="accepted only part of the workflow"):
@@ -286,7 +275,7 @@ def test_locate_queued_done_and_lost(comfy, client, settings, job):
 
 def test_a_pending_prompt_is_queued(job):
     pending = [[1, job.id, {}, {}, ["9"]]]
-    client = mock_client({"GET /queue": httpx.Response(200, json={
+    client = client_for({"GET /queue": httpx.Response(200, json={
         "queue_running": [], "queue_pending": pending})})
     assert locate(client, job.id) == "queued"
 
