@@ -4,8 +4,9 @@ running one on ComfyUI, follows the websocket, and records every outcome.
 The Worker owns the in-flight jobs, the websocket, the stop mode, the clock and
 the counters; its collaborators are handed what they need and return outcomes:
 Upkeep (leases, adoption, the review of jobs on ComfyUI), CloudFallback (the
-cloud lane's side), the VRAM gate and the OutcomeLadder, through which every
-outcome goes (`_record`). `run_once()` is one iteration (tests drive it with
+cloud lane's side), the VRAM gate, SpoolWatch (waits that end when a job is
+queued), Scope (what to take on, when done) and the OutcomeLadder, through
+which every outcome goes (`_record`). `run_once()` is one iteration (tests drive it with
 injected clocks). Signal handlers only set `stop_mode`. Display is an injected
 observer: this module never imports rich.
 """
@@ -39,6 +40,7 @@ from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.counts import JobCounts
 from zmm.worker.execution import Inflight, Outcome
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
+from zmm.worker.scope import Scope
 from zmm.worker.upkeep import Adopted, Upkeep
 from zmm.worker.wake import SpoolWatch
 
@@ -75,11 +77,10 @@ class Worker:
                  holds_lock: bool = False) -> None:
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
-        self.once, self.max_jobs, self.only_ids = once, max_jobs, only_ids
+        self.scope = Scope(once=once, max_jobs=max_jobs, only_ids=only_ids,
+                           until_finished=until_finished)
+        self.only_ids = only_ids
         self.holds_lock = holds_lock  # the worker lock of this URL: its other workers are dead
-        # A foreground worker (a waiting `zmm generate` holding the lock): it serves
-        # the whole queue in claim order until these jobs have finished.
-        self.until_finished = until_finished
         self._woken = threading.Event()  # a stop request cuts the current sleep short
         self.monotonic, self.sleep = monotonic, sleep or self._sleep
         self.watch = SpoolWatch(store, self._woken)  # ends idle waits when a job is queued
@@ -97,7 +98,7 @@ class Worker:
             store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
             only_ids=only_ids, observer=self.observer, monotonic=monotonic,
-            waited_for=only_ids if until_finished is None else until_finished)
+            waited_for=self.scope.waited_for)
         self.upkeep = Upkeep(
             store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
@@ -113,7 +114,6 @@ class Worker:
         self.foreign: set[str] = set()  # other zmm prompts on ComfyUI's queue (a dead worker's)
         self.stream: EventStream | None = None
         self.client_id = ""
-        self.claimed = 0
         self.counts = JobCounts()  # counts only: a long-running worker keeps no jobs
         self.stop_mode: str | None = None  # None | "drain" | "now"
         self.done = False
@@ -141,9 +141,7 @@ class Worker:
 
     def run_once(self) -> None:
         self._cloud_step()
-        if self.until_finished is not None and self.max_jobs is None and all(
-                job.finished for job in self.store.get_many(self.until_finished)):
-            self.max_jobs = self.claimed  # its jobs are done: claim no more, finish the rest
+        self.scope.close_if_waited_for_done(self.store)
         if self.gate is not None and self.stream is None and not self.inflight:
             self.gate.maybe_restore(self._image_work_queued())
         if self.stream is None and (not self._needs_comfy() or self._claims_used_up()):
@@ -184,16 +182,16 @@ class Worker:
 
     def _check_done(self) -> bool:
         """Nothing on ComfyUI: done if stopping or nothing is left, once the lane is idle."""
-        self.done = bool(self.stop_mode or self._nothing_left()) and not self.cloud.busy()
+        self.done = bool(self.stop_mode or self.scope.nothing_left(self.store)) and not self.cloud.busy()
         return self.done
 
     def _claims_used_up(self) -> bool:
-        return self.max_jobs is not None and self.claimed >= self.max_jobs and not self.inflight
+        return not self.scope.may_claim() and not self.inflight
 
     def _room_ahead(self) -> bool:
         """Whether `_fill` would claim another job if one were queued."""
         return (len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode
-                and (self.max_jobs is None or self.claimed < self.max_jobs))
+                and self.scope.may_claim())
 
     def _next_event(self) -> Event | None:
         """The next websocket event within poll_s; with room for a job ahead, the
@@ -204,13 +202,6 @@ class Worker:
             return self.watch.recv(self.stream, self.poll_s)
         return self.stream.recv(timeout=self.poll_s)
 
-    def _nothing_left(self) -> bool:
-        if self.max_jobs is not None and self.claimed >= self.max_jobs:
-            return True
-        if self.only_ids is not None:
-            return all(self.store.get(job_id).finished for job_id in self.only_ids)
-        return self.once
-
     def _needs_comfy(self) -> bool:
         """Whether to reach ComfyUI: a serving worker always does; a foreground one
         (inline generate, --once) only for jobs it could run there."""
@@ -219,7 +210,7 @@ class Worker:
         if self.only_ids is not None:
             return any(job.status == "queued" and job.backend_requested != "cloud"
                        for job in self.store.get_many(self.only_ids))
-        return not self.once or self._image_work_queued()
+        return not self.scope.once or self._image_work_queued()
 
     def _image_work_queued(self) -> bool:
         return self.store.next_runnable(self.aging_s, only_ids=self.only_ids) is not None
@@ -252,8 +243,8 @@ class Worker:
         self.cloud.comfy_down()
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
         self.observer.waiting(self.url, exc.reason, delay)
-        if ((self.only_ids is not None or self.once or self.until_finished is not None)
-                and not self.inflight and not self.cloud.may_take_over(bool(self.stop_mode))):
+        if (self.scope.foreground and not self.inflight
+                and not self.cloud.may_take_over(bool(self.stop_mode))):
             raise exc  # a foreground generate or --once reports it instead of waiting
         if self.stop_mode and not self.inflight and not self.cloud.busy():
             self.done = True  # stopping with nothing left to finish: no need to wait
@@ -277,7 +268,7 @@ class Worker:
         """Claim and submit until one job runs and one waits on ComfyUI (counting
         zmm prompts of others still there)."""
         while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if self.max_jobs is not None and self.claimed >= self.max_jobs:
+            if not self.scope.may_claim():
                 return
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
                                    only_ids=self.only_ids, prefer_model=self._loaded_model,
@@ -287,7 +278,7 @@ class Worker:
             if self.gate is not None:
                 admission = self.gate.admit(job, cloud_ok=self.cloud.ok(bool(self.stop_mode)))
                 if admission.to_cloud:
-                    self.claimed += 1
+                    self.scope.claimed += 1
                     self.cloud.hand_over(job, lane.VRAM, admission.message)
                     continue
                 if admission.job is None:
@@ -295,7 +286,7 @@ class Worker:
                                         retry_in=min(5.0, max(self.poll_s * 4, 0.2)))
                     return
                 job = admission.job
-            self.claimed += 1
+            self.scope.claimed += 1
             if not self._start(job):
                 return
 
@@ -392,10 +383,10 @@ class Worker:
         """Between events: record what the lane finished, let it claim what it may take."""
         for job, outcome in self.cloud.collect():
             self._record_cloud(job, outcome)
-        budget = None if self.max_jobs is None else max(self.max_jobs - self.claimed, 0)
+        budget = self.scope.budget()
         step = self.cloud.step(connected=self.stream is not None, stop_mode=self.stop_mode,
                                budget=budget)
-        self.claimed += step.claimed
+        self.scope.claimed += step.claimed
         for job, outcome in step.results:
             self._record_cloud(job, outcome)
 
