@@ -124,3 +124,20 @@ def test_partial_index_conditions_compare_instead_of_listing_three_or_more_value
     for name, condition in conditions.items():
         for values in re.findall(r"IN \(([^)]*)\)", condition):
             assert values.count(",") < 2, f"{name}: {condition}"
+
+
+def test_a_history_page_by_model_and_time_walks_newest_first_without_sorting(spool, settings):
+    """The page takes the first rows in seq order and stops; through the range of
+    jobs_model_created it would collect and sort every match instead."""
+    one_job_in_each_state(spool, settings)
+    model = spool.get(one_job_in_each_state(spool, settings)["queued"][0]).model_requested
+    traced: list[str] = []
+    spool.conn.set_trace_callback(traced.append)
+    jobs, total = history.page(spool.conn, history.HistoryFilter(
+        model=model, since_iso="2000-01-01T00:00:00.000000Z", limit=3))
+    spool.conn.set_trace_callback(None)
+    assert len(jobs) == 3 and total == 2 * 2 * len(STATES)
+    page_sql = [sql for sql in traced if " OFFSET " in sql]  # traced with its values bound
+    assert len(page_sql) == 1
+    plan = [row[3] for row in spool.conn.execute(f"EXPLAIN QUERY PLAN {page_sql[0]}")]
+    assert not any("TEMP B-TREE" in step and "ORDER BY" in step for step in plan[:-1]), plan

@@ -34,24 +34,17 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
     """A page of jobs, newest first, and how many match in all."""
     if flt.search and flt == HistoryFilter(search=flt.search, limit=flt.limit, offset=flt.offset):
         return _search_only(conn, flt)
-    clauses, params = _history_where(flt)
-    # Open and finished statuses: each part counted from its own index, and the
-    # page merged from both parts' newest seqs; only the page's rows are read whole.
-    if flt.statuses:
-        parts = [(" AND ".join([scope, *clauses]), [*scope_params, *params], order)
-                 for scope, scope_params, order in status_parts(flt.statuses)]
-    else:
-        parts = [(" AND ".join(clauses) or "1", params, "seq")]
     total = _kept_count(conn, flt)
     if total is None:
         total = sum(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", values).fetchone()[0]
-                    for where, values, _ in parts)
+                    for where, values, _ in _parts(flt, _history_where(flt)))
     # The page walks each part newest first and stops at the page's end; through the
     # range of an index on created_at it would sort every match, so that term is
     # unindexed here (the count above uses it: jobs_model_created, migration 0009).
+    parts = _parts(flt, _history_where(flt, unindexed={"created_at"}))
     heads = " UNION ALL ".join(
-        f"SELECT seq FROM (SELECT seq FROM jobs WHERE {where.replace(_SINCE, '+' + _SINCE)} "
-        f"ORDER BY {order} DESC LIMIT ?)" for where, _, order in parts)
+        f"SELECT seq FROM (SELECT seq FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT ?)"
+        for where, _, order in parts)
     values = [value for _, part_values, _ in parts
               for value in (*part_values, flt.limit + flt.offset)]
     rows = conn.execute(f"SELECT * FROM jobs WHERE seq IN ({heads} ORDER BY seq DESC "
@@ -60,8 +53,18 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
     return [Job.from_row(row) for row in rows], total
 
 
-_MODEL, _MODEL_PARTS = "model = ?", "COALESCE(model_used, model_requested) = ?"
-_SINCE = "created_at >= ?"
+_FILTER_COLUMNS = frozenset({"request_type", "requester", "backend", "model", "created_at"})
+
+
+def _parts(flt: HistoryFilter, where: tuple[list[str], list[Any]]
+           ) -> list[tuple[str, list[Any], str]]:
+    """(where, params, order) per part: open and finished statuses each from their
+    own partial index, merged by the page from both parts' newest seqs."""
+    clauses, params = where
+    if not flt.statuses:
+        return [(" AND ".join(clauses) or "1", params, "seq")]
+    return [(" AND ".join([scope, *clauses]), [*scope_params, *params], order)
+            for scope, scope_params, order in status_parts(flt.statuses)]
 
 
 def _kept_count(conn: sqlite3.Connection, flt: HistoryFilter) -> int | None:
@@ -77,15 +80,14 @@ def _kept_count(conn: sqlite3.Connection, flt: HistoryFilter) -> int | None:
 def cost(conn: sqlite3.Connection, flt: HistoryFilter) -> float:
     """What the jobs matching `flt` cost in all. Only cloud jobs cost money, so the
     sum walks the small partial index of costly rows, whatever the filter."""
-    clauses, params = _history_where(flt)
+    # Every filter column unindexed: an index of its own (requester, backend, ...)
+    # would read every job it matches, costly or not.
+    clauses, params = _history_where(flt, unindexed=_FILTER_COLUMNS, model_parts=True)
     if flt.statuses:  # the covering index holds status: no partial index to name
         clauses.insert(0, f"status IN ({','.join('?' * len(flt.statuses))})")
         params[:0] = flt.statuses
-    # The generated `model` column, spelled out: an index holding a virtual column
-    # is never covering, one holding the columns it is made of is.
-    clauses = [_MODEL_PARTS if clause == _MODEL else clause for clause in clauses]
     where = " AND ".join(["cost_usd > 0", *clauses])
-    row = conn.execute(f"SELECT TOTAL(cost_usd) FROM jobs INDEXED BY jobs_costly WHERE {where}",
+    row = conn.execute(f"SELECT TOTAL(cost_usd) FROM jobs WHERE {where}",
                        params).fetchone()
     return round(row[0], 6)
 
@@ -102,21 +104,26 @@ def _search_only(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job
     return [Job.from_row(row) for row in rows], total
 
 
-def _history_where(flt: HistoryFilter) -> tuple[list[str], list[Any]]:
-    """Every filter but the statuses, which page and cost each express."""
+def _history_where(flt: HistoryFilter, *, unindexed: frozenset[str] | set[str] = frozenset(),
+                   model_parts: bool = False) -> tuple[list[str], list[Any]]:
+    """Every filter but the statuses, which page and cost each express. A column
+    in `unindexed` is written `+column`, which keeps SQLite from reaching for
+    that column's own index. `model_parts` spells the generated `model` column
+    out: an index holding a virtual column is never covering, one holding the
+    columns it is made of is."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("request_type", flt.request_type), ("requester", flt.requester),
-                          ("backend", flt.backend)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if flt.model:
-        clauses.append(_MODEL)
-        params.append(flt.model)
-    if flt.since_iso:
-        clauses.append(_SINCE)
-        params.append(flt.since_iso)
+    for column, value, test in (("request_type", flt.request_type, "= ?"),
+                                ("requester", flt.requester, "= ?"),
+                                ("backend", flt.backend, "= ?"),
+                                ("model", flt.model, "= ?"),
+                                ("created_at", flt.since_iso, ">= ?")):
+        if not value:
+            continue
+        term = "COALESCE(model_used, model_requested)" if model_parts and column == "model" \
+            else column
+        clauses.append(f"{'+' if column in unindexed else ''}{term} {test}")
+        params.append(value)
     if flt.search:
         clauses.append("seq IN (SELECT rowid FROM jobs_fts WHERE jobs_fts MATCH ?)")
         params.append(fts_query(flt.search))
