@@ -303,3 +303,19 @@ def test_keys_never_reach_the_spool_output_or_messages(world, cli, capsys):
     for key in (w.stability.key, w.openai.key):
         assert key.encode() not in spool
         assert not [text for text in outputs if key in text]
+
+
+def test_a_cloud_job_taken_over_meanwhile_leaves_the_display_too(world):
+    """Its lease ran out and another worker adopted it: the answer is dropped, and
+    the worker's display forgets the job (it is no longer this worker's)."""
+    w = world()
+    w.stability.latency = 0.5
+    finished: list[str] = []
+    w.worker.observer.job_finished = lambda job: finished.append(job.id)
+    job_id = w.enqueue(backend="cloud")
+    w.drive(lambda: w.job(job_id).phase == "cloud" and w.worker.cloud.busy())
+    assert w.store.adopt(job_id, "another-worker", lease_s=60, owner=w.worker.id,
+                         reason="test: its lease expired") is not None
+    w.drive(lambda: any("taken over" in text for text in w.notices))
+    assert w.job(job_id).worker_id == "another-worker" and w.job(job_id).status == "running"
+    assert finished == [job_id]

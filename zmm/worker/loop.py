@@ -395,6 +395,7 @@ class Worker:
             self._record(job, outcome, cloud_fallback=False)
         except Conflict:  # its lease ran out and another worker took it over
             self.observer.notice(f"{job.id} was taken over meanwhile; its cloud result is dropped")
+            self.observer.job_finished(self.store.get(job.id))  # no longer this worker's
 
     # -- outcomes ------------------------------------------------------------------
 
