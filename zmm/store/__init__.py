@@ -297,6 +297,13 @@ class Store:
         with translate_errors(self.path), transaction(self.conn) as conn:
             conn.execute("DELETE FROM workers WHERE id = ?", [worker_id])
 
+    def forget_other_workers(self, comfy_url: str, worker_id: str) -> int:
+        """Drop the rows of every other worker registered for `comfy_url`: dead,
+        when the caller holds that URL's worker lock (killed ones leave theirs)."""
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            return conn.execute("DELETE FROM workers WHERE comfy_url = ? AND id != ?",
+                                [comfy_url, worker_id]).rowcount
+
     # -- reads ---------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:

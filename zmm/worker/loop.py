@@ -138,6 +138,7 @@ class Worker:
         """At start-up: with the lock for this URL, its other workers' jobs are ours."""
         if self.holds_lock:
             self._adopt(self.upkeep.adopt_orphans({i.job.id for i in self.inflight}))
+            self.store.forget_other_workers(self.url, self.id)
 
     def run_once(self) -> None:
         self._cloud_step()
