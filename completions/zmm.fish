@@ -38,10 +38,13 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l aspect
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l cfg
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l count
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l denoise
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from-image
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l help
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l init-image
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l json
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l lora
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l model
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l negative
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-inline
@@ -55,6 +58,8 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l size
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l steps
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l style
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l timeout
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l upscale
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l upscale-denoise
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l webhook
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l workflow
 complete -c zmm -n '__fish_seen_subcommand_from gpu' -a status -d 'Per GPU: memory total/used/free, utilisation,...'

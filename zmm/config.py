@@ -56,6 +56,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sd15": "v1-5-pruned-emaonly.safetensors",
     },
     "templates": {"sdxl": "sdxl-txt2img", "sd15": "sd15-txt2img"},
+    # Hires second pass (--upscale): LatentUpscaleBy's method, or an upscale model file
+    # (ComfyUI/models/upscale_models) run through ImageUpscaleWithModel, then resized
+    # with image_method (also the init image's --size resize).
+    "upscale": {"method": "nearest-exact", "model": "", "image_method": "lanczos",
+                "denoise": 0.5},
     "vram_gb": {"sdxl": 12.0, "sd15": 6.0, "reserve": 2.0},
     # tier -> model key (in [models]), steps, sampler and scheduler
     "quality": {

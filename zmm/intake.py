@@ -14,14 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zmm import jobs
+from zmm import intake_parts, jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
-          "allow_cloud")
+          "allow_cloud", *intake_parts.FIELDS)
 
 
 def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
@@ -72,7 +72,9 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
     sets = _as_list(raw.get("set"))
     if raw.get("workflow") or sets:
         _attach_custom_graph(spec, raw.get("workflow"), sets, config)
-    spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None)
+    has_parts = intake_parts.attach(spec, raw, config)
+    spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
+                                                parts=has_parts)
     return spec
 
 
@@ -86,7 +88,8 @@ def _webhook(value: Any, config: Config) -> str | None:
         raise InvalidInput("config webhooks.url", "an http:// or https:// URL, or \"\"") from None
 
 
-def _backend(raw: dict[str, Any], config: Config, *, custom: bool) -> tuple[str, bool]:
+def _backend(raw: dict[str, Any], config: Config, *, custom: bool,
+             parts: bool = False) -> tuple[str, bool]:
     """(requested backend, may it go to the cloud). Only the user's own words
     send a prompt off the machine: --backend cloud, --allow-cloud, or
     cloud.enabled for jobs that did not ask to stay local."""
@@ -98,9 +101,13 @@ def _backend(raw: dict[str, Any], config: Config, *, custom: bool) -> tuple[str,
         field = "backend" if backend == "cloud" else "allow-cloud"
         raise InvalidInput(field, "a custom --workflow or --set runs only on ComfyUI; cloud "
                            "providers take a prompt")
+    if parts and (backend == "cloud" or allow):
+        field = "backend" if backend == "cloud" else "allow-cloud"
+        raise InvalidInput(field, "--lora, --init-image and --upscale run only on ComfyUI; "
+                           "cloud providers take a prompt")
     if backend == "cloud":
         return backend, True
-    if backend == "local" or custom:
+    if backend == "local" or custom or parts:
         return backend, False
     return backend, allow or bool(config.get("cloud.enabled"))
 
@@ -252,11 +259,14 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     }
     if meta.get("width") and meta.get("height"):
         raw["size"] = f"{meta['width']}x{meta['height']}"
+    raw.update(intake_parts.from_metadata(meta, config))
     raw.update({key: value for key, value in flags.items() if value not in (None, [], "")})
-    if flags.get("aspect"):
+    if flags.get("aspect") or (raw.get("init_image") and not intake_parts.resized(meta)
+                               and not flags.get("size")):
         raw.pop("size", None)
     specs = build({key: value for key, value in raw.items() if value is not None}, config)
     for spec in specs:  # the recorded sampler wins over today's tier settings
         spec.sampler = str(meta.get("sampler") or spec.sampler)
         spec.scheduler = str(meta.get("scheduler") or spec.scheduler)
+        intake_parts.keep_recorded(spec, meta)
     return specs

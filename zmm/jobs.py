@@ -113,6 +113,8 @@ class JobSpec:
     backend: str = "auto"  # one of BACKENDS
     cloud_allowed: bool = False  # may go to a cloud provider (decided at intake, never later)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Files zmm keeps under the assets root before queueing (init images); not stored.
+    inputs: list[Any] = field(default_factory=list)
 
     def params(self) -> dict[str, Any]:
         """The values the worker binds into the template's placeholders."""

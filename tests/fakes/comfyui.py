@@ -64,9 +64,13 @@ class FakeComfyUI(BackgroundServer):
     def __init__(self, *, checkpoints=("sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"),
                  step_time: float = 0.0, load_time: float = 0.0, output_dir: Path | None = None,
                  ledger: VramLedger | None = None, checkpoint_vram: dict[str, int] | None = None,
+                 loras=(), upscale_models=(),
                  host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self.checkpoints = list(checkpoints)
+        self.loras, self.upscale_models = list(loras), list(upscale_models)
+        self.uploads: list[dict] = []  # every POST /upload/image: its form fields and answer
+        self._fail_uploads: list[int] = []
         self.step_time, self.load_time = step_time, load_time
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fake-comfy-"))
         self.ledger, self.checkpoint_vram = ledger, checkpoint_vram or {}
@@ -115,6 +119,7 @@ class FakeComfyUI(BackgroundServer):
             app.router.add_get(prefix + "/features", self.get_features)
             app.router.add_get(prefix + "/embeddings", self.get_embeddings)
             app.router.add_post(prefix + "/free", self.post_free)
+            app.router.add_post(prefix + "/upload/image", self.post_upload_image)
         app.router.add_get("/ws", self.websocket)
         # Not ComfyUI's: lets a benchmark read the server-side timings of a subprocess fake.
         app.router.add_get("/fake/runs", self.get_runs)
@@ -168,6 +173,21 @@ class FakeComfyUI(BackgroundServer):
     def set_checkpoints(self, names: list[str]) -> None:
         self.checkpoints = list(names)
 
+    def fail_next_uploads(self, n: int = 1, status: int = 500) -> None:
+        """The next uploads answer `status` (500: the real server's crash page)."""
+        self._fail_uploads.extend([status] * n)
+
+    @property
+    def input_dir(self) -> Path:
+        return self.output_dir / "input"
+
+    def input_files(self) -> list[str]:
+        """Files in the input folder, as LoadImage names them ("sub/name.png")."""
+        if not self.input_dir.is_dir():
+            return []
+        return sorted(str(path.relative_to(self.input_dir)) for path in self.input_dir.rglob("*")
+                      if path.is_file())
+
     def history_ids(self) -> list[str]:
         return list(self.history)
 
@@ -178,7 +198,8 @@ class FakeComfyUI(BackgroundServer):
     # -- HTTP ------------------------------------------------------------------------------
 
     def _types(self) -> dict[str, dict]:
-        return graph.node_types(self.checkpoints)
+        return {**graph.node_types(self.checkpoints),
+                **graph.part_node_types(self.loras, self.upscale_models, self.input_files())}
 
     async def post_prompt(self, request: web.Request) -> web.Response:
         body = json.loads(await request.text())  # not JSON -> aiohttp's 500 text, like the real one
@@ -291,7 +312,11 @@ class FakeComfyUI(BackgroundServer):
         folder = request.match_info["folder"]
         if folder == "checkpoints":
             return web.json_response(self.checkpoints)
-        if folder in ("loras", "vae", "upscale_models", "embeddings"):
+        if folder == "loras":
+            return web.json_response(sorted(self.loras))
+        if folder == "upscale_models":
+            return web.json_response(sorted(self.upscale_models))
+        if folder in ("vae", "embeddings"):
             return web.json_response([])
         return web.Response(status=404)
 
@@ -328,6 +353,43 @@ class FakeComfyUI(BackgroundServer):
 
     async def get_features(self, _request: web.Request) -> web.Response:
         return web.json_response({"supports_preview_metadata": True, "max_upload_size": 104857600})
+
+    async def post_upload_image(self, request: web.Request) -> web.Response:
+        """As server.py's image_upload: 400 with an empty body for a missing file, an
+        empty name or a path leaving the folder; without overwrite, a same-named file
+        with other bytes gets "name (1).ext", identical bytes keep the name."""
+        post = await request.post()
+        record = {key: (value.filename if hasattr(value, "filename") else value)
+                  for key, value in post.items()}
+        self.uploads.append(record)
+        if self._fail_uploads:
+            status = self._fail_uploads.pop(0)
+            if status >= 500:
+                raise HandlerCrash("injected upload failure")
+            return web.Response(status=status)
+        image = post.get("image")
+        if not hasattr(image, "file") or not image.filename:
+            return web.Response(status=400)
+        kind = str(post.get("type") or "input")
+        base = (self.output_dir / {"input": "input", "temp": "temp"}.get(kind, "")).resolve()
+        subfolder = str(post.get("subfolder") or "")
+        folder = (base / os.path.normpath(subfolder)).resolve()
+        data = image.file.read()
+        name = image.filename
+        path = (folder / name).resolve()
+        if base != path and base not in path.parents:
+            return web.Response(status=400)
+        if str(post.get("overwrite")) not in ("true", "1"):
+            stem, suffix = os.path.splitext(name)
+            counter = 1
+            while path.exists() and path.read_bytes() != data:
+                name = f"{stem} ({counter}){suffix}"
+                path, counter = folder / name, counter + 1
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        answer = {"name": name, "subfolder": subfolder, "type": kind}
+        record["answer"] = answer
+        return web.json_response(answer)
 
     async def post_free(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
@@ -531,11 +593,38 @@ class FakeComfyUI(BackgroundServer):
         if kind in ("VAEDecode", "ImageInvert", "ImageBlur"):
             source = inputs.get("samples") or inputs.get("image")
             return dict(results[str(source[0])])
+        part = self._run_part_node(kind, inputs, results)
+        if part is not None:
+            return part
         if kind in ("SaveImage", "PreviewImage"):
             image = results[str(inputs["images"][0])]
             return {"images": self._write_images(prompt, extra, image, kind,
                                                  inputs.get("filename_prefix", "ComfyUI"))}
         return {}
+
+    def _run_part_node(self, kind: str, inputs: dict, results: dict) -> dict | None:
+        """LoRA, image-input and upscale nodes: what they do to the image's size."""
+        def source(name: str) -> dict:
+            return dict(results[str(inputs[name][0])])
+
+        if kind == "LoadImage":
+            with Image.open(self.input_dir / inputs["image"]) as image:
+                return {"size": image.size, "batch": 1}
+        if kind == "VAEEncode":  # the VAE crops each side to a multiple of 8
+            pixels = source("pixels")
+            return dict(pixels, size=tuple(side // 8 * 8 for side in pixels["size"]))
+        if kind == "LatentUpscaleBy":
+            latent = source("samples")
+            return dict(latent, size=tuple(round(side // 8 * inputs["scale_by"]) * 8
+                                           for side in latent["size"]))
+        if kind == "ImageScale":
+            return dict(source("image"), size=(inputs["width"], inputs["height"]))
+        if kind == "ImageUpscaleWithModel":  # a 4x model
+            image = source("image")
+            return dict(image, size=tuple(side * 4 for side in image["size"]))
+        if kind in ("LoraLoader", "UpscaleModelLoader"):
+            return {"loaded": inputs.get("lora_name") or inputs.get("model_name")}
+        return None
 
     async def _load(self, node_id: str, name: str) -> None:
         if name in self.loaded:

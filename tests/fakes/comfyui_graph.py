@@ -58,6 +58,55 @@ def node_types(checkpoints: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
+LATENT_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+_STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
+
+
+def part_node_types(loras: list[str], upscale_models: list[str],
+                    inputs: list[str]) -> dict[str, dict[str, Any]]:
+    """LoRA, image-input and upscale nodes, as ComfyUI v0.3.64's /object_info shows
+    them. LoadImage's `image` is checked like the real VALIDATE_INPUTS: the file must
+    be in the input folder (any name there, also in a subfolder), not in the list."""
+    def spec(required, output, category, display, custom=None):
+        return {"required": required, "output": output, "output_node": False,
+                "category": category, "display": display, "custom": custom or {}}
+
+    def image_exists(value: Any) -> str | None:
+        return None if value in inputs else f"Invalid image file: {value}"
+
+    return {
+        "LoraLoader": spec({
+            "model": ["MODEL", {"tooltip": "The diffusion model the LoRA will be applied to."}],
+            "clip": ["CLIP", {"tooltip": "The CLIP model the LoRA will be applied to."}],
+            "lora_name": [list(loras), {"tooltip": "The name of the LoRA."}],
+            "strength_model": ["FLOAT", dict(_STRENGTH)],
+            "strength_clip": ["FLOAT", dict(_STRENGTH)]}, ["MODEL", "CLIP"], "loaders",
+            "Load LoRA"),
+        "LoadImage": spec({"image": [sorted(name for name in inputs if "/" not in name),
+                                     {"image_upload": True}]}, ["IMAGE", "MASK"], "image",
+                          "Load Image", custom={"image": image_exists}),
+        "VAEEncode": spec({"pixels": ["IMAGE"], "vae": ["VAE"]}, ["LATENT"], "latent",
+                          "VAE Encode"),
+        "LatentUpscaleBy": spec({"samples": ["LATENT"], "upscale_method": [LATENT_METHODS],
+                                 "scale_by": ["FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0,
+                                                        "step": 0.01}]}, ["LATENT"], "latent",
+                                "Upscale Latent By"),
+        "ImageScale": spec({"image": ["IMAGE"], "upscale_method": [IMAGE_METHODS],
+                            "width": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}],
+                            "height": ["INT", {"default": 512, "min": 0, "max": 16384,
+                                               "step": 1}],
+                            "crop": [["disabled", "center"]]}, ["IMAGE"], "image/upscaling",
+                           "Upscale Image"),
+        "UpscaleModelLoader": spec({"model_name": ["COMBO", {"multiselect": False,
+                                                             "options": list(upscale_models)}]},
+                                   ["UPSCALE_MODEL"], "loaders", "Load Upscale Model"),
+        "ImageUpscaleWithModel": spec({"upscale_model": ["UPSCALE_MODEL", {}],
+                                       "image": ["IMAGE", {}]}, ["IMAGE"], "image/upscaling",
+                                      "Upscale Image (using Model)"),
+    }
+
+
 def object_info_entry(name: str, node: dict[str, Any]) -> dict[str, Any]:
     outputs = node["output"]
     return {
@@ -89,6 +138,8 @@ def top_level_error(prompt: Any, types: dict[str, dict]) -> dict[str, Any] | Non
 
 
 def _coerce(kind: Any, value: Any, name: str, config: dict, spec: list) -> tuple[Any, dict | None]:
+    if kind == "COMBO":  # the newer combo shape: ["COMBO", {"options": [...]}]
+        kind = list(config.get("options") or [])
     if isinstance(kind, list):
         if value not in kind:
             return None, _error("value_not_in_list", "Value not in list",
@@ -137,7 +188,7 @@ def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str],
                                      input_name=name))
                 continue
             value = node["inputs"][name]
-            is_type = isinstance(kind, str) and kind not in ("INT", "FLOAT", "STRING")
+            is_type = isinstance(kind, str) and kind not in ("INT", "FLOAT", "STRING", "COMBO")
             if isinstance(value, list):
                 if len(value) != 2 or not isinstance(value[1], int):
                     errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 "
@@ -170,6 +221,13 @@ def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str],
             elif is_type:
                 errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list "
                                      "of [node_id, slot_index]", name, input_name=name))
+            elif name in node_type.get("custom", {}):
+                # A node's VALIDATE_INPUTS replaces the choice-list check for that input.
+                problem = node_type["custom"][name](value)
+                if problem:
+                    errors.append(_error("custom_validation_failed", "Custom validation "
+                                         "failed for node", f"{name} - {problem}",
+                                         input_name=name))
             else:
                 _, error = _coerce(kind, value, name, config, spec)
                 if error:
@@ -191,7 +249,8 @@ def coerced_inputs(node: dict[str, Any], types: dict[str, dict]) -> dict[str, An
     result = {}
     for name, value in node.get("inputs", {}).items():
         spec = types[node["class_type"]]["required"].get(name)
-        if spec and not isinstance(value, list):
+        if spec and not isinstance(value, list) \
+                and name not in types[node["class_type"]].get("custom", {}):
             converted, error = _coerce(spec[0], value, name, spec[1] if len(spec) > 1 else {}, spec)
             result[name] = value if error else converted
         else:

@@ -213,6 +213,30 @@ class ComfyClient:
                 choices = spec[1].get("options") or []  # newer object_info combo shape
             return [str(name) for name in choices] if isinstance(choices, list) else []
 
+    def model_files(self, folder: str) -> list[str]:
+        """`GET /models/<folder>`: the file names in one model folder (loras, ...)."""
+        return [str(name) for name in self._json("GET", f"/models/{quote(folder, safe='')}",
+                                                 expect=list)]
+
+    def upload_image(self, name: str, data: bytes, *, subfolder: str = "") -> dict[str, Any]:
+        """`POST /upload/image` (multipart, type input, overwrite): the server's
+        {"name", "subfolder", "type"}. The same name and bytes twice is harmless.
+        A refusal is WorkflowRejected (ComfyUI answers 400 with an empty body)."""
+        form = {"type": "input", "overwrite": "true", "subfolder": subfolder}
+        response = self._request("POST", "/upload/image", data=form,
+                                 files={"image": (name, data, "application/octet-stream")})
+        if 400 <= response.status_code < 500:
+            excerpt = _one_line(response.text, 200)
+            raise WorkflowRejected(f"ComfyUI refused the upload of {name} (HTTP "
+                                   f"{response.status_code}" + (f": {excerpt})" if excerpt
+                                                                else ")"))
+        if response.status_code != 200:
+            raise self._unexpected("POST", "/upload/image", response)
+        answer = _body(response)
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise self._unreadable("POST", "/upload/image", response)
+        return answer
+
     def submit(self, graph: dict[str, Any], *, prompt_id: str, client_id: str,
                extra_data: dict[str, Any] | None = None, front: bool = False) -> SubmitResult:
         """POST /prompt once. A 200 may still carry node_errors (partial acceptance)."""

@@ -51,6 +51,20 @@ def generate(
                                           "local | cloud"),
     allow_cloud: bool = typer.Option(False, "--allow-cloud",
                                      help="May fall back to a cloud provider (costs money)."),
+    lora: list[str] = typer.Option([], "--lora",
+                                   help="NAME[:STRENGTH] from ComfyUI's models/loras "
+                                   "(repeatable; strength default 1.0)."),
+    init_image: Optional[Path] = typer.Option(None, "--init-image",
+                                              help="Image-to-image: start from this PNG, JPEG "
+                                              "or WebP."),
+    denoise: Optional[str] = typer.Option(None, "--denoise",
+                                          help="With --init-image: how much to change it, "
+                                          "0-1 (default 0.6)."),
+    upscale: Optional[str] = typer.Option(None, "--upscale",
+                                          help="Hires second pass: size x F, 1 < F <= 4."),
+    upscale_denoise: Optional[str] = typer.Option(None, "--upscale-denoise",
+                                                  help="The second pass's denoise, 0-1 "
+                                                  "(default 0.5)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id(s) and exit."),
     no_inline: bool = typer.Option(False, "--no-inline",
                                    help="Never run jobs in this process; only queue and wait."),
@@ -58,14 +72,16 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
-    from zmm import intake
+    from zmm import intake, intake_parts
 
     settings = load_config()
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
              "model": model, "workflow": workflow, "set": sets, "priority": priority,
              "requester": requester, "webhook": webhook, "count": count, "backend": backend,
-             "allow_cloud": allow_cloud or None}
+             "allow_cloud": allow_cloud or None, "lora": lora,
+             "init_image": str(init_image) if init_image is not None else None,
+             "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise}
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
@@ -78,6 +94,8 @@ def generate(
                                   settings)
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
+    intake_parts.check_server_files(specs, settings)
+    keep_inputs(specs, settings.assets_dir)
     with open_store(settings) as store:
         jobs = store.enqueue(specs)
         if no_wait:
@@ -85,6 +103,15 @@ def generate(
             return
         inline = settings.get("generate.inline") and not no_inline
         _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
+
+
+def keep_inputs(specs, assets_root: Path) -> None:
+    """zmm's own copies of the init images, before any job names them."""
+    if any(spec.inputs for spec in specs):
+        from zmm.assets import inputs
+
+        for image in {image.sha256: image for spec in specs for image in spec.inputs}.values():
+            inputs.keep(assets_root, image)
 
 
 @app.command("wait")

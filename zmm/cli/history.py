@@ -92,11 +92,32 @@ def show(
         emit_json({"job": job.public(store.assets_root), "params": job.param_values,
                    "events": events})
         return
-    render.fields([(key, value) for key, value in job.public(store.assets_root).items()])
+    render.fields([(key, value) for key, value in job.public(store.assets_root).items()]
+                  + _part_fields(job.param_values))
     typer.echo("\nevents:")
     for event in events:
         move = f" {event['from'] or ''}->{event['to']}" if event["to"] else ""
         typer.echo(f"  {event['at']}  {event['kind']}{move}  {event['message'] or ''}")
+
+
+def _part_fields(params: dict) -> list[tuple[str, object]]:
+    """The LoRAs, init image and hires pass a job asked for, one line each."""
+    found: list[tuple[str, object]] = []
+    if params.get("loras"):
+        found.append(("loras", ", ".join(f"{item['name']}:{item['strength']:g}"
+                                         for item in params["loras"])))
+    image = params.get("init_image")
+    if image:
+        found.append(("init_image", f"{image['file']} ({image.get('name') or '?'}, "
+                                    f"{image['width']}x{image['height']}"
+                                    f"{', resized' if image.get('resize') else ''}) "
+                                    f"denoise {params.get('denoise')}"))
+    upscale = params.get("upscale")
+    if upscale:
+        how = f"model {upscale['model']}" if upscale.get("model") else upscale["method"]
+        found.append(("upscale", f"x{upscale['factor']:g}, denoise {upscale['denoise']:g}, "
+                                 f"{how}"))
+    return found
 
 
 def _short(text: str, width: int) -> str:

@@ -20,6 +20,7 @@ from zmm.assets import thumbnails
 from zmm.errors import Conflict, InvalidInput
 from zmm.jsontext import compact
 from zmm.locks import FileLock
+from zmm.retention import inputs
 from zmm.retention.plan import Compression, Criteria, Plan, Problem, Removal, Report, human_bytes, parse_size
 from zmm.store import Store
 from zmm.store.db import iso
@@ -129,6 +130,7 @@ def _plan_jobs(store: Store, paths: SafePaths, criteria: Criteria, now: float, p
                        if criteria.compress_older_than_s is not None else None)
     horizon = max(filter(None, (age_cutoff, compress_cutoff)), default=None)
     cap = criteria.max_size
+    input_of: dict[str, str] = {}  # removed job -> its init image's copy
     for row in store.retention_candidates(criteria.statuses, include_deleted=criteria.purge_rows):
         finished = row["finished_at"]
         over = cap is not None and remaining is not None and remaining > cap
@@ -145,8 +147,11 @@ def _plan_jobs(store: Store, paths: SafePaths, criteria: Criteria, now: float, p
         elif aged or over:
             plan.removals.append(Removal(row["id"], "age" if aged else "size", files, size))
             remaining = None if remaining is None else remaining - size
+            if row["input_file"]:
+                input_of[row["id"]] = row["input_file"]
         elif compress_cutoff is not None and finished < compress_cutoff:
             _plan_compression(paths, row, plan)
+    inputs.attach(store, plan, input_of, lambda name: _stat(paths, None, name, plan.refused))
     if cap is not None and remaining is not None and remaining > cap:
         plan.notes.append(f"the assets folder stays at {human_bytes(remaining)}, over --max-size "
                           f"{human_bytes(cap)}: the rest belongs to pinned, queued or running jobs "
@@ -235,7 +240,8 @@ def _plan_compression(paths: SafePaths, row: Any, plan: Plan) -> None:
 def _scan(store: Store, root: Path, criteria: Criteria, now: float, plan: Plan) -> int:
     """Walk the assets folder (never following symlinks): its total size, less
     the orphans planned for removal when --orphans is given."""
-    referenced = set(store.referenced_assets()) if criteria.orphans else set()
+    referenced = ({*store.referenced_assets(), *store.referenced_inputs()} if criteria.orphans
+                  else set())
     active = store.active_job_ids() if criteria.orphans else set()
     total = 0
     for relative, entry in _walk(root, ""):

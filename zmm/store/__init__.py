@@ -382,6 +382,12 @@ class Store:
     def referenced_assets(self) -> Iterator[str]:
         return retention.referenced_paths(self.conn, self.path)
 
+    def referenced_inputs(self) -> Iterator[str]:
+        return retention.input_paths(self.conn, self.path)
+
+    def input_users(self, relative: str) -> set[str]:
+        return retention.input_users(self.conn, self.path, relative)
+
     def active_job_ids(self) -> set[str]:
         return retention.active_ids(self.conn, self.path)
 

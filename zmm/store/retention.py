@@ -35,12 +35,13 @@ def eligible(conn: sqlite3.Connection, path: Path, statuses: Iterable[str], *,
              include_deleted: bool) -> Iterator[sqlite3.Row]:
     """Finished, unpinned jobs in `statuses` that still hold assets, oldest
     completion first, as a stream of rows (id, finished_at, output_path, outputs,
-    thumbnail_path, asset_deleted_at). `include_deleted` adds rows without
+    thumbnail_path, asset_deleted_at, input_file: its init image's copy). `include_deleted` adds rows without
     assets (already cleaned, or failed without output) for purging."""
     where, params, _ = status_in(_finished_only(statuses))
     sql = (
         "SELECT id, COALESCE(completed_at, updated_at) AS finished_at, output_path, outputs, "
-        "thumbnail_path, asset_deleted_at FROM jobs "
+        "thumbnail_path, asset_deleted_at, "
+        "json_extract(params, '$.init_image.file') AS input_file FROM jobs "
         f"WHERE {where} AND pinned = 0 AND (? OR (asset_deleted_at IS NULL AND "
         "(output_path IS NOT NULL OR outputs IS NOT NULL OR thumbnail_path IS NOT NULL))) "
         "ORDER BY finished_at, seq"
@@ -66,6 +67,23 @@ def referenced_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
                     yield from (item for item in json.loads(outputs) if isinstance(item, str))
                 except json.JSONDecodeError:
                     continue  # a damaged list references nothing we can name
+
+
+def input_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
+    """The init-image copies any row names (content-addressed, maybe shared)."""
+    with translate_errors(path):
+        for (name,) in conn.execute("SELECT DISTINCT json_extract(params, '$.init_image.file') "
+                                    "FROM jobs WHERE json_extract(params, '$.init_image.file') "
+                                    "IS NOT NULL"):
+            yield str(name)
+
+
+def input_users(conn: sqlite3.Connection, path: Path, relative: str) -> set[str]:
+    """Ids of the jobs that still keep their files and name this init-image copy."""
+    with translate_errors(path):
+        rows = conn.execute("SELECT id FROM jobs WHERE asset_deleted_at IS NULL AND "
+                            "json_extract(params, '$.init_image.file') = ?", [relative])
+        return {row[0] for row in rows}
 
 
 def active_ids(conn: sqlite3.Connection, path: Path) -> set[str]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmm
-from zmm import assets, workflows
+from zmm import assets, workflow_parts, workflows
+from zmm.assets import inputs
+from zmm.backends import model_lists
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
 from zmm.jsontext import compact
@@ -24,7 +26,10 @@ PHASES = {
     "CheckpointLoaderSimple": "loading model", "CheckpointLoader": "loading model",
     "UNETLoader": "loading model", "CLIPTextEncode": "encoding prompt",
     "KSampler": "sampling", "KSamplerAdvanced": "sampling", "SamplerCustom": "sampling",
-    "VAEDecode": "decoding", "SaveImage": "saving",
+    "VAEDecode": "decoding", "SaveImage": "saving", "LoraLoader": "loading LoRA",
+    "LoadImage": "loading init image", "VAEEncode": "encoding image",
+    "LatentUpscaleBy": "upscaling", "ImageUpscaleWithModel": "upscaling",
+    "UpscaleModelLoader": "loading upscale model", "ImageScale": "resizing",
 }
 
 
@@ -53,7 +58,9 @@ class Inflight:
     def phase_of(self, node_id: str | None) -> str:
         node = self.graph.get(str(node_id), {}) if node_id is not None else {}
         kind = node.get("class_type", "")
-        return PHASES.get(kind, f"running {kind}" if kind else "running")
+        phase = PHASES.get(kind, f"running {kind}" if kind else "running")
+        of_passes = workflow_parts.pass_of(node)  # "2/2": the hires pass's sampler
+        return f"pass {of_passes} {phase}" if of_passes else phase
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,10 @@ class GraphBuilder:
     """Binds templates and checks them against the server once per (template,
     checkpoint), refreshing the server's lists once before declaring a miss."""
 
-    def __init__(self, client: ComfyClient, user_dir) -> None:
+    def __init__(self, client: ComfyClient, user_dir, assets_root=None) -> None:
         self.client = client
         self.user_dir = user_dir
+        self.assets_root = assets_root  # where the init images' copies are
         self._checked: set[tuple[str, str | None]] = set()
         self._server: tuple[dict, list[str]] | None = None
 
@@ -100,6 +108,10 @@ class GraphBuilder:
         if key not in self._checked:
             self._check(graph)
             self._checked.add(key)
+        self._check_part_files(graph)
+        parts = workflow_parts.Parts.from_params(job.param_values)
+        if parts.init_image is not None:
+            self._upload(graph, parts.init_image)
         return graph
 
     def bind(self, job: Job) -> dict[str, Any]:
@@ -111,7 +123,38 @@ class GraphBuilder:
             "prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "width",
             "height", "checkpoint", "batch_size")}
         values["filename_prefix"] = f"zmm/{job.id}"
-        return workflows.bind(source, values)
+        graph = workflows.bind(source, values)
+        parts = workflow_parts.Parts.from_params(params)
+        if parts.empty:
+            return graph
+        return workflow_parts.apply(graph, parts, width=int(params["width"]),
+                                    height=int(params["height"]))
+
+    def _check_part_files(self, graph: dict[str, Any]) -> None:
+        """LoRAs and upscale models the server lacks fail the job, listing what it
+        has (asked every time: a LoRA is a file someone may just have added)."""
+        for folder, names in workflow_parts.file_needs(graph).items():
+            have = self.client.model_files(folder)
+            missing = sorted(names - set(have))
+            if missing:
+                kind = "LoRA" if folder == "loras" else "upscale model"
+                raise WorkflowRejected(
+                    f"{kind} {missing[0]!r} is not on the ComfyUI server; it has: "
+                    + model_lists.listing(have),
+                    hint=f"put the file in ComfyUI/models/{folder}/")
+
+    def _upload(self, graph: dict[str, Any], image: workflow_parts.InitImage) -> None:
+        """Send zmm's copy of the init image under its content-hashed name (so a
+        retry or a restarted worker uploads the same bytes to the same name)."""
+        data = inputs.load_copy(self.assets_root, image.file)
+        answer = self.client.upload_image(image.upload_name, data,
+                                          subfolder=workflow_parts.INPUT_SUBFOLDER)
+        where = "/".join(part for part in (str(answer.get("subfolder") or ""),
+                                           str(answer["name"])) if part)
+        for node in graph.values():  # the name the server says it stored it under
+            if node.get("class_type") == "LoadImage" and node["inputs"].get("image") \
+                    == image.reference:
+                node["inputs"]["image"] = where
 
     def _check(self, graph: dict[str, Any]) -> None:
         for fresh in (False, True):
@@ -170,7 +213,9 @@ def zmm_metadata(job: Job) -> dict[str, Any]:
             "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
             "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
             "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
-            "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__}
+            "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__,
+            **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale")
+               if params.get(key) is not None}}
 
 
 def is_out_of_memory(error: dict[str, Any]) -> bool:

@@ -93,7 +93,7 @@ class Worker:
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.gate = gate  # a gate.VramGate, or None to skip VRAM checks
         self.vram_used = vram_used or (lambda: None)
-        self.builder = execution.GraphBuilder(client, settings.workflows_dir)
+        self.builder = execution.GraphBuilder(client, settings.workflows_dir, settings.assets_dir)
         self.cloud = CloudFallback(  # a lane of None: no cloud at all (jobs asking for it wait)
             store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
