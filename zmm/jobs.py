@@ -124,6 +124,10 @@ class JobSpec:
             "model_pinned": self.model_pinned,
         }
 
+    def stored_params(self) -> dict[str, Any]:
+        """The job's `params` column: what the worker binds and reads back."""
+        return dict(self.params(), graph=self.graph, user_prompt=self.user_prompt, **self.extra)
+
 
 def parse_priority(value: str) -> Priority:
     try:

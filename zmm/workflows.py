@@ -172,6 +172,34 @@ def bind(template: dict[str, Any] | Template, values: dict[str, Any]) -> dict[st
     return walk(graph)
 
 
+def filename_prefix(job_id: str) -> str:
+    """Where ComfyUI saves a job's images (output/zmm/<job id>_00001_.png)."""
+    return f"zmm/{job_id}"
+
+
+def bind_job(params: dict[str, Any], workflow: str, job_id: str,
+             user_dir: Path | None) -> dict[str, Any]:
+    """The graph a job submits: its own graph (a custom workflow) or its
+    template, bound with the job's stored params. The worker and
+    `--print-workflow` both bind through here, so the two cannot drift."""
+    source = params.get("graph") or load(workflow, user_dir).graph
+    values = {key: params.get(key) for key in PLACEHOLDERS}
+    values["filename_prefix"] = filename_prefix(job_id)
+    return bind(source, values)
+
+
+def printed_graphs(specs: list[Any], user_dir: Path | None) -> list[dict[str, Any]]:
+    """`zmm generate --print-workflow`: the graph each job spec would submit.
+    The params go through JSON as they do in the spool; a job has no id before
+    it is queued, so each gets a stand-in of the same shape
+    (mmg-00000000-000000-00000000, -00000001, ...)."""
+    from zmm.jsontext import compact
+
+    return [bind_job(json.loads(compact(spec.stored_params())), spec.workflow,
+                     f"mmg-00000000-000000-{index:08x}", user_dir)
+            for index, spec in enumerate(specs)]
+
+
 def apply_sets(graph: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """A copy with each `NODE.INPUT=VALUE` applied (NODE: id, _meta.title or
     unique class_type; VALUE: JSON if it parses, else the text itself)."""

@@ -56,6 +56,9 @@ def generate(
                                    help="Never run jobs in this process; only queue and wait."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop waiting after S seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
+    print_workflow: bool = typer.Option(False, "--print-workflow",
+                                        help="Print the ComfyUI API graph of each job (JSON; "
+                                        "JSON Lines with --from or --count) and queue nothing."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
     from zmm import intake
@@ -78,6 +81,9 @@ def generate(
                                   settings)
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
+    if print_workflow:
+        _print_graphs(specs, settings, lines=from_file is not None or count is not None)
+        return
     with open_store(settings) as store:
         jobs = store.enqueue(specs)
         if no_wait:
@@ -85,6 +91,21 @@ def generate(
             return
         inline = settings.get("generate.inline") and not no_inline
         _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
+
+
+def _print_graphs(specs, settings, *, lines: bool) -> None:
+    from zmm import workflows
+    from zmm.jsontext import compact
+
+    if any(spec.backend == "cloud" for spec in specs):
+        raise InvalidInput("print-workflow", "a job for --backend cloud submits no ComfyUI "
+                           "graph; use --backend auto or local")
+    graphs = workflows.printed_graphs(specs, settings.workflows_dir)
+    if lines:
+        for graph in graphs:
+            emit(compact(graph))
+    else:
+        emit_json(graphs[0])
 
 
 @app.command("wait")

@@ -105,13 +105,7 @@ class GraphBuilder:
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
         already on it)."""
-        params = job.param_values
-        source = params.get("graph") or workflows.load(job.workflow, self.user_dir).graph
-        values = {key: params.get(key) for key in (
-            "prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "width",
-            "height", "checkpoint", "batch_size")}
-        values["filename_prefix"] = f"zmm/{job.id}"
-        return workflows.bind(source, values)
+        return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir)
 
     def _check(self, graph: dict[str, Any]) -> None:
         for fresh in (False, True):
