@@ -38,6 +38,7 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l aspect
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l cfg
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l count
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l family
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from-image
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l help

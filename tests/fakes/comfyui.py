@@ -67,6 +67,14 @@ class FakeComfyUI(BackgroundServer):
                  host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self.checkpoints = list(checkpoints)
+        # The split files zmm's [models] defaults name (docs/models.md), in their folders.
+        self.model_files: dict[str, list[str]] = {
+            "diffusion_models": ["flux1-dev.safetensors", "flux1-schnell.safetensors",
+                                 "sd3.5_large.safetensors", "sd3.5_medium.safetensors"],
+            "text_encoders": ["clip_g.safetensors", "clip_l.safetensors",
+                              "t5xxl_fp16.safetensors"],
+            "vae": ["ae.safetensors", "sd3.5_vae.safetensors"],
+        }
         self.step_time, self.load_time = step_time, load_time
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fake-comfy-"))
         self.ledger, self.checkpoint_vram = ledger, checkpoint_vram or {}
@@ -168,6 +176,10 @@ class FakeComfyUI(BackgroundServer):
     def set_checkpoints(self, names: list[str]) -> None:
         self.checkpoints = list(names)
 
+    def set_model_files(self, folder: str, names: list[str]) -> None:
+        """The files of one model folder (diffusion_models, text_encoders, vae, ...)."""
+        self.model_files[folder] = list(names)
+
     def history_ids(self) -> list[str]:
         return list(self.history)
 
@@ -178,7 +190,7 @@ class FakeComfyUI(BackgroundServer):
     # -- HTTP ------------------------------------------------------------------------------
 
     def _types(self) -> dict[str, dict]:
-        return graph.node_types(self.checkpoints)
+        return graph.node_types(self.checkpoints, self.model_files)
 
     async def post_prompt(self, request: web.Request) -> web.Response:
         body = json.loads(await request.text())  # not JSON -> aiohttp's 500 text, like the real one
@@ -285,14 +297,14 @@ class FakeComfyUI(BackgroundServer):
                             headers={"Content-Disposition": f'filename="{filename}"'})
 
     async def get_models(self, _request: web.Request) -> web.Response:
-        return web.json_response(["checkpoints", "loras", "vae", "upscale_models", "embeddings"])
+        return web.json_response(["checkpoints", *graph.MODEL_FOLDERS])
 
     async def get_model_folder(self, request: web.Request) -> web.Response:
         folder = request.match_info["folder"]
         if folder == "checkpoints":
             return web.json_response(self.checkpoints)
-        if folder in ("loras", "vae", "upscale_models", "embeddings"):
-            return web.json_response([])
+        if folder in graph.MODEL_FOLDERS:
+            return web.json_response(sorted(self.model_files.get(folder, [])))
         return web.Response(status=404)
 
     async def get_object_info(self, _request: web.Request) -> web.Response:
@@ -509,10 +521,11 @@ class FakeComfyUI(BackgroundServer):
         if self._fail_executions and self._fail_executions[0][0] == kind:
             _, exc_type, message = self._fail_executions.pop(0)
             raise ExecutionFailed(node_id, kind, exc_type, message)
-        if kind == "CheckpointLoaderSimple":
-            await self._load(node_id, inputs["ckpt_name"])
-            return {"checkpoint": inputs["ckpt_name"]}
-        if kind == "EmptyLatentImage":
+        if kind in ("CheckpointLoaderSimple", "UNETLoader"):
+            name = inputs["ckpt_name" if kind == "CheckpointLoaderSimple" else "unet_name"]
+            await self._load(node_id, name, kind)
+            return {"checkpoint": name}
+        if kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
             return {"size": (inputs["width"], inputs["height"]), "batch": inputs["batch_size"]}
         if kind == "EmptyImage":
             return {"size": (inputs["width"], inputs["height"]), "batch": inputs["batch_size"],
@@ -537,7 +550,7 @@ class FakeComfyUI(BackgroundServer):
                                                  inputs.get("filename_prefix", "ComfyUI"))}
         return {}
 
-    async def _load(self, node_id: str, name: str) -> None:
+    async def _load(self, node_id: str, name: str, kind: str = "CheckpointLoaderSimple") -> None:
         if name in self.loaded:
             return
         if self.load_time:
@@ -546,7 +559,7 @@ class FakeComfyUI(BackgroundServer):
             size = self.checkpoint_vram.get(name, 12 * GIB if "xl" in name.lower() else 6 * GIB)
             if not self.ledger.allocate(f"comfyui:{name}", size, pid=os.getpid(),
                                         process_name="python3 main.py (ComfyUI)"):
-                raise ExecutionFailed(node_id, "CheckpointLoaderSimple", "torch.OutOfMemoryError",
+                raise ExecutionFailed(node_id, kind, "torch.OutOfMemoryError",
                                       OOM_MESSAGE)
         self.loaded.add(name)
 

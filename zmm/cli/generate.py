@@ -32,7 +32,12 @@ def generate(
     seed: Optional[str] = typer.Option(None, "--seed", help="0 or more; random if not given."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Sampler steps, 1-150."),
     cfg: Optional[str] = typer.Option(None, "--cfg", help="Guidance scale, 0-30."),
-    model: Optional[str] = typer.Option(None, "--model", help="sdxl | sd15 | a checkpoint file name."),
+    model: Optional[str] = typer.Option(None, "--model",
+                                        help="sd15 | sdxl | sd35-medium | sd35-large | "
+                                        "flux-schnell | flux-dev | a model file name."),
+    family: Optional[str] = typer.Option(None, "--family",
+                                         help="The family of a --model file whose name says "
+                                         "none (an alias as for --model)."),
     workflow: Optional[str] = typer.Option(None, "--workflow",
                                            help="A template name or a ComfyUI 'Save (API)' JSON file."),
     sets: list[str] = typer.Option([], "--set", help="NODE.INPUT=VALUE for the workflow (repeatable)."),
@@ -66,7 +71,7 @@ def generate(
     settings = load_config()
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
-             "model": model, "workflow": workflow, "set": sets, "priority": priority,
+             "model": model, "family": family, "workflow": workflow, "set": sets, "priority": priority,
              "requester": requester, "webhook": webhook, "count": count, "backend": backend,
              "allow_cloud": allow_cloud or None}
     if from_file is not None and (prompt is not None or from_image is not None):

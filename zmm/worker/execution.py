@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmm
-from zmm import assets, workflows
+from zmm import assets, families, workflows
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
 from zmm.jsontext import compact
@@ -85,20 +85,23 @@ def job_id_of(prompt_id: str) -> str | None:
 
 class GraphBuilder:
     """Binds templates and checks them against the server once per (template,
-    checkpoint), refreshing the server's lists once before declaring a miss."""
+    model files), refreshing the server's lists once before declaring a miss."""
 
     def __init__(self, client: ComfyClient, user_dir) -> None:
         self.client = client
         self.user_dir = user_dir
-        self._checked: set[tuple[str, str | None]] = set()
-        self._server: tuple[dict, list[str]] | None = None
+        self._checked: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self._nodes: dict[str, Any] | None = None
+        self._files: dict[str, list[str]] = {}  # model folder -> the server's file names
 
     def build(self, job: Job) -> dict[str, Any]:
-        """The job's graph, checked against the server's nodes and checkpoints."""
+        """The job's graph, checked against the server's nodes and model files."""
         graph = self.bind(job)
-        key = (job.workflow, workflows.graph_model(graph))
+        files = workflows.model_files(graph)
+        key = (job.workflow, tuple(sorted((folder, name) for folder, names in files.items()
+                                          for name in names)))
         if key not in self._checked:
-            self._check(graph)
+            self._check(graph, sorted(files))
             self._checked.add(key)
         return graph
 
@@ -107,12 +110,20 @@ class GraphBuilder:
         already on it)."""
         return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir)
 
-    def _check(self, graph: dict[str, Any]) -> None:
+    def _check(self, graph: dict[str, Any], folders: list[str]) -> None:
         for fresh in (False, True):
-            if self._server is None or fresh:
-                self._server = (self.client.object_info(), self.client.checkpoints())
+            if self._nodes is None or fresh:
+                self._nodes = self.client.object_info()
+            # A model file missing from checkpoints/ may sit in diffusion_models/ (or
+            # the reverse): the second look lists both, so the error can say so.
+            wanted = set(folders)
+            if fresh and wanted & {"checkpoints", "diffusion_models"}:
+                wanted |= {"checkpoints", "diffusion_models"}
+            for folder in sorted(wanted):
+                if fresh or folder not in self._files:
+                    self._files[folder] = self.client.model_files(folder)
             try:
-                workflows.check_against_server(graph, *self._server)
+                workflows.check_against_server(graph, self._nodes, self._files)
                 return
             except WorkflowRejected:
                 if fresh:
@@ -158,13 +169,23 @@ def locate(client: ComfyClient, prompt_id: str) -> str:
 
 
 def zmm_metadata(job: Job) -> dict[str, Any]:
+    """The zmm chunk of a saved PNG: enough to queue the same job again
+    (`--from-image`), the model's family and every file it loaded included."""
     params = job.param_values
     return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
             "seed": job.seed, "model": job.model_requested, "width": job.width,
             "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
             "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
             "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
+            "family": params.get("family") or params.get("model_key"),
+            "loader": params.get("loader"), "files": model_files_of(params),
+            "guidance": params.get("guidance"), "shift": params.get("shift"),
             "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__}
+
+
+def model_files_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The split files (text encoders, VAE, weight dtype) a job loads besides its model."""
+    return {key: params[key] for key in families.FILE_KEYS if params.get(key) is not None}
 
 
 def is_out_of_memory(error: dict[str, Any]) -> bool:
