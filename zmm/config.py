@@ -51,18 +51,42 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cfg": 7.0,
         "inline": True,
     },
+    # Model file per family alias (docs/models.md). SD3.5 and Flux load split files
+    # (diffusion_models/ + text_encoders/ + vae/) unless <group>-loader = "checkpoint".
     "models": {
         "sdxl": "sd_xl_base_1.0.safetensors",
         "sd15": "v1-5-pruned-emaonly.safetensors",
+        "sd35-medium": "sd3.5_medium.safetensors",
+        "sd35-large": "sd3.5_large.safetensors",
+        "flux-schnell": "flux1-schnell.safetensors",
+        "flux-dev": "flux1-dev.safetensors",
+        "sd35-loader": "split",
+        "sd35-clip-l": "clip_l.safetensors",
+        "sd35-clip-g": "clip_g.safetensors",
+        "sd35-t5xxl": "t5xxl_fp16.safetensors",
+        "sd35-vae": "sd3.5_vae.safetensors",
+        "sd35-weight-dtype": "default",
+        "flux-loader": "split",
+        "flux-clip-l": "clip_l.safetensors",
+        "flux-t5xxl": "t5xxl_fp16.safetensors",
+        "flux-vae": "ae.safetensors",
+        "flux-weight-dtype": "default",
     },
-    "templates": {"sdxl": "sdxl-txt2img", "sd15": "sd15-txt2img"},
+    "templates": {"sdxl": "sdxl-txt2img", "sd15": "sd15-txt2img", "sd35": "sd35-txt2img",
+                  "sd35-checkpoint": "sd35-checkpoint-txt2img", "flux": "flux-txt2img",
+                  "flux-checkpoint": "flux-checkpoint-txt2img"},
     # Hires second pass (--upscale): LatentUpscaleBy's method, or an upscale model file
     # (ComfyUI/models/upscale_models) run through ImageUpscaleWithModel, then resized
     # with image_method (also the init image's --size resize).
     "upscale": {"method": "nearest-exact", "model": "", "image_method": "lanczos",
                 "denoise": 0.5},
-    "vram_gb": {"sdxl": 12.0, "sd15": 6.0, "reserve": 2.0},
-    # tier -> model key (in [models]), steps, sampler and scheduler
+    # GB of VRAM per family (fp16; "-fp8" rows for fp8 weights); sources in docs/gpu-sharing.md
+    "vram_gb": {"sdxl": 12.0, "sd15": 6.0, "sd35-medium": 10.0, "sd35-medium-fp8": 6.0,
+                "sd35-large": 18.0, "sd35-large-fp8": 11.0, "flux-schnell": 24.0,
+                "flux-schnell-fp8": 12.0, "flux-dev": 24.0, "flux-dev-fp8": 12.0,
+                "reserve": 2.0},
+    # tier -> model alias (a [models] key), steps, sampler and scheduler (and optionally cfg);
+    # a tier given another model in config.toml takes that family's defaults for what it omits
     "quality": {
         "draft": {"model": "sd15", "steps": 20, "sampler": "euler_ancestral", "scheduler": "normal"},
         "standard": {"model": "sdxl", "steps": 25, "sampler": "dpmpp_2m", "scheduler": "karras"},
@@ -258,9 +282,16 @@ def _set(data: dict[str, dict[str, Any]], dotted: str, value: Any, *, origin: st
         allowed = ", ".join(sorted(DEFAULTS[section]))
         raise InvalidInput(f"config {dotted}", f"unknown key (in {origin}); {section} has: {allowed}")
     default = DEFAULTS[section].get(key, value)
-    if isinstance(default, dict) and isinstance(value, dict):
+    if isinstance(default, dict) and isinstance(value, dict) and not _other_model(section,
+                                                                                  default, value):
         value = {**default, **value}  # a table in config.toml adds to the defaults' keys
     data[section][key] = _coerce(dotted, value, default)
+
+
+def _other_model(section: str, default: dict, value: dict) -> bool:
+    """A quality tier moved to another model: the default tier's steps and
+    sampler were chosen for its own model, so they are not merged in."""
+    return section == "quality" and value.get("model", default.get("model")) != default.get("model")
 
 
 def _coerce(dotted: str, value: Any, default: Any) -> Any:

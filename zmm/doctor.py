@@ -113,7 +113,10 @@ def check_schema(settings: Config) -> Check:
                  f"tables, columns, indexes and triggers of schema {found.version}{extra}")
 
 
-def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, list[str]] | None]:
+DOCTOR_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae")
+
+
+def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, dict[str, list[str]]] | None]:
     from zmm.worker.service import make_client
 
     url = settings.get("comfyui.url")
@@ -122,7 +125,8 @@ def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, list[str]] | Non
         stats = client.ping()
         version = stats.get("system", {}).get("comfyui_version", "unknown")
         devices = ", ".join(d.get("name", "?") for d in stats.get("devices", []))
-        server = (client.object_info(), client.checkpoints())
+        server = (client.object_info(), {folder: client.model_files(folder)
+                                          for folder in DOCTOR_FOLDERS})
         return Check("comfyui", "ok", f"{url}: ComfyUI {version} on {devices or 'no device'}"), server
     except errors.ZmmError as exc:
         return Check("comfyui", "fail", exc.message, errors.BACKEND_UNAVAILABLE), None
@@ -130,27 +134,33 @@ def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, list[str]] | Non
         client.close()
 
 
-def check_templates(settings: Config, object_info: dict, checkpoints: list[str]) -> list[Check]:
-    from zmm import workflows
+def check_templates(settings: Config, object_info: dict,
+                    files: dict[str, list[str]]) -> list[Check]:
+    """Each family's graph, bound with its [models] files, against the server.
+    A family no quality tier uses and whose files are missing is a warning:
+    most servers carry only some families."""
+    from zmm import families, intake, workflows
 
+    tier_models = {str(tier.get("model")) for tier in settings.section("quality").values()
+                   if isinstance(tier, dict)}
     results = []
-    for key, name in settings.section("templates").items():
-        checkpoint = settings.section("models").get(key)
+    for alias in families.ALIASES:
+        classic = families.FAMILIES[alias].group not in families.ENCODERS
         try:
-            template = workflows.load(name, settings.workflows_dir)
-            graph = workflows.bind(template.graph, _sample_values(checkpoint))
-            workflows.check_against_server(graph, object_info, checkpoints)
-            results.append(Check(f"template {name}", "ok", f"nodes and {checkpoint} present"))
+            specs = intake.build({"prompt": "doctor", "model": alias, "size": "64x64",
+                                  "steps": 1, "seed": 0}, settings)
+            name = f"template {specs[0].workflow}" if classic else f"family {alias}"
+            (graph,) = workflows.printed_graphs(specs, settings.workflows_dir)
+            workflows.check_against_server(graph, object_info, files)
+            wanted = sorted(n for names in workflows.model_files(graph).values() for n in names)
+            results.append(Check(name, "ok", "nodes and " + ", ".join(wanted) + " present"))
         except errors.ZmmError as exc:
-            results.append(Check(f"template {name}", "fail", exc.message,
-                                 errors.WORKFLOW_REJECTED))
+            name = f"template {settings.section('templates').get(alias, alias)}" if classic \
+                else f"family {alias}"
+            serious = classic or alias in tier_models
+            results.append(Check(name, "fail" if serious else "warn", exc.message,
+                                 errors.WORKFLOW_REJECTED if serious else 0))
     return results
-
-
-def _sample_values(checkpoint: str | None) -> dict[str, Any]:
-    return {"prompt": "doctor", "negative": "", "seed": 0, "steps": 1, "cfg": 1.0,
-            "sampler": "euler", "scheduler": "normal", "width": 64, "height": 64,
-            "checkpoint": checkpoint, "batch_size": 1, "filename_prefix": "zmm/doctor"}
 
 
 def check_ollama(settings: Config) -> Check:

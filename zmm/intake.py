@@ -14,13 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zmm import intake_parts, jobs
+from zmm import families, intake_parts, jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
-          "model", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
+          "model", "family", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
           "allow_cloud", *intake_parts.FIELDS)
 
 
@@ -50,24 +50,26 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
     requester = jobs.parse_text("requester", raw.get("requester") or defaults["requester"], max_len=64)
     tier = _tier(config, quality)
 
-    model_key, checkpoint = _model(raw.get("model"), tier["model"], config)
-    width, height = _size(raw.get("size"), raw.get("aspect"), model_key, defaults["aspect"])
+    resolved = families.resolve(raw.get("model"), raw.get("family"), tier["model"],
+                                config.section("models"))
+    family = resolved.family
+    width, height = _size(raw.get("size"), raw.get("aspect"), family, defaults["aspect"])
+    sampling = _sampling(tier, resolved, config)
     seed = (jobs.parse_int("seed", raw["seed"], 0, jobs.MAX_SEED)
             if raw.get("seed") not in (None, "") else random_seed())
     steps = (jobs.parse_int("steps", raw["steps"], 1, 150)
-             if raw.get("steps") not in (None, "") else int(tier["steps"]))
+             if raw.get("steps") not in (None, "") else int(sampling["steps"]))
     cfg = (jobs.parse_float("cfg", raw["cfg"], 0.0, 30.0)
-           if raw.get("cfg") not in (None, "") else float(defaults["cfg"]))
+           if raw.get("cfg") not in (None, "") else float(sampling["cfg"]))
     style_template = config.section("styles").get(style, "{prompt}")
     spec = jobs.JobSpec(
         prompt=jobs.styled_prompt(style_template, user_prompt), negative=negative,
         priority=priority, requester=requester, quality=quality, style=style,
-        model_key=model_key, checkpoint=checkpoint,
-        workflow=config.section("templates").get(model_key, f"{model_key}-txt2img"),
+        model_key=family.alias, checkpoint=resolved.file, workflow=_template(resolved, config),
         width=width, height=height, seed=seed, steps=steps, cfg=cfg,
-        sampler=str(tier["sampler"]), scheduler=str(tier["scheduler"]),
+        sampler=str(sampling["sampler"]), scheduler=str(sampling["scheduler"]),
         webhook_url=_webhook(raw.get("webhook"), config), user_prompt=user_prompt,
-        model_pinned=raw.get("model") not in (None, ""),
+        model_pinned=raw.get("model") not in (None, ""), extra=resolved.params(),
     )
     sets = _as_list(raw.get("set"))
     if raw.get("workflow") or sets:
@@ -127,31 +129,40 @@ def _flag(field_name: str, value: Any) -> bool:
 
 def _tier(config: Config, quality: str) -> dict[str, Any]:
     tier = config.section("quality").get(quality)
-    needed = {"model", "steps", "sampler", "scheduler"}
-    if not isinstance(tier, dict) or not needed <= set(tier):
-        raise InvalidInput(f"config quality.{quality}", "a table with model, steps, sampler, scheduler")
+    if not isinstance(tier, dict) or not tier.get("model"):
+        raise InvalidInput(f"config quality.{quality}",
+                           "a table with a model (and optionally steps, sampler, scheduler, cfg)")
     return tier
 
 
-def _model(requested: str | None, tier_model: str, config: Config) -> tuple[str, str]:
-    models = config.section("models")
-    if requested in (None, ""):
-        if tier_model not in models:
-            raise InvalidInput(f"config quality model {tier_model!r}", "a key of [models]: "
-                               + ", ".join(models))
-        return tier_model, models[tier_model]
-    if requested in models:
-        return requested, models[requested]
-    checkpoint = jobs.parse_checkpoint(requested)
-    return jobs.model_family(checkpoint), checkpoint
+def _sampling(tier: dict[str, Any], resolved: families.Resolved, config: Config) -> dict[str, Any]:
+    """Steps, sampler, scheduler and cfg: the tier's where the job runs the
+    tier's own family, the family's defaults where they are missing or where
+    --model picked another family (a tier tuned for SDXL says nothing about Flux)."""
+    family = resolved.family
+    tier_family = families.resolve(None, None, tier["model"], config.section("models")).family
+    own = tier if tier_family == family else {}
+    default_cfg = family.cfg if family.cfg is not None else config.get("generate.cfg")
+    return {"steps": own.get("steps") or family.steps, "sampler": own.get("sampler") or family.sampler,
+            "scheduler": own.get("scheduler") or family.scheduler,
+            "cfg": own.get("cfg") if own.get("cfg") is not None else default_cfg}
 
 
-def _size(size: str | None, aspect: str | None, model_key: str, default_aspect: str) -> tuple[int, int]:
+def _template(resolved: families.Resolved, config: Config) -> str:
+    templates = config.section("templates")
+    key = families.template_key(resolved)
+    return str(templates.get(resolved.model_key) or templates.get(key) or f"{key}-txt2img")
+
+
+def _size(size: str | None, aspect: str | None, family: families.Family,
+          default_aspect: str) -> tuple[int, int]:
     if size and aspect:
         raise InvalidInput("size", "give --size or --aspect, not both")
     if size:
-        return jobs.parse_size(size)
-    table = jobs.ASPECTS.get(model_key, jobs.ASPECTS["sdxl"])
+        width, height = jobs.parse_size(size)
+        families.check_size(family, width, height)
+        return width, height
+    table = families.buckets(family)
     chosen = (aspect or default_aspect).strip()
     if chosen not in table:
         raise InvalidInput("aspect", "one of " + ", ".join(table))
@@ -171,6 +182,7 @@ def _attach_custom_graph(spec: jobs.JobSpec, workflow: str | None, sets: list[st
         # The graph names its own checkpoint, or loads none (a model-free workflow).
         spec.checkpoint = workflows.graph_model(graph)
         spec.model_key = jobs.model_family(spec.checkpoint) if spec.checkpoint else "custom"
+        spec.extra = {"family": spec.model_key}
 
 
 def _as_list(value: Any) -> list[str]:
@@ -260,6 +272,9 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     if meta.get("width") and meta.get("height"):
         raw["size"] = f"{meta['width']}x{meta['height']}"
     raw.update(intake_parts.from_metadata(meta, config))
+    same_model = not flags.get("model") and not flags.get("family")
+    if same_model and meta.get("model") and meta.get("family") in families.ALIASES:
+        raw["family"] = meta["family"]  # the file's name alone may not say it
     raw.update({key: value for key, value in flags.items() if value not in (None, [], "")})
     if flags.get("aspect") or (raw.get("init_image") and not intake_parts.resized(meta)
                                and not flags.get("size")):
@@ -269,4 +284,27 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
         spec.sampler = str(meta.get("sampler") or spec.sampler)
         spec.scheduler = str(meta.get("scheduler") or spec.scheduler)
         intake_parts.keep_recorded(spec, meta)
+        if same_model and meta.get("family") == spec.model_key and meta.get("loader"):
+            _restore_files(spec, meta)
     return specs
+
+
+def _restore_files(spec: jobs.JobSpec, meta: dict[str, Any]) -> None:
+    """The recorded loader, template, split files and family values win over
+    today's [models] settings: the same job, file for file."""
+    recorded = {key: value for key, value in (meta.get("files") or {}).items()
+                if key in families.FILE_KEYS and isinstance(value, str)}
+    loader = str(meta["loader"])
+    if loader not in families.LOADERS:
+        raise InvalidInput("from-image", f"a zmm PNG; its loader {loader!r} is not one of "
+                           + ", ".join(families.LOADERS))
+    extra = {key: value for key, value in spec.extra.items() if key not in families.FILE_KEYS}
+    extra.update(recorded, loader=loader)
+    for key in ("guidance", "shift"):
+        if isinstance(meta.get(key), (int, float)):
+            extra[key] = meta[key]
+    extra["precision"] = families.precision_of(spec.checkpoint or "",
+                                               recorded.get("weight_dtype"))
+    spec.extra = extra
+    if isinstance(meta.get("workflow"), str) and meta["workflow"]:
+        spec.workflow = meta["workflow"]

@@ -96,7 +96,7 @@ class JobSpec:
     requester: str
     quality: str
     style: str
-    model_key: str  # "sdxl" | "sd15" | "custom"
+    model_key: str  # a family alias (zmm.families.ALIASES) or "custom"
     checkpoint: str | None
     workflow: str  # template name, or the path of a custom workflow
     width: int
@@ -125,6 +125,10 @@ class JobSpec:
             "checkpoint": self.checkpoint, "batch_size": 1, "model_key": self.model_key,
             "model_pinned": self.model_pinned,
         }
+
+    def stored_params(self) -> dict[str, Any]:
+        """The job's `params` column: what the worker binds and reads back."""
+        return dict(self.params(), graph=self.graph, user_prompt=self.user_prompt, **self.extra)
 
 
 def parse_priority(value: str) -> Priority:
@@ -202,14 +206,16 @@ def parse_checkpoint(value: str) -> str:
     name = parse_text("model", value, max_len=255)
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name):
-        raise InvalidInput("model", "a checkpoint name relative to ComfyUI's models/checkpoints")
+        raise InvalidInput("model", "a checkpoint name relative to ComfyUI's models/checkpoints "
+                           "(or diffusion_models/ for split files)")
     return name
 
 
 def model_family(checkpoint: str) -> str:
-    """Guess the family of a checkpoint named on the command line (sizes, template)."""
-    lowered = checkpoint.lower()
-    return "sdxl" if ("xl" in lowered or "sd3" in lowered or "flux" in lowered) else "sd15"
+    """The family a model file's name says (zmm.families.guess), SD1.5 if none."""
+    from zmm.families import guess  # families builds on this module
+
+    return guess(checkpoint) or "sd15"
 
 
 def styled_prompt(template: str, prompt: str) -> str:

@@ -14,7 +14,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,37 @@ from typing import Any
 import zmm
 from zmm.errors import InvalidInput, NotFound, WorkflowRejected
 
+# $checkpoint is the model file: ckpt_name of a checkpoint, unet_name of split files.
 PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler",
-                          "width", "height", "checkpoint", "batch_size", "filename_prefix"})
-_PLACEHOLDER = re.compile(r"^\$([a-z_]+)$")
+                          "width", "height", "checkpoint", "batch_size", "filename_prefix",
+                          "clip_l", "clip_g", "t5xxl", "vae", "weight_dtype", "guidance",
+                          "shift"})
+# Letters and underscores ("$seed2" stays literal text); t5xxl is the one name with a digit.
+_PLACEHOLDER = re.compile(r"^\$([a-z_]+|t5xxl)$")
 OUTPUT_NODES = frozenset({"SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"})
 CHECKPOINT_INPUTS = {"CheckpointLoaderSimple": "ckpt_name", "CheckpointLoader": "ckpt_name",
                      "ImageOnlyCheckpointLoader": "ckpt_name",
                      "unCLIPCheckpointLoader": "ckpt_name"}
-CHECKPOINTS_FOLDER = "ComfyUI/models/checkpoints/"
+# (node class, input) -> the server's model folder (GET /models/<folder>) its file is in.
+FILE_INPUTS: dict[tuple[str, str], str] = {
+    **{(node, "ckpt_name"): "checkpoints" for node in CHECKPOINT_INPUTS},
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("DualCLIPLoader", "clip_name1"): "text_encoders",
+    ("DualCLIPLoader", "clip_name2"): "text_encoders",
+    ("TripleCLIPLoader", "clip_name1"): "text_encoders",
+    ("TripleCLIPLoader", "clip_name2"): "text_encoders",
+    ("TripleCLIPLoader", "clip_name3"): "text_encoders",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("VAELoader", "vae_name"): "vae",
+    ("LoraLoader", "lora_name"): "loras",
+    ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("UpscaleModelLoader", "model_name"): "upscale_models",
+}
+FOLDER_WORDS = {"checkpoints": "checkpoint", "diffusion_models": "diffusion model",
+                "text_encoders": "text encoder", "vae": "VAE", "loras": "LoRA",
+                "upscale_models": "upscale model"}
+# VAELoader offers these without a file in models/vae/.
+BUILTIN_VAES = frozenset({"pixel_space", "taesd", "taesdxl", "taesd3", "taef1"})
 _LISTED = 12  # names listed in an error line before "and N more"
 
 
@@ -172,6 +195,42 @@ def bind(template: dict[str, Any] | Template, values: dict[str, Any]) -> dict[st
     return walk(graph)
 
 
+def filename_prefix(job_id: str) -> str:
+    """Where ComfyUI saves a job's images (output/zmm/<job id>_00001_.png)."""
+    return f"zmm/{job_id}"
+
+
+def bind_job(params: dict[str, Any], workflow: str, job_id: str,
+             user_dir: Path | None) -> dict[str, Any]:
+    """The graph a job submits: its own graph (a custom workflow) or its
+    template, bound with the job's stored params, then its parts (LoRAs, the
+    init image, the hires pass) added. The worker and `--print-workflow` both
+    bind through here, so the two cannot drift."""
+    from zmm import workflow_parts
+
+    source = params.get("graph") or load(workflow, user_dir).graph
+    values = {key: params.get(key) for key in PLACEHOLDERS}
+    values["filename_prefix"] = filename_prefix(job_id)
+    graph = bind(source, values)
+    parts = workflow_parts.Parts.from_params(params)
+    if parts.empty:
+        return graph
+    return workflow_parts.apply(graph, parts, width=int(params["width"]),
+                                height=int(params["height"]))
+
+
+def printed_graphs(specs: list[Any], user_dir: Path | None) -> list[dict[str, Any]]:
+    """`zmm generate --print-workflow`: the graph each job spec would submit.
+    The params go through JSON as they do in the spool; a job has no id before
+    it is queued, so each gets a stand-in of the same shape
+    (mmg-00000000-000000-00000000, -00000001, ...)."""
+    from zmm.jsontext import compact
+
+    return [bind_job(json.loads(compact(spec.stored_params())), spec.workflow,
+                     f"mmg-00000000-000000-{index:08x}", user_dir)
+            for index, spec in enumerate(specs)]
+
+
 def apply_sets(graph: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """A copy with each `NODE.INPUT=VALUE` applied (NODE: id, _meta.title or
     unique class_type; VALUE: JSON if it parses, else the text itself)."""
@@ -226,25 +285,44 @@ def _find_node(graph: dict[str, Any], ref: str, item: str) -> str:
     raise InvalidInput("set", f"{item!r}: no node {ref!r} (ids: {', '.join(graph)})")
 
 
-def _checkpoint_of(node: Any) -> str | None:
+def _file_names(node: Any) -> list[tuple[str, str]]:
+    """(folder, file name) of each model file a node loads."""
     if not isinstance(node, dict):
-        return None
-    key = CHECKPOINT_INPUTS.get(node.get("class_type", ""))
-    value = (node.get("inputs") or {}).get(key) if key else None
-    # A link or an unbound "$checkpoint" names no file yet.
-    return value if isinstance(value, str) and not _PLACEHOLDER.match(value) else None
+        return []
+    found = []
+    for name, value in (node.get("inputs") or {}).items():
+        folder = FILE_INPUTS.get((node.get("class_type", ""), name))
+        # A link or an unbound "$checkpoint" names no file yet.
+        if folder and isinstance(value, str) and not _PLACEHOLDER.match(value) \
+                and not (folder == "vae" and value in BUILTIN_VAES):
+            found.append((folder, value))
+    return found
+
+
+def _checkpoint_of(node: Any) -> str | None:
+    """The model file of a checkpoint or diffusion-model loader."""
+    return next((name for folder, name in _file_names(node)
+                 if folder in ("checkpoints", "diffusion_models")), None)
 
 
 def graph_model(graph: dict[str, Any]) -> str | None:
-    """The checkpoint the graph loads (the first, by node order), if any."""
+    """The model the graph loads (the first checkpoint or diffusion model, by node order)."""
     return next((name for node in graph.values() if (name := _checkpoint_of(node))), None)
 
 
 def requirements(graph: dict[str, Any]) -> tuple[set[str], set[str]]:
     """(node class types, checkpoint file names) the graph needs on the server."""
     node_types = {node["class_type"] for node in graph.values()}
-    checkpoints = {name for node in graph.values() if (name := _checkpoint_of(node))}
-    return node_types, checkpoints
+    return node_types, model_files(graph).get("checkpoints", set())
+
+
+def model_files(graph: dict[str, Any]) -> dict[str, set[str]]:
+    """Model folder -> the file names the graph loads from it."""
+    files: dict[str, set[str]] = {}
+    for node in graph.values():
+        for folder, name in _file_names(node):
+            files.setdefault(folder, set()).add(name)
+    return files
 
 
 def _listing(names: list[str]) -> str:
@@ -260,10 +338,12 @@ def _near(name: str, names: Collection[str]) -> str:
 
 
 def check_against_server(graph: dict[str, Any], object_info: dict[str, Any],
-                         checkpoints: list[str]) -> None:
-    """Refuse a graph whose node types or checkpoints the server lacks, in one
-    line naming the missing piece and listing what the server has."""
-    node_types, wanted = requirements(graph)
+                         files: list[str] | Mapping[str, list[str]]) -> None:
+    """Refuse a graph whose node types or model files the server lacks, in one
+    line naming the missing piece and listing what the server has. `files`:
+    folder -> names (a plain list: the checkpoints)."""
+    listed = {"checkpoints": list(files)} if isinstance(files, list) else dict(files)
+    node_types = {node["class_type"] for node in graph.values()}
     missing_nodes = sorted(node_types - set(object_info))
     if missing_nodes:
         others = f" (nor {', '.join(missing_nodes[1:])})" if len(missing_nodes) > 1 else ""
@@ -273,10 +353,24 @@ def check_against_server(graph: dict[str, Any], object_info: dict[str, Any],
             hint=_near(missing_nodes[0], object_info)
             + "install the custom node that provides it (ComfyUI/custom_nodes/), "
               "or use another workflow")
-    for checkpoint in sorted(wanted):
-        if checkpoint not in checkpoints:
-            raise WorkflowRejected(
-                f"checkpoint {checkpoint!r} is not on the ComfyUI server; it has: "
-                + _listing(sorted(checkpoints)),
-                hint=_near(checkpoint, checkpoints)
-                + f"put the file in {CHECKPOINTS_FOLDER} or set [models] in config.toml")
+    for folder, wanted in sorted(model_files(graph).items()):
+        have = listed.get(folder, [])
+        for name in sorted(wanted):
+            if name not in have:
+                raise WorkflowRejected(
+                    f"{FOLDER_WORDS.get(folder, folder)} {name!r} is not on the ComfyUI server; "
+                    "it has: " + _listing(sorted(have)),
+                    hint=_elsewhere(name, folder, listed) or (
+                        _near(name, have) + f"put the file in ComfyUI/models/{folder}/ "
+                        "or set [models] in config.toml"))
+
+
+def _elsewhere(name: str, folder: str, listed: Mapping[str, list[str]]) -> str:
+    """A file the server has in the other of checkpoints/diffusion_models: the
+    family's loader setting is the wrong one for it."""
+    other = {"checkpoints": "diffusion_models", "diffusion_models": "checkpoints"}.get(folder)
+    if other is None or name not in listed.get(other, []):
+        return ""
+    loader = "checkpoint" if other == "checkpoints" else "split"
+    return (f"the server has it in models/{other}/: set [models] <family>-loader = "
+            f"\"{loader}\" (sd35-loader or flux-loader), see docs/models.md")

@@ -5,6 +5,7 @@ to a comparable shape (event types in order, status codes, JSON keys)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -62,3 +63,23 @@ def post_prompt(url: str, body: Any, raw: bool = False) -> tuple[int, Any]:
         return response.status_code, response.json()
     except ValueError:
         return response.status_code, response.text
+
+
+def submit_and_cancel(url: str, graph: dict, timeout: float = 60.0) -> tuple[int, Any]:
+    """POST /prompt and take the prompt straight back off the server (queue
+    delete, then interrupt until it no longer runs): only validation matters,
+    and a real server must not spend minutes on it."""
+    prompt_id = f"contract-{uuid.uuid4().hex[:8]}"
+    response = httpx.post(url + "/prompt", json={"prompt": graph, "prompt_id": prompt_id,
+                                                 "client_id": uuid.uuid4().hex}, timeout=10)
+    body = response.json()
+    if response.status_code == 200:
+        httpx.post(url + "/queue", json={"delete": [prompt_id]}, timeout=10)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = httpx.get(url + "/queue", timeout=10).json()["queue_running"]
+            if prompt_id not in [item[1] for item in running]:
+                break
+            httpx.post(url + "/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+            time.sleep(0.2)  # a real server checks for an interrupt between nodes
+    return response.status_code, body

@@ -15,8 +15,9 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.contract.scenarios import MODEL_FREE, post_prompt, run_job
+from tests.contract.scenarios import MODEL_FREE, post_prompt, run_job, submit_and_cancel
 from tests.fakes.comfyui import FakeComfyUI
+from zmm import config, families, intake, workflows
 
 REAL = os.environ.get("ZMM_REAL_COMFYUI_URL")
 
@@ -119,3 +120,33 @@ def test_zmm_generate_end_to_end(server, tmp_path):
     assert result.returncode == 0, result.stderr
     saved = result.stdout.strip()
     assert saved.endswith(".png") and open(saved, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("alias", families.ALIASES)
+def test_every_family_s_graph_passes_validation(server, alias, tmp_path):
+    """zmm's bound graph of each family, with the [models] default file names.
+    On a real server those files must exist (empty files pass validation):
+    models/checkpoints/{sd_xl_base_1.0,v1-5-pruned-emaonly}.safetensors,
+    models/diffusion_models/{sd3.5_medium,sd3.5_large,flux1-schnell,flux1-dev}.safetensors,
+    models/text_encoders/{clip_l,clip_g,t5xxl_fp16}.safetensors,
+    models/vae/{ae,sd3.5_vae}.safetensors. The prompt is taken back at once."""
+    settings = config.load(tmp_path / "home")
+    specs = intake.build({"prompt": "contract", "model": alias, "size": "64x64", "steps": 1},
+                         settings)
+    (graph,) = workflows.printed_graphs(specs, None)
+    status, answer = submit_and_cancel(server, graph)
+    assert (status, answer.get("node_errors")) == (200, {}), answer
+
+
+def test_a_v3_combo_choice_is_not_checked_at_validation(server, tmp_path):
+    """TripleCLIPLoader's file names come as "COMBO" options; the server takes a
+    wrong one with 200 (it fails only when the node runs), so zmm must check
+    the files itself (zmm.workflows.check_against_server)."""
+    settings = config.load(tmp_path / "home")
+    specs = intake.build({"prompt": "contract", "model": "sd35-medium", "size": "64x64",
+                          "steps": 1}, settings)
+    (graph,) = workflows.printed_graphs(specs, None)
+    (loader,) = [node for node in graph.values() if node["class_type"] == "TripleCLIPLoader"]
+    loader["inputs"]["clip_name1"] = "not-a-file.safetensors"
+    status, answer = submit_and_cancel(server, graph)
+    assert (status, answer.get("node_errors")) == (200, {}), answer

@@ -71,6 +71,14 @@ class FakeComfyUI(BackgroundServer):
         self.loras, self.upscale_models = list(loras), list(upscale_models)
         self.uploads: list[dict] = []  # every POST /upload/image: its form fields and answer
         self._fail_uploads: list[int] = []
+        # The split files zmm's [models] defaults name (docs/models.md), in their folders.
+        self.model_files: dict[str, list[str]] = {
+            "diffusion_models": ["flux1-dev.safetensors", "flux1-schnell.safetensors",
+                                 "sd3.5_large.safetensors", "sd3.5_medium.safetensors"],
+            "text_encoders": ["clip_g.safetensors", "clip_l.safetensors",
+                              "t5xxl_fp16.safetensors"],
+            "vae": ["ae.safetensors", "sd3.5_vae.safetensors"],
+        }
         self.step_time, self.load_time = step_time, load_time
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fake-comfy-"))
         self.ledger, self.checkpoint_vram = ledger, checkpoint_vram or {}
@@ -173,6 +181,10 @@ class FakeComfyUI(BackgroundServer):
     def set_checkpoints(self, names: list[str]) -> None:
         self.checkpoints = list(names)
 
+    def set_model_files(self, folder: str, names: list[str]) -> None:
+        """The files of one model folder (diffusion_models, text_encoders, vae, ...)."""
+        self.model_files[folder] = list(names)
+
     def fail_next_uploads(self, n: int = 1, status: int = 500) -> None:
         """The next uploads answer `status` (500: the real server's crash page)."""
         self._fail_uploads.extend([status] * n)
@@ -198,7 +210,7 @@ class FakeComfyUI(BackgroundServer):
     # -- HTTP ------------------------------------------------------------------------------
 
     def _types(self) -> dict[str, dict]:
-        return {**graph.node_types(self.checkpoints),
+        return {**graph.node_types(self.checkpoints, self.model_files),
                 **graph.part_node_types(self.loras, self.upscale_models, self.input_files())}
 
     async def post_prompt(self, request: web.Request) -> web.Response:
@@ -306,7 +318,7 @@ class FakeComfyUI(BackgroundServer):
                             headers={"Content-Disposition": f'filename="{filename}"'})
 
     async def get_models(self, _request: web.Request) -> web.Response:
-        return web.json_response(["checkpoints", "loras", "vae", "upscale_models", "embeddings"])
+        return web.json_response(["checkpoints", *graph.MODEL_FOLDERS])
 
     async def get_model_folder(self, request: web.Request) -> web.Response:
         folder = request.match_info["folder"]
@@ -316,8 +328,8 @@ class FakeComfyUI(BackgroundServer):
             return web.json_response(sorted(self.loras))
         if folder == "upscale_models":
             return web.json_response(sorted(self.upscale_models))
-        if folder in ("vae", "embeddings"):
-            return web.json_response([])
+        if folder in graph.MODEL_FOLDERS:
+            return web.json_response(sorted(self.model_files.get(folder, [])))
         return web.Response(status=404)
 
     async def get_object_info(self, _request: web.Request) -> web.Response:
@@ -571,10 +583,11 @@ class FakeComfyUI(BackgroundServer):
         if self._fail_executions and self._fail_executions[0][0] == kind:
             _, exc_type, message = self._fail_executions.pop(0)
             raise ExecutionFailed(node_id, kind, exc_type, message)
-        if kind == "CheckpointLoaderSimple":
-            await self._load(node_id, inputs["ckpt_name"])
-            return {"checkpoint": inputs["ckpt_name"]}
-        if kind == "EmptyLatentImage":
+        if kind in ("CheckpointLoaderSimple", "UNETLoader"):
+            name = inputs["ckpt_name" if kind == "CheckpointLoaderSimple" else "unet_name"]
+            await self._load(node_id, name, kind)
+            return {"checkpoint": name}
+        if kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
             return {"size": (inputs["width"], inputs["height"]), "batch": inputs["batch_size"]}
         if kind == "EmptyImage":
             return {"size": (inputs["width"], inputs["height"]), "batch": inputs["batch_size"],
@@ -626,7 +639,7 @@ class FakeComfyUI(BackgroundServer):
             return {"loaded": inputs.get("lora_name") or inputs.get("model_name")}
         return None
 
-    async def _load(self, node_id: str, name: str) -> None:
+    async def _load(self, node_id: str, name: str, kind: str = "CheckpointLoaderSimple") -> None:
         if name in self.loaded:
             return
         if self.load_time:
@@ -635,7 +648,7 @@ class FakeComfyUI(BackgroundServer):
             size = self.checkpoint_vram.get(name, 12 * GIB if "xl" in name.lower() else 6 * GIB)
             if not self.ledger.allocate(f"comfyui:{name}", size, pid=os.getpid(),
                                         process_name="python3 main.py (ComfyUI)"):
-                raise ExecutionFailed(node_id, "CheckpointLoaderSimple", "torch.OutOfMemoryError",
+                raise ExecutionFailed(node_id, kind, "torch.OutOfMemoryError",
                                       OOM_MESSAGE)
         self.loaded.add(name)
 

@@ -6,19 +6,68 @@ from __future__ import annotations
 
 from typing import Any
 
-SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde",
-            "ddim", "uni_pc"]
-SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"]
+# KSampler's lists as ComfyUI 0.3.64 reports them.
+SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun",
+            "heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
+            "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu",
+            "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+            "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu",
+            "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp",
+            "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+            "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver",
+            "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
+SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+              "linear_quadratic", "kl_optimal"]
 INT_MAX = 0xFFFFFFFFFFFFFFFF
+WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
+CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
+# The model folders the fake lists (GET /models/<folder>), besides checkpoints.
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras", "upscale_models",
+                 "embeddings")
 
 
-def node_types(checkpoints: list[str]) -> dict[str, dict[str, Any]]:
-    """class -> {"required": {input: spec}, "output": [...], "output_node": bool, ...}."""
-    def spec(required, output, output_node=False, category="", display=None):
+def node_types(checkpoints: list[str],
+               files: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """class -> {"required": {input: spec}, "output": [...], "output_node": bool, ...}.
+    `files`: model folder -> names, the choices of the loaders of split files."""
+    files = files or {}
+    unets, encoders = list(files.get("diffusion_models", [])), list(files.get("text_encoders", []))
+
+    def spec(required, output, output_node=False, category="", display=None, optional=None,
+             module="nodes"):
         return {"required": required, "output": output, "output_node": output_node,
-                "category": category, "display": display}
+                "category": category, "display": display, "optional": optional or {},
+                "module": module}
 
     return {
+        # Split-file loaders and the SD3/Flux nodes, field for field as ComfyUI 0.3.64
+        # reports them. TripleCLIPLoader is a v3 node: its choices come in the "COMBO"
+        # shape, which the real server does not check at validation (a wrong name
+        # fails only when the node runs); the fake does the same.
+        "UNETLoader": spec({"unet_name": [unets], "weight_dtype": [list(WEIGHT_DTYPES)]},
+                           ["MODEL"], category="advanced/loaders", display="Load Diffusion Model"),
+        "DualCLIPLoader": spec({"clip_name1": [encoders], "clip_name2": [encoders],
+                                "type": [list(CLIP_TYPES)]}, ["CLIP"],
+                               category="advanced/loaders", display="DualCLIPLoader",
+                               optional={"device": [["default", "cpu"], {"advanced": True}]}),
+        "TripleCLIPLoader": spec({f"clip_name{i}": ["COMBO", {"multiselect": False,
+                                                              "options": encoders}]
+                                  for i in (1, 2, 3)}, ["CLIP"], category="advanced/loaders",
+                                 module="comfy_extras.nodes_sd3"),
+        "VAELoader": spec({"vae_name": [list(files.get("vae", [])) + ["pixel_space"]]}, ["VAE"],
+                          category="loaders", display="Load VAE"),
+        "ModelSamplingSD3": spec({"model": ["MODEL"], "shift": ["FLOAT", {
+            "default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01}]}, ["MODEL"],
+            category="advanced/model", display="ModelSamplingSD3",
+            module="comfy_extras.nodes_model_advanced"),
+        "FluxGuidance": spec({"conditioning": ["CONDITIONING", {}], "guidance": ["FLOAT", {
+            "default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1}]}, ["CONDITIONING"],
+            category="advanced/conditioning/flux", module="comfy_extras.nodes_flux"),
+        "EmptySD3LatentImage": spec({
+            "width": ["INT", {"default": 1024, "min": 16, "max": 16384, "step": 16}],
+            "height": ["INT", {"default": 1024, "min": 16, "max": 16384, "step": 16}],
+            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}]}, ["LATENT"],
+            category="latent/sd3", module="comfy_extras.nodes_sd3"),
         "CheckpointLoaderSimple": spec({"ckpt_name": [list(checkpoints), {
             "tooltip": "The name of the checkpoint (model) to load."}]},
             ["MODEL", "CLIP", "VAE"], category="loaders", display="Load Checkpoint"),
@@ -109,12 +158,15 @@ def part_node_types(loras: list[str], upscale_models: list[str],
 
 def object_info_entry(name: str, node: dict[str, Any]) -> dict[str, Any]:
     outputs = node["output"]
+    inputs, order = {"required": node["required"]}, {"required": list(node["required"])}
+    if node.get("optional"):
+        inputs["optional"], order["optional"] = node["optional"], list(node["optional"])
     return {
-        "input": {"required": node["required"]},
-        "input_order": {"required": list(node["required"])},
+        "input": inputs, "input_order": order,
         "output": outputs, "output_is_list": [False] * len(outputs), "output_name": outputs,
         "name": name, "display_name": node["display"] or name,
-        "description": "", "python_module": "nodes", "category": node["category"],
+        "description": "", "python_module": node.get("module", "nodes"),
+        "category": node["category"],
         "output_node": node["output_node"], "output_tooltips": [""] * len(outputs),
     }
 
@@ -138,13 +190,17 @@ def top_level_error(prompt: Any, types: dict[str, dict]) -> dict[str, Any] | Non
 
 
 def _coerce(kind: Any, value: Any, name: str, config: dict, spec: list) -> tuple[Any, dict | None]:
-    if kind == "COMBO":  # the newer combo shape: ["COMBO", {"options": [...]}]
-        kind = list(config.get("options") or [])
+    # The newer combo shape, ["COMBO", {"options": [...]}], is not checked at
+    # validation by ComfyUI 0.3.64 (a wrong name fails only when the node runs):
+    # it falls through as a literal below.
     if isinstance(kind, list):
         if value not in kind:
+            # Like the real server: a list of more than 20 choices is not sent back.
+            long = len(kind) > 20
+            listed = f"(list of length {len(kind)})" if long else str(kind)
             return None, _error("value_not_in_list", "Value not in list",
-                                f"{name}: '{value}' not in {kind}", input_name=name,
-                                input_config=spec, received_value=value)
+                                f"{name}: '{value}' not in {listed}", input_name=name,
+                                input_config=None if long else spec, received_value=value)
         return value, None
     converters = {"INT": int, "FLOAT": float, "STRING": str}
     if kind not in converters:
@@ -188,6 +244,7 @@ def validate(prompt: dict[str, Any], types: dict[str, dict]) -> tuple[list[str],
                                      input_name=name))
                 continue
             value = node["inputs"][name]
+            # A literal where a link belongs; a "COMBO" (v3 choice list) takes a literal.
             is_type = isinstance(kind, str) and kind not in ("INT", "FLOAT", "STRING", "COMBO")
             if isinstance(value, list):
                 if len(value) != 2 or not isinstance(value[1], int):

@@ -29,7 +29,25 @@ def test_doctor_all_good_but_warnings(home, settings, comfy, tmp_path):
                                 f"tables, columns, indexes and triggers of schema {version}"}
     assert checks["comfyui"]["detail"].endswith("ComfyUI 0.3.64 on cpu")
     assert checks["template sdxl-txt2img"]["status"] == "ok"
+    assert checks["family flux-dev"]["status"] == "ok"
     assert checks["ollama"]["status"] == "warn" and checks["nvml"]["status"] == "warn"
+
+
+@pytest.mark.slow
+def test_doctor_warns_of_a_family_no_tier_uses_and_fails_one_a_tier_uses(home, settings, comfy,
+                                                                        tmp_path):
+    env = {"ZMM_COMFYUI_URL": comfy.url, "ZMM_OLLAMA_ENABLED": "false",
+           "ZMM_TEST_NVML": str(write_no_driver(tmp_path / "nvml.json"))}
+    comfy.set_model_files("vae", [])  # neither Flux nor SD3.5 can load
+    result = run_zmm("doctor", "--json", env=env)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0
+    assert checks["family flux-dev"]["status"] == "warn"
+    assert checks["family flux-dev"]["detail"].startswith("VAE 'ae.safetensors' is not on")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "config.toml").write_text('[quality.draft]\nmodel = "flux-schnell"\n')
+    result = run_zmm("doctor", env=env)
+    assert result.returncode == 6 and "fail  family flux-schnell" in result.stdout
 
 
 @pytest.mark.slow

@@ -283,3 +283,38 @@ def test_a_pending_prompt_is_queued(job):
 def test_prompt_id_is_the_job_id_first_and_suffixed_on_retries(job):
     assert prompt_id_for(job) == job.id
     assert prompt_id_for(dataclasses.replace(job, attempts=2)) == f"{job.id}-r2"
+
+
+# -- model families on the server ---------------------------------------------------------
+
+@pytest.mark.parametrize("alias", ["sd35-medium", "flux-schnell"])
+def test_a_split_family_job_runs_and_saves_its_image(comfy, client, store, settings, tmp_path,
+                                                     alias):
+    store.enqueue(intake.build({"prompt": "a red square", "model": alias, "size": "64x64",
+                                "steps": "2", "seed": "7"}, settings))
+    job = store.claim("worker-1", lease_s=60, aging_s=600)
+    inflight, entry = finished(client, settings, job)
+    outcome = judge(inflight, entry, client, tmp_path / "assets")
+    assert outcome.kind == "succeeded", outcome.message
+    assert outcome.fields["model_used"] == settings.get(f"models.{alias}")
+    (submitted,) = comfy.submissions
+    loaders = {node["class_type"] for node in submitted["prompt"].values()}
+    assert {"UNETLoader", "VAELoader"} <= loaders
+    saved = assets.zmm_metadata(tmp_path / "assets" / outcome.fields["output_path"])
+    assert (saved["family"], saved["loader"], saved["files"]["vae"]) == (
+        alias, "split", settings.get(f"models.{alias.split('-')[0]}-vae"))
+
+
+def test_a_split_file_added_after_the_first_look_is_found_on_the_refresh(comfy, client, store,
+                                                                        settings):
+    comfy.set_model_files("vae", [])
+    store.enqueue(intake.build({"prompt": "x", "model": "flux-dev", "size": "64x64"}, settings))
+    job = store.claim("worker-1", lease_s=60, aging_s=600)
+    builder = GraphBuilder(client, settings.workflows_dir)
+    with pytest.raises(WorkflowRejected, match="^VAE 'ae.safetensors' is not on the ComfyUI "
+                       "server; it has: none at all"):
+        builder.build(job)
+    comfy.set_model_files("vae", ["ae.safetensors"])
+    builder.build(job)  # the cached lists miss it; the one refresh finds it
+    comfy.set_model_files("vae", [])
+    builder.build(job)  # checked once per (template, files): the server is not asked again

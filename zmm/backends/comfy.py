@@ -38,6 +38,13 @@ from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRej
 _TRANSPORT_ERRORS = (OSError, EOFError, ConnectionClosed, InvalidHandshake, ProtocolError)
 _DETAIL_LIMIT = 300  # a value_not_in_list detail repeats the server's whole model list
 
+# Model folder -> (loader node, input) whose choices list it, for servers without /models.
+_FOLDER_CHOICES = {"checkpoints": ("CheckpointLoaderSimple", "ckpt_name"),
+                   "diffusion_models": ("UNETLoader", "unet_name"),
+                   "text_encoders": ("CLIPLoader", "clip_name"),
+                   "vae": ("VAELoader", "vae_name"), "loras": ("LoraLoader", "lora_name"),
+                   "upscale_models": ("UpscaleModelLoader", "model_name")}
+
 
 @dataclass(frozen=True)
 class SubmitResult:
@@ -203,20 +210,24 @@ class ComfyClient:
 
     def checkpoints(self) -> list[str]:
         """Checkpoint file names; from object_info where /models is missing (older servers)."""
+        return self.model_files("checkpoints")
+
+    def model_files(self, folder: str) -> list[str]:
+        """The file names in one model folder (GET /models/<folder>); from the
+        loader's choices in object_info where /models is missing (older servers)."""
         try:
-            return [str(name) for name in self._json("GET", "/models/checkpoints", expect=list)]
+            return [str(name) for name in self._json("GET", f"/models/{quote(folder, safe='')}",
+                                                     expect=list)]
         except NotFound:
-            info = self.object_info("CheckpointLoaderSimple").get("CheckpointLoaderSimple") or {}
-            spec = ((info.get("input") or {}).get("required") or {}).get("ckpt_name") or [[]]
+            if folder not in _FOLDER_CHOICES:
+                return []
+            node, field = _FOLDER_CHOICES[folder]
+            info = self.object_info(node).get(node) or {}
+            spec = ((info.get("input") or {}).get("required") or {}).get(field) or [[]]
             choices = spec[0] if spec else []
             if choices == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
                 choices = spec[1].get("options") or []  # newer object_info combo shape
             return [str(name) for name in choices] if isinstance(choices, list) else []
-
-    def model_files(self, folder: str) -> list[str]:
-        """`GET /models/<folder>`: the file names in one model folder (loras, ...)."""
-        return [str(name) for name in self._json("GET", f"/models/{quote(folder, safe='')}",
-                                                 expect=list)]
 
     def upload_image(self, name: str, data: bytes, *, subfolder: str = "") -> dict[str, Any]:
         """`POST /upload/image` (multipart, type input, overwrite): the server's

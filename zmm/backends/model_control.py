@@ -16,10 +16,13 @@ GIB = 1024**3
 
 
 def vram_need_gb(settings: Config, checkpoint: str) -> float:
-    for key, name in settings.section("models").items():
-        if name == checkpoint:
-            return float(settings.section("vram_gb").get(key, 0.0))
-    return float(settings.section("vram_gb").get(jobs.model_family(checkpoint), 0.0))
+    """The VRAM table's row for a model file: its [models] alias, else the
+    family its name says; the "-fp8" row for an fp8 file where there is one."""
+    table = settings.section("vram_gb")
+    family = next((key for key, name in settings.section("models").items()
+                   if name == checkpoint and key in table), None) or jobs.model_family(checkpoint)
+    fp8 = f"{family}-fp8"
+    return float(table.get(fp8 if "fp8" in checkpoint.lower() and fp8 in table else family, 0.0))
 
 
 def listing(settings: Config, comfy: Any, ollama: Any | None) -> dict[str, Any]:

@@ -32,7 +32,12 @@ def generate(
     seed: Optional[str] = typer.Option(None, "--seed", help="0 or more; random if not given."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Sampler steps, 1-150."),
     cfg: Optional[str] = typer.Option(None, "--cfg", help="Guidance scale, 0-30."),
-    model: Optional[str] = typer.Option(None, "--model", help="sdxl | sd15 | a checkpoint file name."),
+    model: Optional[str] = typer.Option(None, "--model",
+                                        help="sd15 | sdxl | sd35-medium | sd35-large | "
+                                        "flux-schnell | flux-dev | a model file name."),
+    family: Optional[str] = typer.Option(None, "--family",
+                                         help="The family of a --model file whose name says "
+                                         "none (an alias as for --model)."),
     workflow: Optional[str] = typer.Option(None, "--workflow",
                                            help="A template name or a ComfyUI 'Save (API)' JSON file."),
     sets: list[str] = typer.Option([], "--set", help="NODE.INPUT=VALUE for the workflow (repeatable)."),
@@ -70,6 +75,9 @@ def generate(
                                    help="Never run jobs in this process; only queue and wait."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop waiting after S seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
+    print_workflow: bool = typer.Option(False, "--print-workflow",
+                                        help="Print the ComfyUI API graph of each job (JSON; "
+                                        "JSON Lines with --from or --count) and queue nothing."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
     from zmm import intake, intake_parts
@@ -77,7 +85,7 @@ def generate(
     settings = load_config()
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
-             "model": model, "workflow": workflow, "set": sets, "priority": priority,
+             "model": model, "family": family, "workflow": workflow, "set": sets, "priority": priority,
              "requester": requester, "webhook": webhook, "count": count, "backend": backend,
              "allow_cloud": allow_cloud or None, "lora": lora,
              "init_image": str(init_image) if init_image is not None else None,
@@ -94,6 +102,9 @@ def generate(
                                   settings)
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
+    if print_workflow:
+        _print_graphs(specs, settings, lines=from_file is not None or count is not None)
+        return
     intake_parts.check_server_files(specs, settings)
     keep_inputs(specs, settings.assets_dir)
     with open_store(settings) as store:
@@ -112,6 +123,21 @@ def keep_inputs(specs, assets_root: Path) -> None:
 
         for image in {image.sha256: image for spec in specs for image in spec.inputs}.values():
             inputs.keep(assets_root, image)
+
+
+def _print_graphs(specs, settings, *, lines: bool) -> None:
+    from zmm import workflows
+    from zmm.jsontext import compact
+
+    if any(spec.backend == "cloud" for spec in specs):
+        raise InvalidInput("print-workflow", "a job for --backend cloud submits no ComfyUI "
+                           "graph; use --backend auto or local")
+    graphs = workflows.printed_graphs(specs, settings.workflows_dir)
+    if lines:
+        for graph in graphs:
+            emit(compact(graph))
+    else:
+        emit_json(graphs[0])
 
 
 @app.command("wait")

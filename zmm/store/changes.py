@@ -49,7 +49,7 @@ def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
                batch_id: str | None) -> str:
     """INSERT one queued job; a clash of ids is retried, any other refusal is
     InvalidInput naming the column."""
-    params = dict(spec.params(), graph=spec.graph, user_prompt=spec.user_prompt, **spec.extra)
+    params = spec.stored_params()
     row = {
         "request_type": "image", "status": JobState.QUEUED.value,
         "priority": spec.priority.value, "priority_rank": spec.priority.rank,

@@ -63,7 +63,8 @@ class VramGate:
             priority=job.priority, quality=job.quality_tier,
             model_key=params.get("model_key") or jobs.model_family(job.model_requested or ""),
             model_pinned=bool(params.get("model_pinned")), free_bytes=free, llms=llms,
-            waited_s=waited, cloud_allowed=cloud_ok and bool(job.cloud_allowed))
+            waited_s=waited, cloud_allowed=cloud_ok and bool(job.cloud_allowed),
+            precision=str(params.get("precision") or "fp16"))
         decision = policy.decide(facts, self.rules)
         if decision.action == "cloud":
             return Admission(None, decision.reason, to_cloud=True)
@@ -189,7 +190,8 @@ def downgrade_to_sd15(store: Store, settings: Config, job: Job, reason: str) -> 
     """Move a running job to SD1.5 at the same aspect ratio, with a `downgrade` event."""
     width, height = sd15_size(job.width or 1024, job.height or 1024)
     params = dict(job.param_values, model_key="sd15", width=width, height=height,
-                  checkpoint=settings.get("models.sd15"), downgraded_from=job.model_requested)
+                  checkpoint=settings.get("models.sd15"), downgraded_from=job.model_requested,
+                  family="sd15", loader="checkpoint", precision="fp16")
     store.update(job.id, params=compact(params),
                  model_requested=params["checkpoint"], width=width, height=height,
                  workflow=settings.get("templates.sd15"), event=("downgrade", reason),

@@ -26,13 +26,14 @@ class LoadedLlm:
 class Facts:
     priority: str  # CRITICAL | HIGH | MEDIUM | LOW
     quality: str | None
-    model_key: str  # sdxl | sd15 | other
+    model_key: str  # a family alias (zmm.families) or other
     model_pinned: bool  # the user named the model: never downgrade it
     free_bytes: int | None  # None: NVML unavailable, the check is skipped
     llms: list[LoadedLlm] | None  # None: Ollama not configured or unreachable
     waited_s: float = 0.0
     comfy_holds_bytes: int = 0  # ComfyUI already holds this model's weights
     cloud_allowed: bool = False  # the job may fall back and a provider is configured
+    precision: str = "fp16"  # fp8 weights need the family's "-fp8" row of the table
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,13 @@ class Decision:
                 "wait": "vram_wait", "cloud": "cloud_fallback"}[self.action]
 
 
-def need_bytes(settings: Settings, model_key: str) -> int:
-    model_gb = settings.need_gb.get(model_key, settings.need_gb.get("sdxl", 12.0))
-    return int((model_gb + settings.need_gb.get("reserve", 2.0)) * GIB)
+def need_bytes(settings: Settings, model_key: str, precision: str = "fp16") -> int:
+    """The family's row of the VRAM table (its "-fp8" row for fp8 weights, where
+    there is one) plus the reserve; SDXL's row for a family the table lacks."""
+    table = settings.need_gb
+    key = f"{model_key}-fp8" if precision == "fp8" and f"{model_key}-fp8" in table else model_key
+    model_gb = table.get(key, table.get("sdxl", 12.0))
+    return int((model_gb + table.get("reserve", 2.0)) * GIB)
 
 
 def gb(nbytes: int) -> str:
@@ -66,7 +71,7 @@ def gb(nbytes: int) -> str:
 
 
 def decide(facts: Facts, settings: Settings) -> Decision:
-    need = need_bytes(settings, facts.model_key)
+    need = need_bytes(settings, facts.model_key, facts.precision)
     if facts.free_bytes is None:
         return Decision("run", "VRAM unknown (no NVML): not checked", facts.model_key, need_bytes=need)
     available = facts.free_bytes + facts.comfy_holds_bytes

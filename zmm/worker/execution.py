@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmm
-from zmm import assets, workflow_parts, workflows
+from zmm import assets, families, workflow_parts, workflows
 from zmm.assets import inputs
-from zmm.backends import model_lists
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
 from zmm.jsontext import compact
@@ -92,23 +91,25 @@ def job_id_of(prompt_id: str) -> str | None:
 
 class GraphBuilder:
     """Binds templates and checks them against the server once per (template,
-    checkpoint), refreshing the server's lists once before declaring a miss."""
+    model files), refreshing the server's lists once before declaring a miss."""
 
     def __init__(self, client: ComfyClient, user_dir, assets_root=None) -> None:
         self.client = client
         self.user_dir = user_dir
         self.assets_root = assets_root  # where the init images' copies are
-        self._checked: set[tuple[str, str | None]] = set()
-        self._server: tuple[dict, list[str]] | None = None
+        self._checked: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self._nodes: dict[str, Any] | None = None
+        self._files: dict[str, list[str]] = {}  # model folder -> the server's file names
 
     def build(self, job: Job) -> dict[str, Any]:
-        """The job's graph, checked against the server's nodes and checkpoints."""
+        """The job's graph, checked against the server's nodes and model files."""
         graph = self.bind(job)
-        key = (job.workflow, workflows.graph_model(graph))
+        files = workflows.model_files(graph)
+        key = (job.workflow, tuple(sorted((folder, name) for folder, names in files.items()
+                                          for name in names)))
         if key not in self._checked:
-            self._check(graph)
+            self._check(graph, sorted(files))
             self._checked.add(key)
-        self._check_part_files(graph)
         parts = workflow_parts.Parts.from_params(job.param_values)
         if parts.init_image is not None:
             self._upload(graph, parts.init_image)
@@ -117,31 +118,7 @@ class GraphBuilder:
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
         already on it)."""
-        params = job.param_values
-        source = params.get("graph") or workflows.load(job.workflow, self.user_dir).graph
-        values = {key: params.get(key) for key in (
-            "prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "width",
-            "height", "checkpoint", "batch_size")}
-        values["filename_prefix"] = f"zmm/{job.id}"
-        graph = workflows.bind(source, values)
-        parts = workflow_parts.Parts.from_params(params)
-        if parts.empty:
-            return graph
-        return workflow_parts.apply(graph, parts, width=int(params["width"]),
-                                    height=int(params["height"]))
-
-    def _check_part_files(self, graph: dict[str, Any]) -> None:
-        """LoRAs and upscale models the server lacks fail the job, listing what it
-        has (asked every time: a LoRA is a file someone may just have added)."""
-        for folder, names in workflow_parts.file_needs(graph).items():
-            have = self.client.model_files(folder)
-            missing = sorted(names - set(have))
-            if missing:
-                kind = "LoRA" if folder == "loras" else "upscale model"
-                raise WorkflowRejected(
-                    f"{kind} {missing[0]!r} is not on the ComfyUI server; it has: "
-                    + model_lists.listing(have),
-                    hint=f"put the file in ComfyUI/models/{folder}/")
+        return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir)
 
     def _upload(self, graph: dict[str, Any], image: workflow_parts.InitImage) -> None:
         """Send zmm's copy of the init image under its content-hashed name (so a
@@ -156,12 +133,20 @@ class GraphBuilder:
                     == image.reference:
                 node["inputs"]["image"] = where
 
-    def _check(self, graph: dict[str, Any]) -> None:
+    def _check(self, graph: dict[str, Any], folders: list[str]) -> None:
         for fresh in (False, True):
-            if self._server is None or fresh:
-                self._server = (self.client.object_info(), self.client.checkpoints())
+            if self._nodes is None or fresh:
+                self._nodes = self.client.object_info()
+            # A model file missing from checkpoints/ may sit in diffusion_models/ (or
+            # the reverse): the second look lists both, so the error can say so.
+            wanted = set(folders)
+            if fresh and wanted & {"checkpoints", "diffusion_models"}:
+                wanted |= {"checkpoints", "diffusion_models"}
+            for folder in sorted(wanted):
+                if fresh or folder not in self._files:
+                    self._files[folder] = self.client.model_files(folder)
             try:
-                workflows.check_against_server(graph, *self._server)
+                workflows.check_against_server(graph, self._nodes, self._files)
                 return
             except WorkflowRejected:
                 if fresh:
@@ -207,15 +192,25 @@ def locate(client: ComfyClient, prompt_id: str) -> str:
 
 
 def zmm_metadata(job: Job) -> dict[str, Any]:
+    """The zmm chunk of a saved PNG: enough to queue the same job again
+    (`--from-image`), the model's family and every file it loaded included."""
     params = job.param_values
     return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
             "seed": job.seed, "model": job.model_requested, "width": job.width,
             "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
             "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
             "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
+            "family": params.get("family") or params.get("model_key"),
+            "loader": params.get("loader"), "files": model_files_of(params),
+            "guidance": params.get("guidance"), "shift": params.get("shift"),
             "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__,
             **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale")
                if params.get(key) is not None}}
+
+
+def model_files_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The split files (text encoders, VAE, weight dtype) a job loads besides its model."""
+    return {key: params[key] for key in families.FILE_KEYS if params.get(key) is not None}
 
 
 def is_out_of_memory(error: dict[str, Any]) -> bool:
