@@ -82,6 +82,11 @@ def precision_of(file: str, weight_dtype: str | None) -> str:
     return "fp8" if "fp8" in file.lower() or dtype.startswith("fp8") else "fp16"
 
 
+def model_family(name: str) -> str:
+    """The family a model file's name says, SD1.5 if none."""
+    return guess(name) or "sd15"
+
+
 def guess(name: str) -> str | None:
     """The family a model file's name says, or None."""
     lowered = name.lower().replace("\\", "/").rsplit("/", 1)[-1]

@@ -181,7 +181,7 @@ def _attach_custom_graph(spec: jobs.JobSpec, workflow: str | None, sets: list[st
     if "checkpoint" not in workflows.placeholders(graph):
         # The graph names its own checkpoint, or loads none (a model-free workflow).
         spec.checkpoint = workflows.graph_model(graph)
-        spec.model_key = jobs.model_family(spec.checkpoint) if spec.checkpoint else "custom"
+        spec.model_key = families.model_family(spec.checkpoint) if spec.checkpoint else "custom"
         spec.extra = {"family": spec.model_key}
 
 

@@ -211,13 +211,6 @@ def parse_checkpoint(value: str) -> str:
     return name
 
 
-def model_family(checkpoint: str) -> str:
-    """The family a model file's name says (zmm.families.guess), SD1.5 if none."""
-    from zmm.families import guess  # families builds on this module
-
-    return guess(checkpoint) or "sd15"
-
-
 def styled_prompt(template: str, prompt: str) -> str:
     # str.replace, not str.format: braces in a user's prompt must stay literal.
     return template.replace("{prompt}", prompt) if "{prompt}" in template else f"{prompt}, {template}"

@@ -21,7 +21,8 @@ from websockets.frames import Close
 from websockets.http11 import Response
 
 from tests.fakes.comfy_routes import URL, client_for
-from zmm.backends.comfy import ComfyClient, Event, EventStream, OutputFile, StreamClosed
+from zmm.backends.comfy import ComfyClient, OutputFile
+from zmm.backends.comfy_events import Event, EventStream, StreamClosed
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
 
 

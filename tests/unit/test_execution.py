@@ -18,7 +18,8 @@ from tests.fakes.comfyui import FakeComfyUI
 from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
-from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit, zmm_metadata
+from zmm.outcome import zmm_metadata
+from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit
 
 
 @pytest.fixture

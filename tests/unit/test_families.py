@@ -15,8 +15,8 @@ from tests.fakes import comfyui_graph
 from tests.fakes.comfyui import FakeComfyUI
 from zmm import assets, config, families, intake, workflows
 from zmm.errors import InvalidInput, WorkflowRejected
+from zmm.outcome import zmm_metadata
 from zmm.vram import policy
-from zmm.worker.execution import zmm_metadata
 
 FAKE = FakeComfyUI.__new__(FakeComfyUI)  # only its default file lists, no server
 FakeComfyUI.__init__(FAKE)

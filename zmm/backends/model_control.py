@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zmm import jobs
+from zmm import families
 from zmm.config import Config
 from zmm.errors import BackendUnavailable, InvalidInput, ZmmError
 
@@ -20,7 +20,7 @@ def vram_need_gb(settings: Config, checkpoint: str) -> float:
     family its name says; the "-fp8" row for an fp8 file where there is one."""
     table = settings.section("vram_gb")
     family = next((key for key, name in settings.section("models").items()
-                   if name == checkpoint and key in table), None) or jobs.model_family(checkpoint)
+                   if name == checkpoint and key in table), None) or families.model_family(checkpoint)
     fp8 = f"{family}-fp8"
     return float(table.get(fp8 if "fp8" in checkpoint.lower() and fp8 in table else family, 0.0))
 

@@ -21,8 +21,8 @@ from zmm.cloud import providers
 from zmm.cloud.providers import ChainResult, CloudImage, CloudRequest, Provider
 from zmm.config import Config
 from zmm.errors import ZmmError
+from zmm.outcome import Outcome, output_fields, zmm_metadata
 from zmm.store import Job
-from zmm.worker.execution import Outcome, output_fields, zmm_metadata
 
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).
 REQUESTED, COMFYUI_DOWN, VRAM, ATTEMPTS_EXHAUSTED, OUT_OF_MEMORY = (

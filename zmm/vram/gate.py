@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zmm import jobs
+from zmm import families, jobs
 from zmm.config import Config
 from zmm.errors import ZmmError
 from zmm.jsontext import compact
@@ -61,7 +61,7 @@ class VramGate:
             waited = max(0.0, self.store.clock() - float(params["vram_wait_since"]))
         facts = policy.Facts(
             priority=job.priority, quality=job.quality_tier,
-            model_key=params.get("model_key") or jobs.model_family(job.model_requested or ""),
+            model_key=params.get("model_key") or families.model_family(job.model_requested or ""),
             model_pinned=bool(params.get("model_pinned")), free_bytes=free, llms=llms,
             waited_s=waited, cloud_allowed=cloud_ok and bool(job.cloud_allowed),
             precision=str(params.get("precision") or "fp16"))

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zmm.cloud import lane
+from zmm.outcome import Outcome
 from zmm.store import Job, Store
-from zmm.worker.execution import Outcome
 
 
 @dataclass

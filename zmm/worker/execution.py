@@ -1,8 +1,8 @@
 """One job's life on ComfyUI: building its graph, submitting it safely, and
 turning ComfyUI's verdict into the job's outcome (saved files or an error).
 
-`Inflight` is the worker's record of a submitted job; `Outcome` is what the
-worker then writes to the spool. Nothing here loops or sleeps.
+`Inflight` is the worker's record of a submitted job; the `Outcome` (zmm.outcome)
+is what the worker then writes to the spool. Nothing here loops or sleeps.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import zmm
-from zmm import assets, families, workflow_parts, workflows
+from zmm import assets, workflow_parts, workflows
 from zmm.assets import inputs
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
-from zmm.jsontext import compact
+from zmm.outcome import Outcome, output_fields, zmm_metadata
 from zmm.store import Job
 
 # ComfyUI node classes -> the phase a person would call it.
@@ -60,16 +59,6 @@ class Inflight:
         phase = PHASES.get(kind, f"running {kind}" if kind else "running")
         of_passes = workflow_parts.pass_of(node)  # "2/2": the hires pass's sampler
         return f"pass {of_passes} {phase}" if of_passes else phase
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # succeeded | failed | cancelled | requeue
-    message: str
-    fields: dict[str, Any]
-    consume_attempt: bool = False
-    backoff: bool = False
-    fallback: str | None = None  # a failure the cloud may answer instead (zmm.cloud triggers)
 
 
 def prompt_id_for(job: Job) -> str:
@@ -191,28 +180,6 @@ def locate(client: ComfyClient, prompt_id: str) -> str:
     return "done" if client.history(prompt_id) is not None else "lost"
 
 
-def zmm_metadata(job: Job) -> dict[str, Any]:
-    """The zmm chunk of a saved PNG: enough to queue the same job again
-    (`--from-image`), the model's family and every file it loaded included."""
-    params = job.param_values
-    return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
-            "seed": job.seed, "model": job.model_requested, "width": job.width,
-            "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
-            "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
-            "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
-            "family": params.get("family") or params.get("model_key"),
-            "loader": params.get("loader"), "files": model_files_of(params),
-            "guidance": params.get("guidance"), "shift": params.get("shift"),
-            "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__,
-            **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale")
-               if params.get(key) is not None}}
-
-
-def model_files_of(params: dict[str, Any]) -> dict[str, Any]:
-    """The split files (text encoders, VAE, weight dtype) a job loads besides its model."""
-    return {key: params[key] for key in families.FILE_KEYS if params.get(key) is not None}
-
-
 def is_out_of_memory(error: dict[str, Any]) -> bool:
     text = f"{error.get('exception_type', '')} {error.get('exception_message', '')}".lower()
     return "outofmemory" in text.replace(" ", "") or "out of memory" in text
@@ -291,23 +258,3 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost
         "error_message": None, **output_fields(saved, assets_root),
     })
-
-
-def output_fields(saved: list[assets.SavedFile], assets_root) -> dict[str, Any]:
-    """The job columns describing its saved files (the first one has a thumbnail)."""
-    first = saved[0]
-    return {"output_path": first.relative, "outputs": compact([item.relative for item in saved]),
-            "file_size_bytes": first.size, "sha256": first.sha256, "width": first.width,
-            "height": first.height, "thumbnail_path": thumbnail_for(first, assets_root)}
-
-
-def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:
-    """The history view's thumbnail; the image is what the job promised, so a
-    thumbnail that cannot be made leaves the job succeeded without one."""
-    from zmm.assets.thumbnails import make_thumbnail  # Pillow: only workers pay for it
-
-    try:
-        return make_thumbnail(saved.path, assets_root)
-    except (ZmmError, OSError):
-        return None
-

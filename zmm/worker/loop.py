@@ -20,9 +20,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from zmm.backends.comfy import ComfyClient, Event, EventStream
+from zmm.backends.comfy import ComfyClient
+from zmm.backends.comfy_events import Event, EventStream
 from zmm.cloud import lane
 from zmm.config import Config
 from zmm.errors import (
@@ -33,32 +34,18 @@ from zmm.errors import (
     NotFound,
     WorkflowRejected,
 )
+from zmm.outcome import Outcome, zmm_metadata
 from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.worker import execution, progress
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.counts import JobCounts
-from zmm.worker.execution import Inflight, Outcome
+from zmm.worker.execution import Inflight
+from zmm.worker.observer import Observer, QuietObserver
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
 from zmm.worker.scope import Scope
 from zmm.worker.upkeep import Adopted, Upkeep
 from zmm.worker.wake import SpoolWatch
-
-
-class Observer(Protocol):
-    def waiting(self, url: str, reason: str, retry_in: float) -> None: ...
-    def connected(self, url: str) -> None: ...
-    def job_changed(self, inflight: Inflight) -> None: ...
-    def job_finished(self, job: Job) -> None: ...
-    def notice(self, text: str) -> None: ...
-
-
-class QuietObserver:
-    def waiting(self, url, reason, retry_in): pass
-    def connected(self, url): pass
-    def job_changed(self, inflight): pass
-    def job_finished(self, job): pass
-    def notice(self, text): pass
 
 
 def new_worker_id() -> str:
@@ -301,7 +288,7 @@ class Worker:
                               phase="submitted", phase_detail=None,
                               event=("submitted", f"prompt {prompt_id} to {self.url}"))
             execution.submit(self.client, graph, prompt_id, self.client_id,
-                             execution.zmm_metadata(job))
+                             zmm_metadata(job))
         except (WorkflowRejected, InvalidInput, NotFound) as exc:
             self._record(job, failed(exc.message))
             return True

@@ -14,9 +14,9 @@ from zmm.cloud import lane
 from zmm.config import Config
 from zmm.jobs import JobState
 from zmm.jsontext import compact
+from zmm.outcome import Outcome
 from zmm.store import Job, Store
 from zmm.store.db import iso
-from zmm.worker.execution import Outcome
 
 
 class OutcomeLadder:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from zmm.backends.comfy import Event
+from zmm.backends.comfy_events import Event
 from zmm.store import Store
 from zmm.store.db import iso
 from zmm.worker.execution import Inflight

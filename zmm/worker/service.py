@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from zmm.config import Config
 from zmm.errors import ComfyUnavailable
 from zmm.locks import FileLock, worker_lock_path
-from zmm.store import Job, Store
+from zmm.store import Store
 from zmm.worker.counts import JobCounts
+from zmm.worker.observer import QuietObserver
 
 if TYPE_CHECKING:
     from zmm.backends.comfy import ComfyClient
@@ -124,7 +125,7 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
             return worker.run()
 
 
-class _Reachability:
+class _Reachability(QuietObserver):
     """The inline worker's observer: only whether ComfyUI answers right now."""
 
     def __init__(self) -> None:
@@ -135,15 +136,6 @@ class _Reachability:
 
     def connected(self, url: str) -> None:
         self.unreachable = False
-
-    def job_changed(self, inflight: Any) -> None:
-        pass
-
-    def job_finished(self, job: Job) -> None:
-        pass
-
-    def notice(self, text: str) -> None:
-        pass
 
 
 class InlineRunner:

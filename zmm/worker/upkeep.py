@@ -16,8 +16,9 @@ from typing import Any
 
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, ComfyUnavailable
+from zmm.outcome import Outcome
 from zmm.store import Job, Store
-from zmm.worker.execution import GraphBuilder, Inflight, Outcome, job_id_of, locate
+from zmm.worker.execution import GraphBuilder, Inflight, job_id_of, locate
 from zmm.worker.outcomes import requeue
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from zmm.backends.comfy import Event
+    from zmm.backends.comfy_events import Event
     from zmm.store import Store
 
 # How often the spool is looked at while waiting. Each look costs a thread
