@@ -130,7 +130,7 @@ def scripts() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    folder = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "completions"
+    folder = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "completions"
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in scripts().items():
         (folder / name).write_text(text, encoding="utf-8")
