@@ -3,8 +3,9 @@ UPDATE (it names the state it expects) plus a `job_events` row, in one
 IMMEDIATE transaction, so concurrent processes can never move a job twice.
 
 The SQL is split by concern: reads in `queries`, claiming in `claims`, the
-UPDATE statements of state changes in `changes`, event
-rows in `events`, cleanup in `retention`, the webhook outbox in `outbox`.
+INSERT and UPDATE statements of jobs in `changes`, event rows in `events`,
+cleanup in `retention`, the webhook outbox in `outbox`, the live workers in
+`workers`, the schema check in `schema`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobSpec, JobState, Priority, check_transition
-from zmm.store import claims, events, outbox, queries, retention
-from zmm.store.changes import insert_job, update_sql
+from zmm.store import claims, events, outbox, queries, retention, workers
+from zmm.store.changes import Cancellation, insert_job, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
@@ -30,21 +30,6 @@ if TYPE_CHECKING:
     from zmm.store.stats import Report
 
 __all__ = ["Cancellation", "Job", "Store"]
-
-@dataclass(frozen=True)
-class Cancellation:
-    """What `Store.cancel` did to one job: `result` is "cancelled", "cancel
-    requested" (its worker carries it out) or "already <state>" (it had finished:
-    a conflict); `status` is the job's state afterwards."""
-
-    id: str
-    result: str
-    status: JobState
-
-    @property
-    def refused(self) -> bool:
-        return self.result.startswith("already ")
-
 
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
@@ -283,26 +268,18 @@ class Store:
         return queries.paused(self.conn)
 
     def register_worker(self, worker_id: str, comfy_url: str | None, state: str) -> None:
-        stamp = iso(self.clock())
         with translate_errors(self.path), transaction(self.conn) as conn:
-            conn.execute(
-                "INSERT INTO workers (id, pid, host, comfy_url, started_at, heartbeat_at, state) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "heartbeat_at = excluded.heartbeat_at, state = excluded.state",
-                [worker_id, os.getpid(), os.uname().nodename if hasattr(os, "uname") else "",
-                 comfy_url, stamp, stamp, state],
-            )
+            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()))
 
     def unregister_worker(self, worker_id: str) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
-            conn.execute("DELETE FROM workers WHERE id = ?", [worker_id])
+            workers.unregister(conn, worker_id)
 
     def forget_other_workers(self, comfy_url: str, worker_id: str) -> int:
         """Drop the rows of every other worker registered for `comfy_url`: dead,
         when the caller holds that URL's worker lock (killed ones leave theirs)."""
         with translate_errors(self.path), transaction(self.conn) as conn:
-            return conn.execute("DELETE FROM workers WHERE comfy_url = ? AND id != ?",
-                                [comfy_url, worker_id]).rowcount
+            return workers.forget_others(conn, comfy_url, worker_id)
 
     # -- reads ---------------------------------------------------------------
 

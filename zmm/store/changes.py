@@ -10,6 +10,7 @@ import functools
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 
 from zmm.errors import Conflict
 from zmm.jobs import JobSpec, JobState
@@ -76,3 +77,18 @@ def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
                 raise refused_value(exc) from None
     raise Conflict("could not allocate a unique job id in five tries",
                    hint="job ids carry 32 random bits; try again")
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What `Store.cancel` did to one job: `result` is "cancelled", "cancel
+    requested" (its worker carries it out) or "already <state>" (it had finished:
+    a conflict); `status` is the job's state afterwards."""
+
+    id: str
+    result: str
+    status: JobState
+
+    @property
+    def refused(self) -> bool:
+        return self.result.startswith("already ")
