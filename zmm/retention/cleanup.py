@@ -1,8 +1,9 @@
 """Retention of assets: the cleanup plan (what would be removed or compressed,
 and why) and its application; a dry run reports the very plan a real run
 applies. Never touches queued, running or pinned jobs, nor a path outside the
-assets root (checked at plan and at removal); one run at a time. SQL lives in
-`zmm.store.retention`, images in `zmm.thumbnails`, records in `zmm.cleanup_model`.
+assets root (checked at plan and at removal); one run at a time. Applying lives
+in `applying`, path checks in `paths`, records in `plan`, SQL in
+`zmm.store.retention`, images in `zmm.assets.thumbnails`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from zmm import assets
 from zmm.assets import thumbnails
 from zmm.errors import Conflict, InvalidInput
-from zmm.jsontext import compact
 from zmm.locks import FileLock
 from zmm.retention import inputs
+from zmm.retention.applying import apply
+from zmm.retention.paths import SafePaths, not_a_file
 from zmm.retention.plan import Compression, Criteria, Plan, Problem, Removal, Report, human_bytes, parse_size
 from zmm.store import Store
 from zmm.store.db import iso
@@ -31,7 +32,6 @@ __all__ = ["Criteria", "Plan", "Report", "SafePaths", "apply", "human_bytes", "m
 # A file a worker has just saved is unreferenced until its job's row is
 # updated; orphans younger than this are left for a later run.
 ORPHAN_GRACE_S = 3600.0
-BATCH = 500  # jobs per guarded mark transaction: short write locks, few commits
 JOB_ID_LENGTH = len("mmg-20261123-101500-1a2b3c4d")
 
 
@@ -78,34 +78,6 @@ def preview(plan: Plan) -> Report:
                   compressed=[item.public() for item in plan.compressions],
                   rows_marked=0 if plan.criteria.purge_rows else jobs,
                   rows_purged=jobs if plan.criteria.purge_rows else 0)
-
-
-class SafePaths:
-    """`zmm.assets.safe_path` with each folder's check done once per run: 100,000
-    jobs share a few dozen month folders, and resolving every file's whole chain
-    dominated planning. The file itself is then only lstat'ed by the caller, which
-    refuses anything but a regular file (so a symlinked file is never followed)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._folders: dict[str, str | InvalidInput] = {}
-
-    def __call__(self, relative: str) -> str:
-        text = relative.replace("\\", "/")
-        parts = [part for part in text.split("/") if part not in ("", ".")]
-        if text.startswith("/") or text[1:2] == ":" or ".." in parts or not parts:
-            return str(assets.safe_path(self.root, relative))  # raises, naming the path
-        folder = "/".join(parts[:-1])
-        checked = self._folders.get(folder)
-        if checked is None:
-            try:
-                checked = str(assets.safe_path(self.root, folder) if folder else self.root)
-            except InvalidInput as exc:
-                checked = exc
-            self._folders[folder] = checked
-        if isinstance(checked, InvalidInput):
-            return str(assets.safe_path(self.root, relative))  # raises, naming this path
-        return os.path.join(checked, parts[-1])
 
 
 # -- planning ------------------------------------------------------------------
@@ -209,17 +181,11 @@ def _stat(paths: SafePaths, job_id: str | None, name: str, problems: list[Proble
     except OSError as exc:
         problems.append(Problem(job_id, name, f"cannot be read: {exc.strerror}"))
         return None
-    refusal = _not_a_file(info)
+    refusal = not_a_file(info)
     if refusal:
         problems.append(Problem(job_id, name, refusal))
         return None
     return info.st_size
-
-
-def _not_a_file(info: os.stat_result) -> str | None:
-    if stat.S_ISLNK(info.st_mode):
-        return "refused: a symlink; never followed"
-    return None if stat.S_ISREG(info.st_mode) else "refused: not a regular file"
 
 
 def _plan_compression(paths: SafePaths, row: Any, plan: Plan) -> None:
@@ -284,134 +250,3 @@ def _walk(folder: Path, prefix: str) -> Iterator[tuple[str, os.DirEntry]]:
             yield from _walk(Path(entry.path), relative + "/")
         else:
             yield relative, entry
-
-
-# -- applying ------------------------------------------------------------------
-
-
-def apply(store: Store, paths: SafePaths, plan: Plan) -> Report:
-    report = Report(plan, dry_run=False)
-    stamp = iso(store.clock())
-    jobs = [item for item in plan.removals if item.job_id]
-    for start in range(0, len(jobs), BATCH):
-        _remove_batch(store, paths, jobs[start:start + BATCH], stamp, report)
-    for item in plan.removals:
-        if item.job_id is None:
-            removed, size, _ = _unlink_all(paths, item, report)
-            if removed:
-                report.removed.append(Removal(None, item.reason, removed, size))
-    for compression in plan.compressions:
-        _compress(store, paths.root, compression, report)
-    return report
-
-
-def _remove_batch(store: Store, paths: SafePaths, batch: list[Removal], stamp: str,
-                  report: Report) -> None:
-    """Mark the rows first (guarded: still finished and unpinned), delete only
-    the files of rows that passed, then restore rows whose files resisted."""
-    marked = store.mark_assets_deleted(
-        [(item.job_id, f"cleanup ({item.reason}): {len(item.files)} files, "
-          f"{human_bytes(item.size)}") for item in batch if item.job_id is not None], stamp)
-    done: list[str] = []
-    kept: list[tuple[str, str]] = []
-    try:
-        for item in batch:
-            if item.job_id not in marked:
-                report.skipped.append(Problem(item.job_id, "", "changed since the plan (pinned, "
-                                              "retried or purged); left alone"))
-                continue
-            errors = _remove_job(paths, item, report)
-            if errors:
-                kept.append((item.job_id, "cleanup could not remove: " + "; ".join(errors)))
-            else:
-                done.append(item.job_id)
-    except BaseException:
-        # Ctrl-C mid-batch: rows whose files were not all removed must not claim so,
-        # or no later run would consider them again.
-        finished = set(done) | {job_id for job_id, _ in kept}
-        kept += [(item.job_id, "cleanup interrupted") for item in batch
-                 if item.job_id in marked and item.job_id not in finished]
-        raise
-    finally:
-        store.restore_assets(kept, stamp)
-    if report.plan.criteria.purge_rows:
-        report.rows_purged += store.purge_jobs(done)
-    else:
-        report.rows_marked += len(done)
-
-
-def _remove_job(paths: SafePaths, item: Removal, report: Report) -> list[str]:
-    removed, size, errors = _unlink_all(paths, item, report)
-    if removed == item.files:  # the usual case: share the plan's record, not a copy
-        item.size = size
-        report.removed.append(item)
-    elif removed or not errors:  # a row-only removal (nothing on disk) counts too
-        report.removed.append(Removal(item.job_id, item.reason, removed, size))
-    return errors
-
-
-def _unlink_all(paths: SafePaths, item: Removal,
-                report: Report) -> tuple[tuple[str, ...], int, list[str]]:
-    """Delete a record's files; returns what was removed, its size, and errors
-    (also added to the report)."""
-    removed: list[str] = []
-    size = 0
-    errors: list[str] = []
-    for name in item.files:
-        try:
-            path = paths(name)  # again: the tree may have changed since the plan
-            info = os.lstat(path)
-            refusal = _not_a_file(info)
-            if refusal:
-                raise InvalidInput("path", refusal)
-            os.unlink(path)
-        except FileNotFoundError:
-            continue  # gone meanwhile: nothing to do, nothing to report twice
-        except InvalidInput as exc:
-            errors.append(f"{name}: {exc.allowed}" if exc.allowed.startswith("refused")
-                          else f"{name}: refused: {exc.allowed}")
-        except OSError as exc:
-            errors.append(f"{name}: not removed: {exc.strerror or exc}")
-        else:
-            removed.append(name)
-            size += info.st_size
-            continue
-        report.failed.append(Problem(item.job_id, name, errors[-1].partition(": ")[2]))
-    return tuple(removed), size, errors
-
-
-def _compress(store: Store, root: Path, item: Compression, report: Report) -> None:
-    """Write the JPEGs, point the row at them (guarded), then delete the PNGs."""
-    saved: dict[str, assets.SavedFile] = {}
-    for name in item.files:
-        try:
-            saved[name] = thumbnails.compress_to_jpeg(root, name)
-        except (assets.AssetWriteError, InvalidInput, OSError) as exc:
-            report.failed.append(Problem(item.job_id, name, str(exc)))
-            _discard(root, [done.relative for done in saved.values()])
-            return
-    outputs = [saved[name].relative if name in saved else name
-               for name in (json.loads(item.outputs) if item.outputs else [])]
-    first = saved.get(item.output_path or "")
-    fields: dict[str, Any] = {"output_path": first.relative if first else item.output_path}
-    if item.outputs is not None:
-        fields["outputs"] = compact(outputs)
-    if first:
-        fields.update(file_size_bytes=first.size, sha256=first.sha256)
-    after = sum(done.size for done in saved.values())
-    message = (f"cleanup: {len(saved)} PNGs to JPEG, "
-               f"{human_bytes(item.size)} -> {human_bytes(after)}")
-    if not store.record_compression(item.job_id, item.outputs, fields, message):
-        _discard(root, [done.relative for done in saved.values()])
-        report.skipped.append(Problem(item.job_id, "", "changed since the plan; not compressed"))
-        return
-    _unlink_all(SafePaths(root), Removal(item.job_id, "compressed", item.files, item.size), report)
-    report.compressed.append(dict(item.public(), bytes_after=after))
-
-
-def _discard(root: Path, names: list[str]) -> None:
-    for name in names:
-        try:
-            assets.safe_path(root, name).unlink()
-        except (OSError, InvalidInput):
-            continue  # best effort: a leftover JPEG is an orphan for a later run
