@@ -32,7 +32,7 @@ _zmm() {
         "queue priority") words="--help --json" ;;
         "queue resume") words="--help --json" ;;
         "queue retry") words="--failed --help --json" ;;
-        "serve-worker") words="--comfyui --help --max-jobs --no-progress --once" ;;
+        "serve-worker") words="--comfyui --help --launch --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
         "wait") words="--help --json --timeout" ;;
     esac

@@ -126,6 +126,7 @@ complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from retry' -l json
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l comfyui
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l help
+complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l launch
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l max-jobs
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l no-progress
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l once

@@ -23,7 +23,7 @@ $zmmWords = @{
     'queue priority' = @('--help', '--json')
     'queue resume' = @('--help', '--json')
     'queue retry' = @('--failed', '--help', '--json')
-    'serve-worker' = @('--comfyui', '--help', '--max-jobs', '--no-progress', '--once')
+    'serve-worker' = @('--comfyui', '--help', '--launch', '--max-jobs', '--no-progress', '--once')
     'stats' = @('--help', '--json', '--since')
     'wait' = @('--help', '--json', '--timeout')
 }

@@ -23,6 +23,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "timeout_s": 30.0,
         "silence_timeout_s": 120.0,
         "retry_max_s": 30.0,
+        # Managed mode (docs/managed-comfyui.md): the worker starts this command when
+        # nothing answers on `url`, and stops it when the worker stops ("" = never).
+        "command": "",
+        "cwd": "",  # where the command runs ("" = the worker's directory)
+        "env": {},  # extra environment variables for it
+        "start_timeout_s": 120.0,  # until /system_stats answers
+        "stop_grace_s": 10.0,  # after SIGTERM, before SIGKILL
+        "log_max_bytes": 10_000_000,  # $ZMM_HOME/logs/comfyui-<port>.log rotates past this
     },
     "ollama": {
         "url": "http://127.0.0.1:11434",

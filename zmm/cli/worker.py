@@ -20,6 +20,10 @@ def serve_worker(
                               "jobs of a worker that died), then exit: 1 if one did not succeed."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after N jobs."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines, no live display."),
+    launch: Optional[str] = typer.Option(None, "--launch", metavar="CMD",
+                                         help="Managed mode: start ComfyUI with CMD unless one "
+                                         "already answers, and stop it on exit (config "
+                                         "comfyui.command)."),
 ) -> None:
     """Run jobs from the spool on ComfyUI (one worker per ComfyUI server).
 
@@ -28,7 +32,8 @@ def serve_worker(
     from zmm.cli import render
     from zmm.worker import service
 
-    settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None)
+    settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None,
+                           comfyui__command=launch)
     view = render.WorkerView(live=False if no_progress else None)
     counts = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
     say(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")

@@ -116,13 +116,39 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
-    with lock, worker_parts(settings, observer.notice) as (store, client, lane):
+    with lock, managed_comfy(settings, observer.notice) as stopped_early, \
+            worker_parts(settings, observer.notice) as (store, client, lane):
         worker = Worker(store, client, settings, observer=observer, once=once,
                         max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
                         vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
+        if stopped_early.is_set():  # a signal came as ComfyUI finished starting
+            worker.request_stop("now")
         observer.attach(store, settings)
         with stop_on_signals(worker.request_stop), observer:
             return worker.run()
+
+
+@contextmanager
+def managed_comfy(settings: Config, notice: Callable[[str], None]
+                  ) -> Iterator[threading.Event]:
+    """With `comfyui.command` set (managed mode), ComfyUI is started (or a child a
+    killed worker left is adopted) before the worker claims anything, and what
+    was started is stopped when the worker stops, however it stops. Called with
+    the worker lock held: one process manages a URL's child at a time. Yields
+    an event set if a stop signal came while ComfyUI was starting."""
+    stopping = threading.Event()
+    if not settings.get("comfyui.command"):
+        yield stopping
+        return
+    from zmm.worker.supervisor import ManagedSettings, Supervisor
+
+    supervisor = Supervisor(ManagedSettings.from_config(settings), settings.home, notice=notice)
+    try:
+        with stop_on_signals(lambda _mode: stopping.set()):  # a signal ends the start wait
+            supervisor.start(cancelled=stopping.is_set)
+        yield stopping
+    finally:
+        supervisor.stop()
 
 
 class _Reachability(QuietObserver):

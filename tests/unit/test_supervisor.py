@@ -1,0 +1,168 @@
+"""The Supervisor and its process helpers, with real child processes (small
+Python sleepers) and an injected probe standing in for /system_stats."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import wait_until
+from zmm.errors import ComfyUnavailable
+from zmm.worker import child
+from zmm.worker.supervisor import ManagedSettings, Supervisor, exit_reason
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+
+PY = shlex.quote(sys.executable)
+SLEEPER = f"{PY} -c 'import time; time.sleep(60)'"
+URL = "http://127.0.0.1:18999"
+
+
+def managed(command: str = SLEEPER, **changes) -> ManagedSettings:
+    values = dict(url=URL, command=command, cwd="", env={}, start_timeout_s=5.0,
+                  stop_grace_s=2.0, log_max_bytes=1_000_000)
+    values.update(changes)
+    return ManagedSettings(**values)
+
+
+class Probe:
+    """/system_stats as the test decides: `answers` (a bool or a callable)."""
+
+    def __init__(self, answers=False) -> None:
+        self.answers, self.calls = answers, 0
+
+    def __call__(self, url: str) -> bool:
+        self.calls += 1
+        return self.answers() if callable(self.answers) else self.answers
+
+
+def own_session_sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
+
+
+def test_start_time_tells_a_live_process_from_a_reused_pid():
+    mine = child.process_start(os.getpid())
+    assert mine is not None
+    assert child.PidRecord(os.getpid(), mine, "", "").running()
+    assert not child.PidRecord(os.getpid(), str(int(mine) + 1), "", "").running()
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    assert child.process_start(process.pid) is None
+
+
+def test_the_log_rotates_past_its_limit_in_place(tmp_path):
+    log = tmp_path / "comfyui-1.log"
+    log.write_bytes(b"x" * 100)
+    assert not child.rotate_log(log, 100)
+    with log.open("ab", buffering=0) as appending:  # as the child holds it
+        appending.write(b"y")
+        assert child.rotate_log(log, 100)
+        appending.write(b"after")
+    assert (tmp_path / "comfyui-1.log.1").read_bytes() == b"x" * 100 + b"y"
+    assert log.read_bytes() == b"after"
+
+
+def test_a_server_that_already_answers_is_used_and_never_stopped(tmp_path):
+    notices: list[str] = []
+    supervisor = Supervisor(managed(), tmp_path, notice=notices.append, probe=Probe(True))
+    assert supervisor.start() == "external"
+    assert supervisor.stop() is None
+    assert not supervisor.pid_path.exists()
+    assert "launching nothing" in notices[0]
+
+
+def test_a_launched_child_is_recorded_and_ended_with_its_group(tmp_path):
+    process_started = lambda: child.read_pid_file(tmp_path / "run" / "comfyui-18999.pid")  # noqa: E731
+    supervisor = Supervisor(managed(), tmp_path, probe=Probe(lambda: process_started() is not None))
+    assert supervisor.start() == "launched"
+    record = child.read_pid_file(supervisor.pid_path)
+    assert record is not None and record.running()
+    assert os.getpgid(record.pid) == record.pid  # its own process group
+    assert supervisor.stop() == "ended"
+    assert not record.running()
+    assert not supervisor.pid_path.exists()
+    assert supervisor.log_path.exists()
+
+
+def test_a_child_that_exits_while_starting_is_reported_with_its_code(tmp_path):
+    supervisor = Supervisor(managed(f"{PY} -c 'raise SystemExit(3)'"), tmp_path, probe=Probe())
+    with pytest.raises(ComfyUnavailable, match="exit code 3 before answering"):
+        supervisor.start()
+    assert not supervisor.pid_path.exists()
+
+
+def test_a_child_that_never_answers_is_ended_at_the_start_timeout(tmp_path):
+    supervisor = Supervisor(managed(start_timeout_s=0.3), tmp_path, probe=Probe())
+    with pytest.raises(ComfyUnavailable, match="no answer within 0.3 s"):
+        supervisor.start()
+    assert supervisor.owned is None and not supervisor.pid_path.exists()
+
+
+def test_a_sigterm_ignoring_child_is_killed_after_the_grace_period(tmp_path):
+    stubborn = (f"{PY} -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print(1, flush=True); time.sleep(60)'")
+    log = tmp_path / "logs" / "comfyui-18999.log"
+    supervisor = Supervisor(managed(stubborn, stop_grace_s=0.3), tmp_path,
+                            probe=Probe(lambda: log.exists() and log.read_text() != ""))
+    supervisor.start()
+    assert supervisor.stop() == "killed"
+
+
+def test_a_live_leftover_that_answers_is_adopted_and_stopped_later(tmp_path):
+    orphan = own_session_sleeper()
+    try:
+        started = wait_until(lambda: child.process_start(orphan.pid))
+        child.write_pid_file(tmp_path / "run" / "comfyui-18999.pid",
+                             child.PidRecord(orphan.pid, started, SLEEPER, URL))
+        supervisor = Supervisor(managed(), tmp_path, probe=Probe(True))
+        assert supervisor.start() == "adopted"
+        assert supervisor.stop() == "ended"
+        wait_until(lambda: orphan.poll() is not None)
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_a_leftover_that_does_not_answer_is_ended_and_a_new_one_launched(tmp_path):
+    orphan = own_session_sleeper()
+    try:
+        started = wait_until(lambda: child.process_start(orphan.pid))
+        pid_path = tmp_path / "run" / "comfyui-18999.pid"
+        child.write_pid_file(pid_path, child.PidRecord(orphan.pid, started, SLEEPER, URL))
+        answers = iter([False, False, True])  # the leftover, before launching, the new one
+        supervisor = Supervisor(managed(), tmp_path, probe=Probe(lambda: next(answers)))
+        assert supervisor.start() == "launched"
+        wait_until(lambda: orphan.poll() is not None)
+        record = child.read_pid_file(pid_path)
+        assert record is not None and record.pid != orphan.pid
+        supervisor.stop()
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_a_pid_file_naming_another_process_is_never_acted_on(tmp_path):
+    stranger = own_session_sleeper()  # alive, with the recorded pid but another start time
+    try:
+        started = wait_until(lambda: child.process_start(stranger.pid))
+        pid_path = tmp_path / "run" / "comfyui-18999.pid"
+        child.write_pid_file(pid_path, child.PidRecord(stranger.pid, str(int(started) - 1),
+                                                       SLEEPER, URL))
+        supervisor = Supervisor(managed(), tmp_path, probe=Probe(True))
+        assert supervisor.start() == "external"
+        assert supervisor.stop() is None
+        assert stranger.poll() is None
+        assert not pid_path.exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_exit_reasons_in_words():
+    assert exit_reason(1) == "exit code 1"
+    assert exit_reason(-9) == "signal 9 (SIGKILL)"
