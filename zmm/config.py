@@ -31,6 +31,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "start_timeout_s": 120.0,  # until /system_stats answers
         "stop_grace_s": 10.0,  # after SIGTERM, before SIGKILL
         "log_max_bytes": 10_000_000,  # $ZMM_HOME/logs/comfyui-<port>.log rotates past this
+        "crash_limit": 2,  # a job running during this many crashes in a row fails
     },
     "ollama": {
         "url": "http://127.0.0.1:11434",

@@ -12,12 +12,37 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, LiveProcess, run_zmm
+from tests.conftest import ROOT, LiveProcess, run_zmm, wait_until
 from zmm.store import Store
 from zmm.worker import child
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")]
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(settings):
+    """Whatever a failing test leaves: its workers, then the children they started."""
+    yield
+    for worker in list(LIVE):
+        if worker.process.poll() is None:
+            worker.kill()
+            worker.wait()
+    LIVE.clear()
+    for pid_file in (settings.home / "run").glob("comfyui-*.pid"):
+        record = child.read_pid_file(pid_file)
+        if record is not None and record.running():
+            os.killpg(record.pid, signal.SIGCONT)
+            os.killpg(record.pid, signal.SIGKILL)
+
+
+LIVE: list[LiveProcess] = []
+
+
+def managed_worker(*args: str, port: int) -> LiveProcess:
+    worker = LiveProcess("serve-worker", "--no-progress", *args, env=worker_env(port))
+    LIVE.append(worker)
+    return worker
 
 
 def free_port() -> int:
@@ -78,8 +103,7 @@ def test_an_externally_started_server_is_used_and_never_killed(settings):
 def leftover_of(settings, port: int) -> child.PidRecord:
     """Start a managed worker, kill it with -9, and return the child it left."""
     pid_path = settings.home / "run" / f"comfyui-{port}.pid"
-    worker = LiveProcess("serve-worker", "--no-progress", "--launch", fake_command(port),
-                         env=worker_env(port))
+    worker = managed_worker("--launch", fake_command(port), port=port)
     worker.wait_for_line("connected to ComfyUI")
     record = child.read_pid_file(pid_path)
     assert record is not None
@@ -92,8 +116,7 @@ def leftover_of(settings, port: int) -> child.PidRecord:
 def test_a_new_worker_adopts_a_live_orphan_and_stops_it_when_it_stops(settings):
     port = free_port()
     orphan = leftover_of(settings, port)
-    worker = LiveProcess("serve-worker", "--no-progress", "--launch", fake_command(port),
-                         env=worker_env(port))
+    worker = managed_worker("--launch", fake_command(port), port=port)
     try:
         worker.wait_for_line(f"adopted the ComfyUI (pid {orphan.pid})")
         worker.wait_for_line("connected to ComfyUI")
@@ -110,8 +133,7 @@ def test_a_new_worker_ends_a_hung_orphan_and_launches_its_own(settings):
     port = free_port()
     orphan = leftover_of(settings, port)
     os.kill(orphan.pid, signal.SIGSTOP)  # still there, answering nothing
-    worker = LiveProcess("serve-worker", "--no-progress", "--launch", fake_command(port),
-                         env=worker_env(port))
+    worker = managed_worker("--launch", fake_command(port), port=port)
     try:
         worker.wait_for_line("does not answer", timeout=30)
         worker.wait_for_line("connected to ComfyUI", timeout=30)
@@ -124,3 +146,55 @@ def test_a_new_worker_ends_a_hung_orphan_and_launches_its_own(settings):
     finally:
         if orphan.running():
             os.killpg(orphan.pid, signal.SIGKILL)
+
+
+def job_of(settings, job_id: str):
+    with Store(settings.spool_path) as store:
+        return store.get(job_id)
+
+
+def sampling(settings, job_id: str):
+    job = job_of(settings, job_id)
+    return job.status == "running" and job.progress_value  # ComfyUI is executing it
+
+
+def kill_child_mid_job(settings, port: int, job_id: str, previous: int | None = None) -> int:
+    """SIGKILL the managed child once it runs the job; its pid."""
+    pid_path = settings.home / "run" / f"comfyui-{port}.pid"
+    record = wait_until(lambda: (r := child.read_pid_file(pid_path)) and r.pid != previous and r,
+                        timeout=30, message="a (new) managed child")
+    wait_until(lambda: sampling(settings, job_id), timeout=30, message="the job sampling")
+    os.kill(record.pid, signal.SIGKILL)
+    return record.pid
+
+
+def test_a_crash_mid_job_restarts_comfyui_and_the_job_runs_again_once(settings):
+    port = free_port()
+    job_id = queue_one(settings)
+    worker = managed_worker("--once", "--launch", fake_command(port) + " --step-time 0.1",
+                            port=port)
+    kill_child_mid_job(settings, port, job_id)
+    worker.wait_for_line("exited with signal 9 (SIGKILL)")
+    worker.wait_for_line("restarted ComfyUI (restart 1")
+    assert worker.wait(timeout=60) == 0, worker.stderr
+    job = job_of(settings, job_id)
+    assert job.status == "succeeded" and job.attempts == 0
+    assert len(list(settings.assets_dir.rglob(f"{job_id}*.png"))) == 1
+    with Store(settings.spool_path) as store:
+        record = store.get_state(f"comfyui:http://127.0.0.1:{port}")
+    assert record["restarts"] == 1 and "SIGKILL" in record["last_exit"]
+
+
+def test_a_job_running_during_two_crashes_fails_instead_of_crash_looping(settings):
+    port = free_port()
+    job_id = queue_one(settings)
+    worker = managed_worker("--once", "--launch", fake_command(port) + " --step-time 0.1",
+                            port=port)
+    first = kill_child_mid_job(settings, port, job_id)
+    worker.wait_for_line("restarted ComfyUI (restart 1")
+    kill_child_mid_job(settings, port, job_id, previous=first)
+    assert worker.wait(timeout=60) == 1
+    job = job_of(settings, job_id)
+    assert job.status == "failed"
+    assert "ComfyUI crashed twice while running this job" in job.error_message
+    assert not list(settings.assets_dir.rglob(f"{job_id}*.png"))

@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
+from tests.clocks import FakeClock
 from tests.conftest import wait_until
 from zmm.errors import ComfyUnavailable
 from zmm.worker import child
-from zmm.worker.supervisor import ManagedSettings, Supervisor, exit_reason
+from zmm.worker.supervisor import CrashGuard, ManagedSettings, Supervisor, exit_reason
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -166,3 +167,61 @@ def test_a_pid_file_naming_another_process_is_never_acted_on(tmp_path):
 def test_exit_reasons_in_words():
     assert exit_reason(1) == "exit code 1"
     assert exit_reason(-9) == "signal 9 (SIGKILL)"
+
+
+def test_a_crashed_child_is_started_again_after_a_doubling_backoff(tmp_path):
+    clock = FakeClock()
+    launched = lambda: child.read_pid_file(tmp_path / "run" / "comfyui-18999.pid")  # noqa: E731
+    supervisor = Supervisor(managed(), tmp_path, probe=Probe(lambda: launched() is not None),
+                            monotonic=clock, sleep=lambda _s: None)
+    supervisor.start()
+    delays = []
+    try:
+        for _ in range(3):
+            first = supervisor.owned
+            assert first is not None and supervisor.poll() is None
+            os.killpg(first.pid, 9)
+            report = wait_until(supervisor.poll)
+            assert report.kind == "exited" and "signal 9 (SIGKILL)" in report.message
+            assert supervisor.restarting and supervisor.owned is None
+            delays.append(float(report.message.rsplit(" in ", 1)[1].split()[0]))
+            clock.now += delays[-1] - 0.01
+            assert supervisor.poll() is None  # not yet due
+            clock.now += 0.01
+            restarted = supervisor.poll()
+            assert restarted is not None and restarted.kind == "restarted"
+            assert supervisor.owned is not None and supervisor.owned.pid != first.pid
+            supervisor.answered()
+        assert delays == [1.0, 2.0, 4.0]
+        assert supervisor.status()["restarts"] == 3
+        clock.now += 60  # up for the longest backoff: the next crash waits 1 s again
+        assert supervisor.poll() is None
+        os.killpg(supervisor.owned.pid, 9)
+        assert "again in 1 s" in wait_until(supervisor.poll).message
+    finally:
+        supervisor.stop()
+
+
+def test_a_restarted_child_that_never_answers_is_ended_at_the_start_timeout(tmp_path):
+    clock = FakeClock()
+    supervisor = Supervisor(managed(start_timeout_s=30.0), tmp_path, probe=Probe(True),
+                            monotonic=clock, sleep=lambda _s: None)
+    supervisor.pid_path.parent.mkdir(parents=True)
+    supervisor._launch()  # as a restart does: started, not answered yet
+    supervisor._start_deadline = clock.now + 30.0
+    pid = supervisor.owned.pid
+    clock.now += 30.0
+    report = supervisor.poll()
+    assert report is not None and report.kind == "exited" and "did not answer" in report.message
+    assert child.process_start(pid) is None
+
+
+def test_the_crash_guard_fails_a_job_running_during_two_crashes_in_a_row():
+    guard = CrashGuard(limit=2)
+    first = guard.outcome("a", "ComfyUI exited", running=True)
+    assert first.kind == "requeue" and not first.consume_attempt
+    assert guard.outcome("b", "ComfyUI exited", running=False).kind == "requeue"  # waiting
+    second = guard.outcome("a", "ComfyUI exited", running=True)
+    assert second.kind == "failed"
+    assert "ComfyUI crashed twice while running this job" in second.message
+    assert guard.outcome("b", "ComfyUI exited", running=True).kind == "requeue"

@@ -44,6 +44,7 @@ from zmm.worker.execution import Inflight
 from zmm.worker.observer import Observer, QuietObserver
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
 from zmm.worker.scope import Scope
+from zmm.worker.supervisor import ChildReport, CrashGuard
 from zmm.worker.upkeep import Adopted, Upkeep
 from zmm.worker.wake import SpoolWatch
 
@@ -61,7 +62,7 @@ class Worker:
                  cloud_lane: lane.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None,
-                 holds_lock: bool = False) -> None:
+                 holds_lock: bool = False, supervisor: Any | None = None) -> None:
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
         self.scope = Scope(once=once, max_jobs=max_jobs, only_ids=only_ids,
@@ -94,6 +95,8 @@ class Worker:
             store, self.id, max_attempts=worker["max_attempts"], backoff_s=worker["backoff_s"],
             observer=self.observer, fall_back=lambda job, outcome: self.cloud.take_failure(
                 job, outcome, stopping=bool(self.stop_mode)))
+        self.supervisor = supervisor  # a supervisor.Supervisor in managed mode, else None
+        self.crashes = CrashGuard(settings.get("comfyui.crash_limit"))
         self.progress = progress.ProgressWriter(
             store, self.id, interval_s=worker["progress_interval_s"], observer=self.observer,
             monotonic=monotonic)
@@ -128,6 +131,7 @@ class Worker:
             self.store.forget_other_workers(self.url, self.id)
 
     def run_once(self) -> None:
+        self._supervise()
         self._cloud_step()
         self.scope.close_if_waited_for_done(self.store)
         if self.gate is not None and self.stream is None and not self.inflight:
@@ -214,6 +218,8 @@ class Worker:
             self._wait_for_comfy(exc)
             return False
         self._retry_delay = 1.0
+        if self.supervisor is not None:
+            self.supervisor.answered()
         self.cloud.comfy_up()
         self.observer.connected(self.url)
         for inflight in self.inflight:
@@ -231,7 +237,10 @@ class Worker:
         self.cloud.comfy_down()
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
         self.observer.waiting(self.url, exc.reason, delay)
-        if (self.scope.foreground and not self.inflight
+        restarting = self.supervisor is not None and self.supervisor.restarting
+        if restarting:
+            delay = min(delay, 1.0)  # a managed server coming back: look again soon
+        if (self.scope.foreground and not self.inflight and not restarting
                 and not self.cloud.may_take_over(bool(self.stop_mode))):
             raise exc  # a foreground generate or --once reports it instead of waiting
         if self.stop_mode and not self.inflight and not self.cloud.busy():
@@ -240,6 +249,32 @@ class Worker:
         self._heartbeat()
         self.sleep(delay)  # idle: waiting for ComfyUI to answer
         self._retry_delay = min(self._retry_delay * 2, self.retry_max_s)
+
+    # -- managed mode: the ComfyUI child ------------------------------------------
+
+    def _supervise(self) -> None:
+        if self.supervisor is None:
+            return
+        report = self.supervisor.poll()
+        if report is not None:
+            self._child_changed(report)
+
+    def _child_changed(self, report: ChildReport) -> None:
+        """The child exited, hung (and was ended) or was started again: its jobs
+        go back to the queue (or fail, at the crash limit), and it is recorded."""
+        self.observer.notice(report.message)
+        self.store.set_state(f"comfyui:{self.url}", dict(report.status, event=report.kind,
+                                                         message=report.message))
+        if report.kind == "restarted":
+            self._retry_delay = 1.0
+            return
+        self._close_stream()
+        lost, self.inflight, self.foreign = self.inflight, [], set()
+        for index, inflight in enumerate(lost):
+            running = index == 0 or inflight.executing
+            self.store.add_event(inflight.job.id, f"comfyui-{report.kind}", report.message)
+            self._record(inflight.job, self.crashes.outcome(
+                inflight.job.id, report.message.partition(";")[0], running=running))
 
     def _lost_connection(self, exc: ComfyUnavailable) -> None:
         self.observer.notice(f"lost the connection to ComfyUI ({exc.reason}); reconnecting")

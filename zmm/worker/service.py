@@ -116,11 +116,12 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
-    with lock, managed_comfy(settings, observer.notice) as stopped_early, \
+    with lock, managed_comfy(settings, observer.notice) as (stopped_early, supervisor), \
             worker_parts(settings, observer.notice) as (store, client, lane):
         worker = Worker(store, client, settings, observer=observer, once=once,
                         max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
-                        vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
+                        vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True,
+                        supervisor=supervisor)
         if stopped_early.is_set():  # a signal came as ComfyUI finished starting
             worker.request_stop("now")
         observer.attach(store, settings)
@@ -130,23 +131,24 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
 
 @contextmanager
 def managed_comfy(settings: Config, notice: Callable[[str], None]
-                  ) -> Iterator[threading.Event]:
+                  ) -> Iterator[tuple[threading.Event, Any]]:
     """With `comfyui.command` set (managed mode), ComfyUI is started (or a child a
     killed worker left is adopted) before the worker claims anything, and what
     was started is stopped when the worker stops, however it stops. Called with
     the worker lock held: one process manages a URL's child at a time. Yields
-    an event set if a stop signal came while ComfyUI was starting."""
+    an event set if a stop signal came while ComfyUI was starting, and the
+    Supervisor the worker consults (None for a server it did not start)."""
     stopping = threading.Event()
     if not settings.get("comfyui.command"):
-        yield stopping
+        yield stopping, None
         return
     from zmm.worker.supervisor import ManagedSettings, Supervisor
 
     supervisor = Supervisor(ManagedSettings.from_config(settings), settings.home, notice=notice)
     try:
         with stop_on_signals(lambda _mode: stopping.set()):  # a signal ends the start wait
-            supervisor.start(cancelled=stopping.is_set)
-        yield stopping
+            started = supervisor.start(cancelled=stopping.is_set)
+        yield stopping, (None if started == "external" else supervisor)
     finally:
         supervisor.stop()
 

@@ -20,10 +20,14 @@ from urllib.parse import urlsplit
 
 from zmm.config import Config
 from zmm.errors import ComfyUnavailable
+from zmm.outcome import Outcome
 from zmm.worker import child
+from zmm.worker.outcomes import failed, requeue
 
 # How often the log's size is checked while the child runs.
 LOG_CHECK_S = 5.0
+# Restarts wait 1 s, doubling to this; a child that has answered this long resets it.
+RESTART_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class ManagedSettings:
     start_timeout_s: float
     stop_grace_s: float
     log_max_bytes: int
+    crash_limit: int = 2
 
     @classmethod
     def from_config(cls, settings: Config) -> ManagedSettings:
@@ -45,7 +50,8 @@ class ManagedSettings:
                    env={str(k): str(v) for k, v in section["env"].items()},
                    start_timeout_s=section["start_timeout_s"],
                    stop_grace_s=section["stop_grace_s"],
-                   log_max_bytes=section["log_max_bytes"])
+                   log_max_bytes=section["log_max_bytes"],
+                   crash_limit=section["crash_limit"])
 
 
 def port_of(url: str) -> int:
@@ -85,6 +91,12 @@ class Supervisor:
         self._log: Any = None
         self._log_stop = threading.Event()
         self._log_thread: threading.Thread | None = None
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self._restart_in = 1.0  # the next restart's delay
+        self._restart_at: float | None = None  # the child is down: when to start it again
+        self._start_deadline: float | None = None  # started, not answered yet: until when
+        self._up_since: float | None = None
 
     # -- starting -------------------------------------------------------------------
 
@@ -128,8 +140,15 @@ class Supervisor:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         child.rotate_log(self.log_path, self.managed.log_max_bytes)
         self._log = self.log_path.open("ab")
-        process = child.launch(self.managed.command, cwd=self.managed.cwd,
-                               env=self.managed.env, log=self._log)
+        try:
+            process = child.launch(self.managed.command, cwd=self.managed.cwd,
+                                   env=self.managed.env, log=self._log)
+        except (OSError, ValueError) as exc:  # no such program or folder; unbalanced quotes
+            self._log.close()
+            self._log = None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ComfyUnavailable(self.managed.url, f"cannot start comfyui.command "
+                                   f"{self.managed.command!r}: {why}") from None
         started = child.process_start(process.pid)
         if started is None:  # it exited at once: its exit code says why
             started = "?"
@@ -167,6 +186,73 @@ class Supervisor:
             self.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    # -- supervising (called from the worker loop) ------------------------------------
+
+    @property
+    def restarting(self) -> bool:
+        """Down or starting again: the worker waits for it rather than giving up."""
+        return self._restart_at is not None or self._start_deadline is not None
+
+    def poll(self) -> ChildReport | None:
+        """What happened to the child since the last call, without waiting: it
+        exited (a crash), it was started again (its restart was due), or it did
+        not answer within the start timeout (ended, to be started again)."""
+        now = self.monotonic()
+        if self.owned is not None and not self._alive():
+            return self._down(now, "exited", f"ComfyUI (pid {self.owned.pid}) exited with "
+                              f"{self._exit_reason()}")
+        if self.owned is not None and self._start_deadline is not None \
+                and now >= self._start_deadline:
+            self.stop()
+            return self._down(now, "exited", "ComfyUI did not answer within "
+                              f"{self.managed.start_timeout_s:g} s of starting again")
+        if self.owned is None and self._restart_at is not None and now >= self._restart_at:
+            self._restart_at = None
+            self._launch()
+            self.restarts += 1
+            self._start_deadline = now + self.managed.start_timeout_s
+            return ChildReport("restarted", f"restarted ComfyUI (restart {self.restarts}, "
+                               f"pid {self.owned.pid if self.owned else '?'})", self.status())
+        if self._up_since is not None and now - self._up_since >= RESTART_MAX_S:
+            self._restart_in = 1.0
+        return None
+
+    def answered(self) -> None:
+        """The worker reached the server: it is up (again)."""
+        self._start_deadline = None
+        if self._up_since is None and self.owned is not None:
+            self._up_since = self.monotonic()
+
+    def end(self, reason: str) -> ChildReport:
+        """End a child that hangs; it is started again after the backoff."""
+        self.stop()
+        return self._down(self.monotonic(), "hung", reason)
+
+    def status(self) -> dict[str, Any]:
+        """The spool-wide record `zmm doctor` reads."""
+        return {"managed": True, "pid": self.owned.pid if self.owned else None,
+                "restarts": self.restarts, "last_exit": self.last_exit,
+                "down": self.owned is None, "log": str(self.log_path)}
+
+    def _down(self, now: float, kind: str, reason: str) -> ChildReport:
+        if self.owned is not None:
+            self._forget()
+        self.last_exit = reason
+        self._up_since = self._start_deadline = None
+        self._restart_at = now + self._restart_in
+        message = f"{reason}; starting it again in {self._restart_in:g} s"
+        self._restart_in = min(self._restart_in * 2, RESTART_MAX_S)
+        return ChildReport(kind, message, self.status())
+
+    def _alive(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        return self.owned is not None and self.owned.running()
+
+    def _exit_reason(self) -> str:
+        code = self._process.poll() if self._process is not None else None
+        return exit_reason(code) if code is not None else "an unknown code (adopted process)"
+
     # -- stopping -------------------------------------------------------------------
 
     def stop(self) -> str | None:
@@ -199,6 +285,34 @@ class Supervisor:
     def _watch_log(self) -> None:
         while not self._log_stop.wait(LOG_CHECK_S):
             child.rotate_log(self.log_path, self.managed.log_max_bytes)
+
+
+@dataclass(frozen=True)
+class ChildReport:
+    """One thing that happened to the managed child: "exited", "hung" or "restarted"."""
+
+    kind: str
+    message: str
+    status: dict[str, Any]
+
+
+class CrashGuard:
+    """The outcome of a job that was running when ComfyUI went down: back to the
+    queue (no attempt used), unless it was running during `limit` crashes in a
+    row, when it fails instead of crash-looping the server."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._crashes: dict[str, int] = {}
+
+    def outcome(self, job_id: str, reason: str, *, running: bool) -> Outcome:
+        count = self._crashes.get(job_id, 0) + (1 if running else 0)
+        if running and count >= self.limit:
+            self._crashes.pop(job_id, None)
+            word = {2: "twice"}.get(count, f"{count} times")
+            return failed(f"ComfyUI crashed {word} while running this job (last: {reason})")
+        self._crashes[job_id] = count
+        return requeue(f"{reason}: queued again", consume=False)
 
 
 def exit_reason(code: int) -> str:
