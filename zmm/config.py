@@ -32,6 +32,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stop_grace_s": 10.0,  # after SIGTERM, before SIGKILL
         "log_max_bytes": 10_000_000,  # $ZMM_HOME/logs/comfyui-<port>.log rotates past this
         "crash_limit": 2,  # a job running during this many crashes in a row fails
+        "hang_s": 120.0,  # a job runs, no event this long, /system_stats silent: a hang
+        "health_s": 30.0,  # idle: /system_stats this often; three failures in a row: a hang
     },
     "ollama": {
         "url": "http://127.0.0.1:11434",

@@ -198,3 +198,42 @@ def test_a_job_running_during_two_crashes_fails_instead_of_crash_looping(setting
     assert job.status == "failed"
     assert "ComfyUI crashed twice while running this job" in job.error_message
     assert not list(settings.assets_dir.rglob(f"{job_id}*.png"))
+
+
+HANG_ENV = {"ZMM_COMFYUI_HANG_S": "1.5", "ZMM_COMFYUI_HEALTH_S": "0.3"}
+
+
+def test_a_child_stopped_mid_job_is_found_hung_ended_and_the_job_runs_again(settings, monkeypatch):
+    for name, value in HANG_ENV.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    job_id = queue_one(settings)
+    worker = managed_worker("--once", "--launch", fake_command(port) + " --step-time 0.1",
+                            port=port)
+    pid_path = settings.home / "run" / f"comfyui-{port}.pid"
+    record = wait_until(lambda: child.read_pid_file(pid_path), timeout=30)
+    wait_until(lambda: sampling(settings, job_id), timeout=30, message="the job sampling")
+    os.kill(record.pid, signal.SIGSTOP)
+    worker.wait_for_line("no answer from /system_stats", timeout=30)
+    worker.wait_for_line("restarted ComfyUI (restart 1")
+    assert worker.wait(timeout=60) == 0, worker.stderr
+    assert not record.running()
+    job = job_of(settings, job_id)
+    assert job.status == "succeeded" and job.attempts == 0
+    assert len(list(settings.assets_dir.rglob(f"{job_id}*.png"))) == 1
+
+
+def test_an_idle_child_that_stops_answering_is_ended_and_started_again(settings, monkeypatch):
+    for name, value in HANG_ENV.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    worker = managed_worker("--launch", fake_command(port), port=port)
+    worker.wait_for_line("connected to ComfyUI")
+    record = child.read_pid_file(settings.home / "run" / f"comfyui-{port}.pid")
+    assert record is not None
+    os.kill(record.pid, signal.SIGSTOP)
+    worker.wait_for_line("3 health checks in a row failed", timeout=30)
+    worker.wait_for_line("restarted ComfyUI (restart 1", timeout=30)
+    assert not record.running()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0

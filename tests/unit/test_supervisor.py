@@ -225,3 +225,45 @@ def test_the_crash_guard_fails_a_job_running_during_two_crashes_in_a_row():
     assert second.kind == "failed"
     assert "ComfyUI crashed twice while running this job" in second.message
     assert guard.outcome("b", "ComfyUI exited", running=True).kind == "requeue"
+
+
+def test_a_busy_child_that_still_answers_is_not_hung_and_one_that_does_not_is_ended(tmp_path):
+    clock = FakeClock()
+    answers = {"now": True}
+    supervisor = Supervisor(managed(hang_s=120.0, health_s=30.0), tmp_path,
+                            probe=Probe(lambda: answers["now"]), monotonic=clock,
+                            sleep=lambda _s: None)
+    answers["now"] = False
+    supervisor.pid_path.parent.mkdir(parents=True)
+    supervisor._launch()
+    supervisor.answered()
+    pid = supervisor.owned.pid
+    last_event = clock.now
+    clock.now += 119
+    assert supervisor.check_health(last_event) is None  # events are recent enough
+    clock.now += 1
+    answers["now"] = True  # a long model load: silent websocket, /system_stats answers
+    assert supervisor.check_health(last_event) is None and supervisor.owned is not None
+    clock.now += 30
+    answers["now"] = False
+    report = supervisor.check_health(last_event)
+    assert report is not None and report.kind == "hung"
+    assert "no event for 150 s and no answer from /system_stats" in report.message
+    assert child.process_start(pid) is None and supervisor.restarting
+
+
+def test_an_idle_child_is_hung_after_three_failed_health_checks_in_a_row(tmp_path):
+    clock = FakeClock()
+    answers = iter([False, False, True, False, False, False])
+    supervisor = Supervisor(managed(health_s=30.0), tmp_path, probe=Probe(lambda: next(answers)),
+                            monotonic=clock, sleep=lambda _s: None)
+    supervisor.pid_path.parent.mkdir(parents=True)
+    supervisor._launch()
+    supervisor.answered()
+    reports = []
+    for _ in range(6):
+        reports.append(supervisor.check_health(None))
+        assert supervisor.check_health(None) is None  # not due again until health_s passed
+        clock.now += 30
+    assert reports[:5] == [None] * 5
+    assert reports[5] is not None and "3 health checks in a row failed" in reports[5].message

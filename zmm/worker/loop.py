@@ -256,6 +256,9 @@ class Worker:
         if self.supervisor is None:
             return
         report = self.supervisor.poll()
+        if report is None:
+            last = max((i.last_event for i in self.inflight), default=None)
+            report = self.supervisor.check_health(last)
         if report is not None:
             self._child_changed(report)
 

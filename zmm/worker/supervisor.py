@@ -28,6 +28,8 @@ from zmm.worker.outcomes import failed, requeue
 LOG_CHECK_S = 5.0
 # Restarts wait 1 s, doubling to this; a child that has answered this long resets it.
 RESTART_MAX_S = 60.0
+# Failed idle health checks in a row that make a hang.
+HEALTH_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class ManagedSettings:
     stop_grace_s: float
     log_max_bytes: int
     crash_limit: int = 2
+    hang_s: float = 120.0
+    health_s: float = 30.0
 
     @classmethod
     def from_config(cls, settings: Config) -> ManagedSettings:
@@ -51,7 +55,8 @@ class ManagedSettings:
                    start_timeout_s=section["start_timeout_s"],
                    stop_grace_s=section["stop_grace_s"],
                    log_max_bytes=section["log_max_bytes"],
-                   crash_limit=section["crash_limit"])
+                   crash_limit=section["crash_limit"], hang_s=section["hang_s"],
+                   health_s=section["health_s"])
 
 
 def port_of(url: str) -> int:
@@ -97,6 +102,8 @@ class Supervisor:
         self._restart_at: float | None = None  # the child is down: when to start it again
         self._start_deadline: float | None = None  # started, not answered yet: until when
         self._up_since: float | None = None
+        self._next_health = 0.0
+        self._health_failures = 0
 
     # -- starting -------------------------------------------------------------------
 
@@ -217,6 +224,31 @@ class Supervisor:
             self._restart_in = 1.0
         return None
 
+    def check_health(self, last_event: float | None) -> ChildReport | None:
+        """Whether the running child hangs. `last_event` is when the websocket last
+        said something about the jobs ComfyUI runs (None: it runs none). Busy: no
+        event for hang_s and no answer from /system_stats (a long model load that
+        still answers is not a hang). Idle: HEALTH_FAILURES failed checks in a row,
+        one every health_s. Ends a hung child (started again after the backoff)."""
+        now = self.monotonic()
+        if self.owned is None or self.restarting or now < self._next_health:
+            return None
+        busy = last_event is not None
+        if busy and now - last_event < self.managed.hang_s:
+            return None
+        self._next_health = now + min(self.managed.health_s, self.managed.hang_s)
+        if self.probe(self.managed.url):
+            self._health_failures = 0
+            return None
+        self._health_failures += 1
+        if busy:
+            return self.end(f"ComfyUI (pid {self.owned.pid}) hangs: no event for "
+                            f"{now - last_event:.0f} s and no answer from /system_stats")
+        if self._health_failures >= HEALTH_FAILURES:
+            return self.end(f"ComfyUI (pid {self.owned.pid}) hangs: {self._health_failures} "
+                            "health checks in a row failed")
+        return None
+
     def answered(self) -> None:
         """The worker reached the server: it is up (again)."""
         self._start_deadline = None
@@ -239,6 +271,7 @@ class Supervisor:
             self._forget()
         self.last_exit = reason
         self._up_since = self._start_deadline = None
+        self._health_failures = 0
         self._restart_at = now + self._restart_in
         message = f"{reason}; starting it again in {self._restart_in:g} s"
         self._restart_in = min(self._restart_in * 2, RESTART_MAX_S)
