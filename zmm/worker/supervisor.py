@@ -233,17 +233,17 @@ class Supervisor:
         now = self.monotonic()
         if self.owned is None or self.restarting or now < self._next_health:
             return None
-        busy = last_event is not None
-        if busy and now - last_event < self.managed.hang_s:
+        silent_s = None if last_event is None else now - last_event
+        if silent_s is not None and silent_s < self.managed.hang_s:
             return None
         self._next_health = now + min(self.managed.health_s, self.managed.hang_s)
         if self.probe(self.managed.url):
             self._health_failures = 0
             return None
         self._health_failures += 1
-        if busy:
+        if silent_s is not None:
             return self.end(f"ComfyUI (pid {self.owned.pid}) hangs: no event for "
-                            f"{now - last_event:.0f} s and no answer from /system_stats")
+                            f"{silent_s:.0f} s and no answer from /system_stats")
         if self._health_failures >= HEALTH_FAILURES:
             return self.end(f"ComfyUI (pid {self.owned.pid}) hangs: {self._health_failures} "
                             "health checks in a row failed")
