@@ -42,6 +42,9 @@ def run_all(settings: Config) -> list[Check]:
     checks = [check_permissions(settings), check_spool(settings), check_schema(settings)]
     comfy_check, server = check_comfyui(settings)
     checks.append(comfy_check)
+    supervision = check_supervision(settings)
+    if supervision is not None:
+        checks.append(supervision)
     if server is not None:
         checks.extend(check_templates(settings, *server))
     checks.append(check_ollama(settings))
@@ -111,6 +114,27 @@ def check_schema(settings: Config) -> Check:
     extra = f"; not zmm's (ignored): {', '.join(found.extra)}" if found.extra else ""
     return Check("schema", "warn" if extra else "ok",
                  f"tables, columns, indexes and triggers of schema {found.version}{extra}")
+
+
+def check_supervision(settings: Config) -> Check | None:
+    """What the last managed-mode worker recorded about its ComfyUI child (the
+    spool_state key comfyui:<url>): restarts and the last exit. None when no
+    worker ever managed a server for this URL."""
+    url = settings.get("comfyui.url")
+    if not settings.spool_path.exists():
+        return None
+    from zmm.store import Store
+
+    with Store(settings.spool_path) as store:
+        record = store.get_state(f"comfyui:{url}")
+    if not isinstance(record, dict):
+        return None
+    restarts = record.get("restarts", 0)
+    detail = (f"{url} managed by zmm: {restarts} restart{'s' if restarts != 1 else ''}, "
+              f"last exit: {record.get('last_exit') or 'none'}; last event: "
+              f"{record.get('event', '?')} at {record.get('at', '?')}; log: {record.get('log')}")
+    return Check("comfyui-managed", "warn" if record.get("down") else "ok",
+                 ("down: " if record.get("down") else "") + detail)
 
 
 DOCTOR_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae")

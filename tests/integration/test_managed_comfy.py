@@ -182,7 +182,12 @@ def test_a_crash_mid_job_restarts_comfyui_and_the_job_runs_again_once(settings):
     assert len(list(settings.assets_dir.rglob(f"{job_id}*.png"))) == 1
     with Store(settings.spool_path) as store:
         record = store.get_state(f"comfyui:http://127.0.0.1:{port}")
+        kinds = [event["kind"] for event in store.events(job_id)]
     assert record["restarts"] == 1 and "SIGKILL" in record["last_exit"]
+    assert "comfyui-exited" in kinds
+    doctor = run_zmm("doctor", env=worker_env(port))
+    line = next(line for line in doctor.stdout.splitlines() if "comfyui-managed" in line)
+    assert "1 restart," in line and "signal 9 (SIGKILL)" in line
 
 
 def test_a_job_running_during_two_crashes_fails_instead_of_crash_looping(settings):

@@ -175,6 +175,8 @@ def test_a_crashed_child_is_started_again_after_a_doubling_backoff(tmp_path):
     supervisor = Supervisor(managed(), tmp_path, probe=Probe(lambda: launched() is not None),
                             monotonic=clock, sleep=lambda _s: None)
     supervisor.start()
+    started = supervisor.poll()  # the start, once, for the worker to record
+    assert started is not None and started.kind == "started" and supervisor.poll() is None
     delays = []
     try:
         for _ in range(3):

@@ -265,10 +265,12 @@ class Worker:
     def _child_changed(self, report: ChildReport) -> None:
         """The child exited, hung (and was ended) or was started again: its jobs
         go back to the queue (or fail, at the crash limit), and it is recorded."""
-        self.observer.notice(report.message)
-        self.store.set_state(f"comfyui:{self.url}", dict(report.status, event=report.kind,
-                                                         message=report.message))
-        if report.kind == "restarted":
+        if report.kind != "started":  # the Supervisor said that one as it started
+            self.observer.notice(report.message)
+        self.store.set_state(f"comfyui:{self.url}", dict(
+            report.status, event=report.kind, message=report.message,
+            at=iso(self.store.clock())))
+        if report.kind in ("started", "restarted"):
             self._retry_delay = 1.0
             return
         self._close_stream()

@@ -104,6 +104,7 @@ class Supervisor:
         self._up_since: float | None = None
         self._next_health = 0.0
         self._health_failures = 0
+        self._pending: ChildReport | None = None  # the start, for the worker to record
 
     # -- starting -------------------------------------------------------------------
 
@@ -117,6 +118,9 @@ class Supervisor:
         if leftover is not None:
             if self.probe(url):
                 self.owned = leftover
+                self.answered()
+                self._pending = ChildReport("started", f"adopted ComfyUI (pid {leftover.pid})",
+                                            self.status())
                 self.notice(f"adopted the ComfyUI (pid {leftover.pid}) a previous worker "
                             f"started on {url}")
                 return "adopted"
@@ -131,6 +135,9 @@ class Supervisor:
             return "external"
         self._launch()
         self._wait_until_up(cancelled)
+        self.answered()
+        self._pending = ChildReport("started", f"started ComfyUI (pid {self.owned.pid})"
+                                    if self.owned else "started ComfyUI", self.status())
         return "launched"
 
     def _leftover(self) -> child.PidRecord | None:
@@ -205,6 +212,9 @@ class Supervisor:
         exited (a crash), it was started again (its restart was due), or it did
         not answer within the start timeout (ended, to be started again)."""
         now = self.monotonic()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            return pending
         if self.owned is not None and not self._alive():
             return self._down(now, "exited", f"ComfyUI (pid {self.owned.pid}) exited with "
                               f"{self._exit_reason()}")
@@ -322,7 +332,8 @@ class Supervisor:
 
 @dataclass(frozen=True)
 class ChildReport:
-    """One thing that happened to the managed child: "exited", "hung" or "restarted"."""
+    """One thing that happened to the managed child: "started" (or adopted) by
+    start(), "exited", "hung" or "restarted"."""
 
     kind: str
     message: str
