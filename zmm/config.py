@@ -34,6 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "crash_limit": 2,  # a job running during this many crashes in a row fails
         "hang_s": 120.0,  # a job runs, no event this long, /system_stats silent: a hang
         "health_s": 30.0,  # idle: /system_stats this often; three failures in a row: a hang
+        "alert_after_s": 300.0,  # unreachable this long: one backend.down alert
     },
     "ollama": {
         "url": "http://127.0.0.1:11434",
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "vram_policy": "swap",
     },
     "spool": {"busy_timeout_ms": 15000},
+    "alerts": {"webhook_url": ""},  # backend.down / backend.up POSTs ("" = stderr line only)
     "generate": {
         "requester": "user",
         "negative": "blurry, watermark, low quality, jpeg artifacts",

@@ -406,3 +406,8 @@ class Store:
 
     def webhook_deliveries(self, job_id: str) -> list[outbox.Delivery]:
         return outbox.for_job(self.conn, self.path, job_id)
+
+    def add_alert(self, url: str, event: str, backend: dict[str, Any]) -> str:
+        """Queue a backend alert in the outbox (its rows: `backend:<url>` as job id)."""
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            return outbox.add_alert(conn, url, event, backend, iso(self.clock()))

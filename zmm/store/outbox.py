@@ -41,6 +41,26 @@ def add(conn: sqlite3.Connection, job: Job, stamp: str, assets_root: Path) -> st
     return delivery_id
 
 
+# Backend alerts share the outbox (its signing, retries and leases) without a
+# job: their job_id column holds this prefix and the backend's URL, a name no
+# job id can take, so their tries write no job event (there is no job row).
+ALERT_PREFIX = "backend:"
+
+
+def add_alert(conn: sqlite3.Connection, url: str, event: str, backend: dict[str, object],
+              stamp: str) -> str:
+    """Queue a backend alert (`backend.down` / `backend.up`) to `url` about the
+    backend `backend["url"]` (inside the caller's transaction)."""
+    delivery_id = os.urandom(16).hex()
+    body = compact({"event": event, "delivery_id": delivery_id, "backend": backend,
+                    "at": stamp}, sort_keys=True)
+    conn.execute(
+        "INSERT INTO webhook_deliveries (delivery_id, job_id, url, event, body, next_try_at, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [delivery_id, ALERT_PREFIX + str(backend["url"]), url, event, body, stamp, stamp])
+    return delivery_id
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One row of `webhook_deliveries` (see spool/migrations/0004_cloud_webhooks.sql)."""

@@ -38,6 +38,7 @@ from zmm.outcome import Outcome, zmm_metadata
 from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.worker import execution, progress
+from zmm.worker.alerts import DownAlarm
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.counts import JobCounts
 from zmm.worker.execution import Inflight
@@ -97,6 +98,9 @@ class Worker:
                 job, outcome, stopping=bool(self.stop_mode)))
         self.supervisor = supervisor  # a supervisor.Supervisor in managed mode, else None
         self.crashes = CrashGuard(settings.get("comfyui.crash_limit"))
+        self.alarm = DownAlarm(store, self.url, webhook_url=settings.get("alerts.webhook_url"),
+                               after_s=settings.get("comfyui.alert_after_s"),
+                               notice=self.observer.notice, monotonic=monotonic)
         self.progress = progress.ProgressWriter(
             store, self.id, interval_s=worker["progress_interval_s"], observer=self.observer,
             monotonic=monotonic)
@@ -220,6 +224,7 @@ class Worker:
         self._retry_delay = 1.0
         if self.supervisor is not None:
             self.supervisor.answered()
+        self.alarm.reachable()
         self.cloud.comfy_up()
         self.observer.connected(self.url)
         for inflight in self.inflight:
@@ -235,6 +240,7 @@ class Worker:
 
     def _wait_for_comfy(self, exc: ComfyUnavailable) -> None:
         self.cloud.comfy_down()
+        self.alarm.unreachable(exc.reason)
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
         self.observer.waiting(self.url, exc.reason, delay)
         restarting = self.supervisor is not None and self.supervisor.restarting
