@@ -242,10 +242,10 @@ class Worker:
         self.cloud.comfy_down()
         self.alarm.unreachable(exc.reason)
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
-        self.observer.waiting(self.url, exc.reason, delay)
         restarting = self.supervisor is not None and self.supervisor.restarting
         if restarting:
             delay = min(delay, 1.0)  # a managed server coming back: look again soon
+        self.observer.waiting(self.url, exc.reason, delay)
         if (self.scope.foreground and not self.inflight and not restarting
                 and not self.cloud.may_take_over(bool(self.stop_mode))):
             raise exc  # a foreground generate or --once reports it instead of waiting
