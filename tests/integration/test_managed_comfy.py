@@ -205,7 +205,10 @@ def test_a_job_running_during_two_crashes_fails_instead_of_crash_looping(setting
     assert not list(settings.assets_dir.rglob(f"{job_id}*.png"))
 
 
-HANG_ENV = {"ZMM_COMFYUI_HANG_S": "1.5", "ZMM_COMFYUI_HEALTH_S": "0.3"}
+# timeout_s too: a SIGSTOP right after "connected" can catch the worker's first
+# GET /queue, which waits that long before the connection counts as lost.
+HANG_ENV = {"ZMM_COMFYUI_HANG_S": "1.5", "ZMM_COMFYUI_HEALTH_S": "0.3",
+            "ZMM_COMFYUI_TIMEOUT_S": "2"}
 
 
 def test_a_child_stopped_mid_job_is_found_hung_ended_and_the_job_runs_again(settings, monkeypatch):

@@ -17,6 +17,7 @@ from zmm.config import Config
 from zmm.errors import ComfyUnavailable
 from zmm.locks import FileLock, worker_lock_path
 from zmm.store import Store
+from zmm.store.db import iso
 from zmm.worker.counts import JobCounts
 from zmm.worker.observer import QuietObserver
 
@@ -116,8 +117,8 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
-    with lock, managed_comfy(settings, observer.notice) as (stopped_early, supervisor), \
-            worker_parts(settings, observer.notice) as (store, client, lane):
+    with lock, worker_parts(settings, observer.notice) as (store, client, lane), \
+            managed_comfy(settings, store, observer.notice) as (stopped_early, supervisor):
         worker = Worker(store, client, settings, observer=observer, once=once,
                         max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
                         vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True,
@@ -130,11 +131,11 @@ def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) 
 
 
 @contextmanager
-def managed_comfy(settings: Config, notice: Callable[[str], None]
+def managed_comfy(settings: Config, store: Store, notice: Callable[[str], None]
                   ) -> Iterator[tuple[threading.Event, Any]]:
     """With `comfyui.command` set (managed mode), ComfyUI is started (or a child a
     killed worker left is adopted) before the worker claims anything, and what
-    was started is stopped when the worker stops, however it stops. Called with
+    was started is stopped (and recorded) when the worker stops, however it stops. Called with
     the worker lock held: one process manages a URL's child at a time. Yields
     an event set if a stop signal came while ComfyUI was starting, and the
     Supervisor the worker consults (None for a server it did not start)."""
@@ -150,7 +151,11 @@ def managed_comfy(settings: Config, notice: Callable[[str], None]
             started = supervisor.start(cancelled=stopping.is_set)
         yield stopping, (None if started == "external" else supervisor)
     finally:
-        supervisor.stop()
+        how = supervisor.stop()
+        if how is not None:  # the spool's record says the server is down on purpose
+            store.set_state(f"comfyui:{supervisor.managed.url}", dict(
+                supervisor.status(), event="stopped", message=f"stopped with the worker: {how}",
+                at=iso(store.clock())))
 
 
 class _Reachability(QuietObserver):

@@ -274,7 +274,7 @@ class Supervisor:
         """The spool-wide record `zmm doctor` reads."""
         return {"managed": True, "pid": self.owned.pid if self.owned else None,
                 "restarts": self.restarts, "last_exit": self.last_exit,
-                "down": self.owned is None, "log": str(self.log_path)}
+                "down": self.owned is None and self.restarting, "log": str(self.log_path)}
 
     def _down(self, now: float, kind: str, reason: str) -> ChildReport:
         if self.owned is not None:
