@@ -184,10 +184,15 @@ def config_path(home: Path | None = None) -> Path:
 class Config:
     """Merged settings. `get("comfyui.url")` reads one value."""
 
-    def __init__(self, data: dict[str, dict[str, Any]], home: Path, sources: dict[str, str]):
+    def __init__(self, data: dict[str, dict[str, Any]], home: Path, sources: dict[str, str],
+                 *, backend_entries: list[Any] | None = None):
         self.data = data
         self.home = home
         self.sources = sources  # dotted key -> "default" | "file" | "env" | "flag"
+        # The raw [[backends]] tables (checked by zmm.fleet), and the one backend
+        # a worker's view of the settings is for (zmm.fleet.settings_for).
+        self.backend_entries: list[Any] = backend_entries or []
+        self.backend: Any = None
 
     def get(self, dotted: str) -> Any:
         section, _, key = dotted.partition(".")
@@ -234,14 +239,19 @@ def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     data = copy.deepcopy(DEFAULTS)
     sources = {f"{s}.{k}": "default" for s, values in DEFAULTS.items() for k in values}
     path = config_path(home)
+    entries: list[Any] = []
     if path.exists():
-        for dotted, value in _flatten(_read_toml(path)).items():
+        table = _read_toml(path)
+        entries = table.pop("backends", [])
+        if not isinstance(entries, list):
+            raise InvalidInput("config backends", "must be [[backends]] tables (docs/backends.md)")
+        for dotted, value in _flatten(table).items():
             _set(data, dotted, value, origin=str(path))
             sources[dotted] = "file"
     for dotted, value in _from_environ(environ).items():
         _set(data, dotted, value, origin="environment")
         sources[dotted] = "env"
-    return Config(data, home, sources)
+    return Config(data, home, sources, backend_entries=entries)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

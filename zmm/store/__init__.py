@@ -5,7 +5,7 @@ IMMEDIATE transaction, so concurrent processes can never move a job twice.
 The SQL is split by concern: reads in `queries`, claiming in `claims`, the
 INSERT and UPDATE statements of jobs in `changes`, event rows in `events`,
 cleanup in `retention`, the webhook outbox in `outbox`, the live workers in
-`workers`, the schema check in `schema`.
+`workers`, the backends in `backends`, the schema check in `schema`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobSpec, JobState, Priority, check_transition
-from zmm.store import claims, events, outbox, queries, retention, workers
+from zmm.store import backends, claims, events, outbox, queries, retention, workers
 from zmm.store.changes import Cancellation, insert_job, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
@@ -315,6 +315,28 @@ class Store:
 
     def recent_generation_times(self) -> list[float]:
         return queries.recent_generation_times(self.conn)
+
+    # -- backends --------------------------------------------------------------
+
+    def report_backend(self, item: backends.BackendReport) -> None:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            backends.report(conn, item, iso(self.clock()))
+
+    def record_backend_files(self, name: str, url: str, files: list[str]) -> None:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            backends.record_files(conn, name, url, files, iso(self.clock()))
+
+    def set_draining(self, name: str, url: str, draining: bool) -> None:
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            backends.set_draining(conn, name, url, draining, iso(self.clock()))
+
+    def is_draining(self, name: str) -> bool:
+        with translate_errors(self.path):
+            return backends.is_draining(self.conn, name)
+
+    def backends(self) -> list[dict[str, Any]]:
+        with translate_errors(self.path):
+            return backends.rows(self.conn)
 
     def live_workers(self, since: float) -> list[dict[str, Any]]:
         return queries.live_workers(self.conn, iso(since))

@@ -85,6 +85,8 @@ class Job:
     backend_requested: str = "auto"  # auto | local | cloud
     cloud_allowed: int = 0
     enqueued_note: str | None = None  # the `enqueued` event's message (schema 7 on)
+    on_backend: str | None = None  # pinned with `zmm generate --on NAME` (schema 10 on)
+    needs: str | None = None  # JSON list of 'folder/name' model files the graph loads
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:

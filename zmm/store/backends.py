@@ -1,0 +1,86 @@
+"""The `backends` table: what each ComfyUI backend is doing (state, GPU memory,
+loaded model, last error), the model files its server has, and the operator's
+drain switch. Workers write their backend's row; `zmm backends`, `zmm top`,
+`zmm queue` and the claim read it. Store runs these inside its transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendReport:
+    """One heartbeat's worth of a backend's state, as its worker sees it."""
+
+    name: str
+    url: str
+    gpu: int | None
+    worker_id: str | None
+    state: str  # up | down | starting | stopped
+    managed: bool = False
+    restarts: int = 0
+    loaded_model: str | None = None
+    vram_total_bytes: int | None = None
+    vram_free_bytes: int | None = None
+    last_error: str | None = None
+
+
+def report(conn: sqlite3.Connection, item: BackendReport, stamp: str) -> None:
+    """Insert or refresh a backend's row; the drain switch and the file list
+    are left as they are (others own them). A report without an error keeps
+    the last one, so `zmm backends` can still say what went wrong."""
+    conn.execute(
+        "INSERT INTO backends (name, url, gpu, worker_id, state, managed, restarts, loaded_model, "
+        "vram_total_bytes, vram_free_bytes, last_error, last_error_at, heartbeat_at, updated_at) "
+        "VALUES (:name, :url, :gpu, :worker_id, :state, :managed, :restarts, :loaded_model, "
+        ":vram_total_bytes, :vram_free_bytes, :last_error, :error_at, :stamp, :stamp) "
+        "ON CONFLICT (name) DO UPDATE SET url = excluded.url, gpu = excluded.gpu, "
+        "worker_id = excluded.worker_id, state = excluded.state, managed = excluded.managed, "
+        "restarts = excluded.restarts, "
+        "loaded_model = COALESCE(excluded.loaded_model, backends.loaded_model), "
+        "vram_total_bytes = excluded.vram_total_bytes, vram_free_bytes = excluded.vram_free_bytes, "
+        "last_error = COALESCE(excluded.last_error, backends.last_error), "
+        "last_error_at = COALESCE(excluded.last_error_at, backends.last_error_at), "
+        "heartbeat_at = excluded.heartbeat_at, updated_at = excluded.updated_at",
+        {**item.__dict__, "managed": int(item.managed),
+         "error_at": stamp if item.last_error else None, "stamp": stamp})
+
+
+def record_files(conn: sqlite3.Connection, name: str, url: str, files: list[str],
+                 stamp: str) -> None:
+    """The server's model files, as sorted 'folder/name' strings."""
+    conn.execute(
+        "INSERT INTO backends (name, url, files, files_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET url = excluded.url, files = excluded.files, "
+        "files_at = excluded.files_at, updated_at = excluded.updated_at",
+        [name, url, json.dumps(sorted(set(files))), stamp, stamp])
+
+
+def set_draining(conn: sqlite3.Connection, name: str, url: str, draining: bool,
+                 stamp: str) -> None:
+    conn.execute(
+        "INSERT INTO backends (name, url, draining, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET draining = excluded.draining, "
+        "updated_at = excluded.updated_at",
+        [name, url, int(draining), stamp])
+
+
+def is_draining(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT draining FROM backends WHERE name = ?", [name]).fetchone()
+    return bool(row and row[0])
+
+
+def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every backend row, by name; `files` decoded to a list (None: never read)."""
+    found = []
+    for row in conn.execute("SELECT * FROM backends ORDER BY name"):
+        item = dict(row)
+        item["files"] = json.loads(item["files"]) if item["files"] else None
+        item["draining"] = bool(item["draining"])
+        item["managed"] = bool(item["managed"])
+        found.append(item)
+    return found
