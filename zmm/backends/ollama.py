@@ -169,7 +169,9 @@ class OllamaClient:
         """The assistant's reply from POST /api/chat (`messages`: role + content)."""
         body = _text_body(model, options, keep_alive, messages=messages)
         answer = self._call("POST", "/api/chat", json=body, timeout=timeout)
-        message = answer.get("message") if isinstance(answer.get("message"), dict) else {}
+        message = answer.get("message")
+        if not isinstance(message, dict):
+            message = {}
         return _text_answer(answer, model, str(message.get("content") or ""),
                             message.get("thinking"))
 

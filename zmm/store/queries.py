@@ -85,6 +85,7 @@ class Job:
     backend_requested: str = "auto"  # auto | local | cloud
     cloud_allowed: int = 0
     enqueued_note: str | None = None  # the `enqueued` event's message (schema 7 on)
+    enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
