@@ -130,7 +130,12 @@ class Job:
         """The stable JSON shape of a job for `--json` output. With `assets_root`,
         every path relative to it also comes absolute: output_file beside
         output_path, thumbnail_file beside thumbnail_path, output_files beside outputs."""
-        data = dataclasses.asdict(self)
+        data: dict[str, Any] = {}
+        for name, value in dataclasses.asdict(self).items():
+            if name != "enhanced_prompt":
+                data[name] = value
+            if name == "prompt":  # `history show` lists the two side by side
+                data["enhanced_prompt"] = self.enhanced_prompt
         for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over",
                          "enqueued_note"):
             data.pop(internal)

@@ -6,6 +6,7 @@ and a decision once made is never asked for again."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -245,3 +246,89 @@ def test_on_the_gpu_the_llm_answers_then_is_swapped_out_then_reloaded(home, gpu_
     assert store.get(job_id).vram_used_gb >= 12  # the image ran with the LLM out of VRAM
     store.close()
     worker.client.close()
+
+
+# -- the command line: --print-workflow, history show, --from, --from-image ------------
+
+
+@pytest.fixture
+def cli_ollama(ollama, monkeypatch, home):
+    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_port_url())  # never needed here
+    monkeypatch.setenv("ZMM_OLLAMA_URL", ollama.url)
+    monkeypatch.setenv("ZMM_ENHANCE_MODEL", LLM)
+    return ollama
+
+
+def printed_prompt(result):
+    assert result.exit_code == 0, result.stderr
+    graph = json.loads(result.stdout)
+    return [node["inputs"]["text"] for node in graph.values()
+            if node["class_type"] == "CLIPTextEncode"][0]
+
+
+def test_print_workflow_with_enhance_asks_ollama_from_the_cli(cli, cli_ollama, settings):
+    assert printed_prompt(cli("generate", "a lighthouse", "--enhance",
+                              "--print-workflow")) == ANSWER
+    # a bare --enhance before the prompt leaves the prompt a prompt
+    assert printed_prompt(cli("generate", "--enhance", "a lighthouse",
+                              "--print-workflow")) == ANSWER
+    assert printed_prompt(cli("generate", "--enhance", "required", "a lighthouse",
+                              "--print-workflow")) == ANSWER
+    assert printed_prompt(cli("generate", "a lighthouse", "--print-workflow")) == "a lighthouse"
+    assert len(text_requests(cli_ollama)) == 3
+    assert not settings.spool_path.exists()  # nothing queued
+
+
+def test_print_workflow_when_ollama_cannot(cli, monkeypatch, home, settings):
+    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_port_url())
+    best_effort = cli("generate", "a lighthouse", "--enhance", "--print-workflow")
+    assert printed_prompt(best_effort) == "a lighthouse"
+    assert "warning: prompt enhancement failed: Ollama at" in best_effort.stderr
+    assert "connection refused" in best_effort.stderr
+    required = cli("generate", "a lighthouse", "--enhance=required", "--print-workflow")
+    assert required.exit_code == 4 and required.stdout == ""
+    assert required.stderr.startswith("error: prompt enhancement failed: Ollama at")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--enhance", "--no-enhance"], "enhance: give --enhance or --no-enhance, not both"),
+    (["--enhance=maybe"], "enhance: one of off, on, required"),
+])
+def test_bad_enhance_flags_are_usage_errors(cli, home, settings, args, message):
+    result = cli("generate", "a lighthouse", *args, "--no-wait")
+    assert result.exit_code == 2 and message in result.stderr
+    assert not settings.spool_path.exists()
+
+
+def test_from_file_lines_carry_an_enhance_field(cli, home, settings, tmp_path):
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text('{"prompt": "one", "enhance": true}\n{"prompt": "two", "enhance": '
+                     '"required"}\n{"prompt": "three"}\n{"prompt": "four", "enhance": false}\n')
+    ids = cli("generate", "--from", str(batch), "--no-wait").stdout.split()
+    with Store(settings.spool_path) as store:
+        modes = [store.get(i).param_values.get("enhance") for i in ids]
+    assert modes == ["on", "required", None, None]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "one", "enhance": "loud"}\n')
+    result = cli("generate", "--from", str(bad), "--no-wait")
+    assert result.exit_code == 2 and "line 1: enhance: one of off, on, required" in result.stderr
+
+
+def test_history_show_and_from_image_after_an_enhanced_job(cli, home, comfy, ollama,
+                                                           monkeypatch):
+    worker, store, settings = make_worker(home, comfy, ollama.url)
+    (job_id,) = enqueue(store, settings, enhance="on")
+    drive(worker, lambda: store.get(job_id).status == "succeeded")
+    png = store.get(job_id).output_file(settings.assets_dir)
+    worker.client.close()
+    store.close()
+    shown = " ".join(cli("history", "show", job_id).stdout.split())
+    assert f"prompt a lighthouse enhanced_prompt {ANSWER} negative_prompt" in shown
+    assert "enhance on" in shown and f"enhanced prompt enhanced by {LLM}" in shown
+    data = cli.json("history", "show", job_id, "--json")
+    assert data["job"]["prompt"] == "a lighthouse" and data["job"]["enhanced_prompt"] == ANSWER
+    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_port_url())  # Ollama is not asked again
+    again = cli("generate", "--from-image", str(png), "--print-workflow")
+    assert printed_prompt(again) == ANSWER and again.stderr == ""
+    plain = cli("generate", "--from-image", str(png), "--no-enhance", "--print-workflow")
+    assert printed_prompt(plain) == "a lighthouse"
