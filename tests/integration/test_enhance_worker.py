@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.conftest import run_zmm
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import FakeOllama
@@ -332,3 +333,27 @@ def test_history_show_and_from_image_after_an_enhanced_job(cli, home, comfy, oll
     assert printed_prompt(again) == ANSWER and again.stderr == ""
     plain = cli("generate", "--from-image", str(png), "--no-enhance", "--print-workflow")
     assert printed_prompt(plain) == "a lighthouse"
+
+
+@pytest.mark.slow
+def test_a_real_generate_enhances_inline_and_prints_both_prompts(worker_env, ollama, home):
+    env = {"ZMM_OLLAMA_URL": ollama.url, "ZMM_ENHANCE_MODEL": LLM}
+    result = run_zmm("generate", "--enhance", "a lighthouse", "--size", "64x64", "--steps",
+                     "2", "--json", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (job,) = json.loads(result.stdout)["jobs"]
+    assert job["prompt"] == "a lighthouse" and job["enhanced_prompt"] == ANSWER
+    assert job["status"] == "succeeded" and len(text_requests(ollama)) == 1
+
+
+def test_the_llms_timeout_stays_inside_the_jobs_lease(home, comfy, ollama):
+    ollama.text_latency = 3.0
+    worker, store, settings = make_worker(home, comfy, ollama.url, **{
+        "enhance.timeout_s": 30.0, "worker.lease_s": 0.4})
+    (job_id,) = enqueue(store, settings, enhance="on")
+    drive(worker, lambda: any(e["kind"] == "enhance_skipped" for e in store.events(job_id)))
+    (skipped,) = [e for e in store.events(job_id) if e["kind"] == "enhance_skipped"]
+    assert "timed out after 0.3s" in skipped["message"]  # 3/4 of the 0.4 s lease
+    assert store.get(job_id).worker_id == worker.id  # still this worker's job
+    store.close()
+    worker.client.close()
