@@ -7,6 +7,7 @@ touches the spool: the worker persists what it returns (zmm.worker.enhancing).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -25,17 +26,25 @@ from zmm.errors import (
 )
 
 ENDPOINTS = ("chat", "generate")
-_ON = ("on", "auto", "true", "yes", "1")
-_OFF = ("off", "false", "no", "0")
-_THINK = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"^```[a-z]*\s*|\s*```$", re.IGNORECASE)
-# "Prompt:", "**Enhanced prompt:**", "Here is the improved prompt for SDXL:", ...
-_LABEL = re.compile(
-    r"^[\s*#>_-]*(?:(?:sure|okay|ok|certainly|of course)\b[!.,]*\s*)?"
-    r"(?:here(?:'s| is)\s+(?:an?\s+|the\s+|your\s+)?)?(?:\w+\s+){0,2}prompt"
-    r"(?:\s+for\s+[^:\n]{1,40})?\s*\W*:\s*\**\s*", re.IGNORECASE)
-_NEGATIVE = re.compile(r"\n?\W*negative(?:\s+prompt)?\W*:.*$", re.IGNORECASE | re.DOTALL)
 _QUOTES = "\"'`“”‘’«»"
+
+
+@functools.cache
+def _patterns() -> dict[str, re.Pattern[str]]:
+    """Compiled on the first answer cleaned: `generate --no-wait` imports this module."""
+    return {
+        "think": re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.DOTALL | re.IGNORECASE),
+        "open_think": re.compile(r"</?think(?:ing)?>", re.IGNORECASE),
+        "fence": re.compile(r"^```[a-z]*\s*|\s*```$", re.IGNORECASE),
+        # "Prompt:", "**Enhanced prompt:**", "Sure! Here is the improved prompt for SDXL:"
+        "label": re.compile(
+            r"^[\s*#>_-]*(?:(?:sure|okay|ok|certainly|of course)\b[!.,]*\s*)?"
+            r"(?:here(?:'s| is)\s+(?:an?\s+|the\s+|your\s+)?)?(?:\w+\s+){0,2}prompt"
+            r"(?:\s+for\s+[^:\n]{1,40})?\s*\W*:\s*\**\s*", re.IGNORECASE),
+        "negative": re.compile(r"\n?\W*negative(?:\s+prompt)?\W*:.*$",
+                               re.IGNORECASE | re.DOTALL),
+    }
+
 
 if TYPE_CHECKING:  # intake imports this module on the light `generate --no-wait` path
     import httpx
@@ -48,46 +57,13 @@ class Enhanced:
     seconds: float  # the request, as zmm measured it
 
 
-def parse_mode(value: Any, field: str = "enhance") -> str:
-    """off | on | required, from a flag, a `--from` field (booleans too) or config."""
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    text = str(value).strip().lower()
-    if text in _ON:
-        return "on"
-    if text in _OFF:
-        return "off"
-    if text == "required":
-        return "required"
-    raise InvalidInput(field, "one of " + ", ".join(jobs.ENHANCE_MODES)
-                       + " (--enhance alone is on)")
-
-
-def mode_for(requested: Any, style: str, settings: Config) -> str:
-    """The job's mode: what the request says, else the style's default from config."""
-    if requested not in (None, ""):
-        return parse_mode(requested)
-    default = settings.section("enhance")["styles"].get(style, "off")
-    return parse_mode(default, f"config enhance.styles.{style}")
-
-
-def text_kind(family: str | None, checkpoint: str | None = None) -> str:
-    """"tags" for families reading comma-separated keywords (SD1.5, SDXL: CLIP),
-    "sentences" for those reading natural language (SD3.5, Flux: T5)."""
-    alias = family if family in families.FAMILIES else families.guess(checkpoint or "")
-    group = families.FAMILIES[alias].group if alias else "sdxl"
-    return "sentences" if group in ("sd35", "flux") else "tags"
-
-
 def system_prompt(settings: Config, style: str, family: str | None,
                   checkpoint: str | None = None) -> str:
     section = settings.section("enhance")
     texts = section["system"]
     base = str(texts.get(style) or texts.get("none") or "")
     shown = family if family in families.FAMILIES else (checkpoint or "Stable Diffusion")
-    kind = str(section["format"].get(text_kind(family, checkpoint)) or "")
+    kind = str(section["format"].get(families.prompt_kind(family, checkpoint)) or "")
     # str.replace, not str.format: a user's system prompt may hold braces
     instruction = kind.replace("{family}", shown)
     return base.replace("{format}", instruction) if "{format}" in base \
@@ -98,12 +74,13 @@ def clean(answer: str, max_chars: int) -> str:
     """The prompt in a model's answer: no think-blocks, code fences, "Prompt:"
     labels, surrounding quotes, negative-prompt tail or line breaks; at most
     `max_chars`, cut at the last comma or sentence end before the limit."""
-    text = _THINK.sub(" ", answer)
+    patterns = _patterns()
+    text = patterns["think"].sub(" ", answer)
     if re.search(r"<think(?:ing)?>", text, re.IGNORECASE):  # never closed: all reasoning
         return ""
-    text = re.sub(r"</think(?:ing)?>", " ", text, flags=re.IGNORECASE)
-    text = _FENCE.sub("", text.strip())
-    text = _NEGATIVE.sub("", text)
+    text = patterns["open_think"].sub(" ", text)
+    text = patterns["fence"].sub("", text.strip())
+    text = patterns["negative"].sub("", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):  # "Here is a better prompt:" on its own
         lines = lines[1:]
@@ -112,7 +89,7 @@ def clean(answer: str, max_chars: int) -> str:
         before = text
         if len(text) > 1 and text[0] in _QUOTES and text[-1] in _QUOTES:
             text = text[1:-1].strip()
-        text = _LABEL.sub("", text, count=1).strip()
+        text = patterns["label"].sub("", text, count=1).strip()
         if text.startswith("**") and text.endswith("**"):
             text = text[2:-2].strip()
         if text == before:

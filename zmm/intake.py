@@ -84,9 +84,11 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
 def _enhance_mode(requested: Any, spec: jobs.JobSpec, config: Config) -> str:
     """off | on | required: the request's word, else the style's default. A custom
     graph without a $prompt placeholder has nothing the LLM could improve."""
-    from zmm import enhance
-
-    mode = enhance.mode_for(requested, spec.style, config)
+    if requested not in (None, ""):
+        mode = jobs.parse_enhance(requested)
+    else:
+        default = config.section("enhance")["styles"].get(spec.style, "off")
+        mode = jobs.parse_enhance(default, f"config enhance.styles.{spec.style}")
     if mode != "off" and spec.graph is not None and not _binds_prompt(spec.graph):
         if requested not in (None, ""):
             raise InvalidInput("enhance", "only for a workflow with a $prompt placeholder")
@@ -316,12 +318,10 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
 def _keep_enhanced(spec: jobs.JobSpec, meta: dict[str, Any]) -> None:
     """The recorded enhanced prompt, for a job that still asks for one in the same
     style and kind of prompt (keywords or sentences); another asks Ollama anew."""
-    from zmm.enhance import text_kind
-
     recorded = meta.get("enhanced_prompt")
     if spec.enhance == "off" or not isinstance(recorded, str) or not recorded.strip():
         return
-    same_kind = text_kind(spec.model_key, spec.checkpoint) == text_kind(
+    same_kind = families.prompt_kind(spec.model_key, spec.checkpoint) == families.prompt_kind(
         meta.get("family"), meta.get("model"))
     if spec.style == meta.get("style") and same_kind:
         spec.enhanced_prompt = jobs.parse_text("enhanced_prompt", recorded, max_len=10000)

@@ -202,6 +202,23 @@ def parse_text(field_name: str, value: Any, *, max_len: int, required: bool = Tr
     return text.strip()
 
 
+def parse_enhance(value: Any, field_name: str = "enhance") -> str:
+    """One of ENHANCE_MODES, from a flag, a `--from` field (booleans too) or config."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    text = str(value).strip().lower()
+    if text in ("on", "auto", "true", "yes", "1"):
+        return "on"
+    if text in ("off", "false", "no", "0"):
+        return "off"
+    if text == "required":
+        return "required"
+    raise InvalidInput(field_name, "one of " + ", ".join(ENHANCE_MODES)
+                       + " (--enhance alone is on)")
+
+
 def parse_webhook(value: str | None) -> str | None:
     if value is None or value == "":
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from zmm import enhance, intake
+from zmm import enhance, families, intake, jobs
 from zmm.config import load
 from zmm.errors import InvalidInput
 
@@ -15,30 +15,34 @@ from zmm.errors import InvalidInput
     ("0", "off"), ("required", "required"), (" Required ", "required"),
 ])
 def test_modes(value, mode):
-    assert enhance.parse_mode(value) == mode
+    assert jobs.parse_enhance(value) == mode
 
 
 def test_an_unknown_mode_names_the_field():
     with pytest.raises(InvalidInput, match="enhance: one of off, on, required"):
-        enhance.parse_mode("loud")
+        jobs.parse_enhance("loud")
 
 
 def test_the_style_default_applies_when_the_request_says_nothing(settings):
     settings.data["enhance"]["styles"] = dict(settings.get("enhance.styles"),
                                               infographic="required")
-    assert enhance.mode_for(None, "infographic", settings) == "required"
-    assert enhance.mode_for("off", "infographic", settings) == "off"
-    assert enhance.mode_for(None, "none", settings) == "off"
+
+    def mode(**fields):
+        return intake.build({"prompt": "x", **fields}, settings)[0].enhance
+
+    assert mode(style="infographic") == "required"
+    assert mode(style="infographic", enhance="off") == "off"
+    assert mode() == "off"
     settings.data["enhance"]["styles"]["none"] = "sometimes"
     with pytest.raises(InvalidInput, match="config enhance.styles.none"):
-        enhance.mode_for(None, "none", settings)
+        mode()
 
 
 def test_keywords_for_clip_families_and_sentences_for_t5_ones():
-    assert enhance.text_kind("sd15") == enhance.text_kind("sdxl") == "tags"
-    assert enhance.text_kind("sd35-large") == enhance.text_kind("flux-dev") == "sentences"
-    assert enhance.text_kind("custom", "my-flux-finetune.safetensors") == "sentences"
-    assert enhance.text_kind(None) == "tags"
+    assert families.prompt_kind("sd15") == families.prompt_kind("sdxl") == "tags"
+    assert families.prompt_kind("sd35-large") == families.prompt_kind("flux-dev") == "sentences"
+    assert families.prompt_kind("custom", "my-flux-finetune.safetensors") == "sentences"
+    assert families.prompt_kind(None) == "tags"
 
 
 def test_the_system_prompt_joins_the_styles_text_and_the_familys_format(settings):
