@@ -39,6 +39,7 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l cfg
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l count
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l denoise
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l enhance
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l family
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l from-image
@@ -48,6 +49,7 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l json
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l lora
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l model
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l negative
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-enhance
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-inline
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-wait
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l print-workflow

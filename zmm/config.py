@@ -17,6 +17,13 @@ from typing import Any
 
 from zmm.errors import InvalidInput
 
+_ENHANCE_BASE = (
+    "You write prompts for an image generation model. Rewrite the user's request as one "
+    "prompt that describes the picture: subject, composition, setting, lighting, colours "
+    "and style. Keep everything the user asked for and add nothing that contradicts it; "
+    "text the user wants in the picture stays word for word, in quotes. {format} Answer "
+    "with the prompt only: no title, no quotes around it, no explanation.")
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "comfyui": {
         "url": "http://127.0.0.1:8188",
@@ -42,6 +49,39 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "unload_timeout_s": 60.0,
         "reload_keep_alive": "10m",
         "queue_end_delay_s": 1.0,
+    },
+    # Prompt enhancement (docs/enhance.md): before a job runs, the local LLM rewrites
+    # the request as a prompt for the job's model family, in the style's words.
+    "enhance": {
+        "model": "llama3.2",
+        "url": "",  # "" = ollama.url
+        "timeout_s": 30.0,  # the whole request, loading the model included
+        "endpoint": "chat",  # chat (/api/chat) | generate (/api/generate)
+        "temperature": 0.7,
+        "max_chars": 1000,  # a longer answer is cut at the last comma or sentence before it
+        # per style, when neither --enhance nor --no-enhance is given: off | on | required
+        "styles": {"technical-diagram": "off", "report-cover": "off", "infographic": "off",
+                   "dashboard-thumbnail": "off", "none": "off"},
+        # per style, the system prompt; {format} becomes the family's [enhance.format] text
+        "system": {
+            "none": _ENHANCE_BASE,
+            "technical-diagram": _ENHANCE_BASE + " The picture is a clean technical diagram: "
+            "flat vector style, white background, precise thin lines, labelled boxes.",
+            "report-cover": _ENHANCE_BASE + " The picture is a professional report cover: "
+            "modern minimal design, bold composition, soft gradient background.",
+            "infographic": _ENHANCE_BASE + " The picture is an infographic: clear icons, "
+            "flat colours, an organised layout, high contrast.",
+            "dashboard-thumbnail": _ENHANCE_BASE + " The picture is a dashboard thumbnail: "
+            "simple shapes, flat design, readable at a small size.",
+        },
+        # how each kind of model family reads a prompt; {family} is the job's family
+        "format": {
+            "tags": "The image model ({family}) reads comma-separated keywords: write 15 to "
+            "40 short descriptive phrases separated by commas, the most important first, "
+            "no full sentences.",
+            "sentences": "The image model ({family}) reads natural language: write two to "
+            "four plain descriptive sentences, at most 120 words.",
+        },
     },
     "worker": {
         "lease_s": 60.0,

@@ -102,6 +102,20 @@ class OllamaError(ZmmError):
             self.exit_code = USAGE
 
 
+class EnhanceFailed(ZmmError):
+    """The local LLM could not improve a prompt: Ollama down or too slow, no such
+    model, an error answer or an empty one. `cause` says which, in words; the
+    exit code is the cause's (3 for a model Ollama does not have, else 4)."""
+
+    exit_code = BACKEND_UNAVAILABLE
+
+    def __init__(self, cause: str, *, exit_code: int = BACKEND_UNAVAILABLE,
+                 hint: str | None = None) -> None:
+        super().__init__(f"prompt enhancement failed: {cause}", hint=hint)
+        self.cause = cause
+        self.exit_code = exit_code
+
+
 class ComfyServerError(ZmmError):
     """ComfyUI answered with a 5xx or an unreadable body: the request may or may not
     have taken effect, so callers must check before repeating it."""

@@ -101,6 +101,14 @@ def guess(name: str) -> str | None:
     return None
 
 
+def prompt_kind(family: str | None, checkpoint: str | None = None) -> str:
+    """"tags" for families reading comma-separated keywords (SD1.5, SDXL: CLIP),
+    "sentences" for those reading natural language (SD3.5, Flux: T5)."""
+    alias = family if family in FAMILIES else guess(checkpoint or "")
+    group = FAMILIES[alias].group if alias else "sdxl"
+    return "sentences" if group in ("sd35", "flux") else "tags"
+
+
 def is_setting_key(key: str) -> bool:
     return bool(_SETTING.match(key))
 

@@ -21,7 +21,7 @@ from zmm.errors import InvalidInput, NotFound
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "family", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
-          "allow_cloud", *intake_parts.FIELDS)
+          "allow_cloud", "enhance", *intake_parts.FIELDS)
 
 
 def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
@@ -74,10 +74,32 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
     sets = _as_list(raw.get("set"))
     if raw.get("workflow") or sets:
         _attach_custom_graph(spec, raw.get("workflow"), sets, config)
+    spec.enhance = _enhance_mode(raw.get("enhance"), spec, config)
     has_parts = intake_parts.attach(spec, raw, config)
     spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
     return spec
+
+
+def _enhance_mode(requested: Any, spec: jobs.JobSpec, config: Config) -> str:
+    """off | on | required: the request's word, else the style's default. A custom
+    graph without a $prompt placeholder has nothing the LLM could improve."""
+    if requested not in (None, ""):
+        mode = jobs.parse_enhance(requested)
+    else:
+        default = config.section("enhance")["styles"].get(spec.style, "off")
+        mode = jobs.parse_enhance(default, f"config enhance.styles.{spec.style}")
+    if mode != "off" and spec.graph is not None and not _binds_prompt(spec.graph):
+        if requested not in (None, ""):
+            raise InvalidInput("enhance", "only for a workflow with a $prompt placeholder")
+        return "off"
+    return mode
+
+
+def _binds_prompt(graph: dict[str, Any]) -> bool:
+    from zmm import workflows
+
+    return "prompt" in workflows.placeholders(graph)
 
 
 def _webhook(value: Any, config: Config) -> str | None:
@@ -272,6 +294,9 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     if meta.get("width") and meta.get("height"):
         raw["size"] = f"{meta['width']}x{meta['height']}"
     raw.update(intake_parts.from_metadata(meta, config))
+    # The image was made with the recorded enhanced prompt, or (none recorded) with
+    # the prompt as written: either way Ollama is not asked again.
+    raw["enhance"] = meta.get("enhance") if meta.get("enhanced_prompt") else "off"
     same_model = not flags.get("model") and not flags.get("family")
     if same_model and meta.get("model") and meta.get("family") in families.ALIASES:
         raw["family"] = meta["family"]  # the file's name alone may not say it
@@ -284,9 +309,22 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
         spec.sampler = str(meta.get("sampler") or spec.sampler)
         spec.scheduler = str(meta.get("scheduler") or spec.scheduler)
         intake_parts.keep_recorded(spec, meta)
+        _keep_enhanced(spec, meta)
         if same_model and meta.get("family") == spec.model_key and meta.get("loader"):
             _restore_files(spec, meta)
     return specs
+
+
+def _keep_enhanced(spec: jobs.JobSpec, meta: dict[str, Any]) -> None:
+    """The recorded enhanced prompt, for a job that still asks for one in the same
+    style and kind of prompt (keywords or sentences); another asks Ollama anew."""
+    recorded = meta.get("enhanced_prompt")
+    if spec.enhance == "off" or not isinstance(recorded, str) or not recorded.strip():
+        return
+    same_kind = families.prompt_kind(spec.model_key, spec.checkpoint) == families.prompt_kind(
+        meta.get("family"), meta.get("model"))
+    if spec.style == meta.get("style") and same_kind:
+        spec.enhanced_prompt = jobs.parse_text("enhanced_prompt", recorded, max_len=10000)
 
 
 def _restore_files(spec: jobs.JobSpec, meta: dict[str, Any]) -> None:

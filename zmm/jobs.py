@@ -68,6 +68,9 @@ QUALITIES = ("draft", "standard", "high")
 STYLES = ("technical-diagram", "report-cover", "infographic", "dashboard-thumbnail", "none")
 # auto: ComfyUI, with a cloud fallback where allowed; local: never the cloud; cloud: only it.
 BACKENDS = ("auto", "local", "cloud")
+# off: the prompt as written; on: the local LLM improves it when it can (best effort);
+# required: the job fails when it cannot (docs/enhance.md).
+ENHANCE_MODES = ("off", "on", "required")
 
 # Sizes per aspect ratio, at each model family's native pixel count.
 ASPECTS: dict[str, dict[str, tuple[int, int]]] = {
@@ -112,6 +115,8 @@ class JobSpec:
     model_pinned: bool = False  # the user named the model: the VRAM gate never downgrades it
     backend: str = "auto"  # one of BACKENDS
     cloud_allowed: bool = False  # may go to a cloud provider (decided at intake, never later)
+    enhance: str = "off"  # one of ENHANCE_MODES: ask the local LLM for a better prompt
+    enhanced_prompt: str | None = None  # one made already (a --from-image of an enhanced job)
     extra: dict[str, Any] = field(default_factory=dict)
     # Files zmm keeps under the assets root before queueing (init images); not stored.
     inputs: list[Any] = field(default_factory=list)
@@ -128,7 +133,10 @@ class JobSpec:
 
     def stored_params(self) -> dict[str, Any]:
         """The job's `params` column: what the worker binds and reads back."""
-        return dict(self.params(), graph=self.graph, user_prompt=self.user_prompt, **self.extra)
+        stored = dict(self.params(), graph=self.graph, user_prompt=self.user_prompt, **self.extra)
+        if self.enhance != "off":
+            stored["enhance"] = self.enhance
+        return stored
 
 
 def parse_priority(value: str) -> Priority:
@@ -192,6 +200,23 @@ def parse_text(field_name: str, value: Any, *, max_len: int, required: bool = Tr
     if "\x00" in text:
         raise InvalidInput(field_name, "must not contain NUL characters")
     return text.strip()
+
+
+def parse_enhance(value: Any, field_name: str = "enhance") -> str:
+    """One of ENHANCE_MODES, from a flag, a `--from` field (booleans too) or config."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    text = str(value).strip().lower()
+    if text in ("on", "auto", "true", "yes", "1"):
+        return "on"
+    if text in ("off", "false", "no", "0"):
+        return "off"
+    if text == "required":
+        return "required"
+    raise InvalidInput(field_name, "one of " + ", ".join(ENHANCE_MODES)
+                       + " (--enhance alone is on)")
 
 
 def parse_webhook(value: str | None) -> str | None:

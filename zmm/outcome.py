@@ -39,8 +39,9 @@ def zmm_metadata(job: Job) -> dict[str, Any]:
             "loader": params.get("loader"), "files": model_files_of(params),
             "guidance": params.get("guidance"), "shift": params.get("shift"),
             "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__,
-            **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale")
-               if params.get(key) is not None}}
+            **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale",
+                                            "enhance") if params.get(key) is not None},
+            **({"enhanced_prompt": job.enhanced_prompt} if job.enhanced_prompt else {})}
 
 
 def model_files_of(params: dict[str, Any]) -> dict[str, Any]:

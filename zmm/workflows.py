@@ -201,15 +201,18 @@ def filename_prefix(job_id: str) -> str:
 
 
 def bind_job(params: dict[str, Any], workflow: str, job_id: str,
-             user_dir: Path | None) -> dict[str, Any]:
+             user_dir: Path | None, *, enhanced_prompt: str | None = None) -> dict[str, Any]:
     """The graph a job submits: its own graph (a custom workflow) or its
-    template, bound with the job's stored params, then its parts (LoRAs, the
-    init image, the hires pass) added. The worker and `--print-workflow` both
-    bind through here, so the two cannot drift."""
+    template, bound with the job's stored params (its `enhanced_prompt` in
+    place of the prompt, when the local LLM wrote one), then its parts (LoRAs,
+    the init image, the hires pass) added. The worker and `--print-workflow`
+    both bind through here, so the two cannot drift."""
     from zmm import workflow_parts
 
     source = params.get("graph") or load(workflow, user_dir).graph
     values = {key: params.get(key) for key in PLACEHOLDERS}
+    if enhanced_prompt:
+        values["prompt"] = enhanced_prompt
     values["filename_prefix"] = filename_prefix(job_id)
     graph = bind(source, values)
     parts = workflow_parts.Parts.from_params(params)
@@ -227,7 +230,8 @@ def printed_graphs(specs: list[Any], user_dir: Path | None) -> list[dict[str, An
     from zmm.jsontext import compact
 
     return [bind_job(json.loads(compact(spec.stored_params())), spec.workflow,
-                     f"mmg-00000000-000000-{index:08x}", user_dir)
+                     f"mmg-00000000-000000-{index:08x}", user_dir,
+                     enhanced_prompt=spec.enhanced_prompt)
             for index, spec in enumerate(specs)]
 
 

@@ -2,7 +2,8 @@
 following docs/ollama-protocol.md: a load answers once loaded, an unload
 answers at once and evicts later, keep_alive parsed like api.Duration, 400 for a
 bad body, 404 for unknown models, a model stuck in "Stopping...", 503 when busy.
-Loaded models hold VRAM in the shared ledger (partly, if it is full)."""
+Loaded models hold VRAM in the shared ledger (partly, if it is full). A prompt
+or messages get a model's answer (tests/fakes/ollama_text.py), streamed or not."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import ollama_text
 from tests.fakes.server import BackgroundServer
 from tests.fakes.vram import GIB, VramLedger
 
@@ -88,6 +90,10 @@ class FakeOllama(BackgroundServer):
         self._tickets = itertools.count(1)
         self._stuck: set[str] = set()
         self._busy = False
+        self.reply: ollama_text.Reply = ollama_text.default_reply  # what the models answer
+        self.text_latency = 0.0  # seconds a generation takes (after loading)
+        self.thinking_models: set[str] = set()  # the ones that take "think": true
+        self._crashed = False
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._log])
@@ -115,6 +121,11 @@ class FakeOllama(BackgroundServer):
     def busy_503(self, on: bool = True) -> None:
         """Loads and generations get 503 (OLLAMA_MAX_QUEUE exceeded); unloads still work."""
         self._busy = on
+
+    def runner_crash(self, on: bool = True) -> None:
+        """Generations get 500 "llama runner process has terminated" (loads and
+        unloads still work)."""
+        self._crashed = on
 
     def preload(self, name: str, keep_alive: float | None = 300) -> None:
         """Put a model in memory directly (as if a chat had loaded it)."""
@@ -243,6 +254,10 @@ class FakeOllama(BackgroundServer):
                        else parse_keep_alive(body["keep_alive"]))
         except ValueError as exc:
             return _error(400, str(exc))
+        wrong = ollama_text.bad_fields(request.path, body) if "messages" in body or \
+            request.path.endswith("/generate") else None
+        if wrong is not None:
+            return _error(400, wrong)
         asked = str(body.get("model") or "")
         name = self._resolve(asked)
         if name is None:
@@ -251,14 +266,32 @@ class FakeOllama(BackgroundServer):
         if empty and seconds == 0:
             self._begin_unload(name)
             return web.json_response(self._answer(request, name, "unload"))
+        if body.get("think") and not empty and name not in self.thinking_models:
+            return _error(400, f'"{asked}" does not support thinking')
         if self._busy:
             return _error(503, "server busy, please try again.  maximum pending requests exceeded")
-        if name not in self.loaded and self.load_latency:
-            await asyncio.sleep(self.load_latency)
+        load_s = self.load_latency if name not in self.loaded else 0.0
+        if load_s:
+            await asyncio.sleep(load_s)
         self._load(name, seconds)
-        if seconds == 0:  # a real generation with keep_alive 0 unloads after answering
-            self._begin_unload(name)
-        return web.json_response(self._answer(request, name, "load" if empty else "stop"))
+        if empty:
+            if seconds == 0:
+                self._begin_unload(name)
+            return web.json_response(self._answer(request, name, "load"))
+        return await self._generate(request, body, name, seconds, load_s)
+
+    async def _generate(self, request: web.Request, body: dict[str, Any], name: str,
+                        seconds: float | None, load_s: float) -> web.StreamResponse:
+        if self._crashed:
+            return _error(500, "llama runner process has terminated: exit status 2")
+        if self.text_latency:
+            await asyncio.sleep(self.text_latency)
+        text = self.reply(body) if callable(self.reply) else self.reply
+        try:
+            return await ollama_text.answer(request, body, name, text, load_s=load_s)
+        finally:
+            if seconds == 0:  # a real generation with keep_alive 0 unloads after answering
+                self._begin_unload(name)
 
     def _answer(self, request: web.Request, name: str, reason: str) -> dict[str, Any]:
         answer: dict[str, Any] = {"model": name, "created_at": go_time(time.time()), "done": True,

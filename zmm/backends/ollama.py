@@ -1,5 +1,6 @@
 """The Ollama client: version, tags, ps, load (an empty generate with keep_alive),
-unload (keep_alive 0) and waiting until unloaded models have really left VRAM.
+unload (keep_alive 0), waiting until unloaded models have really left VRAM, and
+text generation (`generate`, `chat`; one answer, never streamed) for prompts.
 
 Ollama answers an unload at once and evicts afterwards, so `wait_released`
 polls `/api/ps` (and free VRAM, where NVML is there) with an injected clock.
@@ -22,7 +23,7 @@ from zmm.backends.net import reason as _reason
 from zmm.errors import NotFound, OllamaError, OllamaUnavailable
 
 __all__ = ["LoadedModel", "LocalModel", "OllamaClient", "OllamaError", "ReleaseResult",
-           "canonical_name", "normalize_keep_alive"]
+           "TextAnswer", "canonical_name", "normalize_keep_alive"]
 
 # keep_alive -1 is stored as Go's largest duration (~292 years): /api/ps shows ~2318.
 _FOREVER_AFTER_YEAR = 2200
@@ -54,6 +55,15 @@ class ReleaseResult:
     free_bytes: int | None = None  # the last VRAM reading, when one was asked for
 
 
+@dataclass(frozen=True)
+class TextAnswer:
+    text: str  # `response` (generate) or `message.content` (chat), whole
+    model: str
+    done_reason: str | None  # stop | length | ...
+    thinking: str | None = None  # what a thinking model reasoned, apart from the answer
+    seconds: float | None = None  # Ollama's total_duration
+
+
 def canonical_name(name: str) -> str:
     """The name /api/ps lists for `name`: an untagged model means its `:latest`."""
     tail = name.rsplit("/", 1)[-1]  # a registry host may carry a :port
@@ -79,11 +89,13 @@ class OllamaClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, method: str, path: str, *, timeout: float | None = None,
+              **kwargs: Any) -> dict[str, Any]:
+        wait = self.timeout if timeout is None else timeout
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path, timeout=wait, **kwargs)
         except httpx.TransportError as exc:  # refused, DNS, timeouts, dropped connections
-            raise OllamaUnavailable(self.base_url, _reason(exc, self.timeout)) from None
+            raise OllamaUnavailable(self.base_url, _reason(exc, wait)) from None
         try:
             body = response.json()
         except ValueError:
@@ -140,6 +152,29 @@ class OllamaClient:
             return False
         return True
 
+    def generate(self, model: str, prompt: str, *, system: str | None = None,
+                 options: dict[str, Any] | None = None, keep_alive: str | float | None = None,
+                 timeout: float | None = None) -> TextAnswer:
+        """One completion from POST /api/generate, asked with "stream": false (the
+        server streams NDJSON by default). `timeout` covers loading the model too."""
+        body = _text_body(model, options, keep_alive, prompt=prompt)
+        if system is not None:
+            body["system"] = system
+        answer = self._call("POST", "/api/generate", json=body, timeout=timeout)
+        return _text_answer(answer, model, str(answer.get("response") or ""))
+
+    def chat(self, model: str, messages: list[dict[str, str]], *,
+             options: dict[str, Any] | None = None, keep_alive: str | float | None = None,
+             timeout: float | None = None) -> TextAnswer:
+        """The assistant's reply from POST /api/chat (`messages`: role + content)."""
+        body = _text_body(model, options, keep_alive, messages=messages)
+        answer = self._call("POST", "/api/chat", json=body, timeout=timeout)
+        message = answer.get("message")
+        if not isinstance(message, dict):
+            message = {}
+        return _text_answer(answer, model, str(message.get("content") or ""),
+                            message.get("thinking"))
+
     def wait_released(self, models: list[str], *, timeout: float, poll: float = 0.25,
                       vram_free: Callable[[], int | None] | None = None,
                       need_bytes: int = 0) -> ReleaseResult:
@@ -173,6 +208,26 @@ def normalize_keep_alive(expires_at: str | None, *, default: str | float = "10m"
         return -1
     left = expires.timestamp() - (time.time() if now is None else now)
     return f"{int(left)}s" if left >= 1 else fallback
+
+
+def _text_body(model: str, options: dict[str, Any] | None, keep_alive: str | float | None,
+               **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, **fields, "stream": False}
+    if options:
+        body["options"] = options
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
+    return body
+
+
+def _text_answer(answer: dict[str, Any], model: str, text: str,
+                 thinking: Any = None) -> TextAnswer:
+    thought = thinking if thinking is not None else answer.get("thinking")
+    total = answer.get("total_duration")
+    return TextAnswer(text=text, model=str(answer.get("model") or model),
+                      done_reason=answer.get("done_reason"),
+                      thinking=str(thought) if thought else None,
+                      seconds=total / 1e9 if isinstance(total, int | float) else None)
 
 
 def _as_keep_alive(value: str | float) -> str | int | float:

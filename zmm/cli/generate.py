@@ -10,14 +10,38 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 from zmm.cli.common import emit, emit_json, load_config, open_store, say
 from zmm.errors import INTERRUPTED, InvalidInput, JobFailed
 
 app = typer.Typer(add_completion=False)
+ENHANCE_WORDS = ("on", "off", "auto", "required")
 
 
-@app.command("generate")
+class EnhanceCommand(TyperCommand):
+    """`--enhance` alone means `--enhance=on` (click has no option whose value
+    may be left out); `--enhance WORD` takes WORD only when it is a mode, so a
+    PROMPT after a bare `--enhance` stays the prompt."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        words, index = [], 0
+        while index < len(args):
+            token = args[index]
+            if token == "--":
+                words += args[index:]
+                break
+            if token == "--enhance":
+                following = args[index + 1] if index + 1 < len(args) else ""
+                taken = following.lower() in ENHANCE_WORDS
+                token = f"--enhance={following if taken else 'on'}"
+                index += taken
+            words.append(token)
+            index += 1
+        return super().parse_args(ctx, words)
+
+
+@app.command("generate", cls=EnhanceCommand)
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw."),
     negative: Optional[str] = typer.Option(None, "--negative", "-n", help="What to avoid."),
@@ -75,6 +99,14 @@ def generate(
                                    help="Never run jobs in this process; only queue and wait."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop waiting after S seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
+    enhance: Optional[str] = typer.Option(None, "--enhance", metavar="[on|required|off]",
+                                          help="Let the local LLM (Ollama) improve the prompt "
+                                          "for the model family: --enhance alone = on (best "
+                                          "effort: the original prompt if Ollama cannot), "
+                                          "--enhance=required (the job fails instead). "
+                                          "Default: the style's, enhance.styles."),
+    no_enhance: bool = typer.Option(False, "--no-enhance",
+                                    help="The prompt as written, whatever the style's default."),
     print_workflow: bool = typer.Option(False, "--print-workflow",
                                         help="Print the ComfyUI API graph of each job (JSON; "
                                         "JSON Lines with --from or --count) and queue nothing."),
@@ -89,7 +121,8 @@ def generate(
              "requester": requester, "webhook": webhook, "count": count, "backend": backend,
              "allow_cloud": allow_cloud or None, "lora": lora,
              "init_image": str(init_image) if init_image is not None else None,
-             "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise}
+             "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
+             "enhance": _enhance_flag(enhance, no_enhance)}
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
@@ -116,6 +149,12 @@ def generate(
         _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
 
 
+def _enhance_flag(enhance: str | None, no_enhance: bool) -> str | None:
+    if no_enhance and enhance is not None:
+        raise InvalidInput("enhance", "give --enhance or --no-enhance, not both")
+    return "off" if no_enhance else enhance
+
+
 def keep_inputs(specs, assets_root: Path) -> None:
     """zmm's own copies of the init images, before any job names them."""
     if any(spec.inputs for spec in specs):
@@ -132,6 +171,10 @@ def _print_graphs(specs, settings, *, lines: bool) -> None:
     if any(spec.backend == "cloud" for spec in specs):
         raise InvalidInput("print-workflow", "a job for --backend cloud submits no ComfyUI "
                            "graph; use --backend auto or local")
+    if any(spec.enhance != "off" for spec in specs):
+        from zmm import enhance
+
+        enhance.enhance_specs(specs, settings, warn=say)
     graphs = workflows.printed_graphs(specs, settings.workflows_dir)
     if lines:
         for graph in graphs:

@@ -101,8 +101,12 @@ def show(
 
 
 def _part_fields(params: dict) -> list[tuple[str, object]]:
-    """The LoRAs, init image and hires pass a job asked for, one line each."""
+    """The LoRAs, init image, hires pass and enhancement a job asked for, one line each."""
     found: list[tuple[str, object]] = []
+    if params.get("enhance"):
+        skipped = params.get("enhance_skipped")
+        found.append(("enhance", params["enhance"]
+                      + (f" (not enhanced: {skipped})" if skipped else "")))
     if params.get("loras"):
         found.append(("loras", ", ".join(f"{item['name']}:{item['strength']:g}"
                                          for item in params["loras"])))

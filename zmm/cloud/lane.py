@@ -123,7 +123,7 @@ class CloudLane:
 
         result = providers.generate(
             self.providers,
-            CloudRequest(prompt=str(params.get("prompt") or job.prompt),
+            CloudRequest(prompt=str(job.enhanced_prompt or params.get("prompt") or job.prompt),
                          negative=str(params.get("negative") or ""), width=job.width or 1024,
                          height=job.height or 1024, seed=job.seed,
                          quality=job.quality_tier or "standard"),

@@ -25,7 +25,8 @@ WRITABLE = frozenset(
     attempts retry_count not_before worker_id lease_expires_at comfy_prompt_id comfy_url
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
     cancel_requested_at seed width height steps params model_requested priority
-    priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed""".split()
+    priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed
+    enhanced_prompt""".split()
 )
 
 
@@ -64,6 +65,7 @@ def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
         "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
         # The `enqueued` event, kept in the row (spool/migrations/0007).
         "enqueued_note": f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}",
+        "enhanced_prompt": spec.enhanced_prompt,  # one made already (--from-image)
     }
     columns = ", ".join(row)
     marks = ", ".join(f":{key}" for key in row)

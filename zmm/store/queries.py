@@ -87,6 +87,7 @@ class Job:
     enqueued_note: str | None = None  # the `enqueued` event's message (schema 7 on)
     on_backend: str | None = None  # pinned with `zmm generate --on NAME` (schema 10 on)
     needs: str | None = None  # JSON list of 'folder/name' model files the graph loads
+    enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -131,7 +132,12 @@ class Job:
         """The stable JSON shape of a job for `--json` output. With `assets_root`,
         every path relative to it also comes absolute: output_file beside
         output_path, thumbnail_file beside thumbnail_path, output_files beside outputs."""
-        data = dataclasses.asdict(self)
+        data: dict[str, Any] = {}
+        for name, value in dataclasses.asdict(self).items():
+            if name != "enhanced_prompt":
+                data[name] = value
+            if name == "prompt":  # `history show` lists the two side by side
+                data["enhanced_prompt"] = self.enhanced_prompt
         for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over",
                          "enqueued_note"):
             data.pop(internal)

@@ -107,7 +107,8 @@ class GraphBuilder:
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
         already on it)."""
-        return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir)
+        return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir,
+                                  enhanced_prompt=job.enhanced_prompt)
 
     def _upload(self, graph: dict[str, Any], image: workflow_parts.InitImage) -> None:
         """Send zmm's copy of the init image under its content-hashed name (so a

@@ -41,6 +41,7 @@ from zmm.worker import execution, progress
 from zmm.worker.alerts import DownAlarm
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.counts import JobCounts
+from zmm.worker.enhancing import PromptStep, wanted
 from zmm.worker.execution import Inflight
 from zmm.worker.observer import Observer, QuietObserver
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
@@ -63,7 +64,8 @@ class Worker:
                  cloud_lane: lane.CloudLane | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None,
-                 holds_lock: bool = False, supervisor: Any | None = None) -> None:
+                 holds_lock: bool = False, supervisor: Any | None = None,
+                 make_enhancer: Callable[[Config], Any] | None = None) -> None:
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
         self.scope = Scope(once=once, max_jobs=max_jobs, only_ids=only_ids,
@@ -96,6 +98,8 @@ class Worker:
             store, self.id, max_attempts=worker["max_attempts"], backoff_s=worker["backoff_s"],
             observer=self.observer, fall_back=lambda job, outcome: self.cloud.take_failure(
                 job, outcome, stopping=bool(self.stop_mode)))
+        self.prompts = PromptStep(store, settings, worker_id=self.id, lease_s=self.lease_s,
+                                  make_enhancer=make_enhancer)
         self.supervisor = supervisor  # a supervisor.Supervisor in managed mode, else None
         self.crashes = CrashGuard(settings.get("comfyui.crash_limit"))
         self.alarm = DownAlarm(store, self.url, webhook_url=settings.get("alerts.webhook_url"),
@@ -125,6 +129,7 @@ class Worker:
                 self.run_once()
         finally:
             self._close_stream()
+            self.prompts.close()
             self.store.unregister_worker(self.id)
         return self.counts
 
@@ -309,6 +314,10 @@ class Worker:
                                    group_window=self.group_window)
             if job is None:
                 return
+            if wanted(job):
+                job = self._enhance(job)
+                if job is None:
+                    continue
             if self.gate is not None:
                 admission = self.gate.admit(job, cloud_ok=self.cloud.ok(bool(self.stop_mode)))
                 if admission.to_cloud:
@@ -323,6 +332,19 @@ class Worker:
             self.scope.claimed += 1
             if not self._start(job):
                 return
+
+    def _enhance(self, job: Job) -> Job | None:
+        """The local LLM writes the job's prompt, before the VRAM gate looks at
+        the GPU: Ollama answers first, then a swap can unload it for the image.
+        None: the job failed (enhancement required) or is no longer ours."""
+        self._heartbeat()  # the leases held are fresh for as long as Ollama may take
+        enhanced, outcome = self.prompts.prepare(job)
+        self._heartbeat()
+        if outcome is not None:
+            self.scope.claimed += 1
+            self._record(job, outcome)
+            return None
+        return enhanced
 
     def _start(self, job: Job) -> bool:
         """Build, check and submit a claimed job. False if ComfyUI went away."""
