@@ -212,9 +212,13 @@ def _sizes(title_px: int, layout: Layout) -> dict[str, int]:
 def _wrapped(texts: dict[str, str], present: list[str], title_px: int, layout: Layout,
              box: Box, measure: Measure) -> list[tuple[str, int, list[str]]]:
     sizes = _sizes(title_px, layout)
-    return [(role, sizes[role], wrap(texts[role].strip(), box.width,
-                                     lambda line, r=role: measure(r, sizes[r], line) <= box.width))
-            for role in present]
+    blocks = []
+    for role in present:
+        def fits(line: str, role: str = role) -> bool:
+            return measure(role, sizes[role], line) <= box.width
+
+        blocks.append((role, sizes[role], wrap(texts[role].strip(), box.width, fits)))
+    return blocks
 
 
 def _gap(size: int) -> int:
