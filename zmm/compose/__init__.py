@@ -58,8 +58,7 @@ def check_glyphs(brand: Any, texts: dict[str, str]) -> None:
         if missing is not None:
             raise InvalidInput(name, f"the {role} font of brand {brand.name!r} "
                                f"({brand.font_label(name)}) has no glyph for "
-                               f"{fonts.describe(missing)}",
-                               hint="use a brand whose fonts cover it (see docs/branding.md)")
+                               f"{fonts.describe(missing)}; use a brand whose font has it")
 
 
 def compose(png: bytes, composition: dict[str, Any], style: str | None,
