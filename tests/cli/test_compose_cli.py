@@ -154,7 +154,8 @@ def finished_job(settings, status: str = "succeeded", *, with_file: bool = True)
             Image.new("RGB", (256, 256), (30, 120, 200)).save(out, "PNG")
             if with_file:
                 assets.save_output(settings.assets_dir, relative, out.getvalue(), {"job_id": job.id})
-            fields = {"output_path": relative, "outputs": json.dumps([relative])}
+            fields = {"output_path": relative, "outputs": json.dumps([relative]),
+                      "backend": "local", "generation_time_s": 4.0}
         store.transition(job.id, JobState(status), expect=JobState.RUNNING, worker_id="w",
                          **fields)
         return job.id
@@ -175,6 +176,12 @@ def test_compose_makes_a_new_succeeded_job_pointing_at_its_source(cli, settings,
     again = cli("compose", made["id"], "--title", "Third")
     assert again.exit_code == 0 and again.stdout.strip().endswith(".png")
     assert job_count(settings) == 3
+    # Composing generates nothing: no cloud job, no generation time, no dent in the local rate.
+    stats = cli.json("stats", "--json")
+    assert stats["by_backend"]["compose"]["succeeded"] == 2
+    assert stats["cost_usd"]["cloud_jobs"] == 0 and stats["local_success_rate"] == 1.0
+    (timing,) = stats["generation_time_s"].values()
+    assert timing["count"] == 1 and timing["median"] == 4.0  # the source's generation only
 
 
 @pytest.mark.parametrize("case,code,message", [

@@ -45,11 +45,12 @@ def recompose(store: Store, settings: Config, source_id: str, raw: dict[str, Any
                                        settings.brands_dir)
             saved.append(output)
             plains.extend([plain] if plain is not None else [])
-        fields.update(output_fields(saved, store.assets_root, plains),
-                      generation_time_s=round(clock() - started, 3))
+        fields.update(output_fields(saved, store.assets_root, plains))
+        # No generation_time_s: nothing was generated, and `zmm stats` times generations.
         brand = composition["brand"]
         return store.add_composed(job_id, source.id, params, fields,
-                                  f"composed from {source.id} with brand {brand}")
+                                  f"composed from {source.id} with brand {brand} in "
+                                  f"{clock() - started:.3f} s")
     except BaseException:
         thumbnail = fields.get("thumbnail_path")
         for item in saved + plains:  # all of the job's files or none of them
