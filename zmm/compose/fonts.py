@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import struct
 import unicodedata
 from io import BytesIO
@@ -35,13 +36,20 @@ def builtin_bytes() -> bytes:
 
 
 def read(source: str) -> bytes:
-    """The bytes of `source`: BUILTIN or a font file's path."""
+    """The bytes of `source`: BUILTIN or a font file's path (read again only
+    when the file changes: a `--from` file names the same brand on every line)."""
     if source == BUILTIN:
         return builtin_bytes()
     try:
-        return Path(source).read_bytes()
+        info = os.stat(source)
+        return _read(source, info.st_mtime_ns, info.st_size)
     except OSError as exc:
         raise FontError(f"cannot read {source} ({exc.strerror or exc})") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _read(source: str, _mtime_ns: int, _size: int) -> bytes:
+    return Path(source).read_bytes()
 
 
 @functools.lru_cache(maxsize=256)
@@ -56,7 +64,10 @@ def at_size(source: str, size: int, digest: str) -> Any:
         raise FontError(f"Pillow cannot load it ({exc})") from None
 
 
+@functools.lru_cache(maxsize=16)
 def digest(data: bytes) -> str:
+    # Cached: `read` hands out the same bytes object until a file changes (whose
+    # hash Python keeps), so a font's sha256 is computed once, not per job.
     return hashlib.sha256(data).hexdigest()
 
 
