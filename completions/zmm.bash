@@ -5,17 +5,18 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "cleanup"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="cleanup config doctor generate gpu history models queue serve-worker stats wait --help --version" ;;
+        "") words="cleanup compose config doctor generate gpu history models queue serve-worker stats wait --help --version" ;;
         "cleanup") words="--compress-older-than --dry-run --help --json --max-size --older-than --orphans --purge-rows --status --verbose --wait --yes -v -y" ;;
+        "compose") words="--brand --footer --help --json --subtitle --title" ;;
         "config") words="path show --help" ;;
         "config path") words="--help" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
-        "generate") words="--allow-cloud --aspect --backend --cfg --count --denoise --enhance --family --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --print-workflow --priority --quality --requester --seed --set --size --steps --style --timeout --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
+        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
         "history") words="pin show unpin --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;

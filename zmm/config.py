@@ -262,6 +262,10 @@ class Config:
     def workflows_dir(self) -> Path:
         return self.home / "workflows"
 
+    @property
+    def brands_dir(self) -> Path:
+        return self.home / "brands"
+
     def masked(self) -> dict[str, dict[str, Any]]:
         """The settings for display: values of secret-bearing env vars are never shown."""
         shown = copy.deepcopy(self.data)

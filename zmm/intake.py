@@ -14,14 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zmm import families, intake_parts, jobs
+from zmm import compose, families, intake_parts, jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "family", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
-          "allow_cloud", "enhance", *intake_parts.FIELDS)
+          "allow_cloud", "enhance", *intake_parts.FIELDS, *compose.FIELDS)
 
 
 def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
@@ -76,6 +76,9 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
         _attach_custom_graph(spec, raw.get("workflow"), sets, config)
     spec.enhance = _enhance_mode(raw.get("enhance"), spec, config)
     has_parts = intake_parts.attach(spec, raw, config)
+    composition = compose.from_request(raw, config.brands_dir)
+    if composition is not None:
+        spec.extra["compose"] = composition
     spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
     return spec
@@ -297,6 +300,9 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     # The image was made with the recorded enhanced prompt, or (none recorded) with
     # the prompt as written: either way Ollama is not asked again.
     raw["enhance"] = meta.get("enhance") if meta.get("enhanced_prompt") else "off"
+    recorded = meta.get("compose")
+    if isinstance(recorded, dict):  # the text and brand drawn onto it
+        raw.update({key: recorded.get(key) for key in compose.FIELDS})
     same_model = not flags.get("model") and not flags.get("family")
     if same_model and meta.get("model") and meta.get("family") in families.ALIASES:
         raw["family"] = meta["family"]  # the file's name alone may not say it

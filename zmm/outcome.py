@@ -7,6 +7,7 @@ written into each image. No I/O but the thumbnail written beside a saved file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmm
@@ -40,7 +41,7 @@ def zmm_metadata(job: Job) -> dict[str, Any]:
             "guidance": params.get("guidance"), "shift": params.get("shift"),
             "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__,
             **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale",
-                                            "enhance") if params.get(key) is not None},
+                                            "enhance", "compose") if params.get(key) is not None},
             **({"enhanced_prompt": job.enhanced_prompt} if job.enhanced_prompt else {})}
 
 
@@ -49,12 +50,36 @@ def model_files_of(params: dict[str, Any]) -> dict[str, Any]:
     return {key: params[key] for key in families.FILE_KEYS if params.get(key) is not None}
 
 
-def output_fields(saved: list[assets.SavedFile], assets_root) -> dict[str, Any]:
-    """The job columns describing its saved files (the first one has a thumbnail)."""
+def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: dict[str, Any],
+               brands_dir: Path | None = None) -> tuple[assets.SavedFile, assets.SavedFile | None]:
+    """Save one output of `job`: as it came, or, when the job asks for text,
+    composed (zmm.compose) with the image as it came kept beside it. Returns
+    (the output, its plain image or None); on failure nothing is left."""
+    relative = assets.relative_name(job.id, job.created_at, index)
+    composition = job.composition
+    if not composition:
+        return assets.save_output(assets_root, relative, data, metadata), None
+    from zmm import compose  # Pillow: only jobs with text pay for it
+
+    folder = brands_dir if brands_dir is not None else Path(assets_root).parent / "brands"
+    composed = compose.compose(data, composition, job.style, folder)
+    plain = assets.save_output(assets_root, compose.plain_name(relative), data, metadata)
+    try:
+        return assets.save_output(assets_root, relative, composed, metadata), plain
+    except BaseException:
+        plain.path.unlink(missing_ok=True)
+        raise
+
+
+def output_fields(saved: list[assets.SavedFile], assets_root,
+                  plains: list[assets.SavedFile] | None = None) -> dict[str, Any]:
+    """The job columns describing its saved files (the first one has a thumbnail;
+    `plains`: the images without text of a composed job)."""
     first = saved[0]
     return {"output_path": first.relative, "outputs": compact([item.relative for item in saved]),
             "file_size_bytes": first.size, "sha256": first.sha256, "width": first.width,
-            "height": first.height, "thumbnail_path": thumbnail_for(first, assets_root)}
+            "height": first.height, "thumbnail_path": thumbnail_for(first, assets_root),
+            "plain_outputs": compact([item.relative for item in plains]) if plains else None}
 
 
 def thumbnail_for(saved: assets.SavedFile, assets_root) -> str | None:

@@ -17,6 +17,7 @@ from zmm.cli.common import ZmmGroup
 COMMANDS = {
     "generate": ("generate", "generate"),
     "wait": ("generate", "wait"),
+    "compose": ("compose", "compose"),
     "serve-worker": ("worker", "serve-worker"),
     "doctor": ("doctor", "doctor"),
     "cleanup": ("cleanup", "cleanup"),

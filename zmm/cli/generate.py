@@ -94,6 +94,13 @@ def generate(
     upscale_denoise: Optional[str] = typer.Option(None, "--upscale-denoise",
                                                   help="The second pass's denoise, 0-1 "
                                                   "(default 0.5)."),
+    title: Optional[str] = typer.Option(None, "--title", help="Text drawn onto the image "
+                                        "(exact, in the brand's font; docs/branding.md)."),
+    subtitle: Optional[str] = typer.Option(None, "--subtitle", help="A smaller line under "
+                                           "the title."),
+    footer: Optional[str] = typer.Option(None, "--footer", help="A small line at the end."),
+    brand: Optional[str] = typer.Option(None, "--brand", help="$ZMM_HOME/brands/NAME.toml "
+                                        "(default: the built-in brand)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id(s) and exit."),
     no_inline: bool = typer.Option(False, "--no-inline",
                                    help="Never run jobs in this process; only queue and wait."),
@@ -122,7 +129,8 @@ def generate(
              "allow_cloud": allow_cloud or None, "lora": lora,
              "init_image": str(init_image) if init_image is not None else None,
              "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
-             "enhance": _enhance_flag(enhance, no_enhance)}
+              "enhance": _enhance_flag(enhance, no_enhance),
+              "title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:

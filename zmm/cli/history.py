@@ -121,6 +121,11 @@ def _part_fields(params: dict) -> list[tuple[str, object]]:
         how = f"model {upscale['model']}" if upscale.get("model") else upscale["method"]
         found.append(("upscale", f"x{upscale['factor']:g}, denoise {upscale['denoise']:g}, "
                                  f"{how}"))
+    composition = params.get("compose")
+    if isinstance(composition, dict):
+        found.extend((f"text {key}", composition[key]) for key in ("title", "subtitle", "footer")
+                     if composition.get(key))
+        found.append(("brand", composition.get("brand")))
     return found
 
 

@@ -16,12 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmm import assets
 from zmm.cloud import providers
 from zmm.cloud.providers import ChainResult, CloudImage, CloudRequest, Provider
 from zmm.config import Config
 from zmm.errors import ZmmError
-from zmm.outcome import Outcome, output_fields, zmm_metadata
+from zmm.outcome import Outcome, output_fields, save_image, zmm_metadata
 from zmm.store import Job
 
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).
@@ -76,6 +75,7 @@ class CloudLane:
         self.max_retries = max(0, int(cloud["max_retries"]))
         self.retry_after_max_s = float(cloud["retry_after_max_s"])
         self.assets_dir = settings.assets_dir
+        self.brands_dir = settings.brands_dir
         self.sleep, self.monotonic = sleep, monotonic
         self.tasks: list[CloudTask] = []
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
@@ -151,13 +151,13 @@ class CloudLane:
     def _save(self, job: Job, result: ChainResult, image: CloudImage, cost: float) -> Outcome:
         metadata = dict(zmm_metadata(job), backend=image.provider, cloud_model=image.model,
                         seed=image.seed)
-        relative = assets.relative_name(job.id, job.created_at, 0)
-        saved = assets.save_output(self.assets_dir, relative, image.data, metadata)
+        saved, plain = save_image(self.assets_dir, job, 0, image.data, metadata, self.brands_dir)
         seconds = next(a.seconds for a in reversed(result.attempts) if a.ok)
         return Outcome("succeeded", saved.relative, {
             "backend": image.provider, "model_used": image.model, "seed": image.seed,
             "generation_time_s": round(seconds, 3), "cost_usd": cost, "error_message": None,
-            "vram_used_gb": None, **output_fields([saved], self.assets_dir)})
+            "vram_used_gb": None,
+            **output_fields([saved], self.assets_dir, [plain] if plain is not None else None)})
 
 
 def _stopped(task: CloudTask, cost: float) -> Outcome:

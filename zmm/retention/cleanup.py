@@ -138,15 +138,21 @@ def _outputs(row: Any) -> list[str]:
 
 
 def _job_files(paths: SafePaths, row: Any) -> tuple[tuple[str, ...], int, list[Problem]]:
-    """The job's existing files (outputs, thumbnails, derived thumbnails), their
-    size, and any path refused because it could lead outside the root."""
+    """The job's existing files (outputs, thumbnails, derived thumbnails, images
+    without text), their size, and any path refused because it could lead
+    outside the root."""
     job_id = row["id"]
     try:
         outputs = _outputs(row)
     except json.JSONDecodeError:
         return (), 0, [Problem(job_id, row["outputs"], "outputs is not a JSON list; left alone",
                                is_file=False)]
-    names = list(outputs)
+    try:
+        plains = json.loads(row["plain_outputs"]) if row["plain_outputs"] else []
+    except json.JSONDecodeError:
+        return (), 0, [Problem(job_id, row["plain_outputs"], "plain_outputs is not a JSON "
+                               "list; left alone", is_file=False)]
+    names = list(outputs) + [name for name in plains if isinstance(name, str)]
     if row["thumbnail_path"]:
         names.append(row["thumbnail_path"])
     files: list[str] = []

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobSpec, JobState, Priority, check_transition
+from zmm.jsontext import compact
 from zmm.store import backends, claims, events, outbox, queries, retention, workers
-from zmm.store.changes import Cancellation, insert_job, update_sql
+from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
@@ -70,6 +71,24 @@ class Store:
                 job_id = insert_job(conn, spec, now, stamp, batch_id)
                 ids.append(job_id)
         return [self.get(job_id) for job_id in ids]
+
+    def new_job_id(self) -> str:
+        return new_job_id(self.clock())
+
+    def add_composed(self, job_id: str, source_id: str, params: dict[str, Any],
+                     fields: dict[str, Any], message: str) -> Job:
+        """Record a job `zmm compose` made from `source_id`'s image, succeeded at
+        once (its files, named after `job_id`, are already saved)."""
+        now = self.clock()
+        stamp = iso(now)
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            source = conn.execute("SELECT * FROM jobs WHERE id = ?", [source_id]).fetchone()
+            if source is None:
+                raise NotFound(f"no job {source_id!r} in the spool (purged meanwhile?)")
+            insert_composed(conn, job_id, source, compact(params), fields, stamp, now)
+            events.write(conn, job_id, "composed", None, JobState.SUCCEEDED.value, message,
+                         stamp, {"source_job_id": source_id})
+        return self.get(job_id)
 
     # -- claiming and leases -------------------------------------------------
 
@@ -226,7 +245,7 @@ class Store:
                             attempts=0, error_message=None, not_before=None,
                             completed_at=None, comfy_prompt_id=None, output_path=None,
                             outputs=None, file_size_bytes=None, sha256=None,
-                            thumbnail_path=None, asset_deleted_at=None)
+                            thumbnail_path=None, asset_deleted_at=None, plain_outputs=None)
             for job in jobs
         ]
 

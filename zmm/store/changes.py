@@ -26,7 +26,7 @@ WRITABLE = frozenset(
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
     cancel_requested_at seed width height steps params model_requested priority
     priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed
-    enhanced_prompt""".split()
+    plain_outputs enhanced_prompt""".split()
 )
 
 
@@ -94,3 +94,33 @@ class Cancellation:
     @property
     def refused(self) -> bool:
         return self.result.startswith("already ")
+
+
+# The columns a composed job takes over from the job whose image it composed again.
+_FROM_SOURCE = ("request_type", "priority", "priority_rank", "prompt", "negative_prompt",
+                "requester", "quality_tier", "style", "workflow", "model_requested", "seed",
+                "steps", "backend_requested", "model_used")
+_COMPOSED = frozenset({"output_path", "outputs", "plain_outputs", "file_size_bytes", "sha256",
+                       "width", "height", "thumbnail_path", "generation_time_s"})
+
+
+def insert_composed(conn: sqlite3.Connection, job_id: str, source: sqlite3.Row, params: str,
+                    fields: dict[str, object], stamp: str, now: float) -> None:
+    """INSERT a job that `zmm compose` finished at once: `source`'s request,
+    the new `params` and the saved files' `fields`, succeeded."""
+    unknown = set(fields) - _COMPOSED
+    if unknown:  # a bug in zmm: names are interpolated below
+        raise ValueError(f"not a composed job's column: {sorted(unknown)}")
+    row = {key: source[key] for key in _FROM_SOURCE}
+    row.update(fields, id=job_id, params=params, status=JobState.SUCCEEDED.value,
+               backend="compose", cost_usd=0.0, source_job_id=source["id"], created_at=stamp,
+               queued_at=stamp, queued_ts=now, started_at=stamp, completed_at=stamp,
+               updated_at=stamp, phase="done", cloud_allowed=0)
+    columns = ", ".join(row)
+    marks = ", ".join(f":{key}" for key in row)
+    try:
+        conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", row)
+    except sqlite3.IntegrityError as exc:
+        if str(exc) == "UNIQUE constraint failed: jobs.id":
+            raise Conflict(f"job id {job_id} is taken", hint="run `zmm compose` again") from None
+        raise refused_value(exc) from None

@@ -87,6 +87,8 @@ class Job:
     enqueued_note: str | None = None  # the `enqueued` event's message (schema 7 on)
     on_backend: str | None = None  # pinned with `zmm generate --on NAME` (schema 10 on)
     needs: str | None = None  # JSON list of 'folder/name' model files the graph loads
+    plain_outputs: str | None = None  # the images without text, beside `outputs` (schema 11)
+    source_job_id: str | None = None  # the job `zmm compose` composed again
     enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
 
     @classmethod
@@ -118,6 +120,17 @@ class Job:
     def output_list(self) -> list[str]:
         return json.loads(self.outputs) if self.outputs else []
 
+    @property
+    def plain_list(self) -> list[str]:
+        """The images without text (composed jobs only), in the order of `outputs`."""
+        return json.loads(self.plain_outputs) if self.plain_outputs else []
+
+    @property
+    def composition(self) -> dict[str, Any] | None:
+        """The text and brand drawn onto the job's images, if any."""
+        value = self.param_values.get("compose")
+        return value if isinstance(value, dict) else None
+
     def output_file(self, assets_root: Path) -> Path | None:
         """The first output's absolute path (output_path is relative to the assets root)."""
         return asset_file(assets_root, self.output_path)
@@ -131,7 +144,8 @@ class Job:
     def public(self, assets_root: Path | None = None) -> dict[str, Any]:
         """The stable JSON shape of a job for `--json` output. With `assets_root`,
         every path relative to it also comes absolute: output_file beside
-        output_path, thumbnail_file beside thumbnail_path, output_files beside outputs."""
+        output_path, thumbnail_file beside thumbnail_path, output_files beside
+        outputs, plain_file beside plain_path and plain_files beside plain_outputs."""
         data: dict[str, Any] = {}
         for name, value in dataclasses.asdict(self).items():
             if name != "enhanced_prompt":
@@ -139,9 +153,12 @@ class Job:
             if name == "prompt":  # `history show` lists the two side by side
                 data["enhanced_prompt"] = self.enhanced_prompt
         for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over",
-                         "enqueued_note"):
+                         "enqueued_note", "plain_outputs"):
             data.pop(internal)
         data["outputs"] = self.output_list
+        plains = self.plain_list
+        data["plain_path"] = plains[0] if plains else None
+        data["plain_outputs"] = plains
         data["pinned"] = bool(self.pinned)
         data["cloud_allowed"] = bool(self.cloud_allowed)
         if assets_root is not None:
@@ -149,6 +166,8 @@ class Job:
             data["output_file"] = str(output) if output else None
             data["thumbnail_file"] = str(thumbnail) if thumbnail else None
             data["output_files"] = [str(path) for path in self.output_files(assets_root)]
+            data["plain_file"] = str(assets_root / plains[0]) if plains else None
+            data["plain_files"] = [str(assets_root / name) for name in plains]
         return data
 
 

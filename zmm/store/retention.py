@@ -35,12 +35,13 @@ def eligible(conn: sqlite3.Connection, path: Path, statuses: Iterable[str], *,
              include_deleted: bool) -> Iterator[sqlite3.Row]:
     """Finished, unpinned jobs in `statuses` that still hold assets, oldest
     completion first, as a stream of rows (id, finished_at, output_path, outputs,
-    thumbnail_path, asset_deleted_at, input_file: its init image's copy). `include_deleted` adds rows without
-    assets (already cleaned, or failed without output) for purging."""
+    thumbnail_path, plain_outputs, asset_deleted_at, input_file: its init image's
+    copy). `include_deleted` adds rows without assets (already cleaned, or failed
+    without output) for purging."""
     where, params, _ = status_in(_finished_only(statuses))
     sql = (
         "SELECT id, COALESCE(completed_at, updated_at) AS finished_at, output_path, outputs, "
-        "thumbnail_path, asset_deleted_at, "
+        "thumbnail_path, plain_outputs, asset_deleted_at, "
         "json_extract(params, '$.init_image.file') AS input_file FROM jobs "
         f"WHERE {where} AND pinned = 0 AND (? OR (asset_deleted_at IS NULL AND "
         "(output_path IS NOT NULL OR outputs IS NOT NULL OR thumbnail_path IS NOT NULL))) "
@@ -51,22 +52,24 @@ def eligible(conn: sqlite3.Connection, path: Path, statuses: Iterable[str], *,
 
 
 def referenced_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
-    """Every asset path any row names (outputs and thumbnails), streamed; rows
-    whose assets were deleted still count, since a retried job writes there again."""
+    """Every asset path any row names (outputs, thumbnails, images without
+    text), streamed; rows whose assets were deleted still count, since a retried
+    job writes there again."""
     with translate_errors(path):
-        for output_path, outputs, thumbnail in conn.execute(
-                "SELECT output_path, outputs, thumbnail_path FROM jobs "
+        for output_path, outputs, thumbnail, plains in conn.execute(
+                "SELECT output_path, outputs, thumbnail_path, plain_outputs FROM jobs "
                 "WHERE output_path IS NOT NULL OR outputs IS NOT NULL "
                 "OR thumbnail_path IS NOT NULL"):
             if output_path:
                 yield output_path
             if thumbnail:
                 yield thumbnail
-            if outputs:
-                try:
-                    yield from (item for item in json.loads(outputs) if isinstance(item, str))
-                except json.JSONDecodeError:
-                    continue  # a damaged list references nothing we can name
+            for listed in (outputs, plains):
+                if listed:
+                    try:
+                        yield from (item for item in json.loads(listed) if isinstance(item, str))
+                    except json.JSONDecodeError:
+                        continue  # a damaged list references nothing we can name
 
 
 def input_paths(conn: sqlite3.Connection, path: Path) -> Iterator[str]:

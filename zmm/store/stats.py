@@ -20,6 +20,7 @@ WEEK_S = 7 * 86400
 # The seed document's targets: name -> (comparison, threshold).
 TARGETS = {"median_generation_s": ("<", 60), "local_success_rate": (">", 0.95),
            "images_per_week": (">=", 20)}
+COMPOSED = "compose"  # the backend of a job `zmm compose` made: text drawn, nothing generated
 # How a NULL backend (the job never ran) and a NULL model are reported.
 NONE = "none"
 _TIMED = f"{DONE} AND status = 'succeeded' AND generation_time_s IS NOT NULL"
@@ -88,14 +89,16 @@ class Report:
 
     @property
     def local_success_rate(self) -> float | None:
-        """Succeeded on ComfyUI over all finished jobs: a cloud rescue counts against it."""
+        """Succeeded on ComfyUI over all finished generations (a cloud rescue counts
+        against it; `zmm compose` jobs generate nothing and do not count)."""
         local = self.by_backend.get("local", {}).get("succeeded", 0)
-        return _round(local / self.finished, 4) if self.finished else None
+        generated = self.finished - self.by_backend.get(COMPOSED, {}).get("succeeded", 0)
+        return _round(local / generated, 4) if generated else None
 
     @property
     def cloud_jobs(self) -> int:
         return sum(counts["succeeded"] for backend, counts in self.by_backend.items()
-                   if backend not in ("local", NONE))
+                   if backend not in ("local", NONE, COMPOSED))
 
     @property
     def cost_total(self) -> float:

@@ -16,7 +16,7 @@ from zmm import assets, workflow_parts, workflows
 from zmm.assets import inputs
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
-from zmm.outcome import Outcome, output_fields, zmm_metadata
+from zmm.outcome import Outcome, output_fields, save_image, zmm_metadata
 from zmm.store import Job
 
 # ComfyUI node classes -> the phase a person would call it.
@@ -187,13 +187,13 @@ def is_out_of_memory(error: dict[str, Any]) -> bool:
 
 
 def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
-          clock=time.monotonic) -> Outcome:
+          clock=time.monotonic, brands_dir=None) -> Outcome:
     """ComfyUI's history entry for a finished prompt -> the job's outcome."""
     if entry is None:
         return Outcome("requeue", "ComfyUI has no record of the prompt (restarted?); queued again",
                        {}, consume_attempt=True)
     if entry.status_str == "success" and entry.completed:
-        return _collect(inflight, entry, client, assets_root, clock)
+        return _collect(inflight, entry, client, assets_root, clock, brands_dir)
     if inflight.interrupted or entry.interrupted:
         reason = inflight.stop_reason
         if reason == "cancel":
@@ -216,10 +216,10 @@ def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, a
 
 
 def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
-            clock=time.monotonic) -> Outcome:
-    """`judge`, with failing to fetch or save the images as outcomes too."""
+            clock=time.monotonic, brands_dir=None) -> Outcome:
+    """`judge`, with failing to fetch, compose or save the images as outcomes too."""
     try:
-        return judge(inflight, entry, client, assets_root, clock)
+        return judge(inflight, entry, client, assets_root, clock, brands_dir)
     except ComfyUnavailable as exc:
         return Outcome("requeue", f"ComfyUI went away while fetching outputs: {exc.reason}", {})
     except ZmmError as exc:  # an image that cannot be saved or read: fail with why
@@ -235,21 +235,23 @@ def free_vram(client: ComfyClient) -> None:
 
 
 def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, assets_root,
-             clock) -> Outcome:
+             clock, brands_dir=None) -> Outcome:
     job = inflight.job
     outputs = [out for out in entry.outputs if out.type == "output"]
     if not outputs:
         return Outcome("failed", "the workflow finished without saving an image",
                        {"error_message": "the workflow finished without saving an image"})
     saved: list[assets.SavedFile] = []
+    plains: list[assets.SavedFile] = []
     metadata = zmm_metadata(job)
     try:
         for index, out in enumerate(outputs):
-            data = client.view(out)
-            relative = assets.relative_name(job.id, job.created_at, index)
-            saved.append(assets.save_output(assets_root, relative, data, metadata))
+            output, plain = save_image(assets_root, job, index, client.view(out), metadata,
+                                       brands_dir)
+            saved.append(output)
+            plains.extend([plain] if plain is not None else [])
     except BaseException:
-        for item in saved:  # all of a job's files or none of them
+        for item in saved + plains:  # all of a job's files or none of them
             item.path.unlink(missing_ok=True)
         raise
     started = inflight.started or inflight.submitted
@@ -257,5 +259,5 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         "backend": "local", "model_used": workflows.graph_model(inflight.graph),
         "generation_time_s": round(clock() - started, 3),
         "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost
-        "error_message": None, **output_fields(saved, assets_root),
+        "error_message": None, **output_fields(saved, assets_root, plains),
     })

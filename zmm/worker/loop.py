@@ -473,7 +473,7 @@ class Worker:
 
     def _judge(self, inflight: Inflight, entry: Any) -> Outcome:
         outcome = execution.verdict(inflight, entry, self.client, self.settings.assets_dir,
-                                    self.monotonic)
+                                    self.monotonic, self.settings.brands_dir)
         if outcome.fields.get("oom"):
             execution.free_vram(self.client)
             outcome = after_out_of_memory(self.store, self.settings, self.id, inflight.job, outcome)
