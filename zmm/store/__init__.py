@@ -267,9 +267,10 @@ class Store:
     def is_paused(self) -> bool:
         return queries.paused(self.conn)
 
-    def register_worker(self, worker_id: str, comfy_url: str | None, state: str) -> None:
+    def register_worker(self, worker_id: str, comfy_url: str | None, state: str, *,
+                        backend: str | None = None) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
-            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()))
+            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()), backend)
 
     def unregister_worker(self, worker_id: str) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
