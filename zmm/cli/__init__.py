@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": ("generate", "generate"),
     "wait": ("generate", "wait"),
     "serve-worker": ("worker", "serve-worker"),
+    "backends": ("backends", None),
     "doctor": ("doctor", "doctor"),
     "cleanup": ("cleanup", "cleanup"),
     "stats": ("stats", "stats"),

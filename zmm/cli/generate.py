@@ -80,9 +80,10 @@ def generate(
                                         "JSON Lines with --from or --count) and queue nothing."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
-    from zmm import intake, intake_parts
+    from zmm import fleet, intake, intake_parts
 
     settings = load_config()
+    fleet.backends(settings)  # a bad [[backends]] entry is exit 2 before anything is queued
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
              "model": model, "family": family, "workflow": workflow, "set": sets, "priority": priority,

@@ -339,6 +339,11 @@ class Store:
         with translate_errors(self.path):
             return backends.rows(self.conn)
 
+    def backend_job_counts(self, since: float) -> dict[str, dict[str, int]]:
+        """Per ComfyUI URL: jobs running, and succeeded / failed since `since`."""
+        with translate_errors(self.path):
+            return backends.job_counts(self.conn, iso(since))
+
     def live_workers(self, since: float) -> list[dict[str, Any]]:
         return queries.live_workers(self.conn, iso(since))
 
