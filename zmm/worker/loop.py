@@ -90,8 +90,10 @@ class Worker:
             poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
             only_ids=only_ids, observer=self.observer, monotonic=monotonic,
             waited_for=self.scope.waited_for)
+        self.backend = fleet.serving(settings)
         self.upkeep = Upkeep(
             store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
+            backend=self.backend.name,
             silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
             only_ids=only_ids, observer=self.observer, monotonic=monotonic)
         self.outcomes = OutcomeLadder(
@@ -100,9 +102,9 @@ class Worker:
                 job, outcome, stopping=bool(self.stop_mode)))
         self.supervisor = supervisor  # a supervisor.Supervisor in managed mode, else None
         self.crashes = CrashGuard(settings.get("comfyui.crash_limit"))
-        self.backend = fleet.serving(settings)
         self.status = BackendStatus(  # the backend's row (and the down alarm), the drain switch
-            store, self.backend, self.id, vram=vram, vram_used=vram_used, monotonic=monotonic,
+            store, self.backend, self.id, vram=vram, vram_used=vram_used, probe=client.ping,
+            monotonic=monotonic,
             alarm=DownAlarm(
                 store, self.url, webhook_url=settings.get("alerts.webhook_url"),
                 after_s=settings.get("comfyui.alert_after_s"), notice=self.observer.notice,
@@ -403,7 +405,7 @@ class Worker:
     def _heartbeat(self) -> None:
         """Renew the leases held; when it did, adopt the jobs whose lease expired."""
         held = [inflight.job.id for inflight in self.inflight] + self.cloud.ids()
-        self.status.beat(self._loaded_model)
+        self.status.beat(self._loaded_model, idle=not self.inflight and self.stream is not None)
         if self.upkeep.heartbeat(held):
             self._adopt(self.upkeep.adopt_expired(set(held), offline=self.stream is None))
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zmm.backends.vram_source import VramReading, VramSource
+from zmm.errors import ComfyUnavailable
 from zmm.fleet import Backend
 from zmm.store import Store
 from zmm.store.backends import BackendReport
@@ -30,11 +31,12 @@ class BackendStatus:
     def __init__(self, store: Store, backend: Backend, worker_id: str, *, alarm: DownAlarm,
                  vram: VramSource | None = None,
                  vram_used: Callable[[], int | None] | None = None,
-                 every_s: float = STATUS_EVERY_S,
+                 probe: Callable[[], Any] | None = None, every_s: float = STATUS_EVERY_S,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store, self.backend, self.worker_id = store, backend, worker_id
         self.alarm, self.vram = alarm, vram
         self.vram_used = vram_used or (vram.used_bytes if vram is not None else lambda: None)
+        self.probe = probe  # asks the server (client.ping) when idle: a dead idle server shows
         self.every_s, self.monotonic = every_s, monotonic
         self.supervisor: Any | None = None  # the Supervisor in managed mode: restarts, starting
         self._reachable: bool | None = None  # None: not asked yet
@@ -91,13 +93,20 @@ class BackendStatus:
             return "starting"
         return "up" if self._reachable else "down"
 
-    def beat(self, loaded_model: str | None, *, force: bool = False) -> None:
-        """Write the row when it is due or the state changed."""
-        state = self.state()
+    def beat(self, loaded_model: str | None, *, idle: bool = False, force: bool = False) -> None:
+        """Write the row when it is due or the state changed. `idle` (connected,
+        nothing on the server): ask the server first, since no event would say it died."""
         now = self.monotonic()
-        if not force and now < self._next and state == self._written:
+        if not force and now < self._next and self.state() == self._written:
             return
         self._next = now + self.every_s
+        if idle and self.probe is not None:
+            try:
+                self.probe()
+                self.connected()
+            except ComfyUnavailable as exc:
+                self.unreachable(exc.reason)
+        state = self.state()
         reading = self.vram.read() if self.vram is not None and self._reachable is not False \
             else None
         self._write(state, self.worker_id, loaded_model, reading)
