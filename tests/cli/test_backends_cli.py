@@ -7,7 +7,11 @@ import json
 
 import pytest
 
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.nvml import fake_nvml_gpus
+from tests.fakes.vram import GIB, VramLedger
 from zmm import config, intake
+from zmm.backends import gpu
 from zmm.jobs import JobState
 from zmm.store import Store
 from zmm.store.backends import BackendReport
@@ -163,3 +167,26 @@ def test_doctor_names_the_clash_as_a_config_failure(cli, home):
     checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
     assert result.exit_code == 2 and checks["backends"]["status"] == "fail"
     assert "both have gpu 0" in checks["backends"]["detail"]
+
+
+def test_doctor_checks_every_backend_and_its_gpu_index(cli, home, tmp_path):
+    fakes = [FakeComfyUI(output_dir=tmp_path / f"out{n}").start() for n in range(2)]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[[backends]]\nname = "gpu0"\nurl = "{fakes[0].url}"\ngpu = 0\n\n'
+        f'[[backends]]\nname = "gpu3"\nurl = "{fakes[1].url}"\ngpu = 3\n\n'
+        '[[backends]]\nname = "box"\nurl = "http://127.0.0.1:9"\n')
+    try:
+        with gpu.use_backend(fake_nvml_gpus(VramLedger(total_bytes=24 * GIB))):
+            result = cli("doctor", "--json")
+    finally:
+        for fake in fakes:
+            fake.stop()
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["comfyui gpu0"]["status"] == "ok" and checks["comfyui gpu3"]["status"] == "ok"
+    assert checks["gpu gpu0"]["status"] == "ok" and "24.0/24.0 GB free" in checks["gpu gpu0"][
+        "detail"]
+    assert checks["gpu gpu3"] == {"check": "gpu gpu3", "status": "fail", "detail":
+                                  "gpu3: gpu 3 is not among NVML's 1 GPU(s) (indexes 0-0)"}
+    assert checks["comfyui box"]["status"] == "fail" and checks["gpu box"]["status"] == "ok"
+    assert result.exit_code == 2  # the missing GPU is a config error, more serious than 4
