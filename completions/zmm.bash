@@ -5,11 +5,14 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="cleanup compose config doctor generate gpu history models queue serve-worker stats wait --help --version" ;;
+        "") words="backends cleanup compose config doctor generate gpu history models queue serve-worker stats wait --help --version" ;;
+        "backends") words="drain resume --help --json" ;;
+        "backends drain") words="--help" ;;
+        "backends resume") words="--help" ;;
         "cleanup") words="--compress-older-than --dry-run --help --json --max-size --older-than --orphans --purge-rows --status --verbose --wait --yes -v -y" ;;
         "compose") words="--brand --footer --help --json --subtitle --title" ;;
         "config") words="path show --help" ;;
@@ -33,7 +36,7 @@ _zmm() {
         "queue priority") words="--help --json" ;;
         "queue resume") words="--help --json" ;;
         "queue retry") words="--failed --help --json" ;;
-        "serve-worker") words="--comfyui --help --launch --max-jobs --no-progress --once" ;;
+        "serve-worker") words="--all --backend --comfyui --help --launch --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
         "wait") words="--help --json --timeout" ;;
     esac

@@ -1,7 +1,8 @@
 """`zmm doctor`: one check per line for what zmm depends on: the spool's
-integrity, schema and permissions, config, ComfyUI and Ollama reachability and
-versions, NVML, the templates against the server's nodes and checkpoints, and
-the cloud providers' configuration (keys set or not; no request is sent).
+integrity, schema and permissions, config, every backend's ComfyUI (and its
+GPU index) and Ollama, with reachability and versions, NVML, the templates
+against the first server that answers, and the cloud providers' configuration
+(keys set or not; no request is sent).
 
 Each check returns a `Check`; the exit code is that of the most serious failure.
 """
@@ -14,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from zmm import errors
+from zmm import errors, fleet
 from zmm.config import Config
 
 # Which failure decides the exit code when several fail, most serious first.
@@ -40,17 +41,61 @@ def exit_code(checks: list[Check]) -> int:
 
 def run_all(settings: Config) -> list[Check]:
     checks = [check_permissions(settings), check_spool(settings), check_schema(settings)]
-    comfy_check, server = check_comfyui(settings)
-    checks.append(comfy_check)
-    supervision = check_supervision(settings)
-    if supervision is not None:
-        checks.append(supervision)
-    if server is not None:
-        checks.extend(check_templates(settings, *server))
-    checks.append(check_ollama(settings))
+    try:
+        every = fleet.backends(settings)
+    except errors.InvalidInput as exc:
+        checks.append(Check("backends", "fail", exc.message, errors.USAGE))
+        every = []
+    several = len(every) > 1
+    gpus = _nvml_gpus()
+    templates: list[Check] = []
+    ollamas = []
+    for backend in every:
+        view = fleet.settings_for(settings, backend)
+        suffix = f" {backend.name}" if several else ""
+        comfy_check, server = check_comfyui(view, "comfyui" + suffix)
+        checks.append(comfy_check)
+        placed = check_gpu_index(backend, gpus, "gpu" + suffix, always=several)
+        checks.extend([placed] if placed is not None else [])
+        supervision = check_supervision(view)
+        checks.extend([supervision] if supervision is not None else [])
+        if server is not None and not templates:  # the first server that answers
+            templates = check_templates(view, *server)
+        ollamas.append(check_ollama(view, "ollama" + suffix))
+    checks += templates + ollamas
     checks.append(check_nvml())
     checks.append(check_cloud(settings))
     return checks
+
+
+def _nvml_gpus() -> list[Any] | None:
+    from zmm.backends import gpu
+
+    try:
+        return gpu.snapshot().gpus
+    except errors.GpuUnavailable:
+        return None
+
+
+def check_gpu_index(backend: fleet.Backend, gpus: list[Any] | None, name: str, *,
+                    always: bool) -> Check | None:
+    """A local backend's GPU index against what NVML sees. None (no line) when it
+    is there and only one backend is configured: the nvml line says it all."""
+    if backend.gpu is None:
+        return Check(name, "ok", f"{backend.name} is remote: VRAM from its /system_stats") \
+            if always else None
+    if gpus is None:
+        return Check(name, "warn", f"GPU {backend.gpu}: NVML not available (VRAM checks are "
+                     "skipped)") if always else None
+    found = next((card for card in gpus if card.index == backend.gpu), None)
+    if found is None:
+        return Check(name, "fail", f"{backend.name}: gpu {backend.gpu} is not among NVML's "
+                     f"{len(gpus)} GPU(s) (indexes 0-{len(gpus) - 1})" if gpus else
+                     f"{backend.name}: gpu {backend.gpu}, but NVML sees no GPU", errors.USAGE)
+    if not always:
+        return None
+    return Check(name, "ok", f"GPU {found.index}: {found.name}, "
+                 f"{found.free_bytes / 1024**3:.1f}/{found.total_bytes / 1024**3:.1f} GB free")
 
 
 def check_permissions(settings: Config) -> Check:
@@ -140,7 +185,8 @@ def check_supervision(settings: Config) -> Check | None:
 DOCTOR_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae")
 
 
-def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, dict[str, list[str]]] | None]:
+def check_comfyui(settings: Config, name: str = "comfyui"
+                  ) -> tuple[Check, tuple[dict, dict[str, list[str]]] | None]:
     from zmm.worker.service import make_client
 
     url = settings.get("comfyui.url")
@@ -151,9 +197,9 @@ def check_comfyui(settings: Config) -> tuple[Check, tuple[dict, dict[str, list[s
         devices = ", ".join(d.get("name", "?") for d in stats.get("devices", []))
         server = (client.object_info(), {folder: client.model_files(folder)
                                           for folder in DOCTOR_FOLDERS})
-        return Check("comfyui", "ok", f"{url}: ComfyUI {version} on {devices or 'no device'}"), server
+        return Check(name, "ok", f"{url}: ComfyUI {version} on {devices or 'no device'}"), server
     except errors.ZmmError as exc:
-        return Check("comfyui", "fail", exc.message, errors.BACKEND_UNAVAILABLE), None
+        return Check(name, "fail", exc.message, errors.BACKEND_UNAVAILABLE), None
     finally:
         client.close()
 
@@ -187,9 +233,9 @@ def check_templates(settings: Config, object_info: dict,
     return results
 
 
-def check_ollama(settings: Config) -> Check:
+def check_ollama(settings: Config, name: str = "ollama") -> Check:
     if not settings.get("ollama.enabled"):
-        return Check("ollama", "ok", "disabled in config (no VRAM swap)")
+        return Check(name, "ok", "disabled in config (no VRAM swap)")
     from zmm.backends.ollama import OllamaClient
 
     url = settings.get("ollama.url")
@@ -198,10 +244,10 @@ def check_ollama(settings: Config) -> Check:
         version = client.version()
         loaded = client.ps()
         names = ", ".join(model.name for model in loaded) or "none loaded"
-        return Check("ollama", "ok", f"{url}: Ollama {version}; {names}")
+        return Check(name, "ok", f"{url}: Ollama {version}; {names}")
     except errors.ZmmError as exc:
         # Ollama is optional: without it the swap is skipped, images still run.
-        return Check("ollama", "warn", f"{exc.message} (the VRAM swap is skipped)")
+        return Check(name, "warn", f"{exc.message} (the VRAM swap is skipped)")
 
 
 def check_nvml() -> Check:

@@ -81,6 +81,13 @@ def settings_for(settings: Config, chosen: Backend) -> Config:
     return view
 
 
+def serving(settings: Config) -> Backend:
+    """The backend a worker with these settings serves: the one `settings_for`
+    set, else the default backend made of [comfyui] and [ollama]."""
+    chosen = settings.backend
+    return chosen if isinstance(chosen, Backend) else _default(settings)
+
+
 def _default(settings: Config) -> Backend:
     ollama = str(settings.get("ollama.url")) if settings.get("ollama.enabled") else ""
     return Backend(DEFAULT_NAME, str(settings.get("comfyui.url")), 0, ollama,

@@ -56,6 +56,20 @@ def fake_nvml(ledger: VramLedger, **readings: Any) -> StateNvml:
     return LedgerNvml(lambda: ledger_state(ledger, **readings))
 
 
+def gpus_state(*ledgers: VramLedger) -> dict[str, Any]:
+    """Several GPUs, one per ledger, NVML index = position (each its own uuid)."""
+    gpus = []
+    for index, ledger in enumerate(ledgers):
+        (card,) = ledger_state(ledger)["gpus"]
+        gpus.append(dict(card, uuid=f"{GPU_UUID[:-2]}{index + 1:02d}"))
+    return {"driver": DRIVER, "gpus": gpus}
+
+
+def fake_nvml_gpus(*ledgers: VramLedger) -> StateNvml:
+    """A pynvml-shaped backend showing each ledger as one GPU (index 0, 1, ...)."""
+    return LedgerNvml(lambda: gpus_state(*ledgers))
+
+
 def no_driver() -> StateNvml:
     """nvmlInit raises NVMLError_DriverNotLoaded (code 9), as on a machine without a driver."""
     return StateNvml(lambda: {"no_driver": True})

@@ -173,7 +173,8 @@ _RETRY_AFTER_S = 30.0
 _driver_missing_until = 0.0
 
 
-def _memory(index: int) -> GpuInfo | None:
+def memory(index: int = 0) -> GpuInfo | None:
+    """One GPU's reading, or None where NVML is not available or has no such index."""
     global _driver_missing_until
     driver = _uses_driver()
     if driver and time.monotonic() < _driver_missing_until:
@@ -189,10 +190,10 @@ def _memory(index: int) -> GpuInfo | None:
 
 def free_bytes(index: int = 0) -> int | None:
     """Free memory of one GPU, or None where NVML is not available."""
-    info = _memory(index)
+    info = memory(index)
     return info.free_bytes if info else None
 
 
 def used_bytes(index: int = 0) -> int | None:
-    info = _memory(index)
+    info = memory(index)
     return info.used_bytes if info else None

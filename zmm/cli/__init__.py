@@ -19,6 +19,7 @@ COMMANDS = {
     "wait": ("generate", "wait"),
     "compose": ("compose", "compose"),
     "serve-worker": ("worker", "serve-worker"),
+    "backends": ("backends", None),
     "doctor": ("doctor", "doctor"),
     "cleanup": ("cleanup", "cleanup"),
     "stats": ("stats", "stats"),

@@ -119,9 +119,10 @@ def generate(
                                         "JSON Lines with --from or --count) and queue nothing."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
-    from zmm import intake, intake_parts
+    from zmm import fleet, intake, intake_parts
 
     settings = load_config()
+    fleet.backends(settings)  # a bad [[backends]] entry is exit 2 before anything is queued
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
              "model": model, "family": family, "workflow": workflow, "set": sets, "priority": priority,
@@ -213,7 +214,8 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
     from zmm.worker import service
 
     view = render.FollowView(total=len(ids))
-    runner = service.InlineRunner(settings, ids, notice=view.notice) if inline else None
+    runner = service.InlineRunner(settings, ids, notice=view.notice,
+                                  pinned=store.get(ids[0]).on_backend) if inline else None
     between = runner.poll if runner is not None else follow.NoWorkerNotice(
         store, lease_s=settings.get("worker.lease_s"), say=view.notice)
     try:

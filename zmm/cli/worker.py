@@ -1,4 +1,5 @@
-"""`zmm serve-worker`: drain the spool through one ComfyUI server."""
+"""`zmm serve-worker`: drain the spool through one ComfyUI backend, or every
+configured backend (`--all`, one worker process each)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ app = typer.Typer(add_completion=False)
 def serve_worker(
     comfyui: Optional[str] = typer.Option(None, "--comfyui",
                                           help="ComfyUI URL (default: $ZMM_COMFYUI_URL, config "
-                                          "comfyui.url, http://127.0.0.1:8188)."),
+                                          "comfyui.url, http://127.0.0.1:8188); not with "
+                                          "[[backends]] in config."),
+    backend: Optional[str] = typer.Option(None, "--backend", metavar="NAME",
+                                          help="Serve this configured backend ([[backends]] "
+                                          "in config; docs/backends.md)."),
+    every: bool = typer.Option(False, "--all", help="Serve every configured backend: one "
+                               "worker process each, output lines prefixed with its name."),
     once: bool = typer.Option(False, "--once", help="Run what is queued and due (and finish the "
                               "jobs of a worker that died), then exit: 1 if one did not succeed."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after N jobs."),
@@ -23,17 +30,46 @@ def serve_worker(
     launch: Optional[str] = typer.Option(None, "--launch", metavar="CMD",
                                          help="Managed mode: start ComfyUI with CMD unless one "
                                          "already answers, and stop it on exit (config "
-                                         "comfyui.command)."),
+                                         "comfyui.command; a backend's own `command`)."),
 ) -> None:
     """Run jobs from the spool on ComfyUI (one worker per ComfyUI server).
 
     Ctrl-C finishes the running job and exits; a second Ctrl-C (or SIGTERM)
-    interrupts it and queues it again."""
-    from zmm.cli import render
+    interrupts it and queues it again. With several backends configured, pass
+    --backend NAME or --all."""
+    from zmm import fleet
     from zmm.worker import service
 
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None,
                            comfyui__command=launch)
+    _check_flags(settings, backend, every, comfyui, launch)
+    if every:
+        from zmm.worker.serve_all import serve_all
+
+        raise typer.Exit(serve_all(fleet.backends(settings), once=once, max_jobs=max_jobs,
+                                   say=say))
+    chosen = service.choose_backend(settings, backend)
+    _serve_one(fleet.settings_for(settings, chosen), once, max_jobs, no_progress)
+
+
+def _check_flags(settings, backend: str | None, every: bool, comfyui: str | None,
+                 launch: str | None) -> None:
+    from zmm import fleet
+    from zmm.errors import InvalidInput
+
+    if every and backend is not None:
+        raise InvalidInput("--all", "serves every backend; not with --backend NAME")
+    if settings.backend_entries and (comfyui or launch):
+        flag = "--comfyui" if comfyui else "--launch"
+        raise InvalidInput(flag, "not with [[backends]] in config (each entry has its url and "
+                           "command); pick one with --backend NAME")
+    fleet.backends(settings)  # a bad [[backends]] entry: exit 2 before anything starts
+
+
+def _serve_one(settings, once: bool, max_jobs: int | None, no_progress: bool) -> None:
+    from zmm.cli import render
+    from zmm.worker import service
+
     view = render.WorkerView(live=False if no_progress else None)
     counts = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
     say(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")

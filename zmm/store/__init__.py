@@ -286,9 +286,10 @@ class Store:
     def is_paused(self) -> bool:
         return queries.paused(self.conn)
 
-    def register_worker(self, worker_id: str, comfy_url: str | None, state: str) -> None:
+    def register_worker(self, worker_id: str, comfy_url: str | None, state: str, *,
+                        backend: str | None = None) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
-            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()))
+            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()), backend)
 
     def unregister_worker(self, worker_id: str) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
@@ -356,6 +357,11 @@ class Store:
     def backends(self) -> list[dict[str, Any]]:
         with translate_errors(self.path):
             return backends.rows(self.conn)
+
+    def backend_job_counts(self, since: float) -> dict[str, dict[str, int]]:
+        """Per ComfyUI URL: jobs running, and succeeded / failed since `since`."""
+        with translate_errors(self.path):
+            return backends.job_counts(self.conn, iso(since))
 
     def live_workers(self, since: float) -> list[dict[str, Any]]:
         return queries.live_workers(self.conn, iso(since))

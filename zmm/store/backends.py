@@ -1,7 +1,8 @@
 """The `backends` table: what each ComfyUI backend is doing (state, GPU memory,
 loaded model, last error), the model files its server has, and the operator's
 drain switch. Workers write their backend's row; `zmm backends`, `zmm top`,
-`zmm queue` and the claim read it. Store runs these inside its transactions.
+`zmm queue` and the claim read it, with the jobs counted per server's URL
+(`job_counts`). Store runs these inside its transactions.
 """
 
 from __future__ import annotations
@@ -83,4 +84,19 @@ def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         item["draining"] = bool(item["draining"])
         item["managed"] = bool(item["managed"])
         found.append(item)
+    return found
+
+
+def job_counts(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, int]]:
+    """Per ComfyUI URL (jobs.comfy_url): jobs running there now, and those that
+    finished there since `since` (succeeded; failed or cancelled)."""
+    found: dict[str, dict[str, int]] = {}
+    for url, running, succeeded, failed in conn.execute(
+            "SELECT comfy_url, SUM(status = 'running'), "
+            "SUM(status = 'succeeded' AND completed_at >= :since), "
+            "SUM(status IN ('failed', 'cancelled') AND completed_at >= :since) "
+            "FROM jobs WHERE comfy_url IS NOT NULL "
+            "AND (status = 'running' OR completed_at >= :since) GROUP BY comfy_url",
+            {"since": since}):
+        found[url] = {"running": running or 0, "succeeded": succeeded or 0, "failed": failed or 0}
     return found

@@ -16,12 +16,18 @@ from typing import Any
 from zmm import families, jobs
 from zmm.config import Config
 from zmm.errors import ZmmError
+from zmm.fleet import DEFAULT_NAME
 from zmm.jsontext import compact
 from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.vram import policy
 
-SWAP_KEY = "swap"
+SWAP_KEY = "swap"  # the default backend's; others add their name (swap_key)
+
+
+def swap_key(backend_name: str) -> str:
+    """The spool_state key of one backend's swap: each Ollama is restored apart."""
+    return SWAP_KEY if backend_name == DEFAULT_NAME else f"{SWAP_KEY}:{backend_name}"
 
 
 @dataclass(frozen=True)
@@ -34,10 +40,15 @@ class Admission:
 class VramGate:
     def __init__(self, store: Store, settings: Config, *, ollama: Any | None,
                  free_bytes: Callable[[], int | None], notice: Callable[[str], None],
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, gpu_index: int | None = 0,
+                 swap_state: str = SWAP_KEY,
+                 unknown_reason: str = "NVML is not available: VRAM is not checked before jobs"
+                 ) -> None:
         self.store, self.settings = store, settings
         self.ollama = ollama
-        self.free_bytes = free_bytes
+        self.free_bytes = free_bytes  # the backend's own GPU (NVML index, or /system_stats)
+        self.gpu_index = gpu_index  # None: a remote server, whose processes NVML cannot see
+        self.swap_state, self.unknown_reason = swap_state, unknown_reason
         self.notice = notice
         self.monotonic = monotonic
         self.rules = policy.settings_from(settings)
@@ -80,7 +91,7 @@ class VramGate:
     def _free(self) -> int | None:
         free = self.free_bytes()
         if free is None:
-            self._once("nvml", "NVML is not available: VRAM is not checked before jobs")
+            self._once("nvml", self.unknown_reason)
         return free
 
     def _loaded_llms(self) -> list[policy.LoadedLlm] | None:
@@ -119,12 +130,12 @@ class VramGate:
 
     def _unload(self, job: Job, decision: policy.Decision) -> None:
         assert self.ollama is not None, "an unload is decided only from Ollama's loaded models"
-        state = (self.store.get_state(SWAP_KEY)
+        state = (self.store.get_state(self.swap_state)
                  or {"models": [], "job_id": job.id, "since": iso(self.store.clock())})
         known = {m["name"] for m in state["models"]}
         state["models"] += [{"name": llm.name, "keep_alive": llm.keep_alive}
                             for llm in decision.unload if llm.name not in known]
-        self.store.set_state(SWAP_KEY, state)  # before unloading: a crash still restores
+        self.store.set_state(self.swap_state, state)  # before unloading: a crash still restores
         self.store.add_event(job.id, "swap", decision.reason,
                              {"unload": [llm.name for llm in decision.unload]})
         for llm in decision.unload:
@@ -148,15 +159,18 @@ class VramGate:
     def _holders(self) -> str:
         from zmm.backends import gpu
 
+        if self.gpu_index is None:
+            return ""
         try:
-            procs = [p for g in gpu.snapshot().gpus for p in g.processes if p.role == "ollama"]
+            procs = [p for g in gpu.snapshot().gpus if g.index == self.gpu_index
+                     for p in g.processes if p.role == "ollama"]
         except ZmmError:
             return ""
         return "; held by " + ", ".join(f"pid {p.pid} ({p.name})" for p in procs) if procs else ""
 
     def maybe_restore(self, has_image_work: bool) -> None:
         """Reload the swapped-out models once image work has stopped for a moment."""
-        state = self.store.get_state(SWAP_KEY)
+        state = self.store.get_state(self.swap_state)
         if not state or self.ollama is None:
             return
         if has_image_work:
@@ -174,7 +188,7 @@ class VramGate:
                 restored.append(model["name"])
             except ZmmError as exc:
                 self.notice(f"could not reload {model['name']}: {exc.message}")
-        self.store.set_state(SWAP_KEY, None)
+        self.store.set_state(self.swap_state, None)
         self._idle_since = None
         if state.get("job_id"):
             self.store.add_event(state["job_id"], "reload", "reloaded " + ", ".join(restored))

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from zmm import fleet
 from zmm.backends.comfy import ComfyClient
 from zmm.backends.comfy_events import Event, EventStream
 from zmm.cloud import lane
@@ -46,6 +47,7 @@ from zmm.worker.execution import Inflight
 from zmm.worker.observer import Observer, QuietObserver
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
 from zmm.worker.scope import Scope
+from zmm.worker.status import BackendStatus
 from zmm.worker.supervisor import ChildReport, CrashGuard
 from zmm.worker.upkeep import Adopted, Upkeep
 from zmm.worker.wake import SpoolWatch
@@ -65,7 +67,8 @@ class Worker:
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None,
                  holds_lock: bool = False, supervisor: Any | None = None,
-                 make_enhancer: Callable[[Config], Any] | None = None) -> None:
+                 make_enhancer: Callable[[Config], Any] | None = None,
+                 vram: Any | None = None) -> None:
         self.store, self.client, self.settings = store, client, settings
         self.observer = observer or QuietObserver()
         self.scope = Scope(once=once, max_jobs=max_jobs, only_ids=only_ids,
@@ -83,15 +86,16 @@ class Worker:
         self.group_window = worker["model_group_window"]
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.gate = gate  # a gate.VramGate, or None to skip VRAM checks
-        self.vram_used = vram_used or (lambda: None)
         self.builder = execution.GraphBuilder(client, settings.workflows_dir, settings.assets_dir)
         self.cloud = CloudFallback(  # a lane of None: no cloud at all (jobs asking for it wait)
             store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
             only_ids=only_ids, observer=self.observer, monotonic=monotonic,
             waited_for=self.scope.waited_for)
+        self.backend = fleet.serving(settings)
         self.upkeep = Upkeep(
             store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
+            backend=self.backend.name,
             silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
             only_ids=only_ids, observer=self.observer, monotonic=monotonic)
         self.outcomes = OutcomeLadder(
@@ -102,9 +106,14 @@ class Worker:
                                   make_enhancer=make_enhancer)
         self.supervisor = supervisor  # a supervisor.Supervisor in managed mode, else None
         self.crashes = CrashGuard(settings.get("comfyui.crash_limit"))
-        self.alarm = DownAlarm(store, self.url, webhook_url=settings.get("alerts.webhook_url"),
-                               after_s=settings.get("comfyui.alert_after_s"),
-                               notice=self.observer.notice, monotonic=monotonic)
+        self.status = BackendStatus(  # the backend's row (and the down alarm), the drain switch
+            store, self.backend, self.id, vram=vram, vram_used=vram_used, probe=client.ping,
+            monotonic=monotonic,
+            alarm=DownAlarm(
+                store, self.url, webhook_url=settings.get("alerts.webhook_url"),
+                after_s=settings.get("comfyui.alert_after_s"), notice=self.observer.notice,
+                monotonic=monotonic))
+        self.status.supervisor = supervisor
         self.progress = progress.ProgressWriter(
             store, self.id, interval_s=worker["progress_interval_s"], observer=self.observer,
             monotonic=monotonic)
@@ -122,8 +131,9 @@ class Worker:
     # -- the loop --------------------------------------------------------------
 
     def run(self) -> JobCounts:
-        self.store.register_worker(self.id, self.url, "starting")
+        self.store.register_worker(self.id, self.url, "starting", backend=self.backend.name)
         try:
+            self.status.beat(None, force=True)
             self.adopt_orphans()
             while not self.done:
                 self.run_once()
@@ -131,6 +141,7 @@ class Worker:
             self._close_stream()
             self.prompts.close()
             self.store.unregister_worker(self.id)
+            self.status.stopped(self._loaded_model)
         return self.counts
 
     def adopt_orphans(self) -> None:
@@ -182,8 +193,10 @@ class Worker:
         self._woken.clear()
 
     def _check_done(self) -> bool:
-        """Nothing on ComfyUI: done if stopping or nothing is left, once the lane is idle."""
-        self.done = bool(self.stop_mode or self.scope.nothing_left(self.store)) and not self.cloud.busy()
+        """Nothing on ComfyUI: done if stopping or nothing is left (a drained --once:
+        nothing more to take), once the lane is idle."""
+        self.done = bool(self.stop_mode or self.scope.nothing_left(self.store) or (
+            self.scope.once and self.status.draining())) and not self.cloud.busy()
         return self.done
 
     def _claims_used_up(self) -> bool:
@@ -211,7 +224,7 @@ class Worker:
         if self.only_ids is not None:
             return any(job.status == "queued" and job.backend_requested != "cloud"
                        for job in self.store.get_many(self.only_ids))
-        return not self.scope.once or self._image_work_queued()
+        return not self.scope.once or (self._image_work_queued() and not self.status.draining())
 
     def _image_work_queued(self) -> bool:
         return self.store.next_runnable(self.aging_s, only_ids=self.only_ids) is not None
@@ -229,7 +242,7 @@ class Worker:
         self._retry_delay = 1.0
         if self.supervisor is not None:
             self.supervisor.answered()
-        self.alarm.reachable()
+        self.status.connected()
         self.cloud.comfy_up()
         self.observer.connected(self.url)
         for inflight in self.inflight:
@@ -245,7 +258,7 @@ class Worker:
 
     def _wait_for_comfy(self, exc: ComfyUnavailable) -> None:
         self.cloud.comfy_down()
-        self.alarm.unreachable(exc.reason)
+        self.status.unreachable(exc.reason)
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
         restarting = self.supervisor is not None and self.supervisor.restarting
         if restarting:
@@ -278,9 +291,7 @@ class Worker:
         go back to the queue (or fail, at the crash limit), and it is recorded."""
         if report.kind != "started":  # the Supervisor said that one as it started
             self.observer.notice(report.message)
-        self.store.set_state(f"comfyui:{self.url}", dict(
-            report.status, event=report.kind, message=report.message,
-            at=iso(self.store.clock())))
+        self.status.child_changed(report)
         if report.kind in ("started", "restarted"):
             self._retry_delay = 1.0
             return
@@ -294,6 +305,7 @@ class Worker:
 
     def _lost_connection(self, exc: ComfyUnavailable) -> None:
         self.observer.notice(f"lost the connection to ComfyUI ({exc.reason}); reconnecting")
+        self.status.failed(f"lost the connection to ComfyUI: {exc.reason}")
         self._close_stream()
 
     def _close_stream(self) -> None:
@@ -307,7 +319,7 @@ class Worker:
         """Claim and submit until one job runs and one waits on ComfyUI (counting
         zmm prompts of others still there)."""
         while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if not self.scope.may_claim():
+            if not self.scope.may_claim() or self.status.draining():
                 return
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
                                    only_ids=self.only_ids, prefer_model=self._loaded_model,
@@ -396,7 +408,7 @@ class Worker:
         self._heartbeat()
         for inflight in list(self.inflight):
             self.progress.flush(inflight, force=True)
-        self._sample_vram()
+        self.status.sample_peaks(self.inflight)
         if self.gate is not None:
             self.gate.maybe_restore(bool(self.inflight) or self._image_work_queued())
         review = self.upkeep.review(self.inflight, self.stop_mode, now, self.foreign)
@@ -407,6 +419,7 @@ class Worker:
         for inflight in review.finished:
             self._complete(inflight)
         if review.hung:
+            self.status.failed("ComfyUI stopped answering (a hang)")
             self._close_stream()
         if review.lost is not None and self.stream is not None:
             self._lost_connection(review.lost)
@@ -414,6 +427,7 @@ class Worker:
     def _heartbeat(self) -> None:
         """Renew the leases held; when it did, adopt the jobs whose lease expired."""
         held = [inflight.job.id for inflight in self.inflight] + self.cloud.ids()
+        self.status.beat(self._loaded_model, idle=not self.inflight and self.stream is not None)
         if self.upkeep.heartbeat(held):
             self._adopt(self.upkeep.adopt_expired(set(held), offline=self.stream is None))
 
@@ -423,15 +437,6 @@ class Worker:
             self.observer.notice(f"adopted {inflight.job.id} (prompt {inflight.prompt_id})")
         for job, outcome in adopted.outcomes:
             self._record(job, outcome)
-
-    def _sample_vram(self, inflights: list[Inflight] | None = None) -> None:
-        executing = [i for i in (inflights or self.inflight) if i.executing]
-        if not executing:
-            return
-        used = self.vram_used()
-        if used is not None:
-            for inflight in executing:
-                inflight.peak_vram = max(inflight.peak_vram or 0, used)
 
     # -- the cloud lane ----------------------------------------------------------------
 
@@ -457,7 +462,7 @@ class Worker:
 
     def _complete(self, inflight: Inflight) -> None:
         """ComfyUI finished the prompt: read its history, judge it, record it."""
-        self._sample_vram([inflight])  # the model is still loaded: a short job still gets a reading
+        self.status.sample_peaks([inflight])  # the model is still loaded: a short job gets one too
         try:
             entry = self.client.history(inflight.prompt_id)
         except ComfyUnavailable as exc:

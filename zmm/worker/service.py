@@ -1,5 +1,6 @@
-"""Running a worker: the lock (one per ComfyUI server), the client, signal
-handling, and the inline mode `zmm generate` uses when no worker is alive.
+"""Running a worker for one backend: which backend, the lock (one per ComfyUI
+server), the client, the backend's own GPU and Ollama for the VRAM gate,
+signal handling, and the inline mode `zmm generate` uses when no worker is alive.
 
 The CLI calls these; they wire config, store, client and observer together.
 """
@@ -13,17 +14,42 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from zmm import fleet
 from zmm.config import Config
-from zmm.errors import ComfyUnavailable
+from zmm.errors import ComfyUnavailable, InvalidInput
 from zmm.locks import FileLock, worker_lock_path
 from zmm.store import Store
+from zmm.store.backends import BackendReport
 from zmm.store.db import iso
 from zmm.worker.counts import JobCounts
 from zmm.worker.observer import QuietObserver
 
 if TYPE_CHECKING:
     from zmm.backends.comfy import ComfyClient
+    from zmm.backends.vram_source import VramSource
     from zmm.cloud.lane import CloudLane
+    from zmm.vram.gate import VramGate
+
+
+def choose_backend(settings: Config, name: str | None) -> fleet.Backend:
+    """The backend `serve-worker` serves: the one named, or the only one configured.
+    Several and none named is exit 2; an unknown name exit 3 with the list."""
+    if name is not None:
+        return fleet.backend(settings, name)
+    every = fleet.backends(settings)
+    if len(every) > 1:
+        names = ", ".join(item.name for item in every)
+        raise InvalidInput(f"several backends are configured ({names})",
+                           "pass --backend NAME or --all")
+    return every[0]
+
+
+def inline_backend(settings: Config, pinned: str | None = None) -> fleet.Backend:
+    """The backend an inline `zmm generate` runs its jobs on: the one they are
+    pinned to, else the first configured."""
+    if pinned:
+        return fleet.backend(settings, pinned)
+    return fleet.backends(settings)[0]
 
 
 def worker_lock(settings: Config, role: str) -> FileLock:
@@ -54,17 +80,27 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def make_gate(store: Store, settings: Config, notice: Callable[[str], None]):
-    """The VRAM gate: NVML for free memory, Ollama (if enabled) for the swap."""
-    from zmm.backends import gpu
-    from zmm.vram.gate import VramGate
+def make_vram(settings: Config, client: ComfyClient) -> VramSource:
+    """The backend's GPU memory: NVML at its index, or a remote server's /system_stats."""
+    from zmm.backends.vram_source import VramSource
+
+    return VramSource(fleet.serving(settings).gpu, client)
+
+
+def make_gate(store: Store, settings: Config, notice: Callable[[str], None],
+              vram: VramSource) -> VramGate:
+    """The VRAM gate on the backend's own GPU, with the Ollama sharing it (the
+    one `settings_for` set, if enabled) for the swap."""
+    from zmm.vram.gate import VramGate, swap_key
 
     ollama = None
     if settings.get("ollama.enabled"):
         from zmm.backends.ollama import OllamaClient
 
         ollama = OllamaClient(settings.get("ollama.url"), timeout=10.0)
-    return VramGate(store, settings, ollama=ollama, free_bytes=gpu.free_bytes, notice=notice)
+    return VramGate(store, settings, ollama=ollama, free_bytes=vram.free_bytes, notice=notice,
+                    gpu_index=vram.gpu_index, swap_state=swap_key(fleet.serving(settings).name),
+                    unknown_reason=vram.unknown_reason)
 
 
 def make_cloud(settings: Config):
@@ -112,17 +148,17 @@ def worker_parts(settings: Config, notice: Callable[[str], None]
 
 
 def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> JobCounts:
-    from zmm.backends import gpu
+    """A worker for the backend of `settings` (fleet.settings_for) until it stops."""
     from zmm.worker.loop import Worker
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
     with lock, worker_parts(settings, observer.notice) as (store, client, lane), \
             managed_comfy(settings, store, observer.notice) as (stopped_early, supervisor):
+        vram = make_vram(settings, client)
         worker = Worker(store, client, settings, observer=observer, once=once,
-                        max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice),
-                        vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True,
-                        supervisor=supervisor)
+                        max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice, vram),
+                        vram=vram, cloud_lane=lane, holds_lock=True, supervisor=supervisor)
         if stopped_early.is_set():  # a signal came as ComfyUI finished starting
             worker.request_stop("now")
         observer.attach(store, settings)
@@ -146,6 +182,9 @@ def managed_comfy(settings: Config, store: Store, notice: Callable[[str], None]
     from zmm.worker.supervisor import ManagedSettings, Supervisor
 
     supervisor = Supervisor(ManagedSettings.from_config(settings), settings.home, notice=notice)
+    backend = fleet.serving(settings)  # `zmm backends` shows it starting meanwhile
+    store.report_backend(BackendReport(backend.name, backend.url, backend.gpu, None, "starting",
+                                       managed=True, restarts=0))
     try:
         with stop_on_signals(lambda _mode: stopping.set()):  # a signal ends the start wait
             started = supervisor.start(cancelled=stopping.is_set)
@@ -182,8 +221,9 @@ class InlineRunner:
     """
 
     def __init__(self, settings: Config, job_ids: list[str],
-                 notice: Callable[[str], None] = lambda _text: None) -> None:
-        self.settings = settings
+                 notice: Callable[[str], None] = lambda _text: None,
+                 pinned: str | None = None) -> None:
+        self.settings = fleet.settings_for(settings, inline_backend(settings, pinned))
         self.job_ids = job_ids
         self.notice = notice
         self.lock = worker_lock(settings, "inline generate")
@@ -218,16 +258,16 @@ class InlineRunner:
                         "this one takes over when it stops")
 
     def _run(self) -> None:
-        from zmm.backends import gpu
         from zmm.worker.loop import Worker
 
         quiet = lambda _text: None  # noqa: E731 - the waiter shows its own lines
         try:
             with worker_parts(self.settings, quiet) as (store, client, lane):
+                vram = make_vram(self.settings, client)
                 self._worker = Worker(store, client, self.settings, until_finished=self.job_ids,
                                       observer=self._observer,
-                                      gate=make_gate(store, self.settings, quiet),
-                                      vram_used=gpu.used_bytes, cloud_lane=lane, holds_lock=True)
+                                      gate=make_gate(store, self.settings, quiet, vram),
+                                      vram=vram, cloud_lane=lane, holds_lock=True)
                 if self._stopping:  # stop() came before the worker existed
                     self._worker.request_stop("now")
                 self._worker.run()

@@ -41,9 +41,9 @@ class Upkeep:
     def __init__(self, store: Store, client: ComfyClient, builder: GraphBuilder, *,
                  worker_id: str, url: str, lease_s: float, silence_s: float, aging_s: float,
                  only_ids: list[str] | None, observer: Any,
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float], backend: str | None = None) -> None:
         self.store, self.client, self.builder, self.observer = store, client, builder, observer
-        self.worker_id, self.url = worker_id, url
+        self.worker_id, self.url, self.backend = worker_id, url, backend
         self.lease_s, self.silence_s, self.aging_s = lease_s, silence_s, aging_s
         self.only_ids, self.monotonic = only_ids, monotonic
         self._next_heartbeat = 0.0
@@ -58,7 +58,8 @@ class Upkeep:
             return False
         self._next_heartbeat = now + self.lease_s / 3
         self.store.heartbeat(self.worker_id, held, lease_s=self.lease_s)
-        self.store.register_worker(self.worker_id, self.url, "busy" if held else "idle")
+        self.store.register_worker(self.worker_id, self.url, "busy" if held else "idle",
+                                   backend=self.backend)
         return True
 
     def adopt_orphans(self, mine: set[str]) -> Adopted:

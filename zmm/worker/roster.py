@@ -1,0 +1,66 @@
+"""What `zmm backends` shows: every configured backend beside the row its
+worker writes (state, GPU memory, loaded model, last error) and the jobs
+counted by its URL; and the operator's drain switch. A backend whose worker
+has not written its row for 3 x worker.lease_s (or that stopped) has no worker.
+Reads and writes go through the Store; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zmm import fleet
+from zmm.config import Config
+from zmm.store import Store
+from zmm.store.db import iso
+
+HOUR_S = 3600.0
+
+
+def overview(settings: Config, store: Store) -> list[dict[str, Any]]:
+    """One dict per configured backend, in config order (docs/json-output.md)."""
+    configured = fleet.backends(settings)
+    rows = {row["name"]: row for row in store.backends()}
+    now = store.clock()
+    counts = store.backend_job_counts(since=now - HOUR_S)
+    fresh_since = iso(now - 3 * settings.get("worker.lease_s"))
+    return [_entry(backend, rows.get(backend.name), counts.get(backend.url, {}), fresh_since)
+            for backend in configured]
+
+
+def _entry(backend: fleet.Backend, row: dict[str, Any] | None, counts: dict[str, int],
+           fresh_since: str) -> dict[str, Any]:
+    row = row or {}
+    alive = bool(row.get("worker_id")) and row.get("state") != "stopped" \
+        and (row.get("heartbeat_at") or "") >= fresh_since
+    draining = bool(row.get("draining"))
+    if not alive:
+        state = "no worker"
+    elif draining:
+        state = "draining"
+    else:
+        state = row.get("state") or "unknown"
+    return {
+        "name": backend.name, "url": backend.url, "gpu": backend.gpu,
+        "remote": not backend.local, "ollama": backend.ollama or None,
+        "state": state, "worker_state": row.get("state"),
+        "worker_id": row.get("worker_id") if alive else None,
+        "heartbeat_at": row.get("heartbeat_at"), "draining": draining,
+        "managed": bool(row.get("managed")) if alive else bool(backend.command),
+        "restarts": row.get("restarts") or 0,
+        "vram_total_bytes": row.get("vram_total_bytes") if alive else None,
+        "vram_free_bytes": row.get("vram_free_bytes") if alive else None,
+        "loaded_model": row.get("loaded_model"),
+        "jobs_running": counts.get("running", 0),
+        "jobs_succeeded_last_hour": counts.get("succeeded", 0),
+        "jobs_failed_last_hour": counts.get("failed", 0),
+        "last_error": row.get("last_error"), "last_error_at": row.get("last_error_at"),
+    }
+
+
+def set_draining(settings: Config, store: Store, name: str, draining: bool) -> dict[str, Any]:
+    """Drain (or resume) the backend `name` (NotFound, exit 3, lists the names);
+    returns its overview entry afterwards."""
+    chosen = fleet.backend(settings, name)
+    store.set_draining(chosen.name, chosen.url, draining)
+    return next(item for item in overview(settings, store) if item["name"] == chosen.name)
