@@ -83,21 +83,32 @@ def build(path: Path, jobs: int, queued: int, running: int, now: float) -> None:
     print(f"(loaded {jobs:,} jobs in {time.perf_counter() - started:.0f} s)\n")
 
 
-def plans(store: Store, now: float) -> None:
+def plans(store: Store, now: float, repeat: int) -> None:
+    """Each statement of a frame: its median time and its plan."""
     conn = store.conn
     pick, params = board.queries.candidates_query(now, 600.0, limit=10)
     statements = {
         "running": (board._RUNNING, {}),
-        "open by rank": (board._OPEN_BY_RANK, {}),
-        "finished (per state)": (board._FINISHED, {"status": "succeeded", "scan": 5000,
-                                                    "since": iso(now - 3600)}),
+        "open jobs by priority": (board._OPEN_BY_RANK, {}),
+        "finished, one batch": (board._FINISHED, {"status": "succeeded", "below": 1 << 62,
+                                                  "batch": board.FINISHED_BATCH}),
         "failures": (board._FAILURES, {"scan": 50, "limit": 5}),
         "queue head": (f"SELECT * FROM ({pick}) AS picked JOIN jobs ON jobs.id = picked.id "
                        "ORDER BY picked.rank, jobs.seq", params),
     }
+    print("| statement | median ms | plan |\n|---|---|---|")
     for name, (sql, values) in statements.items():
         steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, values)]
-        print(f"- {name}: " + "; ".join(steps))
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            conn.execute(sql, values).fetchall()
+            times.append(time.perf_counter() - started)
+        print(f"| {name} | {statistics.median(times) * 1000:.2f} | {'; '.join(steps)} |")
+    started = time.perf_counter()
+    found, _ = board._finished(conn, iso(now - 3600), board.FINISHED_LIMIT)
+    print(f"| the whole finished walk ({len(found):,} jobs) | "
+          f"{(time.perf_counter() - started) * 1000:.2f} | batches of {board.FINISHED_BATCH} |")
 
 
 def main() -> None:
@@ -125,7 +136,7 @@ def main() -> None:
                   f"frame model {statistics.median(frames) * 1000:.2f} ms; "
                   f"{frame.throughput.succeeded} succeeded and {frame.throughput.failed} failed "
                   f"in the last hour{' (partial)' if frame.throughput.partial else ''}\n")
-            plans(store, now)
+            plans(store, now, args.repeat)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "cleanup"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "cleanup"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"top"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="cleanup config doctor generate gpu history models queue serve-worker stats wait --help --version" ;;
+        "") words="cleanup config doctor generate gpu history models queue serve-worker stats top wait --help --version" ;;
         "cleanup") words="--compress-older-than --dry-run --help --json --max-size --older-than --orphans --purge-rows --status --verbose --wait --yes -v -y" ;;
         "config") words="path show --help" ;;
         "config path") words="--help" ;;
@@ -34,6 +34,7 @@ _zmm() {
         "queue retry") words="--failed --help --json" ;;
         "serve-worker") words="--comfyui --help --launch --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
+        "top") words="--help --interval --once" ;;
         "wait") words="--help --json --timeout" ;;
     esac
     COMPREPLY=( $(compgen -W "$words" -- "$cur") )
