@@ -17,7 +17,7 @@ from zmm.cli.keys import EOF, Keys
 from zmm.dashboard import NO_WORKER, Frame
 
 GB = 1024**3
-SPARKS = " ▁▂▃▄▅▆▇█"
+SPARKS = "▁▂▃▄▅▆▇█"
 FRAME_SEPARATOR = "\f"  # a line of its own between plain frames (a page break)
 PROMPT_WIDTH = 40
 ERROR_WIDTH = 72
@@ -107,11 +107,11 @@ def footer(frame: Frame) -> str:
 
 
 def sparkline(values: list[int]) -> str:
+    """One block per value, scaled to the largest; the lowest block only for zero."""
     top = max(values, default=0)
-    if top == 0:
-        return SPARKS[1] * len(values)
-    return "".join(SPARKS[max(1, round(value / top * (len(SPARKS) - 1)))] if value else
-                   SPARKS[0] for value in values)
+    steps = len(SPARKS) - 1
+    return "".join(SPARKS[max(1, round(value / top * steps)) if value else 0]
+                   for value in values)
 
 
 def duration(seconds: float | None) -> str:
