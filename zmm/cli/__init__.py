@@ -23,6 +23,7 @@ COMMANDS = {
     "doctor": ("doctor", "doctor"),
     "cleanup": ("cleanup", "cleanup"),
     "stats": ("stats", "stats"),
+    "top": ("top", "top"),
     "queue": ("queue", None),
     "history": ("history", None),
     "models": ("models", None),

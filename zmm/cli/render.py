@@ -1,4 +1,4 @@
-"""Showing things to a person: the only module that imports rich.
+"""Showing things to a person: with render_top.py (`zmm top`), the only code that imports rich.
 
 Progress goes to stderr: a live rich display on a terminal, plain log lines
 otherwise (or when NO_COLOR is set), so pipes and CI logs stay readable.

@@ -5,7 +5,8 @@ IMMEDIATE transaction, so concurrent processes can never move a job twice.
 The SQL is split by concern: reads in `queries`, claiming in `claims`, the
 INSERT and UPDATE statements of jobs in `changes`, event rows in `events`,
 cleanup in `retention`, the webhook outbox in `outbox`, the live workers in
-`workers`, the backends in `backends`, the schema check in `schema`.
+`workers`, the backends in `backends`, the schema check in `schema`, what
+`zmm top` shows in `board`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from zmm.store.db import connect, iso, transaction, translate_errors
 from zmm.store.queries import Job
 
 if TYPE_CHECKING:
+    from zmm.store.board import Board
     from zmm.store.history import HistoryFilter
     from zmm.store.stats import Report
 
@@ -366,7 +368,17 @@ class Store:
     def live_workers(self, since: float) -> list[dict[str, Any]]:
         return queries.live_workers(self.conn, iso(since))
 
-    # `zmm history` and `zmm stats` load their SQL only when they run.
+    # `zmm history`, `zmm stats` and `zmm top` load their SQL only when they run.
+
+    def board(self, *, aging_s: float, worker_since: float, head: int = 10,
+              failures: int = 5, window_s: float = 3600.0) -> Board:
+        """What `zmm top` shows, in one snapshot (zmm.store.board)."""
+        from zmm.store import board
+
+        with translate_errors(self.path):
+            return board.read(self.conn, self.clock(), aging_s=aging_s,
+                              worker_since=worker_since, head=head, failures=failures,
+                              window_s=window_s)
 
     def history_page(self, flt: HistoryFilter) -> tuple[list[Job], int]:
         from zmm.store import history

@@ -1,0 +1,116 @@
+"""What `zmm top` shows, read from the spool in one snapshot: the backends and
+live workers, the running jobs, the head of the queue in claim order, open jobs
+per priority, what finished in the last hour and the latest failures.
+
+Read-only. Every query is limited or answered from an index alone (jobs_open,
+jobs_done), so a frame costs milliseconds with 100,000 jobs in the spool
+(bench/top_bench.py). Never formats; zmm.dashboard turns this into a frame.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from zmm.store import backends, queries
+from zmm.store.db import iso
+from zmm.store.queries import DONE, OPEN
+
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+# Jobs finished in the window are found walking each finished state's jobs newest
+# first (by seq, in jobs_done) in batches, up to the first batch that holds a job
+# finished before the window: jobs finish in about the order they were queued, so
+# the walk costs about as many rows as finished in the window. Finding a job queued
+# long before the others that finished in the window all the same would need an
+# index on completed_at. `finished_partial` says the walk stopped at its limit.
+FINISHED_BATCH = 500
+FINISHED_LIMIT = 20_000  # per state
+
+_RUNNING = ("SELECT id, priority, prompt, model, phase, phase_detail, progress_value, "
+            "progress_max, started_at, submitted_at, worker_id, comfy_url, backend, on_backend, "
+            f"cancel_requested_at FROM jobs WHERE {OPEN} AND status = 'running' "
+            "ORDER BY started_at, seq")
+# Open jobs per priority class: a count of index entries, no row is read.
+_OPEN_BY_RANK = f"SELECT priority_rank, COUNT(*) FROM jobs WHERE {OPEN} GROUP BY priority_rank"
+_FINISHED = (f"SELECT seq, status, completed_at, generation_time_s FROM jobs WHERE {DONE} "
+             "AND status = :status AND seq < :below ORDER BY seq DESC LIMIT :batch")
+_FAILURES = (f"SELECT id, completed_at, error_message, model, comfy_url, worker_id FROM ("
+             f"SELECT * FROM jobs WHERE {DONE} AND status = 'failed' ORDER BY seq DESC "
+             "LIMIT :scan) ORDER BY completed_at DESC LIMIT :limit")
+
+
+@dataclass(frozen=True)
+class Board:
+    """One consistent read of the spool; rows as plain dicts."""
+
+    paused: bool
+    backends: list[dict[str, Any]]  # zmm.store.backends.rows
+    workers: list[dict[str, Any]]  # live ones (heartbeat since `worker_since`)
+    running: list[dict[str, Any]]
+    head: list[dict[str, Any]]  # the next claimable jobs, in claim order, with `rank`
+    open_by_rank: dict[int, int]  # queued + running jobs per priority rank
+    finished: list[tuple[str, str, float | None]]  # (status, completed_at, generation_time_s)
+    finished_partial: bool  # the scan limit was reached inside the window
+    failures: list[dict[str, Any]]  # newest first
+
+
+def read(conn: sqlite3.Connection, now: float, *, aging_s: float, worker_since: float,
+         head: int, failures: int, window_s: float,
+         limit: int = FINISHED_LIMIT) -> Board:
+    """Everything one frame needs, inside one read transaction (one snapshot)."""
+    conn.execute("BEGIN")
+    try:
+        finished, partial = _finished(conn, iso(now - window_s), limit)
+        return Board(
+            paused=queries.paused(conn),
+            backends=backends.rows(conn),
+            workers=queries.live_workers(conn, iso(worker_since)),
+            running=[dict(row) for row in conn.execute(_RUNNING)],
+            head=_head(conn, now, aging_s, head),
+            open_by_rank={rank: count for rank, count in conn.execute(_OPEN_BY_RANK)},
+            finished=finished,
+            finished_partial=partial,
+            failures=[dict(row) for row in conn.execute(
+                _FAILURES, {"scan": max(failures * 10, 50), "limit": failures})],
+        )
+    finally:
+        conn.execute("COMMIT")  # a read: nothing to keep or undo
+
+
+def _head(conn: sqlite3.Connection, now: float, aging_s: float, limit: int) -> list[dict[str, Any]]:
+    """The next `limit` jobs a worker would claim, through the claim's own query
+    (zmm.store.queries.candidates_query), with the columns the panel shows."""
+    if limit <= 0:
+        return []
+    pick, params = queries.candidates_query(now, aging_s, limit=limit)
+    rows = conn.execute(
+        "SELECT jobs.id, jobs.priority, jobs.prompt, jobs.requester, jobs.model, "
+        "jobs.queued_ts, jobs.created_at, jobs.on_backend, jobs.phase_detail, picked.rank "
+        f"FROM ({pick}) AS picked JOIN jobs ON jobs.id = picked.id "
+        "ORDER BY picked.rank, jobs.seq", params)
+    return [dict(row) for row in rows]
+
+
+def _finished(conn: sqlite3.Connection, since_iso: str,
+              limit: int) -> tuple[list[tuple[str, str, float | None]], bool]:
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: thousands of rows, three fields each
+    found: list[tuple[str, str, float | None]] = []
+    partial = False
+    for status in FINISHED_STATES:
+        below, walked = 1 << 62, 0
+        while True:
+            rows = cursor.execute(_FINISHED, {"status": status, "below": below,
+                                              "batch": FINISHED_BATCH}).fetchall()
+            walked += len(rows)
+            inside = [(state, at, seconds) for _, state, at, seconds in rows
+                      if at and at >= since_iso]
+            found += inside
+            if len(rows) < FINISHED_BATCH or len(inside) < len(rows):
+                break
+            if walked >= limit:
+                partial = True
+                break
+            below = rows[-1][0]
+    return found, partial
