@@ -90,8 +90,8 @@ def plans(store: Store, now: float, repeat: int) -> None:
     statements = {
         "running": (board._RUNNING, {}),
         "open jobs by priority": (board._OPEN_BY_RANK, {}),
-        "finished, one batch": (board._FINISHED, {"status": "succeeded", "below": 1 << 62,
-                                                  "batch": board.FINISHED_BATCH}),
+        "finished in the last hour": (board._FINISHED, {"since": iso(now - 3600),
+                                                        "limit": board.FINISHED_LIMIT}),
         "failures": (board._FAILURES, {"scan": 50, "limit": 5}),
         "queue head": (f"SELECT * FROM ({pick}) AS picked JOIN jobs ON jobs.id = picked.id "
                        "ORDER BY picked.rank, jobs.seq", params),
@@ -105,10 +105,6 @@ def plans(store: Store, now: float, repeat: int) -> None:
             conn.execute(sql, values).fetchall()
             times.append(time.perf_counter() - started)
         print(f"| {name} | {statistics.median(times) * 1000:.2f} | {'; '.join(steps)} |")
-    started = time.perf_counter()
-    found, _ = board._finished(conn, iso(now - 3600), board.FINISHED_LIMIT)
-    print(f"| the whole finished walk ({len(found):,} jobs) | "
-          f"{(time.perf_counter() - started) * 1000:.2f} | batches of {board.FINISHED_BATCH} |")
 
 
 def main() -> None:

@@ -33,3 +33,7 @@ ALTER TABLE jobs ADD COLUMN needs TEXT;
 
 -- Which backend a live worker serves.
 ALTER TABLE workers ADD COLUMN backend TEXT;
+
+-- Jobs by when they finished, for what `zmm backends` and `zmm top` count over the
+-- last hour (a job queued long ago that finished a minute ago counts too).
+CREATE INDEX jobs_completed ON jobs (completed_at) WHERE completed_at IS NOT NULL;

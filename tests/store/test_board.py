@@ -176,10 +176,9 @@ def test_an_empty_spool_makes_an_empty_frame(spool, settings):
                                                                     dashboard.NO_WORKER)]
 
 
-def test_the_finished_walk_stops_at_the_window_and_says_when_it_hit_its_limit(
-        spool, settings, clock, monkeypatch):
-    monkeypatch.setattr(board, "FINISHED_BATCH", 3)
-    finish(spool, settings, "succeeded")  # before the window: where the walk stops
+def test_the_window_holds_what_finished_in_it_and_says_when_it_hit_its_limit(
+        spool, settings, clock):
+    finish(spool, settings, "succeeded")  # before the window
     clock.advance(4000)
     for _ in range(7):
         finish(spool, settings, "succeeded")

@@ -91,12 +91,17 @@ def job_counts(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, int]
     """Per ComfyUI URL (jobs.comfy_url): jobs running there now, and those that
     finished there since `since` (succeeded; failed or cancelled)."""
     found: dict[str, dict[str, int]] = {}
-    for url, running, succeeded, failed in conn.execute(
-            "SELECT comfy_url, SUM(status = 'running'), "
-            "SUM(status = 'succeeded' AND completed_at >= :since), "
-            "SUM(status IN ('failed', 'cancelled') AND completed_at >= :since) "
-            "FROM jobs WHERE comfy_url IS NOT NULL "
-            "AND (status = 'running' OR completed_at >= :since) GROUP BY comfy_url",
+
+    def counts(url: str) -> dict[str, int]:
+        return found.setdefault(url, {"running": 0, "succeeded": 0, "failed": 0})
+
+    for url, running in conn.execute(
+            "SELECT comfy_url, COUNT(*) FROM jobs WHERE status = 'running' "
+            "AND comfy_url IS NOT NULL GROUP BY comfy_url"):
+        counts(url)["running"] = running
+    for url, succeeded, failed in conn.execute(
+            "SELECT comfy_url, SUM(status = 'succeeded'), SUM(status IN ('failed', 'cancelled')) "
+            "FROM jobs WHERE completed_at >= :since AND comfy_url IS NOT NULL GROUP BY comfy_url",
             {"since": since}):
-        found[url] = {"running": running or 0, "succeeded": succeeded or 0, "failed": failed or 0}
+        counts(url).update(succeeded=succeeded or 0, failed=failed or 0)
     return found

@@ -3,7 +3,7 @@ live workers, the running jobs, the head of the queue in claim order, open jobs
 per priority, what finished in the last hour and the latest failures.
 
 Read-only. Every query is limited or answered from an index alone (jobs_open,
-jobs_done), so a frame costs milliseconds with 100,000 jobs in the spool
+jobs_done, jobs_completed), so a frame costs milliseconds with 100,000 jobs in the spool
 (bench/top_bench.py). Never formats; zmm.dashboard turns this into a frame.
 """
 
@@ -18,14 +18,9 @@ from zmm.store.db import iso
 from zmm.store.queries import DONE, OPEN
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
-# Jobs finished in the window are found walking each finished state's jobs newest
-# first (by seq, in jobs_done) in batches, up to the first batch that holds a job
-# finished before the window: jobs finish in about the order they were queued, so
-# the walk costs about as many rows as finished in the window. Finding a job queued
-# long before the others that finished in the window all the same would need an
-# index on completed_at. `finished_partial` says the walk stopped at its limit.
-FINISHED_BATCH = 500
-FINISHED_LIMIT = 20_000  # per state
+# The window's finished jobs come from jobs_completed (completed_at), newest first;
+# past FINISHED_LIMIT the frame says "at least" (`finished_partial`).
+FINISHED_LIMIT = 20_000
 
 _RUNNING = ("SELECT id, priority, prompt, model, phase, phase_detail, progress_value, "
             "progress_max, started_at, submitted_at, worker_id, comfy_url, backend, on_backend, "
@@ -33,8 +28,9 @@ _RUNNING = ("SELECT id, priority, prompt, model, phase, phase_detail, progress_v
             "ORDER BY started_at, seq")
 # Open jobs per priority class: a count of index entries, no row is read.
 _OPEN_BY_RANK = f"SELECT priority_rank, COUNT(*) FROM jobs WHERE {OPEN} GROUP BY priority_rank"
-_FINISHED = (f"SELECT seq, status, completed_at, generation_time_s FROM jobs WHERE {DONE} "
-             "AND status = :status AND seq < :below ORDER BY seq DESC LIMIT :batch")
+_FINISHED = ("SELECT status, completed_at, generation_time_s FROM jobs "
+             "WHERE completed_at >= :since AND status IN ('succeeded', 'failed', 'cancelled') "
+             "ORDER BY completed_at DESC LIMIT :limit")
 _FAILURES = (f"SELECT id, completed_at, error_message, model, comfy_url, worker_id FROM ("
              f"SELECT * FROM jobs WHERE {DONE} AND status = 'failed' ORDER BY seq DESC "
              "LIMIT :scan) ORDER BY completed_at DESC LIMIT :limit")
@@ -96,21 +92,5 @@ def _finished(conn: sqlite3.Connection, since_iso: str,
               limit: int) -> tuple[list[tuple[str, str, float | None]], bool]:
     cursor = conn.cursor()
     cursor.row_factory = None  # plain tuples: thousands of rows, three fields each
-    found: list[tuple[str, str, float | None]] = []
-    partial = False
-    for status in FINISHED_STATES:
-        below, walked = 1 << 62, 0
-        while True:
-            rows = cursor.execute(_FINISHED, {"status": status, "below": below,
-                                              "batch": FINISHED_BATCH}).fetchall()
-            walked += len(rows)
-            inside = [(state, at, seconds) for _, state, at, seconds in rows
-                      if at and at >= since_iso]
-            found += inside
-            if len(rows) < FINISHED_BATCH or len(inside) < len(rows):
-                break
-            if walked >= limit:
-                partial = True
-                break
-            below = rows[-1][0]
-    return found, partial
+    found = cursor.execute(_FINISHED, {"since": since_iso, "limit": limit}).fetchall()
+    return found, len(found) >= limit
