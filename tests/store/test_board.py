@@ -204,3 +204,18 @@ def test_a_frame_is_one_snapshot_and_leaves_no_transaction_open(spool, settings,
         spool.conn.set_trace_callback(None)
     assert traced[0] == "BEGIN" and traced[-1] == "COMMIT"
     assert not spool.conn.in_transaction
+
+
+def test_a_job_queued_long_before_the_window_counts_when_it_finishes_in_it(spool, settings,
+                                                                            clock):
+    straggler = enqueue(spool, settings, "queued a day ago")
+    for _ in range(600):  # queued after it, finished before the window
+        finish(spool, settings, "failed")
+    clock.advance(86_400)
+    for _ in range(3):
+        finish(spool, settings, "succeeded")
+    spool.claim("w-done", lease_s=60, aging_s=600, only_ids=[straggler.id])
+    spool.transition(straggler.id, JobState.FAILED, expect=JobState.RUNNING, error_message="x")
+    read = board.read(spool.conn, clock.now, aging_s=600, worker_since=0, head=0, failures=0,
+                      window_s=3600)
+    assert sorted(status for status, _at, _s in read.finished) == ["failed"] + ["succeeded"] * 3
