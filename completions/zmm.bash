@@ -15,7 +15,7 @@ _zmm() {
         "config path") words="--help" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
-        "generate") words="--allow-cloud --aspect --backend --cfg --count --denoise --family --from --from-image --help --init-image --json --lora --model --negative --no-inline --no-wait --print-workflow --priority --quality --requester --seed --set --size --steps --style --timeout --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
+        "generate") words="--allow-cloud --aspect --backend --cfg --count --denoise --family --from --from-image --help --init-image --json --lora --model --negative --no-inline --no-wait --on --print-workflow --priority --quality --requester --seed --set --size --steps --style --timeout --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
         "history") words="pin show unpin --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;

@@ -112,6 +112,10 @@ class JobSpec:
     model_pinned: bool = False  # the user named the model: the VRAM gate never downgrades it
     backend: str = "auto"  # one of BACKENDS
     cloud_allowed: bool = False  # may go to a cloud provider (decided at intake, never later)
+    on_backend: str | None = None  # pinned to this backend (`--on NAME`); None: any
+    # The model files the bound graph loads, as sorted 'folder/name' strings: only a
+    # backend whose server has all of them claims the job.
+    needs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     # Files zmm keeps under the assets root before queueing (init images); not stored.
     inputs: list[Any] = field(default_factory=list)

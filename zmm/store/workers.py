@@ -10,14 +10,16 @@ import sqlite3
 
 
 def register(conn: sqlite3.Connection, worker_id: str, comfy_url: str | None, state: str,
-             stamp: str) -> None:
-    """A new worker's row, or a known one's heartbeat and state."""
+             stamp: str, backend: str | None = None) -> None:
+    """A new worker's row, or a known one's heartbeat and state (and its backend,
+    when given: the heartbeats leave it as it is)."""
     host = os.uname().nodename if hasattr(os, "uname") else ""
     conn.execute(
-        "INSERT INTO workers (id, pid, host, comfy_url, started_at, heartbeat_at, state) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-        "heartbeat_at = excluded.heartbeat_at, state = excluded.state",
-        [worker_id, os.getpid(), host, comfy_url, stamp, stamp, state])
+        "INSERT INTO workers (id, pid, host, comfy_url, started_at, heartbeat_at, state, backend) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+        "heartbeat_at = excluded.heartbeat_at, state = excluded.state, "
+        "backend = COALESCE(excluded.backend, workers.backend)",
+        [worker_id, os.getpid(), host, comfy_url, stamp, stamp, state, backend])
 
 
 def unregister(conn: sqlite3.Connection, worker_id: str) -> None:

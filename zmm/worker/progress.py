@@ -14,6 +14,17 @@ from zmm.store.db import iso
 from zmm.worker.execution import Inflight
 
 
+def sample_vram(inflights: list[Inflight], used_bytes: Callable[[], int | None]) -> None:
+    """Note the GPU memory in use as the peak of each job executing now."""
+    executing = [i for i in inflights if i.executing]
+    if not executing:
+        return
+    used = used_bytes()
+    if used is not None:
+        for inflight in executing:
+            inflight.peak_vram = max(inflight.peak_vram or 0, used)
+
+
 def owner(inflight: list[Inflight], event: Event) -> Inflight | None:
     """The job an event is about; ComfyUI's `executing` with no prompt id is the
     running one's."""
