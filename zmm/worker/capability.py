@@ -29,8 +29,14 @@ _SAME_AS = {"clip": "text_encoders"}
 
 
 def backend_name(settings: Config) -> str:
-    """The backend a worker with these settings serves (zmm.fleet.settings_for)."""
-    return settings.backend.name if settings.backend is not None else fleet.DEFAULT_NAME
+    """The backend a worker with these settings serves: the one they are for
+    (zmm.fleet.settings_for), else the configured one with their ComfyUI URL,
+    else the default backend."""
+    if settings.backend is not None:
+        return str(settings.backend.name)
+    url = str(settings.get("comfyui.url")).rstrip("/")
+    return next((item.name for item in fleet.backends(settings) if item.url == url),
+                fleet.DEFAULT_NAME)
 
 
 class Capability:
