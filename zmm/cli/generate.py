@@ -167,12 +167,12 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
     view = render.FollowView(total=len(ids))
     runner = service.InlineRunner(settings, ids, notice=view.notice) if inline else None
     lease_s = settings.get("worker.lease_s")
-    first = runner.poll if runner is not None else follow.NoWorkerNotice(
+    run_or_notice = runner.poll if runner is not None else follow.NoWorkerNotice(
         store, lease_s=lease_s, say=view.notice)
     reasons = follow.WaitingReasons(store, ids, lease_s=lease_s, say=view.notice)
 
     def between() -> None:
-        first()
+        run_or_notice()
         reasons()
 
     try:

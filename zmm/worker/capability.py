@@ -77,7 +77,7 @@ class Capability:
         self._next_refresh = math.inf
 
     def _read(self) -> list[str]:
-        found = set()
+        found: set[str] = set()
         for folder in FOLDERS:
             stored = _SAME_AS.get(folder, folder)
             found.update(f"{stored}/{name}" for name in self.client.model_files(folder))
@@ -131,7 +131,7 @@ def missing_file(exc: WorkflowRejected, graph: dict[str, Any]) -> tuple[str, str
             if not isinstance(error, dict) or error.get("type") != "value_not_in_list":
                 return None
             input_name = (error.get("extra_info") or {}).get("input_name")
-            folder = workflows.FILE_INPUTS.get((node.get("class_type", ""), input_name))
+            folder = workflows.FILE_INPUTS.get((str(node.get("class_type", "")), str(input_name)))
             value = (node.get("inputs") or {}).get(input_name)
             if folder is None or not isinstance(value, str):
                 return None
