@@ -231,7 +231,7 @@ def test_a_configured_upscale_model_is_used_and_checked(home, comfy):
     settings.override("upscale.model", "4x-UltraSharp.pth")
     with pytest.raises(NotFound) as caught:
         enqueue(settings, upscale="2")
-    assert caught.value.message.startswith("config upscale.model: '4x-UltraSharp.pth'")
+    assert caught.value.message.startswith("upscale model '4x-UltraSharp.pth' is on no backend")
     comfy.upscale_models = ["4x-UltraSharp.pth"]
     (job_id,) = enqueue(settings, upscale="1.5")
     job = run_to_end(settings, comfy, job_id)
