@@ -93,7 +93,12 @@ def test_the_routed_claim_reads_the_open_index(spool, settings, grouped):
                                            route=Route.of("gpu0", [SDXL]))
     plan = " ".join(row[3] for row in spool.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert "USING INDEX jobs_open" in plan and "SCAN jobs" not in plan
-    assert "LIST SUBQUERY" in plan  # the server's list is read once per statement
+
+
+def test_a_file_name_is_matched_whole_not_as_part_of_another(spool, settings):
+    job_id = enqueue(spool, settings)
+    assert claim(spool, Route.of("gpu0", [SDXL + ".bak", "x" + SDXL])) is None
+    assert claim(spool, Route.of("gpu0", ["é/ü.safetensors", SDXL])) == job_id
 
 
 def test_the_loaded_model_preference_counts_only_jobs_the_backend_can_run(spool, settings):
