@@ -19,7 +19,7 @@ _zmm() {
         "config path") words="--help" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
-        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
+        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --on --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
         "history") words="pin show unpin --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;

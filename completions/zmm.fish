@@ -69,6 +69,7 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l negative
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-enhance
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-inline
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-wait
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l on
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l print-workflow
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l priority
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l quality

@@ -91,6 +91,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "progress_interval_s": 0.5,
         "backoff_s": 5.0,
         "model_group_window": 4,
+        "files_refresh_s": 60.0,  # how often a worker re-reads its server's model files
         "vram_policy": "swap",
     },
     "spool": {"busy_timeout_ms": 15000},

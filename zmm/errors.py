@@ -137,6 +137,17 @@ class WorkflowRejected(ZmmError):
     exit_code = WORKFLOW_REJECTED
 
 
+class ModelFileMissing(WorkflowRejected):
+    """The server lacks a model file the graph loads (`folder`/`name`): another
+    backend may have it, so the worker puts the job back instead of failing it."""
+
+    def __init__(self, message: str, *, folder: str, name: str,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.folder = folder
+        self.name = name
+
+
 class SpoolUnusable(ZmmError):
     exit_code = SPOOL_UNUSABLE
 

@@ -83,9 +83,13 @@ def settings_for(settings: Config, chosen: Backend) -> Config:
 
 def serving(settings: Config) -> Backend:
     """The backend a worker with these settings serves: the one `settings_for`
-    set, else the default backend made of [comfyui] and [ollama]."""
+    set, else the configured one with their ComfyUI URL, else the default
+    backend made of [comfyui] and [ollama]."""
     chosen = settings.backend
-    return chosen if isinstance(chosen, Backend) else _default(settings)
+    if isinstance(chosen, Backend):
+        return chosen
+    url = str(settings.get("comfyui.url")).rstrip("/")
+    return next((item for item in backends(settings) if item.url == url), _default(settings))
 
 
 def _default(settings: Config) -> Backend:

@@ -1,7 +1,8 @@
 """Following jobs through the spool until they finish: what `zmm wait` and a
 waiting `zmm generate` do. Reads only; reports each job's state, queue
 position and progress to a callback, so the caller chooses how to show it,
-and tells `zmm wait` when no worker is alive to run its jobs.
+tells `zmm wait` when no worker is alive to run its jobs, and says once why a
+job waits when no live backend can run it.
 """
 
 from __future__ import annotations
@@ -83,3 +84,36 @@ class NoWorkerNotice:
         if not self.store.live_workers(since=self.store.clock() - self.lease_s):
             self.said = True
             self.say(NO_WORKER)
+
+
+class WaitingReasons:
+    """Says once per job why it waits when no live backend can run it (pinned to
+    a backend no live worker serves, a model file no live backend has; see
+    zmm.routing). Looks at most every `every` seconds."""
+
+    def __init__(self, store: Store, job_ids: list[str], *, lease_s: float,
+                 say: Callable[[str], None], every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.job_ids, self.lease_s, self.say = store, job_ids, lease_s, say
+        self.every, self.clock = every, clock
+        self.told: set[str] = set()
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        from zmm import routing
+
+        if self.clock() < self._next:
+            return
+        self._next = self.clock() + self.every
+        waiting = [job for job in self.store.get_many(
+            [job_id for job_id in self.job_ids if job_id not in self.told])
+            if job.status == "queued" and job.backend_requested != "cloud"]
+        if not waiting:
+            return
+        live = routing.live_backends(self.store.backends(), self.store.live_workers(
+            since=self.store.clock() - routing.LIVE_LEASES * self.lease_s))
+        for job in waiting:
+            why = routing.waiting_reason(routing.needs_of(job.needs), job.on_backend, live)
+            if why is not None:
+                self.told.add(job.id)
+                self.say(f"{job.id} waits: {why}")

@@ -21,7 +21,7 @@ from zmm.errors import InvalidInput, NotFound
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "family", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
-          "allow_cloud", "enhance", *intake_parts.FIELDS, *compose.FIELDS)
+          "allow_cloud", "enhance", "on", *intake_parts.FIELDS, *compose.FIELDS)
 
 
 def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
@@ -31,6 +31,7 @@ def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
         raise InvalidInput(sorted(unknown)[0], "unknown field; allowed: " + ", ".join(FIELDS))
     count = jobs.parse_int("count", raw.get("count") or 1, 1, jobs.MAX_COUNT)
     spec = _resolve(raw, config)
+    spec.needs = needed_files(spec, config)  # the same for every seed of the request
     specs = [spec]
     for offset in range(1, count):
         clone = jobs.JobSpec(**{**spec.__dict__, "seed": (spec.seed + offset) % (jobs.MAX_SEED + 1)})
@@ -81,6 +82,7 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
         spec.extra["compose"] = composition
     spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
+    spec.on_backend = _on(raw.get("on"), config, spec.backend)
     return spec
 
 
@@ -103,6 +105,29 @@ def _binds_prompt(graph: dict[str, Any]) -> bool:
     from zmm import workflows
 
     return "prompt" in workflows.placeholders(graph)
+
+
+def needed_files(spec: jobs.JobSpec, config: Config) -> list[str]:
+    """The model files the job's bound graph loads ('folder/name', sorted), read
+    from the graph the worker will submit, custom --workflow graphs included."""
+    from zmm import workflows
+    from zmm.jsontext import compact
+
+    params = json.loads(compact(spec.stored_params()))  # as the worker reads them back
+    graph = workflows.bind_job(params, spec.workflow, "mmg-00000000-000000-00000000",
+                               config.workflows_dir)
+    return workflows.needed_files(graph)
+
+
+def _on(value: Any, config: Config, backend: str) -> str | None:
+    """`--on NAME`: the configured backend the job is pinned to (NotFound lists them)."""
+    if value in (None, ""):
+        return None
+    if backend == "cloud":
+        raise InvalidInput("on", "not with --backend cloud: --on names a ComfyUI backend")
+    from zmm import fleet
+
+    return fleet.backend(config, str(value).strip()).name
 
 
 def _webhook(value: Any, config: Config) -> str | None:
@@ -242,6 +267,8 @@ def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
             specs.extend(build(merged, config))
         except InvalidInput as exc:
             raise InvalidInput(f"line {line_number}: {exc.field}", exc.allowed) from None
+        except NotFound as exc:
+            raise NotFound(f"line {line_number}: {exc.message}", hint=exc.hint) from None
     return specs
 
 
@@ -318,6 +345,7 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
         _keep_enhanced(spec, meta)
         if same_model and meta.get("family") == spec.model_key and meta.get("loader"):
             _restore_files(spec, meta)
+        spec.needs = needed_files(spec, config)  # the recorded files may differ from today's
     return specs
 
 

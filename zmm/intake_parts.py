@@ -154,33 +154,6 @@ def _choice(config: Config, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def check_server_files(specs: list[jobs.JobSpec], config: Config) -> None:
-    """Refuse LoRAs and upscale models the ComfyUI server lacks, listing what it has.
-    An unreachable server is no refusal: the worker checks again before submitting."""
-    wanted: dict[str, set[str]] = {}
-    for spec in specs:
-        parts = Parts.from_params(spec.extra)
-        for lora in parts.loras:
-            wanted.setdefault("loras", set()).add(lora.name)
-        if parts.hires is not None and parts.hires.model:
-            wanted.setdefault("upscale_models", set()).add(parts.hires.model)
-    if not wanted:
-        return
-    from zmm.backends import model_lists
-
-    url = str(config.get("comfyui.url"))
-    for folder, names in sorted(wanted.items()):
-        have = model_lists.folder_files(url, folder)
-        if have is None:
-            return  # unreachable: queued, checked by the worker
-        missing = sorted(names - set(have))
-        if missing:
-            field_name = "lora" if folder == "loras" else "config upscale.model"
-            raise NotFound(f"{field_name}: {missing[0]!r} is not on the ComfyUI server; it has: "
-                           + model_lists.listing(have),
-                           hint=f"put the file in ComfyUI/models/{folder}/")
-
-
 def from_metadata(meta: dict[str, Any], config: Config) -> dict[str, Any]:
     """The request fields a zmm PNG's metadata records for the parts; the init
     image is zmm's own copy, which must still be there."""

@@ -117,6 +117,10 @@ class JobSpec:
     cloud_allowed: bool = False  # may go to a cloud provider (decided at intake, never later)
     enhance: str = "off"  # one of ENHANCE_MODES: ask the local LLM for a better prompt
     enhanced_prompt: str | None = None  # one made already (a --from-image of an enhanced job)
+    on_backend: str | None = None  # pinned to this backend (`--on NAME`); None: any
+    # The model files the bound graph loads, as sorted 'folder/name' strings: only a
+    # backend whose server has all of them claims the job.
+    needs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     # Files zmm keeps under the assets root before queueing (init images); not stored.
     inputs: list[Any] = field(default_factory=list)

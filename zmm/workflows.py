@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import zmm
-from zmm.errors import InvalidInput, NotFound, WorkflowRejected
+from zmm.errors import InvalidInput, ModelFileMissing, NotFound, WorkflowRejected
 
 # $checkpoint is the model file: ckpt_name of a checkpoint, unet_name of split files.
 PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler",
@@ -329,6 +329,13 @@ def model_files(graph: dict[str, Any]) -> dict[str, set[str]]:
     return files
 
 
+def needed_files(graph: dict[str, Any]) -> list[str]:
+    """The model files the graph loads as sorted 'folder/name' strings: a job's
+    `needs` (a worker claims it only if its server has every one)."""
+    return sorted(f"{folder}/{name}" for folder, names in model_files(graph).items()
+                  for name in names)
+
+
 def _listing(names: list[str]) -> str:
     if not names:
         return "none at all"
@@ -361,9 +368,9 @@ def check_against_server(graph: dict[str, Any], object_info: dict[str, Any],
         have = listed.get(folder, [])
         for name in sorted(wanted):
             if name not in have:
-                raise WorkflowRejected(
+                raise ModelFileMissing(
                     f"{FOLDER_WORDS.get(folder, folder)} {name!r} is not on the ComfyUI server; "
-                    "it has: " + _listing(sorted(have)),
+                    "it has: " + _listing(sorted(have)), folder=folder, name=name,
                     hint=_elsewhere(name, folder, listed) or (
                         _near(name, have) + f"put the file in ComfyUI/models/{folder}/ "
                         "or set [models] in config.toml"))

@@ -319,3 +319,31 @@ def test_a_cloud_job_taken_over_meanwhile_leaves_the_display_too(world):
     w.drive(lambda: any("taken over" in text for text in w.notices))
     assert w.job(job_id).worker_id == "another-worker" and w.job(job_id).status == "running"
     assert finished == [job_id]
+
+
+def test_a_job_no_live_backend_can_run_goes_to_the_cloud_after_its_max_wait(world, comfy):
+    comfy.set_checkpoints(["v1-5-pruned-emaonly.safetensors"])  # up, but without SDXL
+    w = world(comfy.url, fake_time=FakeTime())
+    job_id = w.enqueue(priority="HIGH", allow_cloud=True, model="sdxl")
+    start = w.time.now
+    w.drive(lambda: w.time.now >= start + 29)
+    assert w.job(job_id).status == "queued" and w.stability.requests == []
+    w.drive(lambda: w.job(job_id).status == "succeeded")
+    job = w.job(job_id)
+    assert job.backend == "stability" and comfy.submissions == []
+    (fallback,) = w.events(job_id, "cloud_fallback")
+    assert fallback["data"] == {"trigger": "no_backend"}
+    assert parse_iso(fallback["at"]) - start >= 30
+    assert "no backend has sd_xl_base_1.0.safetensors, past the 30s a HIGH job may wait" \
+        in fallback["message"]
+
+
+def test_a_job_no_live_backend_can_run_without_cloud_permission_waits(world, comfy):
+    comfy.set_checkpoints(["v1-5-pruned-emaonly.safetensors"])
+    w = world(comfy.url, fake_time=FakeTime())
+    job_id = w.enqueue(priority="HIGH", model="sdxl")
+    start = w.time.now
+    w.drive(lambda: w.time.now >= start + 600)
+    job = w.job(job_id)
+    assert (job.status, job.attempts) == ("queued", 0)
+    assert w.stability.requests == [] and comfy.submissions == []

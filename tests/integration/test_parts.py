@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.fakes.comfyui import FakeComfyUI
-from zmm import assets, intake, intake_parts
+from zmm import assets, intake, intake_files
 from zmm.backends.comfy import ComfyClient
 from zmm.cli.generate import keep_inputs
 from zmm.cli.render import describe_job
@@ -56,7 +56,8 @@ def enqueue(settings, **fields) -> list[str]:
     raw = {"prompt": "parts test", "size": "64x64", "steps": "2", "quality": "draft",
            "seed": "5", **fields}
     specs = intake.build({k: v for k, v in raw.items() if v is not None}, settings)
-    intake_parts.check_server_files(specs, settings)
+    with Store(settings.spool_path) as store:
+        intake_files.check_server_files(specs, settings, store.backends())
     keep_inputs(specs, settings.assets_dir)
     with Store(settings.spool_path) as store:
         return [job.id for job in store.enqueue(specs)]
@@ -106,7 +107,7 @@ def test_a_lora_missing_at_enqueue_is_refused_listing_the_servers(home, comfy):
     settings = settings_for(home, comfy)
     with pytest.raises(NotFound) as caught:
         enqueue(settings, lora="nope.safetensors")
-    assert "'nope.safetensors' is not on the ComfyUI server" in caught.value.message
+    assert "LoRA 'nope.safetensors' is on no backend; default has: " in caught.value.message
     assert "detail.safetensors, style.safetensors" in caught.value.message
     assert not settings.spool_path.exists() or not _job_count(settings)
 
@@ -116,17 +117,18 @@ def _job_count(settings) -> int:
         return store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
 
 
-def test_a_lora_queued_while_comfyui_was_down_and_gone_later_fails_the_job(home, comfy):
+def test_a_lora_queued_while_comfyui_was_down_and_gone_later_waits_unclaimed(home, comfy):
     settings = settings_for(home, comfy)
     comfy.stop()
     (job_id,) = enqueue(settings, lora="detail.safetensors")  # unreachable: queued
     comfy.loras = ["other.safetensors"]
     comfy.start()
-    job = run_to_end(settings, comfy, job_id)
-    assert job.status == "failed"
-    assert "LoRA 'detail.safetensors' is not on the ComfyUI server; it has: other.safetensors" \
-        in job.error_message
-    assert comfy.submissions == []
+    (other,) = enqueue(settings)
+    run_to_end(settings, comfy, other)
+    with Store(settings.spool_path) as store:
+        job = store.get(job_id)
+    assert (job.status, job.attempts, job.worker_id) == ("queued", 0, None)
+    assert not any(body["prompt_id"] == job_id for body in comfy.submissions)
 
 
 def test_img2img_uses_zmms_copy_after_the_original_is_deleted(home, comfy, photo):
@@ -229,7 +231,7 @@ def test_a_configured_upscale_model_is_used_and_checked(home, comfy):
     settings.override("upscale.model", "4x-UltraSharp.pth")
     with pytest.raises(NotFound) as caught:
         enqueue(settings, upscale="2")
-    assert caught.value.message.startswith("config upscale.model: '4x-UltraSharp.pth'")
+    assert caught.value.message.startswith("upscale model '4x-UltraSharp.pth' is on no backend")
     comfy.upscale_models = ["4x-UltraSharp.pth"]
     (job_id,) = enqueue(settings, upscale="1.5")
     job = run_to_end(settings, comfy, job_id)

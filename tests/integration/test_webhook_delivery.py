@@ -145,15 +145,16 @@ def test_a_hanging_endpoint_does_not_delay_the_worker(rig, receiver, secret):
     assert delivery(store, first).tries == 1
 
 
-def test_a_failed_job_is_delivered_as_job_failed(rig, receiver, secret):
+def test_a_failed_job_is_delivered_as_job_failed(rig, receiver, secret, comfy):
     worker, store, settings = rig()
-    job_id = enqueue(settings, model="nope.safetensors", webhook=receiver.hook_url)
+    comfy.fail_next_execution(message="the sampler broke")
+    job_id = enqueue(settings, webhook=receiver.hook_url)
     drive(worker, lambda: store.get(job_id).status == "failed")
     wait_until(lambda: delivery(store, job_id).status == "delivered", message="the delivery")
     (post,) = receiver.received
     assert post.headers["X-Zmm-Event"] == "job.failed" and signature_ok(post, secret)
     job = post.json()["job"]
-    assert job["status"] == "failed" and "nope.safetensors" in job["error_message"]
+    assert job["status"] == "failed" and "the sampler broke" in job["error_message"]
 
 
 @pytest.mark.slow

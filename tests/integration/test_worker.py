@@ -88,15 +88,30 @@ def test_generate_without_a_worker_runs_inline(worker_env, settings, comfy):
 
 
 @pytest.mark.slow
-def test_missing_checkpoint_fails_with_the_servers_list(worker_env, settings, comfy):
-    (job_id,) = enqueue("x", "--model", "nope.safetensors")
+def test_a_checkpoint_the_server_lacks_is_refused_at_enqueue_with_its_list(worker_env, settings,
+                                                                          comfy):
+    result = run_zmm("generate", "x", "--model", "nope.safetensors", "--no-wait")
+    assert result.returncode == 3
+    assert "checkpoint 'nope.safetensors' is on no backend; default has: " in result.stderr
+    assert "sd_xl_base_1.0.safetensors" in result.stderr
+    if settings.spool_path.exists():
+        with spool(settings) as store:
+            assert store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    assert comfy.submissions == []
+
+
+@pytest.mark.slow
+def test_a_checkpoint_gone_after_enqueue_leaves_the_job_queued_with_the_reason(worker_env,
+                                                                              settings, comfy):
+    (job_id,) = enqueue("x", "--model", "sdxl")
+    comfy.set_checkpoints(["v1-5-pruned-emaonly.safetensors"])
     result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
-    assert result.returncode == 1 and f"failed or were cancelled: {job_id}" in result.stderr
+    assert result.returncode == 0, result.stderr  # nothing it can run: done
     with spool(settings) as store:
         job = store.get(job_id)
-    assert job.status == "failed"
-    assert "nope.safetensors" in job.error_message
-    assert "sd_xl_base_1.0.safetensors" in job.error_message
+        files = {row["name"]: row["files"] for row in store.backends()}
+    assert (job.status, job.attempts) == ("queued", 0)
+    assert "checkpoints/sd_xl_base_1.0.safetensors" not in files["default"]
     assert comfy.submissions == []
 
 

@@ -78,6 +78,8 @@ def generate(
     backend: Optional[str] = typer.Option(None, "--backend",
                                           help="auto (ComfyUI, cloud fallback if allowed) | "
                                           "local | cloud"),
+    on: Optional[str] = typer.Option(None, "--on",
+                                     help="Pin the job(s) to this backend (a [[backends]] name)."),
     allow_cloud: bool = typer.Option(False, "--allow-cloud",
                                      help="May fall back to a cloud provider (costs money)."),
     lora: list[str] = typer.Option([], "--lora",
@@ -119,7 +121,7 @@ def generate(
                                         "JSON Lines with --from or --count) and queue nothing."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
-    from zmm import fleet, intake, intake_parts
+    from zmm import fleet, intake, intake_files
 
     settings = load_config()
     fleet.backends(settings)  # a bad [[backends]] entry is exit 2 before anything is queued
@@ -127,6 +129,7 @@ def generate(
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
              "model": model, "family": family, "workflow": workflow, "set": sets, "priority": priority,
              "requester": requester, "webhook": webhook, "count": count, "backend": backend,
+             "on": on,
              "allow_cloud": allow_cloud or None, "lora": lora,
              "init_image": str(init_image) if init_image is not None else None,
              "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
@@ -147,9 +150,9 @@ def generate(
     if print_workflow:
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
-    intake_parts.check_server_files(specs, settings)
-    keep_inputs(specs, settings.assets_dir)
     with open_store(settings) as store:
+        intake_files.check_server_files(specs, settings, store.backends())
+        keep_inputs(specs, settings.assets_dir)
         jobs = store.enqueue(specs)
         if no_wait:
             _print_jobs(jobs, as_json, settings.assets_dir)
@@ -216,8 +219,15 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
     view = render.FollowView(total=len(ids))
     runner = service.InlineRunner(settings, ids, notice=view.notice,
                                   pinned=store.get(ids[0]).on_backend) if inline else None
-    between = runner.poll if runner is not None else follow.NoWorkerNotice(
-        store, lease_s=settings.get("worker.lease_s"), say=view.notice)
+    lease_s = settings.get("worker.lease_s")
+    run_or_notice = runner.poll if runner is not None else follow.NoWorkerNotice(
+        store, lease_s=lease_s, say=view.notice)
+    reasons = follow.WaitingReasons(store, ids, lease_s=lease_s, say=view.notice)
+
+    def between() -> None:
+        run_or_notice()
+        reasons()
+
     try:
         with view:
             jobs = follow.wait_for(store, ids, aging_s=settings.get("worker.aging_s"),

@@ -24,6 +24,7 @@ def show(
         return
     import statistics
 
+    from zmm import routing
     from zmm.cli import render
     from zmm.store.db import parse_iso
     from zmm.store.history import HistoryFilter
@@ -34,7 +35,9 @@ def show(
         running = store.running()
         queued = store.run_order(settings.get("worker.aging_s"))
         times = store.recent_generation_times()
-        workers = store.live_workers(since=now - 3 * settings.get("worker.lease_s"))
+        workers = store.live_workers(
+            since=now - routing.LIVE_LEASES * settings.get("worker.lease_s"))
+        live = routing.live_backends(store.backends(), workers)
         finished = store.history_page(HistoryFilter(
             statuses=FINISHED, limit=20))[0] if show_all else []
         paused = store.is_paused()
@@ -43,14 +46,16 @@ def show(
     rows = []
     for position, job in enumerate(queued, start=1):
         eta = round((position - 1 + ahead) * typical + typical, 1) if typical else None
-        rows.append((position, job, eta))
+        why = None if job.backend_requested == "cloud" else routing.waiting_reason(
+            routing.needs_of(job.needs), job.on_backend, live)
+        rows.append((position, job, eta, why))
     if as_json:
         emit_json({
             "paused": paused,
             "workers": workers,
             "running": [job.public(store.assets_root) for job in running],
-            "queued": [dict(job.public(store.assets_root), position=p, eta_s=eta)
-                       for p, job, eta in rows],
+            "queued": [dict(job.public(store.assets_root), position=p, eta_s=eta,
+                            waiting_reason=why) for p, job, eta, why in rows],
             "finished": [job.public(store.assets_root) for job in finished],
         })
         return
@@ -64,8 +69,8 @@ def show(
 
     table_rows = [["run", job.id, job.priority, age(job), render.describe_job(job), ""]
                   for job in running]
-    table_rows += [[str(p), job.id, job.priority, age(job), render.describe_job(job),
-                    f"{eta:.0f}s" if eta is not None else "?"] for p, job, eta in rows]
+    table_rows += [[str(p), job.id, job.priority, age(job), render.describe_job(job, waiting=why),
+                    f"{eta:.0f}s" if eta is not None else "?"] for p, job, eta, why in rows]
     table_rows += [["done", job.id, job.priority, age(job), render.describe_job(job), ""]
                    for job in finished]
     if not table_rows:

@@ -22,10 +22,13 @@ def describe(snap: Any) -> str:
     return describe_job(snap.job, snap.position, snap.queued_total)
 
 
-def describe_job(job: Any, position: int | None = None, queued_total: int = 0) -> str:
-    """One line for a job's current state, used by every display."""
+def describe_job(job: Any, position: int | None = None, queued_total: int = 0,
+                 waiting: str | None = None) -> str:
+    """One line for a job's current state, used by every display (`waiting`: why
+    no live backend can run a queued job, zmm.routing)."""
     if job.status == "queued":
         parts = [f"position {position} of {queued_total}"] if position else []
+        parts += [waiting] if waiting else []
         parts += [job.phase_detail] if job.phase_detail else []
         return "queued" + (f" ({'; '.join(parts)})" if parts else "")
     if job.status == "running":

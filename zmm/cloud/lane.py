@@ -26,6 +26,7 @@ from zmm.store import Job
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).
 REQUESTED, COMFYUI_DOWN, VRAM, ATTEMPTS_EXHAUSTED, OUT_OF_MEMORY = (
     "requested", "comfyui_down", "vram", "attempts_exhausted", "out_of_memory")
+NO_BACKEND = "no_backend"  # no live backend can run it (pinned elsewhere, a file missing)
 LOCAL_SPENT = (ATTEMPTS_EXHAUSTED, OUT_OF_MEMORY)  # the cloud was the last chance
 
 

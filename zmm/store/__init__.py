@@ -25,14 +25,14 @@ from zmm.jsontext import compact
 from zmm.store import backends, claims, events, outbox, queries, retention, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
-from zmm.store.queries import Job
+from zmm.store.queries import Job, Route
 
 if TYPE_CHECKING:
     from zmm.store.board import Board
     from zmm.store.history import HistoryFilter
     from zmm.store.stats import Report
 
-__all__ = ["Cancellation", "Job", "Store"]
+__all__ = ["Cancellation", "Job", "Route", "Store"]
 
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
@@ -96,24 +96,34 @@ class Store:
 
     def claim(self, worker_id: str, *, lease_s: float, aging_s: float,
               min_rank: int | None = None, only_ids: list[str] | None = None,
-              prefer_model: str | None = None, group_window: int = 0) -> Job | None:
+              prefer_model: str | None = None, group_window: int = 0,
+              route: Route | None = None) -> Job | None:
         """Take the next runnable job: priority with aging, FIFO inside a class, but
-        preferring the checkpoint already loaded within `group_window` places."""
+        preferring the checkpoint already loaded within `group_window` places.
+        With `route` (a worker's backend and its server's files), only a job
+        that backend can run; None: any job (no routing)."""
         with translate_errors(self.path), transaction(self.conn) as conn:
             row = claims.take_next(conn, worker_id, self.clock(), lease_s=lease_s,
                                    aging_s=aging_s, min_rank=min_rank, only_ids=only_ids,
-                                   prefer_model=prefer_model, group_window=group_window)
+                                   prefer_model=prefer_model, group_window=group_window,
+                                   route=route)
         return Job.from_row(row) if row is not None else None  # outside the write lock
 
     def claim_for_cloud(self, worker_id: str, *, lease_s: float, down_since: float | None,
-                        max_wait_s: dict[str, float],
-                        only_ids: list[str] | None = None) -> Job | None:
-        """Take the next job a cloud provider may run now (see queries.cloud_query)."""
+                        max_wait_s: dict[str, float], only_ids: list[str] | None = None,
+                        stranded: list[tuple[str | None, str | None]] | None = None
+                        ) -> Job | None:
+        """Take the next job a cloud provider may run now (see queries.cloud_query);
+        `stranded`: the (needs, on_backend) no live backend can run."""
         with translate_errors(self.path), transaction(self.conn) as conn:
             row = claims.take_for_cloud(conn, worker_id, self.clock(), lease_s=lease_s,
                                         down_since=down_since, max_wait_s=max_wait_s,
-                                        only_ids=only_ids)
+                                        only_ids=only_ids,
+                                        stranded=json.dumps(stranded) if stranded else None)
         return Job.from_row(row) if row is not None else None
+
+    def fallback_routes(self) -> list[tuple[str | None, str | None]]:
+        return queries.fallback_routes(self.conn)
 
     def heartbeat(self, worker_id: str, job_ids: Iterable[str], *, lease_s: float) -> None:
         ids = list(job_ids)
@@ -290,8 +300,10 @@ class Store:
 
     def register_worker(self, worker_id: str, comfy_url: str | None, state: str, *,
                         backend: str | None = None) -> None:
+        """A worker's row (`backend`: the backend it serves; kept when not given)."""
         with translate_errors(self.path), transaction(self.conn) as conn:
-            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()), backend)
+            workers.register(conn, worker_id, comfy_url, state, iso(self.clock()),
+                             backend=backend)
 
     def unregister_worker(self, worker_id: str) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
@@ -319,10 +331,11 @@ class Store:
         return queries.events(self.conn, job_id)
 
     def next_runnable(self, aging_s: float, *, min_rank: int | None = None,
-                      only_ids: list[str] | None = None) -> str | None:
+                      only_ids: list[str] | None = None,
+                      route: Route | None = None) -> str | None:
         """The id of the job a worker would claim now (`min_rank=0`: CRITICAL only)."""
         return queries.next_runnable(self.conn, self.clock(), aging_s, min_rank=min_rank,
-                                     only_ids=only_ids)
+                                     only_ids=only_ids, route=route)
 
     def next_cloud_fallback(self, *, down_since: float, max_wait_s: dict[str, float],
                             only_ids: list[str] | None = None) -> float | None:

@@ -26,7 +26,7 @@ WRITABLE = frozenset(
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
     cancel_requested_at seed width height steps params model_requested priority
     priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed
-    plain_outputs enhanced_prompt""".split()
+    plain_outputs enhanced_prompt needs""".split()
 )
 
 
@@ -62,6 +62,7 @@ def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
         "width": spec.width, "height": spec.height, "steps": spec.steps,
         "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
         "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
+        "on_backend": spec.on_backend, "needs": compact(spec.needs),
         "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
         # The `enqueued` event, kept in the row (spool/migrations/0007).
         "enqueued_note": f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}",

@@ -23,20 +23,24 @@ _TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expire
 
 def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: float,
               aging_s: float, min_rank: int | None, only_ids: list[str] | None,
-              prefer_model: str | None, group_window: int) -> sqlite3.Row | None:
+              prefer_model: str | None, group_window: int,
+              route: queries.Route | None = None) -> sqlite3.Row | None:
+    """Take the next job for ComfyUI; with `route`, only one that backend can run
+    (pinned to it or to none, every needed file on its server)."""
     taking = {"worker": worker_id, "lease": iso(now + lease_s), "now_iso": iso(now),
               "phase": "claimed"}
     if (prefer_model is None or group_window <= 0) and min_rank in (None, 0):
         # One statement: pick and take the head of the queue together.
         pick, params = queries.candidates_query(now, aging_s, limit=1,
-                                                critical_only=min_rank == 0, only_ids=only_ids)
+                                                critical_only=min_rank == 0, only_ids=only_ids,
+                                                route=route)
         params.update(taking)
         row = conn.execute(_take_head(pick), params).fetchone()
     else:
         if queries.paused(conn):
             return None
         rows = queries.candidates(conn, now, aging_s, limit=group_window + 1, min_rank=min_rank,
-                                  only_ids=only_ids)
+                                  only_ids=only_ids, route=route)
         if not rows:
             return None
         index = queries.pick_grouped(rows, prefer_model, group_window)
@@ -54,9 +58,9 @@ def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: 
 
 def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: float,
                    down_since: float | None, max_wait_s: dict[str, float],
-                   only_ids: list[str] | None) -> sqlite3.Row | None:
+                   only_ids: list[str] | None, stranded: str | None = None) -> sqlite3.Row | None:
     pick, params = queries.cloud_query(now, down_since=down_since, max_wait_s=max_wait_s,
-                                       only_ids=only_ids)
+                                       only_ids=only_ids, stranded=stranded)
     params.update(worker=worker_id, lease=iso(now + lease_s), phase="cloud")
     row = conn.execute(_TAKE.format(target=f"({pick})"), params).fetchone()
     if row is not None:
@@ -65,6 +69,6 @@ def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, leas
     return row
 
 
-@functools.lru_cache(maxsize=8)  # one per shape of the pick query
+@functools.lru_cache(maxsize=16)  # one per shape of the pick query
 def _take_head(pick: str) -> str:
     return _TAKE.format(target=f"(SELECT id FROM ({pick}))")

@@ -220,6 +220,30 @@ _EFFECTIVE_RANK = """MAX(CASE WHEN priority_rank = 0 THEN 0 ELSE 1 END,
 # Runnable on ComfyUI: jobs asking for the cloud only are the cloud lane's (cloud_query).
 _RUNNABLE = (f"{OPEN} AND status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso) "
              "AND backend_requested != 'cloud'")
+# Runnable on one backend (:backend, whose server has the files in :have): not
+# pinned to another backend, and no needed file missing from :have. :have is the
+# server's 'folder/name' list one per line, with a newline before and after, so
+# "is this file there" is one instr() per needed file: about three times cheaper
+# than building a lookup table from a JSON list in every priority class's branch.
+# Jobs from before schema 10 have no needs (NULL) and run anywhere.
+_ROUTED = (" AND (on_backend IS NULL OR on_backend = :backend) AND (needs IS NULL OR NOT EXISTS ("
+           "SELECT 1 FROM json_each(jobs.needs) "
+           "WHERE instr(:have, char(10) || value || char(10)) = 0))")
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one worker may claim: jobs for its backend `name` (pinned there or
+    nowhere) whose every needed file is in `files`, the 'folder/name' files its
+    server has, one per line between newlines. `Route.of` builds it."""
+
+    name: str
+    files: str
+
+    @classmethod
+    def of(cls, name: str, files: Iterable[str]) -> Route:
+        names = sorted({item for item in files if "\n" not in item})
+        return cls(name, "\n" + "".join(item + "\n" for item in names))
 
 
 def paused(conn: sqlite3.Connection) -> bool:
@@ -229,17 +253,21 @@ def paused(conn: sqlite3.Connection) -> bool:
 
 
 def next_runnable(conn: sqlite3.Connection, now: float, aging_s: float, *,
-                  min_rank: int | None = None, only_ids: list[str] | None = None) -> str | None:
-    """The id of the job a worker should claim next (`only_ids`: among those)."""
-    rows = candidates(conn, now, aging_s, limit=1, min_rank=min_rank, only_ids=only_ids)
+                  min_rank: int | None = None, only_ids: list[str] | None = None,
+                  route: Route | None = None) -> str | None:
+    """The id of the job a worker should claim next (`only_ids`: among those;
+    `route`: among those its backend can run)."""
+    rows = candidates(conn, now, aging_s, limit=1, min_rank=min_rank, only_ids=only_ids,
+                      route=route)
     return rows[0]["id"] if rows else None
 
 
 def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: int,
-               min_rank: int | None = None, only_ids: list[str] | None = None) -> list[sqlite3.Row]:
+               min_rank: int | None = None, only_ids: list[str] | None = None,
+               route: Route | None = None) -> list[sqlite3.Row]:
     """The first `limit` runnable jobs in claim order: id, model, rank, passed_over."""
     sql, params = candidates_query(now, aging_s, limit=limit, critical_only=min_rank == 0,
-                                   only_ids=only_ids)
+                                   only_ids=only_ids, route=route)
     rows = conn.execute(sql, params).fetchall()
     if min_rank is not None:
         rows = [row for row in rows if row["rank"] <= min_rank]
@@ -247,41 +275,54 @@ def candidates(conn: sqlite3.Connection, now: float, aging_s: float, *, limit: i
 
 
 def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: bool = False,
-                     only_ids: list[str] | None = None) -> tuple[str, dict[str, Any]]:
-    """SQL (and its parameters) for the first `limit` runnable jobs in claim order.
+                     only_ids: list[str] | None = None,
+                     route: Route | None = None) -> tuple[str, dict[str, Any]]:
+    """SQL (and its parameters) for the first `limit` runnable jobs in claim order
+    (with `route`: those its backend can run; None: any backend's).
 
     Each priority class contributes its first `limit` jobs in FIFO order through
     the partial index `jobs_open`; only those few rows get an aged rank, so a
-    claim costs the same with ten queued jobs or a hundred thousand."""
+    claim costs the same with ten queued jobs or a hundred thousand (as long as
+    the jobs at the head are ones the backend can run: the ones it cannot are
+    stepped over one by one)."""
     from zmm.store.db import iso
 
     params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now),
                               "limit": limit}
-    return _candidates_sql(critical_only, _only(only_ids, params)), params
+    if route is not None:
+        params.update(backend=route.name, have=route.files)
+    return _candidates_sql(critical_only, _only(only_ids, params), route is not None), params
 
 
-@functools.lru_cache(maxsize=8)  # built once per shape: every claim runs it
-def _candidates_sql(critical_only: bool, only: str) -> str:
+@functools.lru_cache(maxsize=16)  # built once per shape: every claim runs it
+def _candidates_sql(critical_only: bool, only: str, routed: bool = False) -> str:
+    where = _RUNNABLE + only + (_ROUTED if routed else "")
     heads = " UNION ALL ".join(
         f"SELECT * FROM (SELECT id, model_requested, passed_over, priority_rank, queued_ts, seq "
-        f"FROM jobs WHERE {_RUNNABLE}{only} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
+        f"FROM jobs WHERE {where} AND priority_rank = {rank} ORDER BY seq LIMIT :limit)"
         for rank in ([0] if critical_only else [0, 1, 2, 3]))
     return (f"SELECT id, model_requested, passed_over, {_EFFECTIVE_RANK} AS rank FROM ({heads}) "
             f"ORDER BY rank, seq LIMIT :limit")
 
 
 def cloud_query(now: float, *, down_since: float | None, max_wait_s: dict[str, float],
-                only_ids: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+                only_ids: list[str] | None = None,
+                stranded: str | None = None) -> tuple[str, dict[str, Any]]:
     """SQL for the next job the cloud may take now: one that asked for the cloud,
     or one allowed to fall back that has waited through a ComfyUI outage
-    (`down_since`) for longer than its priority's max wait."""
+    (`down_since`) for longer than its priority's max wait, or one no live
+    backend can run (its needs and pin among `stranded`, a JSON list of
+    [needs, on_backend] pairs) queued for longer than its max wait."""
     from zmm.store.db import iso
 
     params: dict[str, Any] = {"now": now, "now_iso": iso(now), "down": down_since,
-                              **_max_waits(max_wait_s)}
+                              "stranded": stranded, **_max_waits(max_wait_s)}
     where = (f"{OPEN} AND status = 'queued' AND cloud_allowed = 1 AND (not_before IS NULL OR "
              "not_before <= :now_iso) AND (backend_requested = 'cloud' OR (:down IS NOT NULL "
-             f"AND :now - MAX(queued_ts, :down) >= {_MAX_WAIT}))")
+             f"AND :now - MAX(queued_ts, :down) >= {_MAX_WAIT}) OR (:stranded IS NOT NULL "
+             f"AND :now - queued_ts >= {_MAX_WAIT} AND EXISTS (SELECT 1 FROM "
+             "json_each(:stranded) WHERE json_extract(value, '$[0]') IS jobs.needs "
+             "AND json_extract(value, '$[1]') IS jobs.on_backend)))")
     where += _only(only_ids, params)
     return (f"SELECT id FROM jobs WHERE {where} ORDER BY priority_rank, seq LIMIT 1"), params
 
@@ -302,6 +343,14 @@ def _only(only_ids: list[str] | None, params: dict[str, Any]) -> str:
         return ""
     params["only_ids"] = json.dumps(only_ids)
     return " AND id IN (SELECT value FROM json_each(:only_ids))"
+
+
+def fallback_routes(conn: sqlite3.Connection) -> list[tuple[str | None, str | None]]:
+    """The distinct (needs, on_backend) of the queued jobs that may fall back to
+    the cloud: the cloud rule asks which of them no live backend can run."""
+    rows = conn.execute(f"SELECT DISTINCT needs, on_backend FROM jobs WHERE {OPEN} AND "
+                        "status = 'queued' AND cloud_allowed = 1 AND backend_requested != 'cloud'")
+    return [(row[0], row[1]) for row in rows]
 
 
 def next_cloud_fallback(conn: sqlite3.Connection, *, down_since: float,

@@ -1,6 +1,7 @@
 """The worker's side of the cloud lane: which jobs go to a cloud provider and
-when (asked for; ComfyUI down past the job's max wait; no VRAM; local attempts
-spent), how long ComfyUI has been down, handing jobs over, and collecting what
+when (asked for; ComfyUI down past the job's max wait; no live backend able to
+run it past its max wait; no VRAM; local attempts spent), how long ComfyUI has
+been down, handing jobs over, and collecting what
 the lane brings back as (job, Outcome) pairs for the worker's outcome ladder.
 
 Every spool write for a job in the lane, other than its outcome, happens here.
@@ -14,9 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zmm import routing
 from zmm.cloud import lane
+from zmm.errors import Conflict
 from zmm.outcome import Outcome
 from zmm.store import Job, Store
+
+Stranded = dict[tuple[str | None, str | None], str]  # (needs, on_backend) -> why it waits
 
 
 @dataclass
@@ -38,6 +43,8 @@ class CloudFallback:
         self.waited_for = waited_for if waited_for is not None else only_ids
         self.down_since: float | None = None  # store clock when ComfyUI stopped answering
         self._next_check = 0.0
+        self._stranded: Stranded = {}
+        self._next_stranded = 0.0
 
     # -- ComfyUI's health, as the worker saw it ------------------------------------
 
@@ -94,6 +101,24 @@ class CloudFallback:
             results.append((task.job, result.outcome))
         return results
 
+    def between_events(self, *, connected: bool, stop_mode: str | None, scope: Any,
+                       record: Callable[[Job, Outcome], None]) -> None:
+        """The worker's turn for the lane: `record` (the outcome ladder) what it
+        finished, then let it claim what it may take within `scope`'s budget."""
+        for job, outcome in self.collect():
+            self._record(job, outcome, record)
+        step = self.step(connected=connected, stop_mode=stop_mode, budget=scope.budget())
+        scope.claimed += step.claimed
+        for job, outcome in step.results:
+            self._record(job, outcome, record)
+
+    def _record(self, job: Job, outcome: Outcome, record: Callable[[Job, Outcome], None]) -> None:
+        try:
+            record(job, outcome)
+        except Conflict:  # its lease ran out and another worker took it over
+            self.observer.notice(f"{job.id} was taken over meanwhile; its cloud result is dropped")
+            self.observer.job_finished(self.store.get(job.id))  # no longer this worker's
+
     def step(self, *, connected: bool, stop_mode: str | None, budget: int | None) -> CloudStep:
         """Every poll_s: stop or cancel what must stop, and claim what the lane may
         take (at most `budget` jobs, None: no limit)."""
@@ -119,20 +144,50 @@ class CloudFallback:
 
     def _claim(self) -> Job | None:
         assert self.cloud is not None
-        down_since = self.down_since if self.cloud.usable else None
+        usable = self.cloud.usable
+        down_since = self.down_since if usable else None
+        stranded = self._stranded_routes() if usable else {}
         job = self.store.claim_for_cloud(self.worker_id, lease_s=self.lease_s,
                                          down_since=down_since, max_wait_s=self.max_wait_s,
-                                         only_ids=self.only_ids)
+                                         only_ids=self.only_ids, stranded=list(stranded))
         if job is None:
             return None
+        wait_s = self.max_wait_s.get(job.priority, 0)
+        max_wait = f"the {wait_s:g}s a {job.priority} job may wait"
+        why = stranded.get((job.needs, job.on_backend))
+        now = self.store.clock()
+        outage = down_since is not None and now - max(job.queued_ts, down_since) >= wait_s
         if job.backend_requested == "cloud":
             self.hand_over(job, lane.REQUESTED, "sent to the cloud as asked (--backend cloud)")
-        else:
-            waited = self.store.clock() - max(job.queued_ts, down_since or job.queued_ts)
+        elif outage or why is None:
+            waited = now - max(job.queued_ts, down_since or job.queued_ts)
             self.hand_over(job, lane.COMFYUI_DOWN, (
-                f"ComfyUI at {self.url} unreachable for {waited:.0f}s, past the "
-                f"{self.max_wait_s.get(job.priority, 0):g}s a {job.priority} job may wait"))
+                f"ComfyUI at {self.url} unreachable for {waited:.0f}s, past {max_wait}"))
+        else:
+            self.hand_over(job, lane.NO_BACKEND, (
+                f"queued {now - job.queued_ts:.0f}s and {why}, past {max_wait}"))
         return job
+
+    def _stranded_routes(self) -> Stranded:
+        """The (needs, on_backend) of fallback jobs no live backend can run, with
+        why; read again every few polls (it scans the queued fallback jobs)."""
+        now = self.monotonic()
+        if now < self._next_stranded:
+            return self._stranded
+        self._next_stranded = now + 4 * self.poll_s
+        routes = self.store.fallback_routes()
+        if not routes:
+            self._stranded = {}
+            return self._stranded
+        live = routing.live_backends(self.store.backends(), self.store.live_workers(
+            since=self.store.clock() - routing.LIVE_LEASES * self.lease_s))
+        found = {}
+        for needs, on_backend in routes:
+            why = routing.waiting_reason(routing.needs_of(needs), on_backend, live)
+            if why is not None:
+                found[(needs, on_backend)] = why
+        self._stranded = found
+        return found
 
     def _flush_details(self) -> None:
         assert self.cloud is not None

@@ -104,6 +104,11 @@ class GraphBuilder:
             self._upload(graph, parts.init_image)
         return graph
 
+    def forget(self) -> None:
+        """The server's files changed: check every graph against them afresh."""
+        self._checked.clear()
+        self._files.clear()
+
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
         already on it)."""

@@ -4,9 +4,10 @@ running one on ComfyUI, follows the websocket, and records every outcome.
 The Worker owns the in-flight jobs, the websocket, the stop mode, the clock and
 the counters; its collaborators are handed what they need and return outcomes:
 Upkeep (leases, adoption, the review of jobs on ComfyUI), CloudFallback (the
-cloud lane's side), the VRAM gate, SpoolWatch (waits that end when a job is
-queued), Scope (what to take on, when done) and the OutcomeLadder, through
-which every outcome goes (`_record`). `run_once()` is one iteration (tests drive it with
+cloud lane's side), Capability (the server's files: which jobs it may claim),
+the VRAM gate, SpoolWatch (waits that end when a job is queued), Scope (what to
+take on, when done) and the OutcomeLadder, through which every outcome goes
+(`_record`). `run_once()` is one iteration (tests drive it with
 injected clocks). Signal handlers only set `stop_mode`. Display is an injected
 observer: this module never imports rich.
 """
@@ -30,7 +31,6 @@ from zmm.config import Config
 from zmm.errors import (
     ComfyServerError,
     ComfyUnavailable,
-    Conflict,
     InvalidInput,
     NotFound,
     WorkflowRejected,
@@ -40,6 +40,7 @@ from zmm.store import Job, Store
 from zmm.store.db import iso
 from zmm.worker import execution, progress
 from zmm.worker.alerts import DownAlarm
+from zmm.worker.capability import Capability
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.counts import JobCounts
 from zmm.worker.enhancing import PromptStep, wanted
@@ -87,12 +88,15 @@ class Worker:
         self.retry_max_s = settings.get("comfyui.retry_max_s")
         self.gate = gate  # a gate.VramGate, or None to skip VRAM checks
         self.builder = execution.GraphBuilder(client, settings.workflows_dir, settings.assets_dir)
+        self.backend = fleet.serving(settings)
+        self.capability = Capability(  # the server's files: which jobs this worker claims
+            store, client, name=self.backend.name, refresh_s=worker["files_refresh_s"],
+            notice=self.observer.notice, monotonic=monotonic)
         self.cloud = CloudFallback(  # a lane of None: no cloud at all (jobs asking for it wait)
             store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
             only_ids=only_ids, observer=self.observer, monotonic=monotonic,
             waited_for=self.scope.waited_for)
-        self.backend = fleet.serving(settings)
         self.upkeep = Upkeep(
             store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             backend=self.backend.name,
@@ -227,7 +231,8 @@ class Worker:
         return not self.scope.once or (self._image_work_queued() and not self.status.draining())
 
     def _image_work_queued(self) -> bool:
-        return self.store.next_runnable(self.aging_s, only_ids=self.only_ids) is not None
+        return self.store.next_runnable(self.aging_s, only_ids=self.only_ids,
+                                        route=self.capability.route) is not None
 
     # -- connection ----------------------------------------------------------------
 
@@ -250,6 +255,7 @@ class Worker:
         held = {i.job.id for i in self.inflight} | set(self.cloud.ids())
         self._adopt(self.upkeep.adopt_expired(held, offline=False))
         try:  # before submitting anything: what a dead worker left on the server counts
+            self.capability.refresh()
             self.foreign = self.upkeep.zmm_prompts_queued(self.inflight)
         except ComfyUnavailable as exc:
             self._lost_connection(exc)
@@ -319,11 +325,12 @@ class Worker:
         """Claim and submit until one job runs and one waits on ComfyUI (counting
         zmm prompts of others still there)."""
         while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if not self.scope.may_claim() or self.status.draining():
+            if not self.scope.may_claim() or self.status.draining() \
+                    or not self.capability.known:  # known: the server has said which files it has
                 return
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
                                    only_ids=self.only_ids, prefer_model=self._loaded_model,
-                                   group_window=self.group_window)
+                                   group_window=self.group_window, route=self.capability.route)
             if job is None:
                 return
             if wanted(job):
@@ -361,6 +368,7 @@ class Worker:
     def _start(self, job: Job) -> bool:
         """Build, check and submit a claimed job. False if ComfyUI went away."""
         prompt_id = execution.prompt_id_for(job)
+        graph = None
         try:
             graph = self.builder.build(job)
             self.store.update(job.id, worker_id=self.id, comfy_prompt_id=prompt_id,
@@ -369,7 +377,11 @@ class Worker:
                               event=("submitted", f"prompt {prompt_id} to {self.url}"))
             execution.submit(self.client, graph, prompt_id, self.client_id,
                              zmm_metadata(job))
-        except (WorkflowRejected, InvalidInput, NotFound) as exc:
+        except WorkflowRejected as exc:  # a missing model file: back to the queue
+            self._record(job, self.capability.after_rejection(
+                job, exc, graph or self.builder.bind(job), self.builder) or failed(exc.message))
+            return True
+        except (InvalidInput, NotFound) as exc:
             self._record(job, failed(exc.message))
             return True
         except ComfyUnavailable as exc:
@@ -406,6 +418,11 @@ class Worker:
             return
         self._next_upkeep = now + self.poll_s
         self._heartbeat()
+        if self.stream is not None:
+            try:
+                self.capability.maybe_refresh()
+            except ComfyUnavailable as exc:
+                self._lost_connection(exc)
         for inflight in list(self.inflight):
             self.progress.flush(inflight, force=True)
         self.status.sample_peaks(self.inflight)
@@ -441,22 +458,9 @@ class Worker:
     # -- the cloud lane ----------------------------------------------------------------
 
     def _cloud_step(self) -> None:
-        """Between events: record what the lane finished, let it claim what it may take."""
-        for job, outcome in self.cloud.collect():
-            self._record_cloud(job, outcome)
-        budget = self.scope.budget()
-        step = self.cloud.step(connected=self.stream is not None, stop_mode=self.stop_mode,
-                               budget=budget)
-        self.scope.claimed += step.claimed
-        for job, outcome in step.results:
-            self._record_cloud(job, outcome)
-
-    def _record_cloud(self, job: Job, outcome: Outcome) -> None:
-        try:
-            self._record(job, outcome, cloud_fallback=False)
-        except Conflict:  # its lease ran out and another worker took it over
-            self.observer.notice(f"{job.id} was taken over meanwhile; its cloud result is dropped")
-            self.observer.job_finished(self.store.get(job.id))  # no longer this worker's
+        self.cloud.between_events(
+            connected=self.stream is not None, stop_mode=self.stop_mode, scope=self.scope,
+            record=lambda job, outcome: self._record(job, outcome, cloud_fallback=False))
 
     # -- outcomes ------------------------------------------------------------------
 

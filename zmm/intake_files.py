@@ -1,0 +1,111 @@
+"""The enqueue-time check of the model files jobs need against the backends
+that could run them (every configured one, or the one `--on` pins a job to):
+the file lists their workers recorded in the spool, or, for a backend whose
+list is not known yet, its server asked directly with a short timeout.
+
+A job no candidate backend has the files for is refused (NotFound, exit 3)
+before anything is written. An unreachable server is no refusal: the job
+waits, and `zmm queue` says why. Jobs that may go to the cloud are not
+refused either (the cloud rule may take them). Stdlib only: the enqueue path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from zmm import fleet, jobs
+from zmm.config import Config
+from zmm.errors import NotFound
+from zmm.routing import file_name
+
+
+def check_server_files(specs: list[jobs.JobSpec], config: Config,
+                       recorded: Iterable[Mapping[str, Any]] = ()) -> None:
+    """Refuse the first spec whose needed files no candidate backend has.
+    `recorded`: the spool's backend rows (Store.backends(), files decoded)."""
+    lists = {row["name"]: frozenset(row["files"]) for row in recorded
+             if row.get("files") is not None}
+    servers = _Servers()
+    configured = fleet.backends(config)
+    seen: set[tuple[str | None, tuple[str, ...]]] = set()
+    for spec in specs:
+        if spec.backend == "cloud" or spec.cloud_allowed or not spec.needs:
+            continue
+        key = (spec.on_backend, tuple(spec.needs))
+        if key in seen:
+            continue
+        seen.add(key)
+        candidates = [item for item in configured if spec.on_backend in (None, item.name)]
+        _check_one(spec, candidates, lists, servers)
+
+
+def _check_one(spec: jobs.JobSpec, candidates: list[fleet.Backend],
+               lists: Mapping[str, frozenset[str]], servers: _Servers) -> None:
+    needs = set(spec.needs)
+    if any(needs <= lists[item.name] for item in candidates if item.name in lists):
+        return  # a recorded list has them all: no server need be asked
+    have: dict[str, frozenset[str]] = {}
+    for item in candidates:
+        files = lists.get(item.name)
+        if files is None:
+            files = servers.files(item, {need.partition("/")[0] for need in spec.needs})
+        if files is None:
+            return  # unknown and unreachable: no refusal, the job waits
+        if needs <= files:
+            return
+        have[item.name] = files
+    raise _refusal(spec, have)
+
+
+def _refusal(spec: jobs.JobSpec, have: Mapping[str, frozenset[str]]) -> NotFound:
+    from zmm.backends.model_lists import listing
+    from zmm.workflows import FOLDER_WORDS
+
+    everywhere = frozenset().union(*have.values())
+    absent = [need for need in spec.needs if need not in everywhere]
+    first = absent[0] if absent else next(need for need in spec.needs
+                                          if any(need not in files for files in have.values()))
+    folder = first.partition("/")[0]
+    word = FOLDER_WORDS.get(folder, folder)
+
+    def files_there(name: str) -> str:
+        return listing([file_name(item) for item in have[name] if item.startswith(folder + "/")])
+
+    where = "; ".join(f"{name} has: {files_there(name)}" for name in have)
+    if spec.on_backend is not None:
+        message = f"{word} {file_name(first)!r} is not on backend {spec.on_backend} (the job is " \
+                  f"pinned there with --on); {where}"
+    elif absent:
+        message = f"{word} {file_name(first)!r} is on no backend; {where}"
+    else:
+        message = ("no backend has all of " + ", ".join(file_name(n) for n in spec.needs)
+                   + f"; {word} {file_name(first)!r} is missing where the others are; {where}")
+    return NotFound(message, hint=f"put the file in ComfyUI/models/{folder}/ on a backend's "
+                    "server, or pick a model a backend has (`zmm models`)")
+
+
+class _Servers:
+    """Servers asked directly (for backends whose list the spool does not hold
+    yet), each folder once; a server that does not answer is not asked again."""
+
+    def __init__(self) -> None:
+        self._folders: dict[tuple[str, str], list[str]] = {}
+        self._silent: set[str] = set()
+
+    def files(self, item: fleet.Backend, folders: set[str]) -> frozenset[str] | None:
+        from zmm.backends.model_lists import folder_files
+
+        found: set[str] = set()
+        for folder in sorted(folders):
+            if item.url in self._silent:
+                return None
+            names = self._folders.get((item.url, folder))
+            if names is None:
+                answer = folder_files(item.url, folder)
+                if answer is None:
+                    self._silent.add(item.url)
+                    return None
+                names = self._folders[(item.url, folder)] = answer
+            found.update(f"{folder}/{name}" for name in names)
+        return frozenset(found)
