@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from tests.fakes.comfyui import FakeComfyUI
+from zmm.jobs import JobState
 from zmm.store import Store
 
 SDXL = "checkpoints/sd_xl_base_1.0.safetensors"
@@ -148,3 +149,19 @@ def test_a_waiting_generate_says_the_reason_once(cli, backends, settings):
     told = [line for line in result.stderr.splitlines()
             if "waits: no backend has flux1-dev.safetensors" in line]
     assert len(told) == 1, result.stderr
+
+
+def test_a_job_no_backend_can_run_has_no_eta_and_takes_no_place_ahead(cli, backends, settings):
+    done = cli("generate", "x", "--model", "sdxl", "--no-wait").stdout.strip()
+    with Store(settings.spool_path) as store:  # one 10 s job done: the typical time
+        store.claim("w0", lease_s=60, aging_s=600, only_ids=[done])
+        store.transition(done, JobState.SUCCEEDED, expect=JobState.RUNNING,
+                         generation_time_s=10.0)
+    stranded = cli("generate", "x", "--model", "flux-dev", "--allow-cloud", "--no-wait")
+    runnable = cli("generate", "x", "--model", "sdxl", "--no-wait")
+    queued = json.loads(cli("queue", "--json").stdout)["queued"]
+    etas = {job["id"]: job["eta_s"] for job in queued}
+    assert etas == {stranded.stdout.strip(): None, runnable.stdout.strip(): 10.0}
+    assert [job["needs"] for job in queued if job["id"] == runnable.stdout.strip()] == [[SDXL]]
+    rows = {line.split()[1]: line.split()[-1] for line in cli("queue").stdout.splitlines()[1:]}
+    assert rows[stranded.stdout.strip()] == "-" and rows[runnable.stdout.strip()] == "10s"

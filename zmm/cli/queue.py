@@ -44,10 +44,14 @@ def show(
     typical = statistics.median(times) if times else None
     ahead = len(running)
     rows = []
+    before = 0  # jobs ahead of this one that a backend can run
     for position, job in enumerate(queued, start=1):
-        eta = round((position - 1 + ahead) * typical + typical, 1) if typical else None
         why = None if job.backend_requested == "cloud" else routing.waiting_reason(
             routing.needs_of(job.needs), job.on_backend, live)
+        eta = None  # unknown, and for a job no backend can run: none
+        if typical and why is None:
+            eta = round((before + ahead) * typical + typical, 1)
+            before += 1
         rows.append((position, job, eta, why))
     if as_json:
         emit_json({
@@ -70,7 +74,7 @@ def show(
     table_rows = [["run", job.id, job.priority, age(job), render.describe_job(job), ""]
                   for job in running]
     table_rows += [[str(p), job.id, job.priority, age(job), render.describe_job(job, waiting=why),
-                    f"{eta:.0f}s" if eta is not None else "?"] for p, job, eta, why in rows]
+                    _eta(eta, why)] for p, job, eta, why in rows]
     table_rows += [["done", job.id, job.priority, age(job), render.describe_job(job), ""]
                    for job in finished]
     if not table_rows:
@@ -184,3 +188,9 @@ def _need_ids(job_ids: Optional[list[str]], alternative: str) -> list[str]:
     if not job_ids:
         raise InvalidInput("id", f"give one or more job ids, or {alternative}")
     return job_ids
+
+
+def _eta(eta: float | None, why: str | None) -> str:
+    if why is not None:
+        return "-"  # it waits for a backend that can run it
+    return f"{eta:.0f}s" if eta is not None else "?"

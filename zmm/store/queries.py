@@ -159,6 +159,7 @@ class Job:
         plains = self.plain_list
         data["plain_path"] = plains[0] if plains else None
         data["plain_outputs"] = plains
+        data["needs"] = json.loads(self.needs) if self.needs else None
         data["pinned"] = bool(self.pinned)
         data["cloud_allowed"] = bool(self.cloud_allowed)
         if assets_root is not None:
