@@ -5,8 +5,9 @@ IMMEDIATE transaction, so concurrent processes can never move a job twice.
 The SQL is split by concern: reads in `queries`, claiming in `claims`, the
 INSERT and UPDATE statements of jobs in `changes`, event rows in `events`,
 cleanup in `retention`, the webhook outbox in `outbox`, the live workers in
-`workers`, the backends in `backends`, the schema check in `schema`, what
-`zmm top` shows in `board`.
+`workers`, the backends in `backends`, users' cancel/retry/priority in `steering`,
+what `zmm top` shows in `board`, the schema check in `schema`; a row is a `Job`
+(`job_row`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
-from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobSpec, JobState, Priority, check_transition
+from zmm.jobs import JobSpec, JobState, Priority, check_transition
 from zmm.jsontext import compact
-from zmm.store import backends, claims, events, outbox, queries, retention, workers
+from zmm.store import backends, claims, events, outbox, queries, retention, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
-from zmm.store.queries import Job, Route
+from zmm.store.job_row import Job
+from zmm.store.queries import Route
 
 if TYPE_CHECKING:
     from zmm.store.board import Board
@@ -217,69 +219,20 @@ class Store:
 
     def cancel(self, job_ids: list[str]) -> list[Cancellation]:
         """Queued jobs are cancelled now; running ones get a cancel request that
-        their worker carries out; finished ones are left as they are (`refused`).
-        Each outcome is decided by a guarded UPDATE, never by the read before it:
-        a job may be claimed, finished or requeued in between."""
-        return [self._cancel_one(self.get(job_id).id) for job_id in job_ids]
-
-    def _cancel_one(self, job_id: str) -> Cancellation:
-        for _ in range(5):  # each pass follows a state change another process made
-            job = self.get(job_id)
-            if job.status is JobState.QUEUED:
-                try:
-                    self.transition(job_id, JobState.CANCELLED, expect=JobState.QUEUED,
-                                    message="cancelled by user", error_message="cancelled by user")
-                    return Cancellation(job_id, "cancelled", JobState.CANCELLED)
-                except Conflict:
-                    continue  # claimed meanwhile: ask its worker instead
-            elif job.status is JobState.RUNNING:
-                if self.update(job_id, cancel_requested_at=iso(self.clock()),
-                               event=("cancel_requested", "cancel requested by user")):
-                    return Cancellation(job_id, "cancel requested", JobState.RUNNING)
-            else:
-                return Cancellation(job_id, f"already {job.status}", job.status)
-        raise Conflict(f"job {job_id} kept changing state while being cancelled; left as it is",
-                       hint="try `zmm queue cancel` again")
+        their worker carries out; finished ones are left as they are (`refused`)."""
+        return steering.cancel(self, job_ids)
 
     def cancel_all_pending(self) -> list[Cancellation]:
-        ids = [job.id for job in queries.jobs_in_state(self.conn, JobState.QUEUED)]
-        return self.cancel(ids) if ids else []
+        return steering.cancel_all_pending(self)
 
     def retry(self, job_ids: list[str]) -> list[Job]:
-        jobs = [self.get(job_id) for job_id in job_ids]
-        for job in jobs:
-            if JobState.QUEUED not in TRANSITIONS[job.status]:
-                raise Conflict(f"job {job.id} is {job.status}; only failed or cancelled jobs "
-                               "can be retried")
-        return [
-            self.transition(job.id, JobState.QUEUED, expect=job.status, kind="retry",
-                            message="retried by user", retry_count=job.retry_count + 1,
-                            attempts=0, error_message=None, not_before=None,
-                            completed_at=None, comfy_prompt_id=None, output_path=None,
-                            outputs=None, file_size_bytes=None, sha256=None,
-                            thumbnail_path=None, asset_deleted_at=None, plain_outputs=None)
-            for job in jobs
-        ]
+        return steering.retry(self, job_ids)
 
     def failed_ids(self) -> list[str]:
-        return [job.id for job in queries.jobs_in_state(self.conn, JobState.FAILED)]
+        return steering.failed_ids(self)
 
     def set_priority(self, job_id: str, level: Priority) -> Job:
-        job = self.get(job_id)
-        if job.status is not JobState.QUEUED:
-            raise Conflict(f"job {job.id} is {job.status}; only queued jobs can change priority")
-        now = self.clock()
-        with translate_errors(self.path), transaction(self.conn) as conn:
-            row = conn.execute(
-                "UPDATE jobs SET priority = ?, priority_rank = ?, updated_at = ? "
-                "WHERE id = ? AND status = 'queued' RETURNING *",
-                [level.value, PRIORITY_RANK[level], iso(now), job.id],
-            ).fetchone()
-            if row is None:
-                raise Conflict(f"job {job.id} was claimed meanwhile; priority unchanged")
-            events.write(conn, job.id, "priority", None, None,
-                         f"{job.priority} -> {level.value}", iso(now))
-            return Job.from_row(row)
+        return steering.set_priority(self, job_id, level)
 
     # -- spool-wide state ----------------------------------------------------
 

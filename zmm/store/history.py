@@ -14,7 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from zmm.store.queries import Job, status_parts
+from zmm.store.job_row import Job
+from zmm.store.queries import status_parts
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from zmm.jsontext import compact
 from zmm.store import events
 from zmm.store.db import transaction, translate_errors
-from zmm.store.queries import Job
+from zmm.store.job_row import Job
 
 EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
 
