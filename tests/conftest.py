@@ -76,6 +76,26 @@ class Cli:
 
 
 @pytest.fixture
+def comfy(tmp_path):
+    """A fake ComfyUI on 127.0.0.1 (tests/fakes/comfyui.py), stopped after the test."""
+    from tests.fakes.comfyui import FakeComfyUI
+
+    fake = FakeComfyUI(output_dir=tmp_path / "comfy-output").start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def drive(worker, until, timeout: float = 20.0) -> None:
+    """Turn an in-memory worker's loop until `until()` holds (or fail at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "condition not reached"
+        worker.run_once()
+
+
+@pytest.fixture
 def cli(home) -> Cli:
     return Cli()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageChops
 
 from tests.integration.test_cloud_fallback import World, clouds  # noqa: F401 (fixture)
@@ -15,18 +14,6 @@ from tests.integration.test_parts import run_to_end, settings_for
 from zmm import assets, intake
 from zmm.compose import brands, render
 from zmm.store import Store
-
-
-@pytest.fixture
-def comfy(tmp_path):
-    from tests.fakes.comfyui import FakeComfyUI
-
-    fake = FakeComfyUI(output_dir=tmp_path / "comfy-out")
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def enqueue(settings, **fields) -> str:

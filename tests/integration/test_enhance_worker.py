@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 
-from tests.conftest import run_zmm
+from tests.conftest import drive, run_zmm
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import FakeOllama
@@ -58,13 +57,6 @@ def make_worker(home, comfy, ollama_url, *, gate_ollama=None, **overrides):
 def enqueue(store, settings, **fields):
     raw = {"prompt": "a lighthouse", "steps": "2", "size": "64x64", **fields}
     return [job.id for job in store.enqueue(intake.build(raw, settings))]
-
-
-def drive(worker, until, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "condition not reached"
-        worker.run_once()
 
 
 def prompt_texts(submission):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
-from tests.conftest import LiveProcess, run_zmm, wait_until
+from tests.conftest import LiveProcess, drive, run_zmm, wait_until
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml, persist, write_no_driver
 from tests.fakes.ollama import FakeOllama
@@ -58,13 +57,6 @@ def enqueue(store, settings, **fields):
     raw = {"prompt": "diagram", "steps": "2", **fields}
     raw.setdefault("size", None if "aspect" in fields else "64x64")
     return [job.id for job in store.enqueue(intake.build(raw, settings))]
-
-
-def drive(worker, until, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "condition not reached"
-        worker.run_once()
 
 
 def test_high_sdxl_job_unloads_ollama_runs_and_reloads_the_same_models(home, gpu_world):

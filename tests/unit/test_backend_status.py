@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml_gpus
 from tests.fakes.vram import GIB, VramLedger
 from tests.unit.test_worker_loop import Loop
@@ -14,15 +13,6 @@ from zmm import config, fleet
 from zmm.backends import gpu
 from zmm.backends.vram_source import VramSource
 from zmm.errors import ComfyUnavailable
-
-
-@pytest.fixture
-def comfy(tmp_path):
-    fake = FakeComfyUI(output_dir=tmp_path / "comfy-output").start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture

@@ -14,22 +14,11 @@ import pytest
 from PIL import Image
 
 from tests.fakes.comfy_routes import client_for
-from tests.fakes.comfyui import FakeComfyUI
 from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
 from zmm.outcome import zmm_metadata
 from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit
-
-
-@pytest.fixture
-def comfy(tmp_path):
-    fake = FakeComfyUI(output_dir=tmp_path / "comfy-output")
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture

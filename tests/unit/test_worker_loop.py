@@ -10,20 +10,10 @@ import time
 import pytest
 
 from tests.clocks import FakeClock
-from tests.fakes.comfyui import FakeComfyUI
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.store import Store
 from zmm.worker.loop import Worker
-
-
-@pytest.fixture
-def comfy(tmp_path):
-    fake = FakeComfyUI(output_dir=tmp_path / "comfy-output").start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 class Recorder:
