@@ -1,5 +1,5 @@
 """`zmm compose`: draw other text or another brand onto an existing job's
-image, as a new job, without generating again (zmm.compose.again)."""
+image, as a new job, without generating again (zmm.recompose)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ def compose(
     as_json: bool = typer.Option(False, "--json", help="Print the new job as JSON."),
 ) -> None:
     """Compose an existing job's image (without its text) again, as a new job."""
-    from zmm.compose import again
+    from zmm import recompose
 
     settings = load_config()
     raw = {"title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
     with open_store(settings) as store:
-        job = again.recompose(store, settings, job_id, raw)
+        job = recompose.recompose(store, settings, job_id, raw)
     if as_json:
         emit_json({"job": job.public(settings.assets_dir)})
         return
