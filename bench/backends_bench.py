@@ -113,7 +113,7 @@ def write_config(home: Path, urls: list[str]) -> None:
 def enqueue_part(home: str, count: int, offset: int, steps: int) -> list[str]:
     """One enqueuing process: `count` jobs, one transaction each, models in turn."""
     settings = load(Path(home), dict(os.environ, ZMM_HOME=home))
-    ids = []
+    ids: list[str] = []
     with Store(settings.spool_path) as store:
         for number in range(offset, offset + count):
             specs = intake.build({"prompt": f"bench {number}", "size": "64x64", "steps": str(steps),
@@ -193,19 +193,25 @@ def measure(fleet: Fleet, ids: list[str], enqueue_s: float) -> dict[str, Any]:
         if event["kind"] == "requeued" and " has no " in (event["message"] or ""))
     wrong_server = sum(1 for job in finished if job.status == "succeeded"
                        and job.model_requested not in fleet.models_at.get(job.comfy_url or "", ()))
-    succeeded = [job for job in finished if job.status == "succeeded" and job.completed_at]
+    completions = [parse_iso(job.completed_at) for job in finished
+                   if job.status == "succeeded" and job.completed_at]
     first = min(job.queued_ts for job in finished)
-    last = max((parse_iso(job.completed_at) for job in succeeded), default=first)
+    last = max(completions, default=first)
+    every_gap = server_gaps(fleet, finished, runs)
+    pooled = [gap for gaps in every_gap for gap in gaps]
     return {
         "jobs": len(ids), "enqueue_s": round(enqueue_s, 2),
-        "lost": len(ids) - len(succeeded),
+        "lost": len(ids) - len(completions),
         "run_twice": sum(1 for count in successes.values() if count > 1),
         "refused": sum(len(server) for server in refused),
         "missing_file_requeues": missing_requeues, "wrong_server": wrong_server,
-        "throughput": len(succeeded) / (last - first) if last > first else 0.0,
+        "throughput": len(completions) / (last - first) if last > first else 0.0,
         "wall_s": round(last - first, 2),
-        "gap_ms": [round(statistics.median(gaps), 3) if gaps else None
-                   for gaps in server_gaps(fleet, finished, runs)],
+        "gap_ms": [round(statistics.median(gaps), 3) if gaps else None for gaps in every_gap],
+        "gap_p99_ms": round(statistics.quantiles(pooled, n=100, method="inclusive")[98], 3)
+        if len(pooled) > 1 else None,
+        "gap_max_ms": round(max(pooled), 3) if pooled else None,
+        "gaps_counted": len(pooled),
         "per_server": [sum(1 for run in server if run["status"] == "success") for server in runs],
     }
 
