@@ -169,17 +169,19 @@ class Fleet:
         return [httpx.get(f"{url}/fake/{what}", timeout=30).json() for url in self.urls]
 
 
-def idle_gaps_ms(runs: list[dict], queued: list[float], claimed: list[float]) -> list[float]:
+def idle_gaps(runs: list[dict], queued: list[float], claimed: list[float]
+              ) -> list[tuple[float, float]]:
     """One server's gaps between a prompt's end and the next prompt's start, the
-    ones that began while a job it could run was queued: `queued` and `claimed`
-    are those jobs' queue and first-claim times, each sorted (wall clock)."""
+    ones that began while a job it could run was queued, as (wall-clock start,
+    ms): `queued` and `claimed` are those jobs' queue and first-claim times,
+    each sorted (wall clock)."""
     ordered = sorted((run for run in runs if run["ended"] is not None),
                      key=lambda run: run["started"])
     gaps = []
     for earlier, later in itertools.pairwise(ordered):
         at = earlier["ended_wall"]
         if bisect.bisect_right(queued, at) > bisect.bisect_right(claimed, at):
-            gaps.append((later["started"] - earlier["ended"]) * 1000)
+            gaps.append((at, (later["started"] - earlier["ended"]) * 1000))
     return gaps
 
 
@@ -198,7 +200,10 @@ def measure(fleet: Fleet, ids: list[str], enqueue_s: float) -> dict[str, Any]:
     first = min(job.queued_ts for job in finished)
     last = max(completions, default=first)
     every_gap = server_gaps(fleet, finished, runs)
-    pooled = [gap for gaps in every_gap for gap in gaps]
+    pooled = [ms for gaps in every_gap for _, ms in gaps]
+    # Gaps over 50 ms: (server, seconds after the first job was queued, ms).
+    long_gaps = [(server, round(at - first, 2), round(ms, 1))
+                 for server, gaps in enumerate(every_gap) for at, ms in gaps if ms > 50]
     return {
         "jobs": len(ids), "enqueue_s": round(enqueue_s, 2),
         "lost": len(ids) - len(completions),
@@ -207,23 +212,25 @@ def measure(fleet: Fleet, ids: list[str], enqueue_s: float) -> dict[str, Any]:
         "missing_file_requeues": missing_requeues, "wrong_server": wrong_server,
         "throughput": len(completions) / (last - first) if last > first else 0.0,
         "wall_s": round(last - first, 2),
-        "gap_ms": [round(statistics.median(gaps), 3) if gaps else None for gaps in every_gap],
+        "gap_ms": [round(statistics.median(ms for _, ms in gaps), 3) if gaps else None
+                   for gaps in every_gap],
         "gap_p99_ms": round(statistics.quantiles(pooled, n=100, method="inclusive")[98], 3)
         if len(pooled) > 1 else None,
         "gap_max_ms": round(max(pooled), 3) if pooled else None,
-        "gaps_counted": len(pooled),
+        "gaps_counted": len(pooled), "long_gaps": long_gaps,
         "per_server": [sum(1 for run in server if run["status"] == "success") for server in runs],
     }
 
 
-def server_gaps(fleet: Fleet, finished: list[Job], runs: list[list[dict]]) -> list[list[float]]:
+def server_gaps(fleet: Fleet, finished: list[Job], runs: list[list[dict]]
+                ) -> list[list[tuple[float, float]]]:
     result = []
     for url, server_runs in zip(fleet.urls, runs, strict=True):
         mine = [job for job in finished if job.model_requested in fleet.models_at[url]]
         queued = sorted(job.queued_ts for job in mine)
         claimed = sorted(parse_iso(job.started_at) if job.started_at else float("inf")
                          for job in mine)
-        result.append(idle_gaps_ms(server_runs, queued, claimed))
+        result.append(idle_gaps(server_runs, queued, claimed))
     return result
 
 
