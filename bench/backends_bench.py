@@ -136,11 +136,12 @@ def wait_for(condition, timeout: float, every: float, what: str):
 class Fleet:
     """N fakes + N workers on one spool in a fresh $ZMM_HOME under `workdir`."""
 
-    def __init__(self, children: Children, workdir: Path, servers: int, step_time: float) -> None:
-        self.children = children
+    def __init__(self, fakes: Children, workers: Children, workdir: Path, servers: int,
+                 step_time: float) -> None:
+        self.workers = workers
         self.home = workdir / "home"
         self.models = server_models(servers)
-        self.urls = [start_fake(children, step_time, models, workdir / f"out{index}")
+        self.urls = [start_fake(fakes, step_time, models, workdir / f"out{index}")
                      for index, models in enumerate(self.models)]
         self.models_at = {url: set(models) for url, models in zip(self.urls, self.models, strict=True)}
         write_config(self.home, self.urls)
@@ -149,9 +150,9 @@ class Fleet:
 
     def start_workers(self) -> None:
         for index in range(len(self.urls)):
-            self.children.start([sys.executable, "-m", "zmm", "serve-worker", "--backend",
-                                 f"b{index}", "--no-progress"], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.workers.start([sys.executable, "-m", "zmm", "serve-worker", "--backend",
+                                f"b{index}", "--no-progress"], env=self.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Ready: each worker has recorded its server's files (until then it claims nothing).
         wait_for(lambda: sum(1 for row in self.store.backends() if row.get("files_at"))
                  == len(self.urls), 120, 0.2, "the workers did not start")
@@ -235,11 +236,12 @@ def server_gaps(fleet: Fleet, finished: list[Job], runs: list[list[dict]]
 
 
 def run(servers: int, jobs: int, steps: int, step_time: float, processes: int) -> dict[str, Any]:
-    children = Children()
+    # Workers end before their servers: a draining worker finishes its job on a live server.
+    fakes, workers = Children(), Children()
     with tempfile.TemporaryDirectory(prefix="zmm-backends-bench-") as workdir:
         fleet = None
         try:
-            fleet = Fleet(children, Path(workdir), servers, step_time)
+            fleet = Fleet(fakes, workers, Path(workdir), servers, step_time)
             fleet.start_workers()
             started = time.time()
             ids = fleet.enqueue(jobs, steps, processes)
@@ -252,7 +254,8 @@ def run(servers: int, jobs: int, steps: int, step_time: float, processes: int) -
                 pass  # measured as it is: the unfinished ones count as lost
             return measure(fleet, ids, enqueue_s)
         finally:
-            children.close()
+            workers.close()
+            fakes.close()
             if fleet is not None:
                 fleet.store.close()
 
@@ -265,6 +268,9 @@ def main() -> None:
     parser.add_argument("--step-time", type=float, default=0.05)
     parser.add_argument("--single-jobs", type=int, default=150)
     args = parser.parse_args()
+    if min(args.jobs, args.servers, args.steps, args.single_jobs) < 1 or args.step_time <= 0:
+        parser.error("--jobs, --servers, --steps and --single-jobs must be >= 1, "
+                     "--step-time > 0")
     print(f"fake: {args.steps} steps x {args.step_time * 1000:.0f} ms = "
           f"{args.steps * args.step_time * 1000:.0f} ms of sampling per job", flush=True)
     single = run(1, args.single_jobs, args.steps, args.step_time, 1)
