@@ -2,7 +2,8 @@
 processes, each with a different subset of the models, one worker per backend
 (`zmm serve-worker --backend NAME`), and 2,000 jobs of mixed models queued by
 16 concurrent processes; against the same fake and jobs with one backend that
-has every model.
+has every model. With N servers there are N models (at least 3), server i has
+models i, i+1 and i+2 (mod N), and the jobs take the models in turn.
 
 Reported (targets in docs/benchmarks.md):
 - lost: jobs not succeeded at the end (0);
@@ -48,16 +49,20 @@ from zmm.store import Job, Store  # noqa: E402
 from zmm.store.db import parse_iso  # noqa: E402
 from zmm.worker.execution import job_id_of  # noqa: E402
 
-MODELS = [f"bench-model-{index}.safetensors" for index in range(8)]
-MODELS_PER_SERVER = 3  # server i has models i .. i+2 (mod 8): each model is on three servers
+MODELS_PER_SERVER = 3  # server i has models i .. i+2 (mod N): each model is on three servers
 ENQUEUERS = 16
 
 
-def server_models(servers: int) -> list[list[str]]:
+def model_names(servers: int) -> list[str]:
+    """One model per server of the fleet (at least one per server's share)."""
+    return [f"bench-model-{index}.safetensors" for index in range(max(servers, MODELS_PER_SERVER))]
+
+
+def server_models(servers: int, models: list[str]) -> list[list[str]]:
     """Each server's checkpoints; one server alone has all of them."""
     if servers == 1:
-        return [list(MODELS)]
-    return [sorted(MODELS[(index + offset) % len(MODELS)] for offset in range(MODELS_PER_SERVER))
+        return [list(models)]
+    return [sorted(models[(index + offset) % len(models)] for offset in range(MODELS_PER_SERVER))
             for index in range(servers)]
 
 
@@ -110,14 +115,15 @@ def write_config(home: Path, urls: list[str]) -> None:
     (home / "config.toml").write_text("\n".join(lines), encoding="utf-8")
 
 
-def enqueue_part(home: str, count: int, offset: int, steps: int) -> list[str]:
+def enqueue_part(home: str, models: list[str], count: int, offset: int, steps: int
+                 ) -> list[str]:
     """One enqueuing process: `count` jobs, one transaction each, models in turn."""
     settings = load(Path(home), dict(os.environ, ZMM_HOME=home))
     ids: list[str] = []
     with Store(settings.spool_path) as store:
         for number in range(offset, offset + count):
             specs = intake.build({"prompt": f"bench {number}", "size": "64x64", "steps": str(steps),
-                                  "model": MODELS[number % len(MODELS)], "family": "sd15",
+                                  "model": models[number % len(models)], "family": "sd15",
                                   "seed": str(number)}, settings)
             ids.extend(job.id for job in store.enqueue(specs))
     return ids
@@ -137,10 +143,10 @@ class Fleet:
     """N fakes + N workers on one spool in a fresh $ZMM_HOME under `workdir`."""
 
     def __init__(self, fakes: Children, workers: Children, workdir: Path, servers: int,
-                 step_time: float) -> None:
+                 models: list[str], step_time: float) -> None:
         self.workers = workers
         self.home = workdir / "home"
-        self.models = server_models(servers)
+        self.models = server_models(servers, models)
         self.urls = [start_fake(fakes, step_time, models, workdir / f"out{index}")
                      for index, models in enumerate(self.models)]
         self.models_at = {url: set(models) for url, models in zip(self.urls, self.models, strict=True)}
@@ -157,12 +163,12 @@ class Fleet:
         wait_for(lambda: sum(1 for row in self.store.backends() if row.get("files_at"))
                  == len(self.urls), 120, 0.2, "the workers did not start")
 
-    def enqueue(self, jobs: int, steps: int, processes: int) -> list[str]:
+    def enqueue(self, models: list[str], jobs: int, steps: int, processes: int) -> list[str]:
         share = [jobs // processes + (1 if index < jobs % processes else 0)
                  for index in range(processes)]
         offsets = [sum(share[:index]) for index in range(processes)]
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            parts = pool.starmap(enqueue_part, [(str(self.home), count, offset, steps)
+            parts = pool.starmap(enqueue_part, [(str(self.home), models, count, offset, steps)
                                                 for count, offset in zip(share, offsets, strict=True)])
         return [job_id for part in parts for job_id in part]
 
@@ -235,16 +241,17 @@ def server_gaps(fleet: Fleet, finished: list[Job], runs: list[list[dict]]
     return result
 
 
-def run(servers: int, jobs: int, steps: int, step_time: float, processes: int) -> dict[str, Any]:
+def run(servers: int, models: list[str], jobs: int, steps: int, step_time: float,
+        processes: int) -> dict[str, Any]:
     # Workers end before their servers: a draining worker finishes its job on a live server.
     fakes, workers = Children(), Children()
     with tempfile.TemporaryDirectory(prefix="zmm-backends-bench-") as workdir:
         fleet = None
         try:
-            fleet = Fleet(fakes, workers, Path(workdir), servers, step_time)
+            fleet = Fleet(fakes, workers, Path(workdir), servers, models, step_time)
             fleet.start_workers()
             started = time.time()
-            ids = fleet.enqueue(jobs, steps, processes)
+            ids = fleet.enqueue(models, jobs, steps, processes)
             enqueue_s = time.time() - started
             store = fleet.store
             try:
@@ -273,9 +280,10 @@ def main() -> None:
                      "--step-time > 0")
     print(f"fake: {args.steps} steps x {args.step_time * 1000:.0f} ms = "
           f"{args.steps * args.step_time * 1000:.0f} ms of sampling per job", flush=True)
-    single = run(1, args.single_jobs, args.steps, args.step_time, 1)
+    models = model_names(args.servers)  # the same job mix in both runs
+    single = run(1, models, args.single_jobs, args.steps, args.step_time, 1)
     print("one backend:", json.dumps(single), flush=True)
-    many = run(args.servers, args.jobs, args.steps, args.step_time, ENQUEUERS)
+    many = run(args.servers, models, args.jobs, args.steps, args.step_time, ENQUEUERS)
     print(f"{args.servers} backends:", json.dumps(many), flush=True)
     ratio = many["throughput"] / (args.servers * single["throughput"])
     gaps = [gap for gap in many["gap_ms"] if gap is not None]
