@@ -51,8 +51,7 @@ def test_two_workers_on_two_servers_run_each_job_where_its_model_is(home, settin
                      "--no-wait")
     assert queued.returncode == 0, queued.stderr
     ids = queued.stdout.split()
-    workers = [zmm_process("serve-worker", "--no-progress",
-                           env={"ZMM_COMFYUI_URL": fake.url}) for fake in fakes.values()]
+    workers = [zmm_process("serve-worker", "--backend", name, "--no-progress") for name in fakes]
     try:
         def finished() -> bool:
             with Store(settings.spool_path) as store:
