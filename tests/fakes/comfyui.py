@@ -84,6 +84,7 @@ class FakeComfyUI(BackgroundServer):
         self.ledger, self.checkpoint_vram = ledger, checkpoint_vram or {}
         self.submissions: list[dict] = []
         self.runs: list[dict] = []
+        self.refused: list[dict] = []  # every POST /prompt answered 400: prompt id and error
         self.interrupts: list[dict] = []
         self.frees: list[dict] = []
         self.deepest = 0  # the most prompts it ever held at once, running and pending
@@ -131,6 +132,7 @@ class FakeComfyUI(BackgroundServer):
         app.router.add_get("/ws", self.websocket)
         # Not ComfyUI's: lets a benchmark read the server-side timings of a subprocess fake.
         app.router.add_get("/fake/runs", self.get_runs)
+        app.router.add_get("/fake/refused", self.get_refused)
         return app
 
     async def on_started(self) -> None:
@@ -233,6 +235,7 @@ class FakeComfyUI(BackgroundServer):
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         outputs, node_errors = graph.validate(prompt, types)
         if not outputs:
+            self.refused.append({"prompt_id": body.get("prompt_id"), "node_errors": node_errors})
             return web.json_response({"error": {
                 "type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed "
                 "validation", "details": "", "extra_info": {}}, "node_errors": node_errors}, status=400)
@@ -359,6 +362,9 @@ class FakeComfyUI(BackgroundServer):
 
     async def get_runs(self, _request: web.Request) -> web.Response:
         return web.json_response(self.runs)
+
+    async def get_refused(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.refused)
 
     async def get_embeddings(self, _request: web.Request) -> web.Response:
         return web.json_response([])
@@ -686,8 +692,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--step-time", type=float, default=0.0)
     parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--checkpoints", default=None,
+                        help="comma-separated checkpoint files (default: the two test ones)")
     args = parser.parse_args()
-    fake = FakeComfyUI(port=args.port, step_time=args.step_time, output_dir=args.output_dir).start()
+    extra = {"checkpoints": args.checkpoints.split(",")} if args.checkpoints else {}
+    fake = FakeComfyUI(port=args.port, step_time=args.step_time, output_dir=args.output_dir,
+                       **extra).start()
     print(fake.url, flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
