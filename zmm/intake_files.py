@@ -58,6 +58,26 @@ def _check_one(spec: jobs.JobSpec, candidates: list[fleet.Backend],
     raise _refusal(spec, have)
 
 
+def able_backends(needs: list[str], on_backend: str | None, config: Config,
+                  recorded: Iterable[Mapping[str, Any]] = ()) -> list[fleet.Backend]:
+    """The configured backends (only the pinned one, when pinned) whose server has
+    every file in `needs`: by their recorded lists, else by asking the server.
+    A server that cannot be asked counts as able (nothing says it is not)."""
+    lists = {row["name"]: frozenset(row["files"]) for row in recorded
+             if row.get("files") is not None}
+    servers = _Servers()
+    able = []
+    for item in fleet.backends(config):
+        if on_backend not in (None, item.name):
+            continue
+        files = lists.get(item.name)
+        if files is None and needs:
+            files = servers.files(item, {need.partition("/")[0] for need in needs})
+        if files is None or set(needs) <= files:
+            able.append(item)
+    return able
+
+
 def _refusal(spec: jobs.JobSpec, have: Mapping[str, frozenset[str]]) -> NotFound:
     from zmm.backends.model_lists import listing
     from zmm.workflows import FOLDER_WORDS

@@ -217,8 +217,10 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
     from zmm.worker import service
 
     view = render.FollowView(total=len(ids))
-    runner = service.InlineRunner(settings, ids, notice=view.notice,
-                                  pinned=store.get(ids[0]).on_backend) if inline else None
+    runner = service.InlineRunner(
+        settings, ids, notice=view.notice,
+        backend=service.inline_backend(settings, store.get(ids[0]), store.backends())
+    ) if inline else None
     lease_s = settings.get("worker.lease_s")
     run_or_notice = runner.poll if runner is not None else follow.NoWorkerNotice(
         store, lease_s=lease_s, say=view.notice)

@@ -18,7 +18,7 @@ from zmm import fleet
 from zmm.config import Config
 from zmm.errors import ComfyUnavailable, InvalidInput
 from zmm.locks import FileLock, worker_lock_path
-from zmm.store import Store
+from zmm.store import Job, Store
 from zmm.store.backends import BackendReport
 from zmm.store.db import iso
 from zmm.worker.counts import JobCounts
@@ -44,12 +44,20 @@ def choose_backend(settings: Config, name: str | None) -> fleet.Backend:
     return every[0]
 
 
-def inline_backend(settings: Config, pinned: str | None = None) -> fleet.Backend:
-    """The backend an inline `zmm generate` runs its jobs on: the one they are
-    pinned to, else the first configured."""
-    if pinned:
-        return fleet.backend(settings, pinned)
-    return fleet.backends(settings)[0]
+def inline_backend(settings: Config, job: Job | None = None,
+                   recorded: list[dict[str, Any]] | None = None) -> fleet.Backend:
+    """The backend an inline `zmm generate` runs its jobs on: the one the first
+    job is pinned to, else the first configured whose server has the job's
+    model files (by the spool's recorded lists, else by asking), else the first."""
+    if job is None:
+        return fleet.backends(settings)[0]
+    if job.on_backend:
+        return fleet.backend(settings, job.on_backend)
+    from zmm import intake_files
+    from zmm.routing import needs_of
+
+    able = intake_files.able_backends(needs_of(job.needs) or [], None, settings, recorded or [])
+    return able[0] if able else fleet.backends(settings)[0]
 
 
 def worker_lock(settings: Config, role: str) -> FileLock:
@@ -222,11 +230,11 @@ class InlineRunner:
 
     def __init__(self, settings: Config, job_ids: list[str],
                  notice: Callable[[str], None] = lambda _text: None,
-                 pinned: str | None = None) -> None:
-        self.settings = fleet.settings_for(settings, inline_backend(settings, pinned))
+                 backend: fleet.Backend | None = None) -> None:
+        self.settings = fleet.settings_for(settings, backend or inline_backend(settings))
         self.job_ids = job_ids
         self.notice = notice
-        self.lock = worker_lock(settings, "inline generate")
+        self.lock = worker_lock(self.settings, "inline generate")  # its backend's server
         self.error: BaseException | None = None
         self._observer = _Reachability()
         self._worker: Any = None
