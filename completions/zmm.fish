@@ -12,7 +12,7 @@ complete -c zmm -n '__fish_use_subcommand' -a models -d 'Image checkpoints (Comf
 complete -c zmm -n '__fish_use_subcommand' -a queue -d 'Show and steer the queue.'
 complete -c zmm -n '__fish_use_subcommand' -a serve-worker -d 'Run jobs from the spool on ComfyUI (one worker per...'
 complete -c zmm -n '__fish_use_subcommand' -a stats -d 'Jobs by status and backend, success rates, generation...'
-complete -c zmm -n '__fish_use_subcommand' -a top -d 'Backends with GPU memory, running jobs with their steps,...'
+complete -c zmm -n '__fish_use_subcommand' -a top -d 'A live view: backends, running jobs, the queue head, the...'
 complete -c zmm -n '__fish_use_subcommand' -a wait -d 'Wait until jobs finish; exit 0 only if every one succeeded.'
 complete -c zmm -n '__fish_use_subcommand' -l help
 complete -c zmm -n '__fish_use_subcommand' -l version

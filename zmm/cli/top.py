@@ -33,7 +33,9 @@ def top(
                                  help="Seconds between frames (0.1 to 3600)."),
     once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
 ) -> None:
-    """Backends with GPU memory, running jobs with their steps, the head of the
+    """A live view: backends, running jobs, the queue head, the last hour.
+
+    Backends with GPU memory, running jobs with their steps, the head of the
     queue, the last hour's throughput and recent failures, refreshed every
     --interval seconds. `q` or Ctrl-C quits (exit 0). Full screen on a terminal;
     plain text frames, separated by a form-feed line, when piped."""
