@@ -7,12 +7,9 @@ queue, so interpreter start-up is not counted for either.
 To weigh storage settings: `--page-size N` creates zmm's spools with N-byte pages,
 `--pragma SETTING` (repeatable) runs `PRAGMA SETTING` on every zmm connection, e.g.
 `--pragma wal_autocheckpoint=1000` for SQLite's default checkpoint interval.
-`--route` claims as a worker of one backend does: only jobs whose every needed file
-is in the server's list (here the jobs' checkpoint among 200 other files).
 
 Needs huey (bench only): pip install -r bench/requirements.txt
 Usage: python bench/spool_bench.py [--items 2000] [--repeat 3] [--page-size N] [--pragma S]
-                                   [--route]
 """
 
 from __future__ import annotations
@@ -50,19 +47,10 @@ def zmm_fill(path: Path, items: int, page_size: int | None = None) -> None:
             store.enqueue(intake.build({"prompt": "bench", "count": min(500, items - start)}, settings))
 
 
-def server_files() -> list[str]:
-    """A server's model files: the bench jobs' checkpoint among 200 others."""
-    others = [f"{folder}/model-{n:03d}.safetensors" for n in range(40)
-              for folder in ("checkpoints", "diffusion_models", "loras", "vae", "text_encoders")]
-    return ["checkpoints/sd_xl_base_1.0.safetensors", *others]
-
-
-def zmm_drain(path: str, worker: str, out: mp.Queue, ready, go, pragmas=(),
-              route: bool = False) -> None:
+def zmm_drain(path: str, worker: str, out: mp.Queue, ready, go, pragmas=()) -> None:
     from zmm.jobs import JobState
-    from zmm.store import Route, Store
+    from zmm.store import Store
 
-    chosen = Route.of("default", server_files()) if route else None
     taken = []
     with Store(Path(path)) as store:
         for setting in pragmas:
@@ -70,7 +58,7 @@ def zmm_drain(path: str, worker: str, out: mp.Queue, ready, go, pragmas=(),
         ready.release()
         go.wait()
         while True:
-            job = store.claim(worker, lease_s=600, aging_s=600, route=chosen)
+            job = store.claim(worker, lease_s=600, aging_s=600)
             if job is None:
                 break
             store.transition(job.id, JobState.SUCCEEDED, expect=JobState.RUNNING, worker_id=worker)
@@ -131,10 +119,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--page-size", type=int, choices=[512, 1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--pragma", action="append", default=[])
-    parser.add_argument("--route", action="store_true")
     args = parser.parse_args()
     fill = functools.partial(zmm_fill, page_size=args.page_size)
-    drain = functools.partial(zmm_drain, pragmas=tuple(args.pragma), route=args.route)
+    drain = functools.partial(zmm_drain, pragmas=tuple(args.pragma))
     print("| processes | zmm claim+finish/s | huey dequeue+result/s | ratio | lost / duplicated |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

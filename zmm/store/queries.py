@@ -58,30 +58,26 @@ _EFFECTIVE_RANK = """MAX(CASE WHEN priority_rank = 0 THEN 0 ELSE 1 END,
 # Runnable on ComfyUI: jobs asking for the cloud only are the cloud lane's (cloud_query).
 _RUNNABLE = (f"{OPEN} AND status = 'queued' AND (not_before IS NULL OR not_before <= :now_iso) "
              "AND backend_requested != 'cloud'")
-# Runnable on one backend (:backend, whose server has the files in :have): not
-# pinned to another backend, and no needed file missing from :have. :have is the
-# server's 'folder/name' list one per line, with a newline before and after, so
-# "is this file there" is one instr() per needed file: about three times cheaper
-# than building a lookup table from a JSON list in every priority class's branch.
+# Runnable on one backend (:backend, whose server has the files in :have, a JSON
+# list): not pinned to another backend, and no needed file missing from :have.
 # Jobs from before schema 10 have no needs (NULL) and run anywhere.
 _ROUTED = (" AND (on_backend IS NULL OR on_backend = :backend) AND (needs IS NULL OR NOT EXISTS ("
            "SELECT 1 FROM json_each(jobs.needs) "
-           "WHERE instr(:have, char(10) || value || char(10)) = 0))")
+           "WHERE value NOT IN (SELECT value FROM json_each(:have))))")
 
 
 @dataclass(frozen=True)
 class Route:
     """What one worker may claim: jobs for its backend `name` (pinned there or
-    nowhere) whose every needed file is in `files`, the 'folder/name' files its
-    server has, one per line between newlines. `Route.of` builds it."""
+    nowhere) whose every needed file is in `files`, the JSON list of the
+    'folder/name' files its server has. `Route.of` builds it."""
 
     name: str
     files: str
 
     @classmethod
     def of(cls, name: str, files: Iterable[str]) -> Route:
-        names = sorted({item for item in files if "\n" not in item})
-        return cls(name, "\n" + "".join(item + "\n" for item in names))
+        return cls(name, json.dumps(sorted(set(files))))
 
 
 def paused(conn: sqlite3.Connection) -> bool:
