@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -85,6 +86,13 @@ def comfy(tmp_path):
         yield fake
     finally:
         fake.stop()
+
+
+def closed_url() -> str:
+    """The URL of a port on 127.0.0.1 nothing listens on (bound once, then freed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def drive(worker, until, timeout: float = 20.0) -> None:

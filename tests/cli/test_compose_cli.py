@@ -6,7 +6,6 @@ field and character, and no job row written."""
 from __future__ import annotations
 
 import json
-import socket
 from io import BytesIO
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.cli.test_cli import job_count
+from tests.conftest import closed_url
 from zmm import assets
 from zmm.store import Store
 
@@ -21,10 +21,7 @@ from zmm.store import Store
 @pytest.fixture(autouse=True)
 def no_comfyui(home, monkeypatch):
     """A closed port: nothing here may reach a server (and never a real one)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("ZMM_COMFYUI_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_url())
 
 
 GOOD = """

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.cli.test_cli import job_count
+from tests.conftest import closed_url
 
 
 def _png_header_only(path, width, height) -> None:
@@ -27,12 +28,7 @@ def _png_header_only(path, width, height) -> None:
 @pytest.fixture(autouse=True)
 def no_comfyui(home, monkeypatch):
     """A closed port: the enqueue-time LoRA check finds no server (and never a real one)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("ZMM_COMFYUI_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_url())
 
 
 @pytest.fixture

@@ -5,22 +5,16 @@ or their servers), and why a job waits in `zmm queue` and a waiting generate."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
+from tests.conftest import closed_url
 from tests.fakes.comfyui import FakeComfyUI
 from zmm.jobs import JobState
 from zmm.store import Store
 
 SDXL = "checkpoints/sd_xl_base_1.0.safetensors"
 SD15 = "checkpoints/v1-5-pruned-emaonly.safetensors"
-
-
-def closed_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def configure(home, **urls: str) -> None:

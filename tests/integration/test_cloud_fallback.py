@@ -5,12 +5,12 @@ servers on 127.0.0.1; time-based behaviour on an injected clock."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from tests.clocks import FakeClock as FakeTime
+from tests.conftest import closed_url
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.vram import GIB, VramLedger
@@ -29,12 +29,6 @@ from zmm.worker.loop import Worker
 @pytest.fixture
 def clouds(stability, openai):
     return stability, openai
-
-
-def closed_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 class World:

@@ -7,11 +7,10 @@ and a decision once made is never asked for again."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
-from tests.conftest import drive, run_zmm
+from tests.conftest import closed_url, drive, run_zmm
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import FakeOllama
@@ -71,12 +70,6 @@ def text_requests(fake):
                                                            or body.get("prompt"))]
 
 
-def closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
-
-
 def test_the_enhanced_prompt_reaches_the_graph_the_spool_and_the_png(home, comfy, ollama):
     worker, store, settings = make_worker(home, comfy, ollama.url)
     (job_id,) = enqueue(store, settings, enhance="on", style="report-cover")
@@ -125,7 +118,7 @@ def test_ollama_trouble_runs_the_original_prompt_and_says_why(home, comfy, ollam
                                                                cause):
     url, overrides = ollama.url, {}
     if trouble == "down":
-        url = closed_port_url()
+        url = closed_url()
     elif trouble == "slow":
         ollama.text_latency = 3.0
         overrides["enhance.timeout_s"] = 0.3
@@ -174,7 +167,7 @@ def test_a_retry_binds_the_same_prompt_without_asking_again(home, comfy, ollama)
 
 
 def test_a_fallback_once_made_is_kept_by_a_restarted_worker(home, comfy, ollama):
-    worker, store, settings = make_worker(home, comfy, closed_port_url())
+    worker, store, settings = make_worker(home, comfy, closed_url())
     comfy.oom_next_execution()
     (job_id,) = enqueue(store, settings, enhance="on")
     drive(worker, lambda: store.get(job_id).attempts == 1)
@@ -246,7 +239,7 @@ def test_on_the_gpu_the_llm_answers_then_is_swapped_out_then_reloaded(home, gpu_
 
 @pytest.fixture
 def cli_ollama(ollama, monkeypatch, home):
-    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_port_url())  # never needed here
+    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_url())  # never needed here
     monkeypatch.setenv("ZMM_OLLAMA_URL", ollama.url)
     monkeypatch.setenv("ZMM_ENHANCE_MODEL", LLM)
     return ollama
@@ -273,7 +266,7 @@ def test_print_workflow_with_enhance_asks_ollama_from_the_cli(cli, cli_ollama, s
 
 
 def test_print_workflow_when_ollama_cannot(cli, monkeypatch, home, settings):
-    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_port_url())
+    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_url())
     best_effort = cli("generate", "a lighthouse", "--enhance", "--print-workflow")
     assert printed_prompt(best_effort) == "a lighthouse"
     assert "warning: prompt enhancement failed: Ollama at" in best_effort.stderr
@@ -320,7 +313,7 @@ def test_history_show_and_from_image_after_an_enhanced_job(cli, home, comfy, oll
     assert "enhance on" in shown and f"enhanced prompt enhanced by {LLM}" in shown
     data = cli.json("history", "show", job_id, "--json")
     assert data["job"]["prompt"] == "a lighthouse" and data["job"]["enhanced_prompt"] == ANSWER
-    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_port_url())  # Ollama is not asked again
+    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_url())  # Ollama is not asked again
     again = cli("generate", "--from-image", str(png), "--print-workflow")
     assert printed_prompt(again) == ANSWER and again.stderr == ""
     plain = cli("generate", "--from-image", str(png), "--no-enhance", "--print-workflow")

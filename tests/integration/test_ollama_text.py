@@ -5,12 +5,11 @@ OllamaClient.generate / chat against it."""
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import closed_url, wait_until
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vram import GIB
 from zmm.backends.ollama import OllamaClient
@@ -149,9 +148,6 @@ def test_client_maps_errors_and_its_own_timeout(ollama):
 
 
 def test_client_reports_a_refused_connection():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with OllamaClient(f"http://127.0.0.1:{port}", timeout=2) as client, \
+    with OllamaClient(closed_url(), timeout=2) as client, \
             pytest.raises(OllamaUnavailable, match="connection refused"):
         client.chat(MODEL, [{"role": "user", "content": "x"}])
