@@ -106,11 +106,11 @@ class Frame:
 def read(store: Any, settings: Any, *, head: int = 10, failures: int = 5,
          clock: Callable[[], float] | None = None) -> Frame:
     """One frame of the spool `store` as of `clock()` (default: the store's clock)."""
-    from zmm import fleet
+    from zmm import fleet, routing
 
     now = (clock or store.clock)()
     board = store.board(aging_s=settings.get("worker.aging_s"),
-                        worker_since=now - 3 * settings.get("worker.lease_s"),
+                        worker_since=now - routing.LIVE_LEASES * settings.get("worker.lease_s"),
                         head=head, failures=failures, window_s=WINDOW_S)
     return build(board, now=now, spool=str(store.path), configured=fleet.backends(settings))
 

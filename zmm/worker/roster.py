@@ -1,7 +1,8 @@
 """What `zmm backends` shows: every configured backend beside the row its
 worker writes (state, GPU memory, loaded model, last error) and the jobs
 counted by its URL; and the operator's drain switch. A backend whose worker
-has not written its row for 3 x worker.lease_s (or that stopped) has no worker.
+has not written its row for LIVE_LEASES x worker.lease_s (zmm.routing), or
+that stopped, has no worker.
 Reads and writes go through the Store; nothing here prints.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zmm import fleet
+from zmm import fleet, routing
 from zmm.config import Config
 from zmm.store import Store
 from zmm.store.db import iso
@@ -23,7 +24,7 @@ def overview(settings: Config, store: Store) -> list[dict[str, Any]]:
     rows = {row["name"]: row for row in store.backends()}
     now = store.clock()
     counts = store.backend_job_counts(since=now - HOUR_S)
-    fresh_since = iso(now - 3 * settings.get("worker.lease_s"))
+    fresh_since = iso(now - routing.LIVE_LEASES * settings.get("worker.lease_s"))
     return [_entry(backend, rows.get(backend.name), counts.get(backend.url, {}), fresh_since)
             for backend in configured]
 
