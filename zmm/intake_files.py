@@ -11,7 +11,7 @@ refused either (the cloud rule may take them). Stdlib only: the enqueue path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from zmm import fleet, jobs
@@ -24,8 +24,7 @@ def check_server_files(specs: list[jobs.JobSpec], config: Config,
                        recorded: Iterable[Mapping[str, Any]] = ()) -> None:
     """Refuse the first spec whose needed files no candidate backend has.
     `recorded`: the spool's backend rows (Store.backends(), files decoded)."""
-    lists = {row["name"]: frozenset(row["files"]) for row in recorded
-             if row.get("files") is not None}
+    lists = _recorded_lists(recorded)
     servers = _Servers()
     configured = fleet.backends(config)
     seen: set[tuple[str | None, tuple[str, ...]]] = set()
@@ -46,36 +45,37 @@ def _check_one(spec: jobs.JobSpec, candidates: list[fleet.Backend],
     if any(needs <= lists[item.name] for item in candidates if item.name in lists):
         return  # a recorded list has them all: no server need be asked
     have: dict[str, frozenset[str]] = {}
-    for item in candidates:
-        files = lists.get(item.name)
-        if files is None:
-            files = servers.files(item, {need.partition("/")[0] for need in spec.needs})
-        if files is None:
-            return  # unknown and unreachable: no refusal, the job waits
-        if needs <= files:
-            return
+    for item, files in _files_of(candidates, spec.needs, lists, servers):
+        if files is None or needs <= files:
+            return  # unknown and unreachable (the job waits), or it has them
         have[item.name] = files
     raise _refusal(spec, have)
 
 
-def able_backends(needs: list[str], on_backend: str | None, config: Config,
-                  recorded: Iterable[Mapping[str, Any]] = ()) -> list[fleet.Backend]:
-    """The configured backends (only the pinned one, when pinned) whose server has
-    every file in `needs`: by their recorded lists, else by asking the server.
-    A server that cannot be asked counts as able (nothing says it is not)."""
-    lists = {row["name"]: frozenset(row["files"]) for row in recorded
-             if row.get("files") is not None}
-    servers = _Servers()
-    able = []
-    for item in fleet.backends(config):
-        if on_backend not in (None, item.name):
-            continue
+def first_able(needs: list[str], config: Config,
+               recorded: Iterable[Mapping[str, Any]] = ()) -> fleet.Backend | None:
+    """The first configured backend whose server has every file in `needs`: by
+    its recorded list, else by asking the server. A server that cannot be asked
+    counts as able (nothing says it is not)."""
+    pairs = _files_of(fleet.backends(config), needs, _recorded_lists(recorded), _Servers())
+    return next((item for item, files in pairs if files is None or set(needs) <= files), None)
+
+
+def _recorded_lists(recorded: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    return {row["name"]: frozenset(row["files"]) for row in recorded
+            if row.get("files") is not None}
+
+
+def _files_of(candidates: list[fleet.Backend], needs: list[str],
+              lists: Mapping[str, frozenset[str]], servers: _Servers
+              ) -> Iterator[tuple[fleet.Backend, frozenset[str] | None]]:
+    """Each candidate with its files: the recorded list, else its server's
+    (asked only when reached, for the folders of `needs`); None: unknown."""
+    for item in candidates:
         files = lists.get(item.name)
         if files is None and needs:
             files = servers.files(item, {need.partition("/")[0] for need in needs})
-        if files is None or set(needs) <= files:
-            able.append(item)
-    return able
+        yield item, files
 
 
 def _refusal(spec: jobs.JobSpec, have: Mapping[str, frozenset[str]]) -> NotFound:

@@ -56,8 +56,8 @@ def inline_backend(settings: Config, job: Job | None = None,
     from zmm import intake_files
     from zmm.routing import needs_of
 
-    able = intake_files.able_backends(needs_of(job.needs) or [], None, settings, recorded or [])
-    return able[0] if able else fleet.backends(settings)[0]
+    able = intake_files.first_able(needs_of(job.needs) or [], settings, recorded or [])
+    return able or fleet.backends(settings)[0]
 
 
 def worker_lock(settings: Config, role: str) -> FileLock:
