@@ -141,3 +141,17 @@ def test_the_cloud_takes_a_stranded_job_after_its_max_wait_only(spool, settings,
     assert spool.claim_for_cloud("w", **take).id == stranded.id
     assert spool.claim_for_cloud("w", **take) is None  # the runnable one stays for ComfyUI
     assert spool.get(runnable).status == "queued"
+
+
+@pytest.mark.parametrize("window", [0, 4])  # the one-statement claim and the grouped one
+def test_a_drained_backend_claims_nothing_until_resumed(spool, settings, window):
+    loaded = "v1-5-pruned-emaonly.safetensors" if window else None
+    job_id = enqueue(spool, settings)
+    spool.set_draining("gpu0", "http://gpu0", True)
+    assert claim(spool, Route.of("gpu0", [SDXL]), prefer_model=loaded, group_window=window) is None
+    assert claim(spool, Route.of("gpu1", [SDXL]), prefer_model=loaded, group_window=window) \
+        == job_id  # another backend is not drained
+    other = enqueue(spool, settings)
+    spool.set_draining("gpu0", "http://gpu0", False)
+    assert claim(spool, Route.of("gpu0", [SDXL]), prefer_model=loaded, group_window=window) \
+        == other

@@ -1,8 +1,10 @@
 """Claiming: the guarded UPDATE that moves a queued job to running for one
 worker, either the next job for ComfyUI (priority with aging, FIFO inside a
 class, the loaded checkpoint preferred within a window) or the next job a
-cloud provider may take. Runs inside the caller's write transaction and
-writes the `claimed` event with it; which job comes next is zmm.store.queries'.
+cloud provider may take. The UPDATE itself refuses while the spool is paused
+or the worker's backend is drained, so no claim slips past either switch.
+Runs inside the caller's write transaction and writes the `claimed` event
+with it; which job comes next is zmm.store.queries'.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 
-from zmm.store import events, queries
+from zmm.store import backends, events, queries
 from zmm.store.db import iso
 
 _TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expires_at = :lease,
@@ -18,6 +20,7 @@ _TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expire
                phase = :phase, phase_detail = NULL
            WHERE status = 'queued' AND NOT EXISTS (
                SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
+             AND NOT EXISTS (SELECT 1 FROM backends WHERE name = :drained AND draining = 1)
              AND id = {target} RETURNING *"""
 
 
@@ -28,7 +31,7 @@ def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: 
     """Take the next job for ComfyUI; with `route`, only one that backend can run
     (pinned to it or to none, every needed file on its server)."""
     taking = {"worker": worker_id, "lease": iso(now + lease_s), "now_iso": iso(now),
-              "phase": "claimed"}
+              "phase": "claimed", "drained": route.name if route is not None else None}
     if (prefer_model is None or group_window <= 0) and min_rank in (None, 0):
         # One statement: pick and take the head of the queue together.
         pick, params = queries.candidates_query(now, aging_s, limit=1,
@@ -37,7 +40,7 @@ def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: 
         params.update(taking)
         row = conn.execute(_take_head(pick), params).fetchone()
     else:
-        if queries.paused(conn):
+        if queries.paused(conn) or (route is not None and backends.is_draining(conn, route.name)):
             return None
         rows = queries.candidates(conn, now, aging_s, limit=group_window + 1, min_rank=min_rank,
                                   only_ids=only_ids, route=route)
@@ -61,7 +64,7 @@ def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, leas
                    only_ids: list[str] | None, stranded: str | None = None) -> sqlite3.Row | None:
     pick, params = queries.cloud_query(now, down_since=down_since, max_wait_s=max_wait_s,
                                        only_ids=only_ids, stranded=stranded)
-    params.update(worker=worker_id, lease=iso(now + lease_s), phase="cloud")
+    params.update(worker=worker_id, lease=iso(now + lease_s), phase="cloud", drained=None)
     row = conn.execute(_TAKE.format(target=f"({pick})"), params).fetchone()
     if row is not None:
         events.write(conn, row["id"], "claimed", "queued", "running",

@@ -325,9 +325,9 @@ class Worker:
         """Claim and submit until one job runs and one waits on ComfyUI (counting
         zmm prompts of others still there)."""
         while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if not self.scope.may_claim() or self.status.draining() \
-                    or not self.capability.known:  # known: the server has said which files it has
-                return
+            if not self.scope.may_claim() or not self.capability.known:
+                return  # known: the server has said which files it has (a drained backend's
+                # claim takes nothing: the claim's UPDATE checks the switch)
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
                                    only_ids=self.only_ids, prefer_model=self._loaded_model,
                                    group_window=self.group_window, route=self.capability.route)
