@@ -15,8 +15,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from zmm import errors, fleet
-from zmm.config import Config
+from zmm import errors
+from zmm.config import Config, fleet
 
 # Which failure decides the exit code when several fail, most serious first.
 SEVERITY = (errors.SPOOL_UNUSABLE, errors.USAGE, errors.WORKFLOW_REJECTED,

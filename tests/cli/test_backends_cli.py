@@ -15,7 +15,7 @@ from zmm.backends import gpu
 from zmm.jobs import JobState
 from zmm.store import Store
 from zmm.store.backends import BackendReport
-from zmm.worker import roster
+from zmm.views import roster
 
 TWO = """
 [[backends]]

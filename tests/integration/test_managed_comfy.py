@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, LiveProcess, run_zmm, wait_until
 from zmm.store import Store
-from zmm.worker import child
+from zmm.worker.managed import child
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")]

@@ -13,12 +13,13 @@ import pytest
 from PIL import Image
 
 from tests.fakes.comfyui import FakeComfyUI
-from zmm import assets, intake, intake_files
+from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.cli.generate import keep_inputs
 from zmm.cli.render import describe_job
 from zmm.config import load
 from zmm.errors import NotFound
+from zmm.intake import server_files
 from zmm.retention import cleanup
 from zmm.retention.plan import Criteria
 from zmm.store import Store
@@ -57,7 +58,7 @@ def enqueue(settings, **fields) -> list[str]:
            "seed": "5", **fields}
     specs = intake.build({k: v for k, v in raw.items() if v is not None}, settings)
     with Store(settings.spool_path) as store:
-        intake_files.check_server_files(specs, settings, store.backends())
+        server_files.check_server_files(specs, settings, store.backends())
     keep_inputs(specs, settings.assets_dir)
     with Store(settings.spool_path) as store:
         return [job.id for job in store.enqueue(specs)]

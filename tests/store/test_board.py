@@ -1,4 +1,4 @@
-"""What `zmm top` shows: the frame model (zmm.dashboard) built from one read of a
+"""What `zmm top` shows: the frame model (zmm.views.dashboard) built from one read of a
 real spool (zmm.store.board) at a test clock's time, panel by panel, and the
 reads' plans (every query answered from an index, none reading all of `jobs`)."""
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from tests.store.test_status_indexes import full_scans
-from zmm import dashboard, intake
-from zmm.fleet import Backend
+from zmm import intake
+from zmm.config.fleet import Backend
 from zmm.jobs import JobState
 from zmm.store import board
 from zmm.store.backends import BackendReport
+from zmm.views import dashboard
 
 GIB = 1024**3
 GPU0, GPU1, BOX = "http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://box.lan:8188"

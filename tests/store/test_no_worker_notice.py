@@ -3,7 +3,7 @@ table with the test's clock: said once, only without a fresh heartbeat."""
 
 from __future__ import annotations
 
-from zmm.follow import NO_WORKER, NoWorkerNotice
+from zmm.views.follow import NO_WORKER, NoWorkerNotice
 
 
 def notice_for(spool, clock, said: list[str]) -> NoWorkerNotice:

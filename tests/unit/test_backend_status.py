@@ -9,9 +9,10 @@ import pytest
 from tests.fakes.nvml import fake_nvml_gpus
 from tests.fakes.vram import GIB, VramLedger
 from tests.unit.test_worker_loop import Loop
-from zmm import config, fleet
+from zmm import config
 from zmm.backends import gpu
 from zmm.backends.vram_source import VramSource
+from zmm.config import fleet
 from zmm.errors import ComfyUnavailable
 
 

@@ -13,10 +13,11 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import LedgerNvml, fake_nvml_gpus, gpus_state
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vram import GIB, VramLedger
-from zmm import config, fleet, intake
+from zmm import config, intake
 from zmm.backends import gpu
 from zmm.backends.comfy import ComfyClient
 from zmm.backends.vram_source import VramSource
+from zmm.config import fleet
 from zmm.store import Store
 from zmm.vram.gate import SWAP_KEY
 from zmm.worker import service

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from zmm import config, fleet
+from zmm import config
+from zmm.config import fleet
 from zmm.errors import InvalidInput, NotFound
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from zmm.cli import render_top
-from zmm.dashboard import BackendLine, FailureLine, Frame, QueuedLine, RunningLine, Throughput
+from zmm.views.dashboard import BackendLine, FailureLine, Frame, QueuedLine, RunningLine, Throughput
 
 GIB = 1024**3
 AT = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC

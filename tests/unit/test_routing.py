@@ -1,9 +1,9 @@
-"""Why a queued job waits (zmm.routing): the reasons `zmm queue`, a waiting
+"""Why a queued job waits (zmm.views.routing): the reasons `zmm queue`, a waiting
 `zmm generate` and the cloud rule give for a job no live backend can run."""
 
 from __future__ import annotations
 
-from zmm.routing import LiveBackend, live_backends, waiting_reason
+from zmm.views.routing import LiveBackend, live_backends, waiting_reason
 
 FLUX = "diffusion_models/flux1-dev.safetensors"
 SDXL = "checkpoints/sd_xl_base_1.0.safetensors"

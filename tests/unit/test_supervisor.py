@@ -13,8 +13,8 @@ import pytest
 from tests.clocks import FakeClock
 from tests.conftest import wait_until
 from zmm.errors import ComfyUnavailable
-from zmm.worker import child
-from zmm.worker.supervisor import CrashGuard, ManagedSettings, Supervisor, exit_reason
+from zmm.worker.managed import child
+from zmm.worker.managed.supervisor import CrashGuard, ManagedSettings, Supervisor, exit_reason
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 

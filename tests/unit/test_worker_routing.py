@@ -13,8 +13,9 @@ import pytest
 
 from tests.clocks import FakeClock
 from tests.fakes.comfyui import FakeComfyUI
-from zmm import fleet, intake
+from zmm import intake
 from zmm.backends.comfy import ComfyClient
+from zmm.config import fleet
 from zmm.store import Store
 from zmm.worker.loop import Worker
 

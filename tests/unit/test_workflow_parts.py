@@ -1,4 +1,4 @@
-"""Graph parts (zmm.workflow_parts): LoRA chains, the init image and the hires
+"""Graph parts (zmm.workflows.graph_parts): LoRA chains, the init image and the hires
 pass on the shipped templates and on split-loader graphs, each checked the way
 ComfyUI validates a prompt (the fake's validator: node types exist, required
 inputs present, link types match, values in their lists and ranges)."""
@@ -10,9 +10,10 @@ import copy
 import pytest
 
 from tests.fakes import comfyui_graph as fake_graph
-from zmm import workflow_parts, workflows
+from zmm import workflows
 from zmm.errors import InvalidInput
-from zmm.workflow_parts import Hires, InitImage, Lora, Parts
+from zmm.workflows import graph_parts
+from zmm.workflows.graph_parts import Hires, InitImage, Lora, Parts
 
 LORAS = ["detail.safetensors", "style.safetensors"]
 IMAGE = InitImage("inputs/" + "ab" * 32 + ".png", "ab" * 32, 100, 77, "photo.png")
@@ -78,7 +79,7 @@ def of_class(graph: dict, class_type: str) -> list[str]:
 
 @pytest.mark.parametrize("template", ["sd15-txt2img", "sdxl-txt2img"])
 def test_a_lora_chain_sits_between_the_checkpoint_and_everything_that_used_it(template):
-    graph = workflow_parts.apply(bound(template), Parts(loras=(
+    graph = graph_parts.apply(bound(template), Parts(loras=(
         Lora("detail.safetensors", 0.8), Lora("style.safetensors", -0.5))), width=64, height=64)
     first, second = of_class(graph, "LoraLoader")
     ckpt = of_class(graph, "CheckpointLoaderSimple")[0]
@@ -98,7 +99,7 @@ def test_a_lora_chain_sits_between_the_checkpoint_and_everything_that_used_it(te
 
 
 def test_a_lora_the_server_lacks_fails_validation_like_comfyui():
-    graph = workflow_parts.apply(bound(), Parts(loras=(Lora("nope.safetensors"),)),
+    graph = graph_parts.apply(bound(), Parts(loras=(Lora("nope.safetensors"),)),
                                  width=64, height=64)
     types = {**fake_graph.node_types(["v1-5-pruned-emaonly.safetensors"]),
              **fake_graph.part_node_types(LORAS, [], [])}
@@ -109,7 +110,7 @@ def test_a_lora_the_server_lacks_fails_validation_like_comfyui():
 
 
 def test_loras_on_a_split_loader_graph_follow_the_links_not_the_ids():
-    graph = workflow_parts.apply(split_loader_graph(), Parts(loras=(Lora("detail.safetensors"),)),
+    graph = graph_parts.apply(split_loader_graph(), Parts(loras=(Lora("detail.safetensors"),)),
                                  width=64, height=64)
     (lora,) = of_class(graph, "LoraLoader")
     assert graph[lora]["inputs"]["model"] == ["4", 0]
@@ -120,7 +121,7 @@ def test_loras_on_a_split_loader_graph_follow_the_links_not_the_ids():
 
 
 def test_img2img_replaces_the_empty_latent_with_the_encoded_image():
-    graph = workflow_parts.apply(bound(), Parts(init_image=IMAGE, denoise=0.4), width=96,
+    graph = graph_parts.apply(bound(), Parts(init_image=IMAGE, denoise=0.4), width=96,
                                  height=72)
     assert of_class(graph, "EmptyLatentImage") == []
     (load,) = of_class(graph, "LoadImage")
@@ -135,7 +136,7 @@ def test_img2img_replaces_the_empty_latent_with_the_encoded_image():
 
 def test_img2img_with_a_size_resizes_before_encoding_and_uses_the_split_vae():
     image = InitImage(IMAGE.file, IMAGE.sha256, 100, 77, "photo.png", resize=True)
-    graph = workflow_parts.apply(split_loader_graph(), Parts(init_image=image, denoise=1.0),
+    graph = graph_parts.apply(split_loader_graph(), Parts(init_image=image, denoise=1.0),
                                  width=128, height=96)
     (scale,) = of_class(graph, "ImageScale")
     assert graph[scale]["inputs"]["width"] == 128 and graph[scale]["inputs"]["height"] == 96
@@ -145,7 +146,7 @@ def test_img2img_with_a_size_resizes_before_encoding_and_uses_the_split_vae():
 
 
 def test_an_init_image_not_yet_uploaded_is_refused_like_comfyui_does():
-    graph = workflow_parts.apply(bound(), Parts(init_image=IMAGE, denoise=0.5), width=64,
+    graph = graph_parts.apply(bound(), Parts(init_image=IMAGE, denoise=0.5), width=64,
                                  height=64)
     types = {**fake_graph.node_types(["v1-5-pruned-emaonly.safetensors"]),
              **fake_graph.part_node_types([], [], ["example.png"])}
@@ -156,7 +157,7 @@ def test_an_init_image_not_yet_uploaded_is_refused_like_comfyui_does():
 
 
 def test_the_hires_pass_upscales_the_latent_and_samples_again():
-    graph = workflow_parts.apply(bound(width=512, height=384),
+    graph = graph_parts.apply(bound(width=512, height=384),
                                  Parts(hires=Hires(1.5, 0.45, "bislerp")), width=512, height=384)
     (upscale,) = of_class(graph, "LatentUpscaleBy")
     first, second = sorted(of_class(graph, "KSampler"), key=int)
@@ -166,13 +167,13 @@ def test_the_hires_pass_upscales_the_latent_and_samples_again():
     assert graph[second]["inputs"]["denoise"] == 0.45
     assert graph[second]["inputs"]["model"] == graph[first]["inputs"]["model"]
     assert graph["8"]["inputs"]["samples"] == [second, 0]
-    assert workflow_parts.pass_of(graph[first]) == "1/2"
-    assert workflow_parts.pass_of(graph[second]) == "2/2"
+    assert graph_parts.pass_of(graph[first]) == "1/2"
+    assert graph_parts.pass_of(graph[second]) == "2/2"
     accepted(graph)
 
 
 def test_the_hires_pass_with_a_model_decodes_upscales_resizes_and_encodes():
-    graph = workflow_parts.apply(bound(), Parts(
+    graph = graph_parts.apply(bound(), Parts(
         loras=(Lora("detail.safetensors"),),
         hires=Hires(2.0, 0.5, "nearest-exact", "4x.pth", "lanczos")), width=64, height=64)
     (loader,) = of_class(graph, "UpscaleModelLoader")
@@ -190,11 +191,11 @@ def test_the_hires_pass_with_a_model_decodes_upscales_resizes_and_encodes():
     ((512, 384), 1.5, (768, 576)), ((64, 64), 4.0, (256, 256)), ((1000, 776), 1.25, (1248, 968)),
     ((72, 72), 1.1, (80, 80))])
 def test_the_output_size_is_what_latent_upscale_by_gives(size, factor, expected):
-    assert workflow_parts.upscaled_size(*size, factor) == expected
+    assert graph_parts.upscaled_size(*size, factor) == expected
 
 
 def test_everything_together_on_one_graph():
-    graph = workflow_parts.apply(bound(), Parts(
+    graph = graph_parts.apply(bound(), Parts(
         loras=(Lora("detail.safetensors"), Lora("style.safetensors", 0.3)), init_image=IMAGE,
         denoise=0.6, hires=Hires(2.0)), width=96, height=72)
     assert len(of_class(graph, "KSampler")) == 2
@@ -207,7 +208,7 @@ def test_a_graph_with_two_checkpoints_is_refused_for_loras():
     graph["30"] = copy.deepcopy(graph["4"])
     graph["7"]["inputs"]["clip"] = ["30", 1]
     with pytest.raises(InvalidInput) as caught:
-        workflow_parts.apply(graph, Parts(loras=(Lora("detail.safetensors"),)), width=64,
+        graph_parts.apply(graph, Parts(loras=(Lora("detail.safetensors"),)), width=64,
                              height=64)
     assert caught.value.field == "lora"
     assert "2 text encoders" in caught.value.allowed
@@ -221,7 +222,7 @@ def test_a_graph_without_a_sampler_is_refused_for_the_upscale_and_the_init_image
     for parts, field in ((Parts(hires=Hires(2.0)), "upscale"),
                          (Parts(init_image=IMAGE, denoise=0.5), "init-image")):
         with pytest.raises(InvalidInput) as caught:
-            workflow_parts.apply(graph, parts, width=64, height=64)
+            graph_parts.apply(graph, parts, width=64, height=64)
         assert caught.value.field == field
         assert "no VAEDecode" in caught.value.allowed
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import zmm
 from zmm import workflows
 from zmm.errors import InvalidInput, NotFound, WorkflowRejected
 
@@ -41,7 +42,7 @@ def test_shipped_templates_follow_the_classic_default_graph(name):
 
 
 def test_shipped_dir_is_the_repo_folder_in_a_checkout():
-    assert workflows.shipped_dir() == Path(workflows.__file__).parent.parent / "workflows"
+    assert workflows.shipped_dir() == Path(zmm.__file__).parent.parent / "workflows"
     assert {"sdxl-txt2img", "sd15-txt2img"} <= set(workflows.available(None))
 
 

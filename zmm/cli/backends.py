@@ -24,7 +24,7 @@ def show(
     if ctx.invoked_subcommand is not None:
         return
     from zmm.cli import render
-    from zmm.worker import roster
+    from zmm.views import roster
 
     settings = load_config()
     with open_store(settings) as store:
@@ -58,7 +58,7 @@ def _row(entry: dict[str, Any]) -> list[Any]:
 @app.command("drain")
 def drain(name: str = typer.Argument(..., help="A configured backend's name.")) -> None:
     """Finish what runs on the backend and claim no more there until `resume`."""
-    from zmm.worker import roster
+    from zmm.views import roster
 
     settings = load_config()
     with open_store(settings) as store:
@@ -73,7 +73,7 @@ def drain(name: str = typer.Argument(..., help="A configured backend's name.")) 
 @app.command("resume")
 def resume(name: str = typer.Argument(..., help="A configured backend's name.")) -> None:
     """Let the backend's worker claim jobs again after `drain`."""
-    from zmm.worker import roster
+    from zmm.views import roster
 
     settings = load_config()
     with open_store(settings) as store:

@@ -121,7 +121,9 @@ def generate(
                                         "JSON Lines with --from or --count) and queue nothing."),
 ) -> None:
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
-    from zmm import fleet, intake, intake_files
+    from zmm import intake
+    from zmm.config import fleet
+    from zmm.intake import server_files
 
     settings = load_config()
     fleet.backends(settings)  # a bad [[backends]] entry is exit 2 before anything is queued
@@ -151,7 +153,7 @@ def generate(
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
     with open_store(settings) as store:
-        intake_files.check_server_files(specs, settings, store.backends())
+        server_files.check_server_files(specs, settings, store.backends())
         keep_inputs(specs, settings.assets_dir)
         jobs = store.enqueue(specs)
         if no_wait:
@@ -212,8 +214,8 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
             inline: bool = False) -> None:
     """Wait for the jobs; `inline`: run the queue in this process whenever no
     worker holds the lock; otherwise (`zmm wait`) say once if no worker is alive."""
-    from zmm import follow
     from zmm.cli import render
+    from zmm.views import follow
     from zmm.worker import service
 
     view = render.FollowView(total=len(ids))

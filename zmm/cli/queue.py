@@ -24,10 +24,10 @@ def show(
         return
     import statistics
 
-    from zmm import routing
     from zmm.cli import render
     from zmm.store.db import parse_iso
     from zmm.store.history import HistoryFilter
+    from zmm.views import routing
 
     settings = load_config()
     with open_store(settings) as store:

@@ -25,7 +25,7 @@ def describe(snap: Any) -> str:
 def describe_job(job: Any, position: int | None = None, queued_total: int = 0,
                  waiting: str | None = None) -> str:
     """One line for a job's current state, used by every display (`waiting`: why
-    no live backend can run a queued job, zmm.routing)."""
+    no live backend can run a queued job, zmm.views.routing)."""
     if job.status == "queued":
         parts = [f"position {position} of {queued_total}"] if position else []
         parts += [waiting] if waiting else []

@@ -1,5 +1,5 @@
 """Drawing `zmm top`: part of the rendering layer beside render.py, and with it
-the only code that imports rich (only while drawing). Turns a zmm.dashboard
+the only code that imports rich (only while drawing). Turns a zmm.views.dashboard
 Frame into panels: full-screen with rich on a terminal (`Screen`, which also
 owns the terminal's key mode and always restores it), plain ASCII text frames
 otherwise (`plain`). Reads nothing from the spool; decides nothing.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zmm.cli.keys import EOF, Keys
-from zmm.dashboard import NO_WORKER, Frame
+from zmm.views.dashboard import NO_WORKER, Frame
 
 GB = 1024**3
 SPARKS = "▁▂▃▄▅▆▇█"

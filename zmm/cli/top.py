@@ -1,5 +1,5 @@
 """`zmm top`: a live view of the spool and its backends until `q` or Ctrl-C.
-Parses the options and hands frames (zmm.dashboard) to the display
+Parses the options and hands frames (zmm.views.dashboard) to the display
 (zmm.cli.render_top); reads nothing itself.
 """
 
@@ -39,8 +39,8 @@ def top(
     queue, the last hour's throughput and recent failures, refreshed every
     --interval seconds. `q` or Ctrl-C quits (exit 0). Full screen on a terminal;
     plain text frames, separated by a form-feed line, when piped."""
-    from zmm import dashboard
     from zmm.cli import render_top
+    from zmm.views import dashboard
 
     seconds = parse_interval(interval)
     settings = load_config()

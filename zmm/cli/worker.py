@@ -37,14 +37,14 @@ def serve_worker(
     Ctrl-C finishes the running job and exits; a second Ctrl-C (or SIGTERM)
     interrupts it and queues it again. With several backends configured, pass
     --backend NAME or --all."""
-    from zmm import fleet
+    from zmm.config import fleet
     from zmm.worker import service
 
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None,
                            comfyui__command=launch)
     _check_flags(settings, backend, every, comfyui, launch)
     if every:
-        from zmm.worker.serve_all import serve_all
+        from zmm.worker.managed.serve_all import serve_all
 
         raise typer.Exit(serve_all(fleet.backends(settings), once=once, max_jobs=max_jobs,
                                    say=say))
@@ -54,7 +54,7 @@ def serve_worker(
 
 def _check_flags(settings, backend: str | None, every: bool, comfyui: str | None,
                  launch: str | None) -> None:
-    from zmm import fleet
+    from zmm.config import fleet
     from zmm.errors import InvalidInput
 
     if every and backend is not None:

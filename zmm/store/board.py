@@ -4,7 +4,7 @@ per priority, what finished in the last hour and the latest failures.
 
 Read-only. Every query is limited or answered from an index alone (jobs_open,
 jobs_done, jobs_completed), so a frame costs milliseconds with 100,000 jobs in the spool
-(bench/top_bench.py). Never formats; zmm.dashboard turns this into a frame.
+(bench/top_bench.py). Never formats; zmm.views.dashboard turns this into a frame.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import Any
 
 from zmm import families, jobs
 from zmm.config import Config
+from zmm.config.fleet import DEFAULT_NAME
 from zmm.errors import ZmmError
-from zmm.fleet import DEFAULT_NAME
 from zmm.jsontext import compact
 from zmm.store import Job, Store
 from zmm.store.db import iso

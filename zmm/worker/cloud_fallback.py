@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmm import routing
 from zmm.cloud import lane
 from zmm.errors import Conflict
 from zmm.outcome import Outcome
 from zmm.store import Job, Store
+from zmm.views import routing
 
 Stranded = dict[tuple[str | None, str | None], str]  # (needs, on_backend) -> why it waits
 

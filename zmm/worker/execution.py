@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from zmm import assets, workflow_parts, workflows
+from zmm import assets, workflows
 from zmm.assets import inputs
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
 from zmm.outcome import Outcome, output_fields, save_image, zmm_metadata
 from zmm.store import Job
+from zmm.workflows import graph_parts
 
 # ComfyUI node classes -> the phase a person would call it.
 PHASES = {
@@ -57,7 +58,7 @@ class Inflight:
         node = self.graph.get(str(node_id), {}) if node_id is not None else {}
         kind = node.get("class_type", "")
         phase = PHASES.get(kind, f"running {kind}" if kind else "running")
-        of_passes = workflow_parts.pass_of(node)  # "2/2": the hires pass's sampler
+        of_passes = graph_parts.pass_of(node)  # "2/2": the hires pass's sampler
         return f"pass {of_passes} {phase}" if of_passes else phase
 
 
@@ -99,7 +100,7 @@ class GraphBuilder:
         if key not in self._checked:
             self._check(graph, sorted(files))
             self._checked.add(key)
-        parts = workflow_parts.Parts.from_params(job.param_values)
+        parts = graph_parts.Parts.from_params(job.param_values)
         if parts.init_image is not None:
             self._upload(graph, parts.init_image)
         return graph
@@ -115,12 +116,12 @@ class GraphBuilder:
         return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir,
                                   enhanced_prompt=job.enhanced_prompt)
 
-    def _upload(self, graph: dict[str, Any], image: workflow_parts.InitImage) -> None:
+    def _upload(self, graph: dict[str, Any], image: graph_parts.InitImage) -> None:
         """Send zmm's copy of the init image under its content-hashed name (so a
         retry or a restarted worker uploads the same bytes to the same name)."""
         data = inputs.load_copy(self.assets_root, image.file)
         answer = self.client.upload_image(image.upload_name, data,
-                                          subfolder=workflow_parts.INPUT_SUBFOLDER)
+                                          subfolder=graph_parts.INPUT_SUBFOLDER)
         where = "/".join(part for part in (str(answer.get("subfolder") or ""),
                                            str(answer["name"])) if part)
         for node in graph.values():  # the name the server says it stored it under

@@ -23,11 +23,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from zmm import fleet
 from zmm.backends.comfy import ComfyClient
 from zmm.backends.comfy_events import Event, EventStream
 from zmm.cloud import lane
-from zmm.config import Config
+from zmm.config import Config, fleet
 from zmm.errors import (
     ComfyServerError,
     ComfyUnavailable,
@@ -45,11 +44,11 @@ from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.counts import JobCounts
 from zmm.worker.enhancing import PromptStep, wanted
 from zmm.worker.execution import Inflight
+from zmm.worker.managed.supervisor import ChildReport, CrashGuard
 from zmm.worker.observer import Observer, QuietObserver
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
 from zmm.worker.scope import Scope
 from zmm.worker.status import BackendStatus
-from zmm.worker.supervisor import ChildReport, CrashGuard
 from zmm.worker.upkeep import Adopted, Upkeep
 from zmm.worker.wake import SpoolWatch
 

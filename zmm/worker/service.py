@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from zmm import fleet
-from zmm.config import Config
+from zmm.config import Config, fleet
 from zmm.errors import ComfyUnavailable, InvalidInput
 from zmm.locks import FileLock, worker_lock_path
 from zmm.store import Job, Store
@@ -53,10 +52,10 @@ def inline_backend(settings: Config, job: Job | None = None,
         return fleet.backends(settings)[0]
     if job.on_backend:
         return fleet.backend(settings, job.on_backend)
-    from zmm import intake_files
-    from zmm.routing import needs_of
+    from zmm.intake import server_files
+    from zmm.views.routing import needs_of
 
-    able = intake_files.first_able(needs_of(job.needs) or [], settings, recorded or [])
+    able = server_files.first_able(needs_of(job.needs) or [], settings, recorded or [])
     return able or fleet.backends(settings)[0]
 
 
@@ -187,7 +186,7 @@ def managed_comfy(settings: Config, store: Store, notice: Callable[[str], None]
     if not settings.get("comfyui.command"):
         yield stopping, None
         return
-    from zmm.worker.supervisor import ManagedSettings, Supervisor
+    from zmm.worker.managed.supervisor import ManagedSettings, Supervisor
 
     supervisor = Supervisor(ManagedSettings.from_config(settings), settings.home, notice=notice)
     backend = fleet.serving(settings)  # `zmm backends` shows it starting meanwhile

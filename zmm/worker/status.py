@@ -13,14 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from zmm.backends.vram_source import VramReading, VramSource
+from zmm.config.fleet import Backend
 from zmm.errors import ComfyUnavailable
-from zmm.fleet import Backend
 from zmm.store import Store
 from zmm.store.backends import BackendReport
 from zmm.store.db import iso
 from zmm.worker.alerts import DownAlarm
 from zmm.worker.execution import Inflight
-from zmm.worker.supervisor import ChildReport
+from zmm.worker.managed.supervisor import ChildReport
 
 # How often the row is written while nothing changes: `zmm backends` and
 # `zmm top` show GPU memory this fresh. A change of state is written at once.

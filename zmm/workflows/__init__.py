@@ -207,7 +207,7 @@ def bind_job(params: dict[str, Any], workflow: str, job_id: str,
     place of the prompt, when the local LLM wrote one), then its parts (LoRAs,
     the init image, the hires pass) added. The worker and `--print-workflow`
     both bind through here, so the two cannot drift."""
-    from zmm import workflow_parts
+    from zmm.workflows import graph_parts
 
     source = params.get("graph") or load(workflow, user_dir).graph
     values = {key: params.get(key) for key in PLACEHOLDERS}
@@ -215,10 +215,10 @@ def bind_job(params: dict[str, Any], workflow: str, job_id: str,
         values["prompt"] = enhanced_prompt
     values["filename_prefix"] = filename_prefix(job_id)
     graph = bind(source, values)
-    parts = workflow_parts.Parts.from_params(params)
+    parts = graph_parts.Parts.from_params(params)
     if parts.empty:
         return graph
-    return workflow_parts.apply(graph, parts, width=int(params["width"]),
+    return graph_parts.apply(graph, parts, width=int(params["width"]),
                                 height=int(params["height"]))
 
 

@@ -14,14 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zmm import compose, families, intake_parts, jobs
+from zmm import compose, families, jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
+from zmm.intake import part_fields
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "family", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
-          "allow_cloud", "enhance", "on", *intake_parts.FIELDS, *compose.FIELDS)
+          "allow_cloud", "enhance", "on", *part_fields.FIELDS, *compose.FIELDS)
 
 
 def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
@@ -76,7 +77,7 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
     if raw.get("workflow") or sets:
         _attach_custom_graph(spec, raw.get("workflow"), sets, config)
     spec.enhance = _enhance_mode(raw.get("enhance"), spec, config)
-    has_parts = intake_parts.attach(spec, raw, config)
+    has_parts = part_fields.attach(spec, raw, config)
     composition = compose.from_request(raw, config.brands_dir)
     if composition is not None:
         spec.extra["compose"] = composition
@@ -125,7 +126,7 @@ def _on(value: Any, config: Config, backend: str) -> str | None:
         return None
     if backend == "cloud":
         raise InvalidInput("on", "not with --backend cloud: --on names a ComfyUI backend")
-    from zmm import fleet
+    from zmm.config import fleet
 
     return fleet.backend(config, str(value).strip()).name
 
@@ -323,7 +324,7 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     }
     if meta.get("width") and meta.get("height"):
         raw["size"] = f"{meta['width']}x{meta['height']}"
-    raw.update(intake_parts.from_metadata(meta, config))
+    raw.update(part_fields.from_metadata(meta, config))
     # The image was made with the recorded enhanced prompt, or (none recorded) with
     # the prompt as written: either way Ollama is not asked again.
     raw["enhance"] = meta.get("enhance") if meta.get("enhanced_prompt") else "off"
@@ -334,14 +335,14 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     if same_model and meta.get("model") and meta.get("family") in families.ALIASES:
         raw["family"] = meta["family"]  # the file's name alone may not say it
     raw.update({key: value for key, value in flags.items() if value not in (None, [], "")})
-    if flags.get("aspect") or (raw.get("init_image") and not intake_parts.resized(meta)
+    if flags.get("aspect") or (raw.get("init_image") and not part_fields.resized(meta)
                                and not flags.get("size")):
         raw.pop("size", None)
     specs = build({key: value for key, value in raw.items() if value is not None}, config)
     for spec in specs:  # the recorded sampler wins over today's tier settings
         spec.sampler = str(meta.get("sampler") or spec.sampler)
         spec.scheduler = str(meta.get("scheduler") or spec.scheduler)
-        intake_parts.keep_recorded(spec, meta)
+        part_fields.keep_recorded(spec, meta)
         _keep_enhanced(spec, meta)
         if same_model and meta.get("family") == spec.model_key and meta.get("loader"):
             _restore_files(spec, meta)

@@ -106,7 +106,8 @@ class Frame:
 def read(store: Any, settings: Any, *, head: int = 10, failures: int = 5,
          clock: Callable[[], float] | None = None) -> Frame:
     """One frame of the spool `store` as of `clock()` (default: the store's clock)."""
-    from zmm import fleet, routing
+    from zmm.config import fleet
+    from zmm.views import routing
 
     now = (clock or store.clock)()
     board = store.board(aging_s=settings.get("worker.aging_s"),
@@ -116,7 +117,7 @@ def read(store: Any, settings: Any, *, head: int = 10, failures: int = 5,
 
 
 def build(board: Board, *, now: float, spool: str, configured: list[Any]) -> Frame:
-    """The frame for `board` at `now`; `configured`: zmm.fleet.Backend entries,
+    """The frame for `board` at `now`; `configured`: zmm.config.fleet.Backend entries,
     shown as 'no worker' until a worker reports them."""
     by_url = {row["url"]: row["name"] for row in board.backends}
     by_url.update({item.url: item.name for item in configured if item.url not in by_url})

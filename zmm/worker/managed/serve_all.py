@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from zmm.fleet import Backend
+from zmm.config.fleet import Backend
 
 
 @dataclass

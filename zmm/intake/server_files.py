@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from zmm import fleet, jobs
-from zmm.config import Config
+from zmm import jobs
+from zmm.config import Config, fleet
 from zmm.errors import NotFound
-from zmm.routing import file_name
+from zmm.views.routing import file_name
 
 
 def check_server_files(specs: list[jobs.JobSpec], config: Config,

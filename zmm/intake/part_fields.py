@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from zmm import jobs, workflow_parts
+from zmm import jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
-from zmm.workflow_parts import Hires, InitImage, Lora, Parts
+from zmm.workflows import graph_parts
+from zmm.workflows.graph_parts import Hires, InitImage, Lora, Parts
 
 FIELDS = ("lora", "init_image", "denoise", "upscale", "upscale_denoise")
 _LORA_ALLOWED = ("NAME[:STRENGTH], NAME a file in ComfyUI's models/loras, STRENGTH a number "
@@ -27,7 +28,7 @@ def attach(spec: jobs.JobSpec, raw: dict[str, Any], config: Config) -> bool:
     image, denoise = _init_image(raw, config, spec)
     hires = _hires(raw, config)
     parts = Parts(loras, image, denoise, hires, _choice(config, "image_method",
-                                                        workflow_parts.IMAGE_METHODS))
+                                                        graph_parts.IMAGE_METHODS))
     if parts.empty:
         return False
     if image is not None and not image.resize:
@@ -40,7 +41,7 @@ def attach(spec: jobs.JobSpec, raw: dict[str, Any], config: Config) -> bool:
 
     graph = spec.graph if spec.graph is not None else \
         workflows.load(spec.workflow, config.workflows_dir).graph
-    workflow_parts.apply(graph, parts, width=spec.width, height=spec.height)
+    graph_parts.apply(graph, parts, width=spec.width, height=spec.height)
     spec.extra.update(parts.to_params())
     return True
 
@@ -82,7 +83,7 @@ def _strength(value: Any) -> float:
     except (TypeError, ValueError):
         raise InvalidInput("lora", f"strength {value!r} is not a number; {_LORA_ALLOWED}") \
             from None
-    low, high = workflow_parts.LORA_STRENGTH
+    low, high = graph_parts.LORA_STRENGTH
     if not math.isfinite(number) or not low <= number <= high:
         raise InvalidInput("lora", _LORA_ALLOWED)
     return number
@@ -143,8 +144,8 @@ def _hires(raw: dict[str, Any], config: Config) -> Hires | None:
     model = str(config.get("upscale.model") or "").strip() or None
     if model is not None:
         _lora_name(model)  # the same relative-name rule
-    return Hires(factor, denoise, _choice(config, "method", workflow_parts.LATENT_METHODS),
-                 model, _choice(config, "image_method", workflow_parts.IMAGE_METHODS))
+    return Hires(factor, denoise, _choice(config, "method", graph_parts.LATENT_METHODS),
+                 model, _choice(config, "image_method", graph_parts.IMAGE_METHODS))
 
 
 def _choice(config: Config, key: str, allowed: tuple[str, ...]) -> str:

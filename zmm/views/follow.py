@@ -89,7 +89,7 @@ class NoWorkerNotice:
 class WaitingReasons:
     """Says once per job why it waits when no live backend can run it (pinned to
     a backend no live worker serves, a model file no live backend has; see
-    zmm.routing). Looks at most every `every` seconds."""
+    zmm.views.routing). Looks at most every `every` seconds."""
 
     def __init__(self, store: Store, job_ids: list[str], *, lease_s: float,
                  say: Callable[[str], None], every: float = 1.0,
@@ -100,7 +100,7 @@ class WaitingReasons:
         self._next = 0.0
 
     def __call__(self) -> None:
-        from zmm import routing
+        from zmm.views import routing
 
         if self.clock() < self._next:
             return

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from zmm.config import Config
 from zmm.errors import ComfyUnavailable
 from zmm.outcome import Outcome
-from zmm.worker import child
+from zmm.worker.managed import child
 from zmm.worker.outcomes import failed, requeue
 
 # How often the log's size is checked while the child runs.

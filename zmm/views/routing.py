@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zmm.fleet import DEFAULT_NAME
+from zmm.config.fleet import DEFAULT_NAME
 
 LIVE_LEASES = 3  # a worker is live while its heartbeat is at most this many leases old
 

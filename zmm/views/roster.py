@@ -1,7 +1,7 @@
 """What `zmm backends` shows: every configured backend beside the row its
 worker writes (state, GPU memory, loaded model, last error) and the jobs
 counted by its URL; and the operator's drain switch. A backend whose worker
-has not written its row for LIVE_LEASES x worker.lease_s (zmm.routing), or
+has not written its row for LIVE_LEASES x worker.lease_s (zmm.views.routing), or
 that stopped, has no worker.
 Reads and writes go through the Store; nothing here prints.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from zmm import fleet, routing
-from zmm.config import Config
+from zmm.config import Config, fleet
 from zmm.store import Store
 from zmm.store.db import iso
+from zmm.views import routing
 
 HOUR_S = 3600.0
 

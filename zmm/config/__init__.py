@@ -230,8 +230,8 @@ class Config:
         self.data = data
         self.home = home
         self.sources = sources  # dotted key -> "default" | "file" | "env" | "flag"
-        # The raw [[backends]] tables (checked by zmm.fleet), and the one backend
-        # a worker's view of the settings is for (zmm.fleet.settings_for).
+        # The raw [[backends]] tables (checked by zmm.config.fleet), and the one backend
+        # a worker's view of the settings is for (zmm.config.fleet.settings_for).
         self.backend_entries: list[Any] = backend_entries or []
         self.backend: Any = None
 
