@@ -72,7 +72,7 @@ class Bench:
         self.worker = subprocess.Popen([sys.executable, "-m", "zmm", "serve-worker",
                                         "--no-progress"], cwd=tree, env=env,
                                        stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        wait_for(lambda: self.store.live_workers(time.time() - 60), timeout=30)
+        wait_for(lambda: self.store.live_workers(lease_s=20.0), timeout=30)
         self.seed = 0
 
     def enqueue(self, steps: int) -> str:

@@ -122,9 +122,10 @@ def main() -> None:
             reads, frames = [], []
             for _ in range(args.repeat):
                 started = time.perf_counter()
-                snapshot = store.board(aging_s=600.0, worker_since=now - 90)
+                snapshot = store.board(aging_s=600.0, lease_s=30.0)
                 middle = time.perf_counter()
-                frame = dashboard.build(snapshot, now=now, spool=str(path), configured=[])
+                frame = dashboard.build(snapshot, now=now, spool=str(path), configured=[],
+                                        lease_s=30.0)
                 frames.append(time.perf_counter() - middle)
                 reads.append(middle - started)
             print(f"{args.jobs:,} jobs ({args.queued:,} queued, {args.running} running), "

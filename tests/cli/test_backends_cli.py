@@ -64,6 +64,8 @@ def test_every_configured_backend_is_listed_with_no_worker(cli, configured):
 def test_rows_jobs_and_staleness(cli, configured):
     settings = config.load(configured)
     with Store(settings.spool_path) as store:
+        store.register_worker("host:1:aa", "http://127.0.0.1:8188", "busy", backend="gpu0")
+        store.register_worker("host:2:bb", "http://127.0.0.1:8189", "idle", backend="gpu1")
         store.report_backend(BackendReport(
             "gpu0", "http://127.0.0.1:8188", 0, "host:1:aa", "up", managed=True, restarts=2,
             loaded_model="sd_xl_base_1.0.safetensors", vram_total_bytes=24 * 2**30,
@@ -105,6 +107,7 @@ def test_drain_and_resume(cli, configured):
     assert entries["gpu1"]["draining"] is True and entries["gpu0"]["draining"] is False
     settings = config.load(configured)
     with Store(settings.spool_path) as store:
+        store.register_worker("h:1:a", "http://127.0.0.1:8189", "idle", backend="gpu1")
         store.report_backend(BackendReport("gpu1", "http://127.0.0.1:8189", 1, "h:1:a", "up"))
     assert by_name(cli)["gpu1"]["state"] == "draining"
     assert "no worker, draining" not in cli("backends").stdout

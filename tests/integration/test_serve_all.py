@@ -49,7 +49,7 @@ def test_serve_all_drains_with_two_backends_and_stops_both_on_sigint(home, tmp_p
             assert rows["gpu0"]["state"] == "up" and rows["remote1"]["state"] == "up"
             assert rows["gpu0"]["vram_total_bytes"] == 24 * GIB  # NVML index 0
             assert rows["remote1"]["vram_total_bytes"] == 16 * GIB  # its /system_stats
-            workers = {w["backend"]: w for w in store.live_workers(since=0)}
+            workers = {w["backend"]: w for w in store.live_workers(lease_s=3600.0)}
             assert set(workers) == {"gpu0", "remote1"} and parent.process.pid not in {
                 w["pid"] for w in workers.values()}
         parent.signal(signal.SIGINT)
@@ -63,7 +63,7 @@ def test_serve_all_drains_with_two_backends_and_stops_both_on_sigint(home, tmp_p
     with Store(settings.spool_path) as store:
         jobs = store.get_many(ids)
         rows = {row["name"]: row for row in store.backends()}
-        assert store.live_workers(since=0) == []
+        assert store.live_workers(lease_s=3600.0) == []
     statuses = Counter(job.status for job in jobs)
     assert set(statuses) <= {"succeeded", "queued"} and statuses["succeeded"] >= 6
     assert all(job.attempts == 0 for job in jobs)  # a drain finishes what runs: nothing lost

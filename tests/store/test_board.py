@@ -43,7 +43,7 @@ def prepared(spool, settings, clock):
     """A spool two hours into its life; returns the ids the panels should show."""
     start = clock.now
     old_failure = finish(spool, settings, "failed", error="old failure")  # outside the hour
-    spool.register_worker("w3", "http://127.0.0.1:8003", "idle")  # dies: no heartbeat since
+    spool.register_worker("w3", "http://127.0.0.1:8003", "idle", backend="gpu3")  # dies: no heartbeat since
     clock.advance(7200 - 3000)  # frame time T = start + 7200; now T - 3000
     ok_a = finish(spool, settings, "succeeded", seconds=10.0)
     ok_b = finish(spool, settings, "succeeded", seconds=20.0)
@@ -64,8 +64,8 @@ def prepared(spool, settings, clock):
     spool.cancel([loading.id])
     critical = enqueue(spool, settings, "critical one\nwith details", priority="CRITICAL")
     clock.advance(50)  # T
-    for worker, url in (("w0", GPU0), ("w1", GPU1), ("w2", BOX)):
-        spool.register_worker(worker, url, "busy")
+    for worker, url, name in (("w0", GPU0, "gpu0"), ("w1", GPU1, "gpu1"), ("w2", BOX, "box")):
+        spool.register_worker(worker, url, "busy", backend=name)  # the name is the key
     spool.report_backend(BackendReport("gpu0", GPU0, 0, "w0", "up", loaded_model="sdxl.safetensors",
                                        vram_total_bytes=24 * GIB, vram_free_bytes=6 * GIB))
     spool.report_backend(BackendReport("gpu1", GPU1, 1, "w1", "down",
@@ -84,10 +84,9 @@ def prepared(spool, settings, clock):
 
 def frame_of(spool, settings, configured=(), head: int = 10) -> dashboard.Frame:
     snapshot = spool.board(aging_s=settings.get("worker.aging_s"),
-                           worker_since=spool.clock() - 3 * settings.get("worker.lease_s"),
-                           head=head)
+                           lease_s=settings.get("worker.lease_s"), head=head)
     return dashboard.build(snapshot, now=spool.clock(), spool="spool.db",
-                           configured=list(configured))
+                           configured=list(configured), lease_s=settings.get("worker.lease_s"))
 
 
 def test_backends_panel_shows_state_memory_model_and_jobs(spool, settings, prepared):

@@ -55,7 +55,7 @@ def test_the_row_says_up_with_its_gpu_memory_and_the_model_of_the_last_job(backe
     assert (found["vram_total_bytes"], found["vram_free_bytes"]) == (16 * GIB, 12 * GIB)
     assert found["loaded_model"] == w.store.get(job_id).model_requested
     assert found["managed"] is False and found["restarts"] == 0 and found["last_error"] is None
-    workers = w.store.live_workers(since=0)
+    workers = w.store.live_workers(lease_s=3600.0)
     assert [(item["id"], item["backend"]) for item in workers] == [(w.worker.id, "gpu1")]
 
 

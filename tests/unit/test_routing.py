@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from zmm.timestamps import iso
 from zmm.views.routing import LiveBackend, live_backends, waiting_reason
 
 FLUX = "diffusion_models/flux1-dev.safetensors"
 SDXL = "checkpoints/sd_xl_base_1.0.safetensors"
 VAE = "vae/ae.safetensors"
+NOW, LEASE_S = 1_800_000_000.0, 60.0
 
 
 def live(**files) -> dict[str, LiveBackend]:
@@ -65,7 +67,10 @@ def test_live_backends_are_the_live_workers_backends_with_their_rows():
     rows = [{"name": "gpu0", "files": [SDXL], "draining": False},
             {"name": "gpu1", "files": [FLUX], "draining": True},
             {"name": "gpu2", "files": [VAE], "draining": False}]  # no live worker
-    found = live_backends(rows, [{"backend": "gpu0"}, {"backend": "gpu1"}, {"backend": None}])
+    beat = {"heartbeat_at": iso(NOW - 1)}
+    workers = [dict(beat, backend="gpu0"), dict(beat, backend="gpu1"), dict(beat, backend=None),
+               {"backend": "gpu2", "heartbeat_at": iso(NOW - 3 * LEASE_S - 1)}]  # dead
+    found = live_backends(rows, workers, NOW, LEASE_S)
     assert found == {"gpu0": LiveBackend("gpu0", frozenset([SDXL])),
                      "gpu1": LiveBackend("gpu1", frozenset([FLUX]), draining=True),
                      "default": LiveBackend("default", None)}

@@ -237,7 +237,7 @@ def test_holding_the_lock_it_adopts_a_dead_workers_jobs_before_claiming(loop, co
     assert [i.job.id for i in heir.worker.inflight] == [first, second]
     assert {job.worker_id for job in heir.store.get_many([first, second])} == {heir.worker.id}
     assert took < 0.5, f"adopting two jobs took {took:.3f}s"
-    assert dead.worker.id not in {row["id"] for row in heir.store.live_workers(since=0)}
+    assert dead.worker.id not in {row["id"] for row in heir.store.live_workers(lease_s=3600.0)}
     heir.drive(lambda: all(heir.status(i) == "succeeded" for i in (first, second, new)),
                timeout=30)
     assert [s["prompt_id"] for s in comfy.submissions] == [first, second, new]

@@ -8,7 +8,6 @@ import typer
 
 from zmm.cli.common import emit, emit_json, load_config, open_store, say
 from zmm.errors import Conflict, InvalidInput
-from zmm.jobs import FINISHED
 
 app = typer.Typer(help="Show and steer the queue.", invoke_without_command=True)
 
@@ -22,61 +21,38 @@ def show(
     """Running and queued jobs in run order, with position, age, progress and ETA."""
     if ctx.invoked_subcommand is not None:
         return
-    import statistics
-
     from zmm.cli import render
-    from zmm.store.db import parse_iso
-    from zmm.store.history import HistoryFilter
-    from zmm.views import routing
+    from zmm.views import queue as view
 
     settings = load_config()
     with open_store(settings) as store:
-        now = store.clock()
-        running = store.running()
-        queued = store.run_order(settings.get("worker.aging_s"))
-        times = store.recent_generation_times()
-        workers = store.live_workers(
-            since=now - routing.LIVE_LEASES * settings.get("worker.lease_s"))
-        live = routing.live_backends(store.backends(), workers)
-        finished = store.history_page(HistoryFilter(
-            statuses=FINISHED, limit=20))[0] if show_all else []
-        paused = store.is_paused()
-    typical = statistics.median(times) if times else None
-    ahead = len(running)
-    rows = []
-    before = 0  # jobs ahead of this one that a backend can run
-    for position, job in enumerate(queued, start=1):
-        why = None if job.backend_requested == "cloud" else routing.waiting_reason(
-            routing.needs_of(job.needs), job.on_backend, live)
-        eta = None  # unknown, and for a job no backend can run: none
-        if typical and why is None:
-            eta = round((before + ahead) * typical + typical, 1)
-            before += 1
-        rows.append((position, job, eta, why))
+        shown = view.read(store, settings, with_finished=show_all)
     if as_json:
         emit_json({
-            "paused": paused,
-            "workers": workers,
-            "running": [job.public(store.assets_root) for job in running],
-            "queued": [dict(job.public(store.assets_root), position=p, eta_s=eta,
-                            waiting_reason=why) for p, job, eta, why in rows],
-            "finished": [job.public(store.assets_root) for job in finished],
+            "paused": shown.paused,
+            "workers": shown.workers,
+            "running": [job.public(store.assets_root) for job in shown.running],
+            "queued": [dict(item.job.public(store.assets_root), position=item.position,
+                            eta_s=item.eta_s, waiting_reason=item.waiting_reason)
+                       for item in shown.queued],
+            "finished": [job.public(store.assets_root) for job in shown.finished],
         })
         return
-    if paused:
+    if shown.paused:
         say("queue is paused: workers claim nothing until `zmm queue resume`")
-    if not workers:
+    if not shown.workers:
         say("no worker is running: start one with `zmm serve-worker`")
 
     def age(job) -> str:
-        return f"{max(0.0, now - parse_iso(job.created_at)):.0f}s"
+        return f"{shown.age_s(job):.0f}s"
 
     table_rows = [["run", job.id, job.priority, age(job), render.describe_job(job), ""]
-                  for job in running]
-    table_rows += [[str(p), job.id, job.priority, age(job), render.describe_job(job, waiting=why),
-                    _eta(eta, why)] for p, job, eta, why in rows]
+                  for job in shown.running]
+    table_rows += [[str(item.position), item.job.id, item.job.priority, age(item.job),
+                    render.describe_job(item.job, waiting=item.waiting_reason),
+                    _eta(item.eta_s, item.waiting_reason)] for item in shown.queued]
     table_rows += [["done", job.id, job.priority, age(job), render.describe_job(job), ""]
-                   for job in finished]
+                   for job in shown.finished]
     if not table_rows:
         say("the queue is empty")
         return

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from zmm.errors import Conflict, NotFound
 from zmm.jobs import JobSpec, JobState, Priority, check_transition
 from zmm.jsontext import compact
+from zmm.liveness import live_since
 from zmm.store import backends, claims, events, outbox, queries, retention, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
@@ -34,7 +35,25 @@ if TYPE_CHECKING:
     from zmm.store.history import HistoryFilter
     from zmm.store.stats import Report
 
-__all__ = ["Cancellation", "Job", "Route", "Store"]
+BackendReport = backends.BackendReport
+
+__all__ = ["BackendReport", "Board", "Cancellation", "HistoryFilter", "Job", "Report", "Route",
+           "Store"]
+
+
+def __getattr__(name: str) -> Any:
+    """The read models of `zmm history`, `zmm stats` and `zmm top`, loaded when asked."""
+    if name == "HistoryFilter":
+        from zmm.store.history import HistoryFilter
+        return HistoryFilter
+    if name == "Board":
+        from zmm.store.board import Board
+        return Board
+    if name == "Report":
+        from zmm.store.stats import Report
+        return Report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 class Store:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
@@ -331,20 +350,24 @@ class Store:
         with translate_errors(self.path):
             return backends.job_counts(self.conn, iso(since))
 
-    def live_workers(self, since: float) -> list[dict[str, Any]]:
-        return queries.live_workers(self.conn, iso(since))
+    def live_workers(self, lease_s: float) -> list[dict[str, Any]]:
+        """The workers live now: heartbeat within zmm.liveness.LIVE_LEASES leases."""
+        with translate_errors(self.path):
+            return queries.live_workers(self.conn, iso(live_since(self.clock(), lease_s)))
 
     # `zmm history`, `zmm stats` and `zmm top` load their SQL only when they run.
 
-    def board(self, *, aging_s: float, worker_since: float, head: int = 10,
+    def board(self, *, aging_s: float, lease_s: float, head: int = 10,
               failures: int = 5, window_s: float = 3600.0) -> Board:
-        """What `zmm top` shows, in one snapshot (zmm.store.board)."""
+        """What `zmm top` shows, in one snapshot (zmm.store.board); its workers
+        are the live ones, as `live_workers(lease_s)` finds them."""
         from zmm.store import board
 
+        now = self.clock()
         with translate_errors(self.path):
-            return board.read(self.conn, self.clock(), aging_s=aging_s,
-                              worker_since=worker_since, head=head, failures=failures,
-                              window_s=window_s)
+            return board.read(self.conn, now, aging_s=aging_s,
+                              worker_since=live_since(now, lease_s), head=head,
+                              failures=failures, window_s=window_s)
 
     def history_page(self, flt: HistoryFilter) -> tuple[list[Job], int]:
         from zmm.store import history

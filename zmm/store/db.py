@@ -7,18 +7,18 @@ folder; `PRAGMA user_version` records how many have been applied.
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import zmm
 from zmm.errors import InvalidInput, SpoolUnusable
 from zmm.fs import private_dirs
 from zmm.jobs import BACKENDS, JobState, Priority
+from zmm.timestamps import iso as iso  # re-exported: the store's modules stamp with it
+from zmm.timestamps import parse_iso as parse_iso
 
 # Storage settings (bench/spool_bench.py and bench/history_bench.py weigh others).
 # A new spool gets 2,048-byte pages: a claim + finish writes fewer bytes than with
@@ -27,17 +27,6 @@ from zmm.jobs import BACKENDS, JobState, Priority
 PAGE_BYTES = 2048
 CHECKPOINT_PAGES = 10_000  # ~20 MB of WAL
 MMAP_BYTES = 1 << 30
-
-
-@functools.lru_cache(maxsize=16)  # a state change stamps several columns with one `now`
-def iso(epoch: float) -> str:
-    """UTC ISO-8601 with microseconds; fixed width, so strings sort as times."""
-    # isoformat rather than strftime: faster, and every claim and finish calls this.
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:26] + "Z"
-
-
-def parse_iso(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def data_dir(name: str) -> Path:

@@ -10,22 +10,25 @@ import bisect
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from zmm import liveness
 from zmm.jobs import PRIORITY_RANK, Priority
-from zmm.store.board import Board
-from zmm.store.db import iso, parse_iso
+from zmm.timestamps import iso, parse_iso
+
+if TYPE_CHECKING:
+    from zmm.store import Board
 
 WINDOW_S = 3600  # the throughput panel's last hour
 BUCKET_S = 300  # ... in bars of 5 minutes
-NO_WORKER = "no worker"
+NO_WORKER = liveness.NO_WORKER
 
 
 @dataclass(frozen=True)
 class BackendLine:
     name: str
     url: str
-    state: str  # up | down | starting | stopped | draining | no worker | a worker's state
+    state: str  # zmm.liveness.backend_state: up | down | starting | draining | no worker
     gpu: int | None
     vram_total_bytes: int | None
     vram_free_bytes: int | None
@@ -107,30 +110,32 @@ def read(store: Any, settings: Any, *, head: int = 10, failures: int = 5,
          clock: Callable[[], float] | None = None) -> Frame:
     """One frame of the spool `store` as of `clock()` (default: the store's clock)."""
     from zmm.config import fleet
-    from zmm.views import routing
 
     now = (clock or store.clock)()
-    board = store.board(aging_s=settings.get("worker.aging_s"),
-                        worker_since=now - routing.LIVE_LEASES * settings.get("worker.lease_s"),
+    lease_s = settings.get("worker.lease_s")
+    board = store.board(aging_s=settings.get("worker.aging_s"), lease_s=lease_s,
                         head=head, failures=failures, window_s=WINDOW_S)
-    return build(board, now=now, spool=str(store.path), configured=fleet.backends(settings))
+    return build(board, now=now, spool=str(store.path), configured=fleet.backends(settings),
+                 lease_s=lease_s)
 
 
-def build(board: Board, *, now: float, spool: str, configured: list[Any]) -> Frame:
+def build(board: Board, *, now: float, spool: str, configured: list[Any],
+          lease_s: float) -> Frame:
     """The frame for `board` at `now`; `configured`: zmm.config.fleet.Backend entries,
     shown as 'no worker' until a worker reports them."""
     by_url = {row["url"]: row["name"] for row in board.backends}
     by_url.update({item.url: item.name for item in configured if item.url not in by_url})
     workers = {worker["id"]: worker for worker in board.workers}
     running = tuple(_running(job, now, by_url, workers) for job in board.running)
-    backends = _backends(board, configured, running)
+    backends = _backends(board, configured, running, now, lease_s)
     running_ranks = [PRIORITY_RANK[Priority(job.priority)] for job in running]
     queued_by_rank = {rank: count - running_ranks.count(rank)
                       for rank, count in board.open_by_rank.items()}
     by_priority = {level.value: max(0, queued_by_rank.get(rank, 0))
                    for level, rank in PRIORITY_RANK.items()}
     return Frame(
-        at=now, spool=spool, paused=board.paused, workers=len(board.workers),
+        at=now, spool=spool, paused=board.paused,
+        workers=sum(1 for worker in board.workers if liveness.is_live(worker, now, lease_s)),
         backends=backends, running=running,
         head=tuple(_queued(position, job, now)
                    for position, job in enumerate(board.head, start=1)),
@@ -165,8 +170,8 @@ def throughput(finished: list[tuple[str, str, float | None]], now: float, *, par
                       statistics.median(times) if times else None, partial)
 
 
-def _backends(board: Board, configured: list[Any],
-              running: tuple[RunningLine, ...]) -> tuple[BackendLine, ...]:
+def _backends(board: Board, configured: list[Any], running: tuple[RunningLine, ...],
+              now: float, lease_s: float) -> tuple[BackendLine, ...]:
     rows = {row["name"]: row for row in board.backends}
     for item in configured:  # configured here, never reported yet
         rows.setdefault(item.name, {"name": item.name, "url": item.url, "gpu": item.gpu,
@@ -174,29 +179,16 @@ def _backends(board: Board, configured: list[Any],
     lines = []
     for name in sorted(rows):
         row = rows[name]
+        state = liveness.backend_state(
+            row, liveness.serving(name, board.workers, now, lease_s), now, lease_s)
         lines.append(BackendLine(
-            name=name, url=row["url"], state=_state(row, board.workers), gpu=row.get("gpu"),
+            name=name, url=row["url"], state=state, gpu=row.get("gpu"),
             vram_total_bytes=row.get("vram_total_bytes"),
             vram_free_bytes=row.get("vram_free_bytes"), loaded_model=row.get("loaded_model"),
             running=sum(1 for job in running if job.where == name),
             managed=bool(row.get("managed")), restarts=row.get("restarts") or 0,
             last_error=_first_line(row.get("last_error"))))
     return tuple(lines)
-
-
-def _state(row: dict[str, Any], workers: list[dict[str, Any]]) -> str:
-    """Draining first (the operator's switch), then whether any live worker
-    serves it, then what its worker last reported."""
-    if row.get("draining"):
-        return "draining"
-    serving = [worker for worker in workers
-               if worker["id"] == row.get("worker_id") or worker.get("backend") == row["name"]
-               or worker.get("comfy_url") == row["url"]]
-    if not serving:
-        return NO_WORKER
-    if row.get("state") in (None, "unknown"):  # a worker that does not report its backend
-        return str(serving[0].get("state") or "up")
-    return str(row["state"])
 
 
 def _running(job: dict[str, Any], now: float, by_url: dict[str, str],

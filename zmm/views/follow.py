@@ -65,10 +65,10 @@ NO_WORKER = ("no worker is running: start one with `zmm serve-worker`, or use `z
 
 
 class NoWorkerNotice:
-    """Says once that no worker is alive. Alive = a row in the spool's workers
-    table with a heartbeat within one lease (workers, inline ones included, beat
-    every third of a lease); the lock file is not touched, so a worker starting
-    at that moment never finds it taken. Looks at most every `every` seconds."""
+    """Says once that no worker is alive (zmm.liveness: a row in the spool's
+    workers table with a heartbeat within LIVE_LEASES leases, as every other
+    view counts it); the lock file is not touched, so a worker starting at that
+    moment never finds it taken. Looks at most every `every` seconds."""
 
     def __init__(self, store: Store, *, lease_s: float, say: Callable[[str], None],
                  every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -81,7 +81,7 @@ class NoWorkerNotice:
         if self.said or self.clock() < self._next:
             return
         self._next = self.clock() + self.every
-        if not self.store.live_workers(since=self.store.clock() - self.lease_s):
+        if not self.store.live_workers(self.lease_s):
             self.said = True
             self.say(NO_WORKER)
 
@@ -110,8 +110,7 @@ class WaitingReasons:
             if job.status == "queued" and job.backend_requested != "cloud"]
         if not waiting:
             return
-        live = routing.live_backends(self.store.backends(), self.store.live_workers(
-            since=self.store.clock() - routing.LIVE_LEASES * self.lease_s))
+        live = routing.read_live(self.store, self.lease_s)
         for job in waiting:
             why = routing.waiting_reason(routing.needs_of(job.needs), job.on_backend, live)
             if why is not None:

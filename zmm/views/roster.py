@@ -1,19 +1,18 @@
 """What `zmm backends` shows: every configured backend beside the row its
 worker writes (state, GPU memory, loaded model, last error) and the jobs
-counted by its URL; and the operator's drain switch. A backend whose worker
-has not written its row for LIVE_LEASES x worker.lease_s (zmm.views.routing), or
-that stopped, has no worker.
+counted by its URL; and the operator's drain switch. Its state is
+zmm.liveness.backend_state: `no worker` unless a live worker serves it.
 Reads and writes go through the Store; nothing here prints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from zmm import liveness
 from zmm.config import Config, fleet
 from zmm.store import Store
-from zmm.store.db import iso
-from zmm.views import routing
 
 HOUR_S = 3600.0
 
@@ -21,32 +20,27 @@ HOUR_S = 3600.0
 def overview(settings: Config, store: Store) -> list[dict[str, Any]]:
     """One dict per configured backend, in config order (docs/json-output.md)."""
     configured = fleet.backends(settings)
+    lease_s = settings.get("worker.lease_s")
     rows = {row["name"]: row for row in store.backends()}
+    workers = store.live_workers(lease_s)
     now = store.clock()
     counts = store.backend_job_counts(since=now - HOUR_S)
-    fresh_since = iso(now - routing.LIVE_LEASES * settings.get("worker.lease_s"))
-    return [_entry(backend, rows.get(backend.name), counts.get(backend.url, {}), fresh_since)
+    return [_entry(backend, rows.get(backend.name), counts.get(backend.url, {}),
+                   liveness.serving(backend.name, workers, now, lease_s), now, lease_s)
             for backend in configured]
 
 
 def _entry(backend: fleet.Backend, row: dict[str, Any] | None, counts: dict[str, int],
-           fresh_since: str) -> dict[str, Any]:
+           worker: Mapping[str, Any] | None, now: float, lease_s: float) -> dict[str, Any]:
+    state = liveness.backend_state(row, worker, now, lease_s)
+    alive = state != liveness.NO_WORKER
     row = row or {}
-    alive = bool(row.get("worker_id")) and row.get("state") != "stopped" \
-        and (row.get("heartbeat_at") or "") >= fresh_since
-    draining = bool(row.get("draining"))
-    if not alive:
-        state = "no worker"
-    elif draining:
-        state = "draining"
-    else:
-        state = row.get("state") or "unknown"
     return {
         "name": backend.name, "url": backend.url, "gpu": backend.gpu,
         "remote": not backend.local, "ollama": backend.ollama or None,
         "state": state, "worker_state": row.get("state"),
-        "worker_id": row.get("worker_id") if alive else None,
-        "heartbeat_at": row.get("heartbeat_at"), "draining": draining,
+        "worker_id": worker["id"] if worker is not None and alive else None,
+        "heartbeat_at": row.get("heartbeat_at"), "draining": bool(row.get("draining")),
         "managed": bool(row.get("managed")) if alive else bool(backend.command),
         "restarts": row.get("restarts") or 0,
         "vram_total_bytes": row.get("vram_total_bytes") if alive else None,

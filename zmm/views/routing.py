@@ -3,7 +3,8 @@ no live worker serves (or one that is draining, or lacks a file), or needing a
 model file no live backend's server has. `zmm queue`, a waiting `zmm generate`
 and the cloud rule for such jobs all ask `waiting_reason`.
 
-Pure: takes the spool's backend rows and live workers as plain values.
+Pure, but for `read_live`: takes the spool's backend rows and live workers as
+plain values; which backends are live is zmm.liveness'.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zmm.config.fleet import DEFAULT_NAME
-
-LIVE_LEASES = 3  # a worker is live while its heartbeat is at most this many leases old
+from zmm import liveness
 
 
 @dataclass(frozen=True)
@@ -28,19 +27,28 @@ class LiveBackend:
     draining: bool = False
 
 
-def live_backends(rows: Iterable[Mapping[str, Any]],
-                  workers: Iterable[Mapping[str, Any]]) -> dict[str, LiveBackend]:
-    """The backends served by `workers` (the live ones), with what `rows` (the
-    backends table, files decoded) records for each."""
+def live_backends(rows: Iterable[Mapping[str, Any]], workers: Iterable[Mapping[str, Any]],
+                  now: float, lease_s: float) -> dict[str, LiveBackend]:
+    """The backends whose state (zmm.liveness.backend_state) is not `no worker`
+    at `now`, with what `rows` (the backends table, files decoded) records for each."""
     recorded = {row["name"]: row for row in rows}
+    workers = list(workers)
     found = {}
-    for worker in workers:
-        name = worker.get("backend") or DEFAULT_NAME
-        row = recorded.get(name, {})
-        files = row.get("files")
+    for name in dict.fromkeys(liveness.backend_of(worker) for worker in workers):
+        row = recorded.get(name)
+        state = liveness.backend_state(row, liveness.serving(name, workers, now, lease_s),
+                                       now, lease_s)
+        if state == liveness.NO_WORKER:
+            continue
+        files = (row or {}).get("files")
         found[name] = LiveBackend(name, frozenset(files) if files is not None else None,
-                                  bool(row.get("draining")))
+                                  state == liveness.DRAINING)
     return found
+
+
+def read_live(store: Any, lease_s: float) -> dict[str, LiveBackend]:
+    """`live_backends` of the spool `store` (a zmm.store.Store) now."""
+    return live_backends(store.backends(), store.live_workers(lease_s), store.clock(), lease_s)
 
 
 def needs_of(raw: str | None) -> list[str] | None:

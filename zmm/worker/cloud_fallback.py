@@ -179,8 +179,7 @@ class CloudFallback:
         if not routes:
             self._stranded = {}
             return self._stranded
-        live = routing.live_backends(self.store.backends(), self.store.live_workers(
-            since=self.store.clock() - routing.LIVE_LEASES * self.lease_s))
+        live = routing.read_live(self.store, self.lease_s)
         found = {}
         for needs, on_backend in routes:
             why = routing.waiting_reason(routing.needs_of(needs), on_backend, live)
