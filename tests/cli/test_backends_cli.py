@@ -193,3 +193,26 @@ def test_doctor_checks_every_backend_and_its_gpu_index(cli, home, tmp_path):
                                   "gpu3: gpu 3 is not among NVML's 1 GPU(s) (indexes 0-0)"}
     assert checks["comfyui box"]["status"] == "fail" and checks["gpu box"]["status"] == "ok"
     assert result.exit_code == 2  # the missing GPU is a config error, more serious than 4
+
+
+def test_workers_of_bare_urls_are_backends_of_their_own_counted_by_name(cli, home):
+    """Two `serve-worker --comfyui URL` workers report two rows, never one `default`."""
+    settings = config.load(home)
+    urls = {"127-0-0-1-8189": "http://127.0.0.1:8189", "127-0-0-1-8190": "http://127.0.0.1:8190"}
+    with Store(settings.spool_path) as store:
+        jobs = store.enqueue(intake.build({"prompt": "x", "size": "64x64", "count": 3}, settings))
+        for (name, url), worker in zip(urls.items(), ("h:1:a", "h:2:b"), strict=True):
+            store.register_worker(worker, url, "busy", backend=name)
+            store.report_backend(BackendReport(name, url, 0, worker, "up"))
+        for job, (worker, url) in zip(jobs, [("h:1:a", urls["127-0-0-1-8189"])] * 2
+                                      + [("h:2:b", urls["127-0-0-1-8190"])], strict=True):
+            store.claim(worker, lease_s=60, aging_s=600, only_ids=[job.id])
+            store.update(job.id, comfy_url=url)
+        store.transition(jobs[0].id, JobState.SUCCEEDED, expect=JobState.RUNNING)
+    entries = by_name(cli)
+    assert list(entries) == ["default", "127-0-0-1-8189", "127-0-0-1-8190"]
+    assert entries["default"]["state"] == "no worker"
+    first, second = entries["127-0-0-1-8189"], entries["127-0-0-1-8190"]
+    assert (first["state"], first["worker_id"], first["url"]) == ("up", "h:1:a", urls[first["name"]])
+    assert (first["jobs_running"], first["jobs_succeeded_last_hour"]) == (1, 1)
+    assert (second["state"], second["worker_id"], second["jobs_running"]) == ("up", "h:2:b", 1)

@@ -131,3 +131,14 @@ def test_settings_for_keep_ollama_disabled_when_config_disables_it(tmp_path):
     view = fleet.settings_for(settings, fleet.backends(settings)[0])
     assert view.get("ollama.enabled") is False
     assert view.get("ollama.url") == "http://h:11434"
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    ("http://127.0.0.1:8189", "127-0-0-1-8189"),
+    ("http://Render-Box.lan:8188", "render-box-lan-8188"),
+    ("https://comfy.example.com", "comfy-example-com-443"),
+    ("http://[::1]:8190", "1-8190"),
+])
+def test_a_bare_comfyui_url_is_a_backend_named_after_its_host_and_port(url, name):
+    chosen = fleet.named_for_url(fleet.Backend(fleet.DEFAULT_NAME, url, 0))
+    assert (chosen.name, chosen.url, chosen.gpu) == (name, url, 0)

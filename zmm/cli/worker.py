@@ -17,7 +17,9 @@ def serve_worker(
     comfyui: Optional[str] = typer.Option(None, "--comfyui",
                                           help="ComfyUI URL (default: $ZMM_COMFYUI_URL, config "
                                           "comfyui.url, http://127.0.0.1:8188); not with "
-                                          "[[backends]] in config."),
+                                          "[[backends]] in config. A URL other than "
+                                          "comfyui.url is its own backend, named after its "
+                                          "host and port (127-0-0-1-8189)."),
     backend: Optional[str] = typer.Option(None, "--backend", metavar="NAME",
                                           help="Serve this configured backend ([[backends]] "
                                           "in config; docs/backends.md)."),
@@ -49,6 +51,8 @@ def serve_worker(
         raise typer.Exit(serve_all(fleet.backends(settings), once=once, max_jobs=max_jobs,
                                    say=say))
     chosen = service.choose_backend(settings, backend)
+    if comfyui and chosen.url != str(load_config().get("comfyui.url")).rstrip("/"):
+        chosen = fleet.named_for_url(chosen)  # its own backend, not the `default` row
     _serve_one(fleet.settings_for(settings, chosen), once, max_jobs, no_progress)
 
 

@@ -9,6 +9,7 @@ settings a worker runs with (`settings_for`). No I/O beyond the Config.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,20 @@ def serving(settings: Config) -> Backend:
         return chosen
     url = str(settings.get("comfyui.url")).rstrip("/")
     return next((item for item in backends(settings) if item.url == url), _default(settings))
+
+
+def named_for_url(chosen: Backend) -> Backend:
+    """`chosen` (the default backend) renamed after its URL's host and port, for
+    a worker started with `serve-worker --comfyui URL` other than comfyui.url:
+    several such workers on one spool are several backends, never one `default`
+    row. http://127.0.0.1:8189 -> `127-0-0-1-8189` (lower case; any character
+    but a letter or digit becomes '-'; the port is the scheme's when not given)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(chosen.url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = re.sub(r"[^a-z0-9]+", "-", (parts.hostname or "").lower()).strip("-")
+    return dataclasses.replace(chosen, name=f"{host}-{port}" if host else str(port))
 
 
 def _default(settings: Config) -> Backend:

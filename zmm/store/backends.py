@@ -1,8 +1,8 @@
 """The `backends` table: what each ComfyUI backend is doing (state, GPU memory,
 loaded model, last error), the model files its server has, and the operator's
 drain switch. Workers write their backend's row; `zmm backends`, `zmm top`,
-`zmm queue` and the claim read it, with the jobs counted per server's URL
-(`job_counts`). Store runs these inside its transactions.
+`zmm queue` and the claim read it, with the jobs counted per backend name
+(`job_counts`). The name is a backend's key; its URL is an attribute. Store runs these inside its transactions.
 """
 
 from __future__ import annotations
@@ -88,20 +88,23 @@ def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def job_counts(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, int]]:
-    """Per ComfyUI URL (jobs.comfy_url): jobs running there now, and those that
-    finished there since `since` (succeeded; failed or cancelled)."""
+    """Per backend name: jobs running on its server now, and those that finished
+    there since `since` (succeeded; failed or cancelled). A job's server is its
+    `comfy_url`; the backend row with that URL names it (one row per URL: a
+    configured backend's, or a `serve-worker --comfyui URL` one's)."""
     found: dict[str, dict[str, int]] = {}
 
-    def counts(url: str) -> dict[str, int]:
-        return found.setdefault(url, {"running": 0, "succeeded": 0, "failed": 0})
+    def counts(name: str) -> dict[str, int]:
+        return found.setdefault(name, {"running": 0, "succeeded": 0, "failed": 0})
 
-    for url, running in conn.execute(
-            "SELECT comfy_url, COUNT(*) FROM jobs WHERE status = 'running' "
-            "AND comfy_url IS NOT NULL GROUP BY comfy_url"):
-        counts(url)["running"] = running
-    for url, succeeded, failed in conn.execute(
-            "SELECT comfy_url, SUM(status = 'succeeded'), SUM(status IN ('failed', 'cancelled')) "
-            "FROM jobs WHERE completed_at >= :since AND comfy_url IS NOT NULL GROUP BY comfy_url",
-            {"since": since}):
-        counts(url).update(succeeded=succeeded or 0, failed=failed or 0)
+    for name, running in conn.execute(
+            "SELECT backends.name, COUNT(*) FROM jobs JOIN backends ON backends.url = "
+            "jobs.comfy_url WHERE jobs.status = 'running' GROUP BY backends.name"):
+        counts(name)["running"] = running
+    for name, succeeded, failed in conn.execute(
+            "SELECT backends.name, SUM(jobs.status = 'succeeded'), "
+            "SUM(jobs.status IN ('failed', 'cancelled')) FROM jobs JOIN backends "
+            "ON backends.url = jobs.comfy_url WHERE jobs.completed_at >= :since "
+            "GROUP BY backends.name", {"since": since}):
+        counts(name).update(succeeded=succeeded or 0, failed=failed or 0)
     return found

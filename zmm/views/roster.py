@@ -1,6 +1,7 @@
 """What `zmm backends` shows: every configured backend beside the row its
 worker writes (state, GPU memory, loaded model, last error) and the jobs
-counted by its URL; and the operator's drain switch. Its state is
+counted by its name, and any backend a worker reported that is not configured;
+and the operator's drain switch. Its state is
 zmm.liveness.backend_state: `no worker` unless a live worker serves it.
 Reads and writes go through the Store; nothing here prints.
 """
@@ -18,16 +19,21 @@ HOUR_S = 3600.0
 
 
 def overview(settings: Config, store: Store) -> list[dict[str, Any]]:
-    """One dict per configured backend, in config order (docs/json-output.md)."""
+    """One dict per configured backend, in config order, then one per other
+    backend a worker has reported (a `serve-worker --comfyui URL` one), by name
+    (docs/json-output.md)."""
     configured = fleet.backends(settings)
     lease_s = settings.get("worker.lease_s")
     rows = {row["name"]: row for row in store.backends()}
     workers = store.live_workers(lease_s)
     now = store.clock()
     counts = store.backend_job_counts(since=now - HOUR_S)
-    return [_entry(backend, rows.get(backend.name), counts.get(backend.url, {}),
+    known = {backend.name for backend in configured}
+    shown = configured + [fleet.Backend(name, row["url"], row.get("gpu"))
+                          for name, row in rows.items() if name not in known]
+    return [_entry(backend, rows.get(backend.name), counts.get(backend.name, {}),
                    liveness.serving(backend.name, workers, now, lease_s), now, lease_s)
-            for backend in configured]
+            for backend in shown]
 
 
 def _entry(backend: fleet.Backend, row: dict[str, Any] | None, counts: dict[str, int],
