@@ -2,7 +2,8 @@
 loaded model, last error), the model files its server has, and the operator's
 drain switch. Workers write their backend's row; `zmm backends`, `zmm top`,
 `zmm queue` and the claim read it, with the jobs counted per backend name
-(`job_counts`). The name is a backend's key; its URL is an attribute. Store runs these inside its transactions.
+(`job_counts`). The name is a backend's key; its URL is an attribute. Store
+runs these inside its transactions.
 """
 
 from __future__ import annotations
