@@ -44,8 +44,8 @@ def listing(
     if ctx.invoked_subcommand is not None:
         return
     from zmm.cli import render
-    from zmm.store import history
-    from zmm.store.db import iso
+    from zmm.store import HistoryFilter
+    from zmm.timestamps import iso
 
     statuses = tuple(s.strip().lower() for s in status.split(",") if s.strip()) if status else ()
     for value in statuses:
@@ -54,7 +54,7 @@ def listing(
     settings = load_config()
     with open_store(settings) as store:
         since_iso = iso(store.clock() - parse_since(since)) if since else None
-        flt = history.HistoryFilter(statuses=statuses, request_type=request_type,
+        flt = HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
                                     search=search, backend=backend, limit=limit, offset=offset)
         jobs, total = store.history_page(flt)

@@ -4,7 +4,8 @@ IMMEDIATE transaction, so concurrent processes can never move a job twice.
 
 The SQL is split by concern: reads in `queries`, claiming in `claims`, the
 INSERT and UPDATE statements of jobs in `changes`, event rows in `events`,
-cleanup in `retention`, the webhook outbox in `outbox`, the live workers in
+cleanup in `retention` and the webhook outbox in `outbox` (their Store
+methods in `housekeeping`), the live workers in
 `workers`, the backends in `backends`, users' cancel/retry/priority in `steering`,
 what `zmm top` shows in `board`, the schema check in `schema`; a row is a `Job`
 (`job_row`).
@@ -16,7 +17,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +25,10 @@ from zmm.errors import Conflict, NotFound
 from zmm.jobs import JobSpec, JobState, Priority, check_transition
 from zmm.jsontext import compact
 from zmm.liveness import live_since
-from zmm.store import backends, claims, events, outbox, queries, retention, steering, workers
+from zmm.store import backends, claims, events, outbox, queries, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
 from zmm.store.db import connect, iso, transaction, translate_errors
+from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
 
@@ -55,7 +57,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Store:
+class Store(Housekeeping):
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
                  clock: Callable[[], float] = time.time, assets_root: Path | None = None) -> None:
         self.path = Path(path)
@@ -390,72 +392,3 @@ class Store:
     def _current_state(conn: sqlite3.Connection, job_id: str) -> str:
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
         return row[0] if row else "missing"
-
-    # -- retention (zmm cleanup, pinning; SQL in zmm.store.retention) --------
-
-    def pin(self, job_id: str, pinned: bool = True) -> tuple[Job, bool]:
-        """Exempt a job from cleanup (or make it subject again); returns the job
-        and whether anything changed."""
-        job = self.get(job_id)
-        changed = retention.set_pinned(self.conn, self.path, job.id, pinned, iso(self.clock()))
-        return self.get(job.id), changed
-
-    def retention_candidates(self, statuses: Iterable[str], *,
-                             include_deleted: bool) -> Iterator[sqlite3.Row]:
-        return retention.eligible(self.conn, self.path, statuses, include_deleted=include_deleted)
-
-    def referenced_assets(self) -> Iterator[str]:
-        return retention.referenced_paths(self.conn, self.path)
-
-    def referenced_inputs(self) -> Iterator[str]:
-        return retention.input_paths(self.conn, self.path)
-
-    def input_users(self, relative: str) -> set[str]:
-        return retention.input_users(self.conn, self.path, relative)
-
-    def active_job_ids(self) -> set[str]:
-        return retention.active_ids(self.conn, self.path)
-
-    def mark_assets_deleted(self, entries: list[tuple[str, str]], stamp: str) -> set[str]:
-        return retention.mark_deleted(self.conn, self.path, entries, stamp)
-
-    def restore_assets(self, entries: list[tuple[str, str]], stamp: str) -> None:
-        retention.restore(self.conn, self.path, entries, stamp)
-
-    def purge_jobs(self, job_ids: list[str]) -> int:
-        return retention.purge(self.conn, self.path, job_ids)
-
-    def record_compression(self, job_id: str, old_outputs: str | None, fields: dict[str, Any],
-                           message: str) -> bool:
-        return retention.record_compression(self.conn, self.path, job_id, old_outputs, fields,
-                                            message, iso(self.clock()))
-
-    # -- webhook outbox (sending in zmm.webhooks; SQL in zmm.store.outbox) ---
-
-    def next_webhook_due(self) -> str | None:
-        """When the earliest unclaimed pending delivery is due (ISO time), or None."""
-        return outbox.next_due(self.conn, self.path, iso(self.clock()))
-
-    def claim_webhook_deliveries(self, claimer: str, *, lease_s: float, limit: int = 1,
-                                 job_ids: list[str] | None = None,
-                                 exclude: list[int] | None = None) -> list[outbox.Delivery]:
-        now = self.clock()
-        return outbox.claim(self.conn, self.path, claimer, iso(now), iso(now + lease_s),
-                            limit=limit, job_ids=job_ids, exclude=exclude)
-
-    def record_webhook_try(self, delivery: outbox.Delivery, claimer: str, *, status: str,
-                           last_error: str | None, retry_in_s: float | None, message: str,
-                           data: dict[str, Any]) -> bool:
-        now = self.clock()
-        next_try_at = iso(now + retry_in_s) if retry_in_s is not None else None
-        return outbox.record_try(self.conn, self.path, delivery, claimer, status=status,
-                                 last_error=last_error, next_try_at=next_try_at, stamp=iso(now),
-                                 message=message, data=data)
-
-    def webhook_deliveries(self, job_id: str) -> list[outbox.Delivery]:
-        return outbox.for_job(self.conn, self.path, job_id)
-
-    def add_alert(self, url: str, event: str, backend: dict[str, Any]) -> str:
-        """Queue a backend alert in the outbox (its rows: `backend:<url>` as job id)."""
-        with translate_errors(self.path), transaction(self.conn) as conn:
-            return outbox.add_alert(conn, url, event, backend, iso(self.clock()))
