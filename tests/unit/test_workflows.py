@@ -131,10 +131,10 @@ def test_load_by_path(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(InvalidInput, match="is not JSON"):
         workflows.load(str(tmp_path / "broken.json"), None)
+    # A UI-format file is converted with the node definitions; an empty one has no nodes.
     (tmp_path / "ui.json").write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
-    with pytest.raises(InvalidInput, match="UI export") as caught:
-        workflows.load(str(tmp_path / "ui.json"), None)
-    assert "Save (API)" in caught.value.hint
+    with pytest.raises(InvalidInput, match="JSON object of nodes"):
+        workflows.load(str(tmp_path / "ui.json"), None, node_defs=dict)
 
 
 # -- custom graphs ---------------------------------------------------------------

@@ -29,6 +29,7 @@ COMMANDS = {
     "models": ("models", None),
     "gpu": ("gpu", None),
     "config": ("config_cmd", None),
+    "workflow": ("workflow", None),
 }
 
 

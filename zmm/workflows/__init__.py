@@ -1,6 +1,8 @@
 """ComfyUI API-format workflow templates: finding them (the user's folder
 overrides the shipped one by name), binding placeholders, custom workflows
-with `--set NODE.INPUT=VALUE`, and checking a graph against a server.
+with `--set NODE.INPUT=VALUE`, and checking a graph against a server. A file
+in the UI format is converted to the API format as it is read (`ui_format`,
+with the node definitions of the configured ComfyUI).
 
 Binding walks the parsed JSON: a string that *equals* "$seed" is replaced by
 the typed value; the JSON text is never formatted, so a prompt cannot inject.
@@ -14,7 +16,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,33 +79,61 @@ def available(user_dir: Path | None) -> list[str]:
     return sorted(names)
 
 
-def load(name_or_path: str | Path, user_dir: Path | None) -> Template:
-    """A template by name (user folder first, then shipped) or a path to an
-    API-format JSON file. Missing -> NotFound listing the available names."""
+NodeDefs = Callable[[], Mapping[str, Any]]
+
+
+def load(name_or_path: str | Path, user_dir: Path | None,
+         node_defs: NodeDefs | None = None) -> Template:
+    """A template by name (user folder first, then shipped) or a path to a
+    JSON file in the API or the UI format. Missing -> NotFound listing the
+    available names. A UI-format file is converted with `node_defs()` (by
+    default the configured ComfyUI's /object_info, asked only then)."""
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     hint = "available workflows: " + (", ".join(available(user_dir)) or "none")
     if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.is_file():
         if not candidate.is_file():
             raise NotFound(f"workflow file {candidate} does not exist", hint=hint)
-        return Template(candidate.stem, candidate, _read(candidate))
+        return Template(candidate.stem, candidate, _read(candidate, node_defs))
     for folder in (user_dir, shipped_dir()):
         path = folder / f"{text}.json" if folder is not None else None
         if path is not None and path.is_file():
-            return Template(text, path, _read(path))
+            return Template(text, path, _read(path, node_defs))
     raise NotFound(f"no workflow named {text!r}", hint=hint)
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> Any:
+    """A workflow file's JSON; unreadable or not JSON -> InvalidInput."""
     try:
-        graph = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput("workflow", f"{path} cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput("workflow",
                            f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _read(path: Path, node_defs: NodeDefs | None = None) -> dict[str, Any]:
+    graph = read_json(path)
+    from zmm.workflows import ui_format
+
+    if ui_format.is_ui_format(graph):
+        graph = ui_format.to_api(graph, (node_defs or server_node_defs)())
     validate_api_graph(graph, source=str(path))
     return graph
+
+
+def server_node_defs() -> Mapping[str, Any]:
+    """The node definitions (/object_info) of the configured ComfyUI."""
+    from zmm import config
+    from zmm.backends.comfy import ComfyClient
+
+    settings = config.load()
+    client = ComfyClient(settings.get("comfyui.url"), timeout=settings.get("comfyui.timeout_s"))
+    try:
+        return client.object_info()
+    finally:
+        client.close()
 
 
 def validate_api_graph(graph: Any, *, source: str = "workflow",

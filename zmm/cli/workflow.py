@@ -1,0 +1,65 @@
+"""`zmm workflow`: workflow files. `convert` prints the API graph of a UI-format
+file (what ComfyUI's Workflow > Export (API) makes of it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from zmm.cli.common import emit_json
+
+app = typer.Typer(help="Workflow files: convert the UI format to the API format (docs/workflows.md).",
+                  no_args_is_help=True)
+
+
+@app.command("convert")
+def convert(
+    file: Path = typer.Argument(..., help="A workflow saved by ComfyUI (UI or API format)."),
+    object_info: Optional[Path] = typer.Option(
+        None, "--object-info", help="Node definitions from a saved /object_info answer "
+        "instead of asking the configured ComfyUI."),
+    as_json: bool = typer.Option(False, "--json", help="Print the graph with where it came "
+                                 "from as JSON: {source, format, nodes, graph}."),
+) -> None:
+    """Print the API graph of a workflow file on stdout (the UI format converted
+    as ComfyUI's own page does; an API-format file as it is)."""
+    from zmm import workflows
+    from zmm.errors import InvalidInput, NotFound
+    from zmm.workflows import ui_format
+
+    if not file.is_file():
+        raise NotFound(f"workflow file {file} does not exist")
+    data = workflows.read_json(file)
+    if ui_format.is_ui_format(data):
+        graph = ui_format.to_api(data, _node_defs(object_info))
+        kind = "ui"
+    elif isinstance(data, dict) and data and all(
+            isinstance(node, dict) and "class_type" in node for node in data.values()):
+        graph, kind = data, "api"
+    else:
+        raise InvalidInput("workflow", f"{file} is not a ComfyUI workflow (neither the UI "
+                           "format, an object with a nodes list, nor the API format)")
+    if as_json:
+        emit_json({"source": str(file), "format": kind, "nodes": len(graph), "graph": graph})
+    else:
+        emit_json(graph)
+
+
+def _node_defs(path: Path | None) -> Any:
+    from zmm import workflows
+    from zmm.errors import InvalidInput
+
+    if path is None:
+        return workflows.server_node_defs()
+    try:
+        import json
+
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput("object-info", f"a readable JSON file of node definitions "
+                           f"(/object_info); {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("object-info", "a JSON object of node definitions (/object_info)")
+    return data
