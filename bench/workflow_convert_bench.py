@@ -5,7 +5,7 @@ file. Also times the conversion of the largest file (median of --repeat runs).
 
     python bench/workflow_convert_bench.py CORPUS_DIR EXPECTED_DIR OBJECT_INFO.json
 
-CORPUS_DIR/NAME.json pairs with EXPECTED_DIR/NAME.json. Nothing is downloaded;
+CORPUS_DIR/NAME.json pairs with EXPECTED_DIR/NAME.api.json (or NAME.json). Nothing is downloaded;
 the files come from a local ComfyUI (see docs/benchmarks.md). Not part of CI.
 """
 
@@ -53,8 +53,9 @@ def main() -> int:
     defs = json.loads(args.object_info.read_text())
     total, matched, largest = 0, 0, None
     for source in sorted(args.corpus.glob("*.json")):
-        reference = args.expected / source.name
-        if not reference.is_file():
+        reference = next((path for path in (args.expected / f"{source.stem}.api.json",
+                                             args.expected / source.name) if path.is_file()), None)
+        if reference is None:
             continue
         total += 1
         workflow = json.loads(source.read_text())

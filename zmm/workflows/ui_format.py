@@ -76,6 +76,7 @@ class Graph:
     nodes: dict[str, Node]
     links: dict[int, Link]
     outputs: list[list[int]] = field(default_factory=list)  # subgraph output -> link ids
+    input_names: list[str] = field(default_factory=list)  # a subgraph's inputs, in order
 
 
 @dataclass
@@ -145,7 +146,8 @@ def _graph(raw: Mapping[str, Any]) -> Graph:
     links = dict(pair for item in raw.get("links") or [] if (pair := _link(item)))
     outputs = [list(slot.get("linkIds") or []) for slot in raw.get("outputs") or []
                if isinstance(slot, dict)]
-    return Graph(nodes, links, outputs)
+    names = [str(slot.get("name")) for slot in raw.get("inputs") or [] if isinstance(slot, dict)]
+    return Graph(nodes, links, outputs, names)
 
 
 class Converter:
@@ -185,7 +187,8 @@ class Converter:
             return self.promoted[key]
         graph = self.subgraphs[holder.type]
         widgets: list[Widget] = []
-        for slot_index, _slot in enumerate(holder.inputs):
+        names = graph.input_names or [str(slot.get("name")) for slot in holder.inputs]
+        for slot_index, input_name in enumerate(names):
             for link in graph.links.values():
                 if link.origin_id != str(SUBGRAPH_INPUT) or link.origin_slot != slot_index:
                     continue
@@ -197,8 +200,8 @@ class Converter:
                     else target.widgets
                 inner = next((w for w in shown if w.name == widget_name), None)
                 if inner is not None:
-                    widgets.append(Widget(str(holder.inputs[slot_index].get("name")),
-                                          inner.value, dynamic_prompt=inner.dynamic_prompt))
+                    widgets.append(Widget(input_name, inner.value,
+                                          dynamic_prompt=inner.dynamic_prompt))
                     break
         ui_widgets.apply_values(widgets, holder.widgets_values, holder.type)
         self.promoted[key] = {widget.name: widget for widget in widgets}
@@ -245,13 +248,14 @@ class Converter:
         holder = scope.holder
         if holder is not None and scope.parent is not None \
                 and link.origin_id == str(SUBGRAPH_INPUT):
-            if link.origin_slot >= len(holder.inputs):
-                return None
-            outer = holder.inputs[link.origin_slot]
-            if outer.get("link") is None:
-                widget = self._promoted(holder).get(str(outer.get("name")))
+            index = _holder_slot(holder, scope.graph, link.origin_slot)
+            if index < 0 or holder.inputs[index].get("link") is None:
+                names = scope.graph.input_names
+                name = names[link.origin_slot] if link.origin_slot < len(names) \
+                    else str(holder.inputs[index].get("name")) if index >= 0 else ""
+                widget = self._promoted(holder).get(name)
                 return None if widget is None else Resolved(value=widget)
-            return self.resolve_input(scope.parent, holder, link.origin_slot, visited)
+            return self.resolve_input(scope.parent, holder, index, visited)
         origin = scope.graph.nodes.get(link.origin_id)
         if origin is None:
             return None
@@ -363,6 +367,16 @@ def _valid_connection(a: Any, b: Any) -> bool:
     if "," not in first and "," not in second:
         return first == second
     return any(_valid_connection(x, y) for x in first.split(",") for y in second.split(","))
+
+
+def _holder_slot(holder: Node, graph: Graph, origin_slot: int) -> int:
+    """The holder's input for a subgraph input slot, by name (a holder saved
+    with fewer inputs, or in another order, still matches); -1: none."""
+    if origin_slot < len(graph.input_names):
+        name = graph.input_names[origin_slot]
+        return next((index for index, slot in enumerate(holder.inputs)
+                     if slot.get("name") == name), -1)
+    return origin_slot if origin_slot < len(holder.inputs) else -1
 
 
 def _bypass_slot(node: Node, slot: int, kind: Any) -> int:

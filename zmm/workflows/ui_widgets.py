@@ -29,6 +29,8 @@ WIDGET_TYPES = frozenset({
 _MEDIA_UPLOAD = ("image_upload", "video_upload", "animated_image_upload")
 _AUDIO_PLAYERS = frozenset({"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3",
                             "SaveAudioOpus"})
+_MESH_PREVIEWS = {"Preview3D": "PREVIEW_3D", "SaveGLB": "PREVIEW_3D",
+                  "Preview3DAnimation": "PREVIEW_3D_ANIMATION"}
 _CONTROL_VALUES = {True: "randomize", False: "fixed"}
 
 
@@ -43,6 +45,7 @@ class Widget:
     sent: bool = True
     dynamic_prompt: bool = False
     folder: str = "input"  # where an upload combo's files live
+    fixed: bool = False  # a button: takes a place in widgets_values, keeps its own value
 
 
 def input_specs(node_def: Mapping[str, Any]) -> list[tuple[str, Any, bool]]:
@@ -87,6 +90,8 @@ def spec_type(spec: Any) -> str:
 
 def _add_page_inputs(class_type: str, required: dict[str, Any]) -> None:
     """The inputs the page adds to some definitions before drawing them."""
+    if class_type in _MESH_PREVIEWS:
+        required["image"] = [_MESH_PREVIEWS[class_type]]
     if class_type in _AUDIO_PLAYERS:
         required["audioUI"] = ["AUDIO_UI", {}]
     audio = required.get("audio")
@@ -132,6 +137,8 @@ def layout(node_def: Mapping[str, Any]) -> list[Widget]:
                                   dynamic_prompt=opts.get("dynamicPrompts") is True))
         elif kind == "COMBO":
             widgets.append(Widget(name, _combo_default(spec)))
+            if isinstance(opts.get("remote"), dict) and opts["remote"].get("refresh_button"):
+                widgets.append(Widget("refresh", "refresh", fixed=True))
             if control:
                 widgets.append(Widget(control_name, "randomize", sent=False))
                 filter_name = opts.get("control_filter_list")
@@ -160,7 +167,8 @@ def apply_values(widgets: list[Widget], values: Any, class_type: str) -> None:
     if isinstance(values, list):
         stored = [widget for widget in widgets if widget.stored]
         for widget, value in zip(stored, values, strict=False):
-            widget.value = value
+            if not widget.fixed:
+                widget.value = value
     for widget in widgets:
         if class_type in ("KSampler", "KSamplerAdvanced") and widget.name == "sampler_name" \
                 and isinstance(widget.value, str) and widget.value.startswith("sample_"):
