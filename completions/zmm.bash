@@ -5,11 +5,11 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"top"|"wait") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"top"|"wait"|"workflow"|"workflow convert") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="backends cleanup compose config doctor generate gpu history models queue serve-worker stats top wait --help --version" ;;
+        "") words="backends cleanup compose config doctor generate gpu history models queue serve-worker stats top wait workflow --help --version" ;;
         "backends") words="drain resume --help --json" ;;
         "backends drain") words="--help" ;;
         "backends resume") words="--help" ;;
@@ -40,6 +40,8 @@ _zmm() {
         "stats") words="--help --json --since" ;;
         "top") words="--help --interval --once" ;;
         "wait") words="--help --json --timeout" ;;
+        "workflow") words="convert --help" ;;
+        "workflow convert") words="--help --json --object-info" ;;
     esac
     COMPREPLY=( $(compgen -W "$words" -- "$cur") )
 }

@@ -14,6 +14,7 @@ complete -c zmm -n '__fish_use_subcommand' -a serve-worker -d 'Run jobs from the
 complete -c zmm -n '__fish_use_subcommand' -a stats -d 'Jobs by status and backend, success rates, generation...'
 complete -c zmm -n '__fish_use_subcommand' -a top -d 'A live view: backends, running jobs, the queue head, the...'
 complete -c zmm -n '__fish_use_subcommand' -a wait -d 'Wait until jobs finish; exit 0 only if every one succeeded.'
+complete -c zmm -n '__fish_use_subcommand' -a workflow -d 'Workflow files: convert the UI format to the API format...'
 complete -c zmm -n '__fish_use_subcommand' -l help
 complete -c zmm -n '__fish_use_subcommand' -l version
 complete -c zmm -n '__fish_seen_subcommand_from backends' -a drain -d 'Finish what runs on the backend and claim no more there...'
@@ -163,3 +164,8 @@ complete -c zmm -n '__fish_seen_subcommand_from top' -l once
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l help
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l json
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l timeout
+complete -c zmm -n '__fish_seen_subcommand_from workflow' -a convert -d 'Print the API graph of a workflow file on stdout (the UI...'
+complete -c zmm -n '__fish_seen_subcommand_from workflow' -l help
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from convert' -l help
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from convert' -l json
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from convert' -l object-info
