@@ -21,6 +21,7 @@ from typing import Any
 
 import zmm
 from zmm.errors import InvalidInput, ModelFileMissing, NotFound, WorkflowRejected
+from zmm.fs import MB, read_user_text
 
 # $checkpoint is the model file: ckpt_name of a checkpoint, unet_name of split files.
 PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler",
@@ -29,6 +30,7 @@ PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler
                           "shift"})
 # Letters and underscores ("$seed2" stays literal text); t5xxl is the one name with a digit.
 _PLACEHOLDER = re.compile(r"^\$([a-z_]+|t5xxl)$")
+MAX_BYTES = 16 * MB  # a workflow file; ComfyUI's own graphs are kilobytes
 OUTPUT_NODES = frozenset({"SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"})
 CHECKPOINT_INPUTS = {"CheckpointLoaderSimple": "ckpt_name", "CheckpointLoader": "ckpt_name",
                      "ImageOnlyCheckpointLoader": "ckpt_name",
@@ -83,9 +85,9 @@ def load(name_or_path: str | Path, user_dir: Path | None) -> Template:
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     hint = "available workflows: " + (", ".join(available(user_dir)) or "none")
-    if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.is_file():
-        if not candidate.is_file():
-            raise NotFound(f"workflow file {candidate} does not exist", hint=hint)
+    if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.exists():
+        if not candidate.exists():
+            raise NotFound(f"workflow: no such file {candidate}", hint=hint)
         return Template(candidate.stem, candidate, _read(candidate))
     for folder in (user_dir, shipped_dir()):
         path = folder / f"{text}.json" if folder is not None else None
@@ -95,13 +97,17 @@ def load(name_or_path: str | Path, user_dir: Path | None) -> Template:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    text = read_user_text(path, "workflow", MAX_BYTES)
     try:
-        graph = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput("workflow", f"{path} cannot be read ({exc})") from None
+        graph = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput("workflow",
                            f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise InvalidInput("workflow", f"JSON nested a few levels deep; {path} is nested "
+                           "hundreds deep") from None
+    except ValueError as exc:  # an integer longer than Python converts
+        raise InvalidInput("workflow", f"{path} is not usable JSON ({exc})") from None
     validate_api_graph(graph, source=str(path))
     return graph
 
