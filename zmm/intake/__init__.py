@@ -54,7 +54,8 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
     quality = jobs.parse_choice("quality", raw.get("quality") or defaults["quality"], jobs.QUALITIES)
     style = jobs.parse_choice("style", raw.get("style") or "none", jobs.STYLES)
     priority = jobs.parse_priority(raw.get("priority") or defaults["priority"])
-    requester = jobs.parse_text("requester", raw.get("requester") or defaults["requester"], max_len=64)
+    requester = jobs.parse_text("requester", raw.get("requester") or defaults["requester"],
+                                max_len=64, one_line=True)
     tier = _tier(config, quality)
 
     resolved = families.resolve(raw.get("model"), raw.get("family"), tier["model"],

@@ -263,8 +263,29 @@ def apply_sets(graph: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         if isinstance(value, list):
             raise InvalidInput("set", f"{item!r}: a list value would be read by ComfyUI as a "
                                "link; quote it as a JSON string")
+        _check_sampling_value(item, input_name, value)
         inputs[input_name] = value
     return result
+
+
+# Sampler inputs --set may change, with the ranges their own flags allow
+# (--steps, --cfg, --seed, --denoise): (integer only, lowest, highest).
+SAMPLING_RANGES: dict[str, tuple[bool, float, float]] = {
+    "steps": (True, 1, 150), "cfg": (False, 0.0, 30.0), "seed": (True, 0, 2**63 - 1),
+    "noise_seed": (True, 0, 2**63 - 1), "denoise": (False, 0.0, 1.0),
+}
+
+
+def _check_sampling_value(item: str, input_name: str, value: Any) -> None:
+    """A sampler input set to a value its flag would refuse (`3.steps=-5`,
+    `3.cfg=abc`) is refused here too; a $placeholder stays allowed."""
+    if input_name not in SAMPLING_RANGES or (isinstance(value, str) and _PLACEHOLDER.match(value)):
+        return
+    whole, low, high = SAMPLING_RANGES[input_name]
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        span = f"an integer from {low} to {high}" if whole else f"a number from {low:g} to {high:g}"
+        raise InvalidInput("set", f"{item!r}: {input_name} must be {span}")
 
 
 def _parse_value(raw: str) -> Any:
