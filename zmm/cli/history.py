@@ -58,7 +58,7 @@ def listing(
         if value not in STATUSES:
             raise InvalidInput("status", "a comma list of " + ", ".join(STATUSES))
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         since_iso = iso(store.clock() - parse_since(since)) if since else None
         flt = history.HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
@@ -91,7 +91,7 @@ def show(
     from zmm.cli import render
 
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         job = store.get(job_id)
         events = store.events(job.id)
     if as_json:

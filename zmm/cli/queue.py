@@ -30,7 +30,7 @@ def show(
     from zmm.views import routing
 
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         now = store.clock()
         running = store.running()
         queued = store.run_order(settings.get("worker.aging_s"))

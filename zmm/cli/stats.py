@@ -33,7 +33,7 @@ def stats(
 
     span = parse_window(since)
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         now = store.clock()
         report = store.stats_report(None if span is None else now - span, now)
     if as_json:
