@@ -113,13 +113,13 @@ def check_permissions(settings: Config) -> Check:
 
 
 def check_spool(settings: Config) -> Check:
-    from zmm.store.db import migrations
+    from zmm.store.db import migrations, open_for_reading
 
     path = settings.spool_path
     if not path.exists():
         return Check("spool", "ok", f"{path} not created yet")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn = open_for_reading(path, timeout_s=5)
         try:
             verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -141,12 +141,13 @@ def check_schema(settings: Config) -> Check:
     """The spool's tables, columns, indexes and triggers against what its schema
     version's migrations create (zmm.store.schema, through sqlite-utils)."""
     from zmm.store import schema
+    from zmm.store.db import open_for_reading
 
     path = settings.spool_path
     if not path.exists():
         return Check("schema", "ok", "no spool yet")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn = open_for_reading(path, timeout_s=5)
         try:
             found = schema.compare(conn)
         finally:
@@ -170,7 +171,7 @@ def check_supervision(settings: Config) -> Check | None:
         return None
     from zmm.store import Store
 
-    with Store(settings.spool_path) as store:
+    with Store(settings.spool_path, read_only=True) as store:
         record = store.get_state(f"comfyui:{url}")
     if not isinstance(record, dict):
         return None

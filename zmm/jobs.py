@@ -8,6 +8,7 @@ because it runs on every `zmm generate --no-wait`, where start-up time counts.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -85,7 +86,10 @@ ASPECTS: dict[str, dict[str, tuple[int, int]]] = {
 }
 MAX_SEED = 2**63 - 1  # SQLite's INTEGER range; ComfyUI's UI seeds stay far below it
 MAX_COUNT = 1000
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+_INTEGER = re.compile(r"^\s*[+-]?[0-9]{1,40}\s*$", re.ASCII)
+_NUMBER = re.compile(r"^\s*[+-]?([0-9]{1,40}(\.[0-9]{0,40})?|\.[0-9]{1,40})([eE][+-]?[0-9]{1,4})?\s*$",
+                     re.ASCII)
+_SIZE = re.compile(r"^\s*(\d{1,9})\s*[xX×]\s*(\d{1,9})\s*$", re.ASCII)
 _URL = re.compile(r"^https?://[^\s/:?#]+(:\d+)?([/?#]\S*)?$")
 
 
@@ -173,10 +177,12 @@ def parse_int(field_name: str, value: Any, low: int, high: int) -> int:
     allowed = f"an integer from {low} to {high}"
     if isinstance(value, bool):
         raise InvalidInput(field_name, allowed)
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise InvalidInput(field_name, allowed) from None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _INTEGER.match(value):
+        number = int(value)
+    else:  # "٢", "1_000", "1e3", a list: none is a number as typed
+        raise InvalidInput(field_name, allowed)
     if not low <= number <= high:
         raise InvalidInput(field_name, allowed)
     return number
@@ -186,17 +192,27 @@ def parse_float(field_name: str, value: Any, low: float, high: float) -> float:
     allowed = f"a number from {low:g} to {high:g}"
     if isinstance(value, bool):
         raise InvalidInput(field_name, allowed)
+    if isinstance(value, str) and not _NUMBER.match(value):  # "٢", "1_0", "nan", "inf"
+        raise InvalidInput(field_name, allowed)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(field_name, allowed) from None
     if not low <= number <= high or number != number:
         raise InvalidInput(field_name, allowed)
     return number
 
 
-def parse_text(field_name: str, value: Any, *, max_len: int, required: bool = True) -> str:
-    text = "" if value is None else str(value)
+def parse_text(field_name: str, value: Any, *, max_len: int, required: bool = True,
+               one_line: bool = False) -> str:
+    """Text as given (stripped); `one_line`: no line break, control or bidi
+    character (a name that is printed in tables and logs)."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(field_name, "text (a JSON string), not " + type(value).__name__)
+    text = "" if value is None else value
+    if one_line and any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text):
+        raise InvalidInput(field_name, "one line of printable text (no line break, control "
+                           "or bidi character)")
     if required and not text.strip():
         raise InvalidInput(field_name, "must not be empty")
     if len(text) > max_len:

@@ -367,6 +367,8 @@ def test_text_frames_become_events():
         text("executing", node=None, prompt_id="P"),
     ])
     assert calls[0][0] == "ws://127.0.0.1:8188/ws?clientId=cid"
+    # no keepalive thread: a ComfyUI silent for 20-40 s made it log a traceback on stderr
+    assert calls[0][1]["ping_interval"] is None
     assert stream.recv(1) == Event("status", {"status": {"exec_info": {"queue_remaining": 0}},
                                               "sid": "cid"}, None)
     assert stream.recv(1).data["node"] == "3"

@@ -125,7 +125,7 @@ def test_load_by_path(tmp_path):
     path = tmp_path / "export.json"
     path.write_text(json.dumps(template()))
     assert workflows.load(str(path), None).name == "export"
-    with pytest.raises(NotFound, match="does not exist") as caught:
+    with pytest.raises(NotFound, match="workflow: no such file") as caught:
         workflows.load(str(tmp_path / "missing.json"), None)
     assert "sdxl-txt2img" in caught.value.hint
     (tmp_path / "broken.json").write_text("{not json")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zmm.errors import InvalidInput, JobFailed
-from zmm.fs import private_dirs
+from zmm.fs import private_dirs, read_user_file
 from zmm.jsontext import compact
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -153,22 +153,23 @@ def read_text_chunks(data: bytes) -> dict[str, str]:
 
 def zmm_metadata(path: Path) -> dict[str, Any]:
     """The zmm chunk of an image zmm saved (for `generate --from-image`)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidInput("from-image", f"{path} does not exist") from None
-    except OSError as exc:
-        raise InvalidInput("from-image", f"{path} cannot be read ({exc.strerror})") from None
+    from zmm.assets.inputs import MAX_BYTES
+
+    data = read_user_file(path, "from-image", MAX_BYTES)
     try:
         chunks = jpeg_comments(data) if data.startswith(JPEG_SIGNATURE) else read_text_chunks(data)
-    except (JobFailed, zlib.error, UnicodeDecodeError):
+    except (JobFailed, zlib.error, UnicodeDecodeError, IndexError, struct.error):
+        # IndexError, struct.error: a chunk cut short (a truncated or forged file)
         raise InvalidInput("from-image", f"{path} is not a PNG or JPEG image") from None
     if ZMM_KEY not in chunks:
         raise InvalidInput("from-image", f"{path} has no zmm metadata (was it made by zmm?)")
     try:
-        return json.loads(chunks[ZMM_KEY])
-    except json.JSONDecodeError:
+        meta = json.loads(chunks[ZMM_KEY])
+    except (ValueError, RecursionError):  # not JSON, too deep, or an integer too long
         raise InvalidInput("from-image", f"{path} has a damaged zmm chunk") from None
+    if not isinstance(meta, dict):
+        raise InvalidInput("from-image", f"{path} has a damaged zmm chunk")
+    return meta
 
 
 def jpeg_comments(data: bytes) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Init images (image-to-image inputs): checking that a user's file is an image
 ComfyUI can load (PNG, JPEG or WebP, 64 px to 16384 px a side, at most 64
-megapixels), and zmm's own content-addressed copy under the assets root
+megapixels, a file of at most 256 MB), and zmm's own content-addressed copy under the assets root
 (inputs/<sha256>.<ext>), so a queued job still runs after the user deletes the
 original. Two jobs with the same image share one copy.
 """
@@ -15,10 +15,12 @@ from pathlib import Path
 
 from zmm.assets import safe_path, write_atomic
 from zmm.errors import InvalidInput, NotFound
+from zmm.fs import MB, read_user_file
 
 FOLDER = "inputs"
 MAX_PIXELS = 64_000_000
 SIDES = (64, 16384)  # ComfyUI's LoadImage takes more; its latent nodes stop at 16384
+MAX_BYTES = 256 * MB  # 64 megapixels of 32-bit noise, stored, fits; a file read whole
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 
 
@@ -34,13 +36,7 @@ class InputImage:
 
 def read(path: Path, field_name: str = "init-image") -> InputImage:
     """The image at `path`, checked; InvalidInput / NotFound naming `field_name`."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"{field_name}: {path} does not exist") from None
-    except OSError as exc:
-        raise InvalidInput(field_name, f"a readable image file ({path}: "
-                           f"{exc.strerror or exc})") from None
+    data = read_user_file(path, field_name, MAX_BYTES)
     from PIL import Image, UnidentifiedImageError  # only when an init image is given
 
     try:

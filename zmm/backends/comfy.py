@@ -316,8 +316,11 @@ class ComfyClient:
         socket with the same id silences the first and is then unregistered."""
         connect = self._ws_connect or websockets_connect()
         try:
+            # No keepalive pings: a ComfyUI busy for 20-40 s answers none, and websockets
+            # then logs a traceback on stderr; silence is judged by zmm's own timeouts
+            # (comfyui.silence_timeout_s, hang_s).
             opened = connect(self.ws_url(client_id), open_timeout=self.timeout, max_size=None,
-                             close_timeout=1, compression=None)
+                             close_timeout=1, compression=None, ping_interval=None)
             # Entered by hand: the stream outlives this call, and websockets >= 17
             # wants its connection used through the context-manager protocol.
             enter = getattr(opened, "__enter__", None)

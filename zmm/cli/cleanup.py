@@ -94,7 +94,8 @@ def _duration(name: str, text: str) -> float | None:
     try:
         return parse_since(text)
     except InvalidInput:
-        raise InvalidInput(name, "a duration such as 12h, 7d or 2w (never: no limit)") from None
+        raise InvalidInput(name, "a duration such as 12h, 7d or 2w, at most 100 years "
+                           "(never: no limit)") from None
 
 
 def _confirm(plan) -> bool:

@@ -110,11 +110,13 @@ def load_config(**flags: Any):
 
 
 @contextlib.contextmanager
-def open_store(settings) -> Iterator[Any]:
+def open_store(settings, *, read_only: bool = False) -> Iterator[Any]:
+    """The spool; `read_only` for commands that only read it (they then work on a
+    full disk and on a spool they may not write)."""
     from zmm.store import Store
 
     store = Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"),
-                  assets_root=settings.assets_dir)
+                  assets_root=settings.assets_dir, read_only=read_only)
     try:
         yield store
     finally:

@@ -17,6 +17,7 @@ from zmm.errors import INTERRUPTED, InvalidInput, JobFailed
 
 app = typer.Typer(add_completion=False)
 ENHANCE_WORDS = ("on", "off", "auto", "required")
+MAX_TIMEOUT_S = 366 * 86400.0
 
 
 class EnhanceCommand(TyperCommand):
@@ -137,6 +138,7 @@ def generate(
              "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
               "enhance": _enhance_flag(enhance, no_enhance),
               "title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
+    _refuse_empty(flags, timeout)
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
@@ -161,6 +163,24 @@ def generate(
             return
         inline = settings.get("generate.inline") and not no_inline
         _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
+
+
+# Flags whose empty value means something: no negative prompt, no text drawn.
+EMPTY_ALLOWED = frozenset({"negative", "title", "subtitle", "footer"})
+
+
+def _refuse_empty(flags: dict, timeout: float | None) -> None:
+    """`--steps ''` is a mistake (an unset shell variable), not "use the default";
+    and --timeout is a number of seconds greater than 0."""
+    for name, value in flags.items():
+        if value == "" and name not in EMPTY_ALLOWED and name != "prompt":
+            raise InvalidInput(name.replace("_", "-"), "a value (an empty one was given)")
+    check_timeout(timeout)
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (0 < timeout <= MAX_TIMEOUT_S):
+        raise InvalidInput("timeout", f"seconds, greater than 0 and at most {MAX_TIMEOUT_S:.0f}")
 
 
 def _enhance_flag(enhance: str | None, no_enhance: bool) -> str | None:
@@ -204,6 +224,7 @@ def wait(
     as_json: bool = typer.Option(False, "--json", help="Print the finished jobs as JSON."),
 ) -> None:
     """Wait until jobs finish; exit 0 only if every one succeeded."""
+    check_timeout(timeout)
     settings = load_config()
     with open_store(settings) as store:
         ids = [store.get(job_id).id for job_id in job_ids]

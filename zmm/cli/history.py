@@ -14,16 +14,22 @@ from zmm.jobs import JobState
 app = typer.Typer(help="Browse past and present jobs.", invoke_without_command=True)
 
 STATUSES = tuple(JobState)
+MAX_OFFSET = 2**62  # SQLite's integers stop at 2**63 - 1
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+MAX_DURATION_S = 100 * 365 * 86400.0
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_since(text: str) -> float:
     """`30m`, `12h`, `7d`, `2w` -> seconds."""
     match = _DURATION.match(text)
-    if not match:
-        raise InvalidInput("since", "a duration such as 30m, 12h, 7d or 2w")
-    return float(match.group(1)) * _UNIT[match.group(2)]
+    allowed = "a duration such as 30m, 12h, 7d or 2w, at most 100 years"
+    if not match or len(match.group(1)) > 20:
+        raise InvalidInput("since", allowed)
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if seconds > MAX_DURATION_S:  # further back than a date can say
+        raise InvalidInput("since", allowed)
+    return seconds
 
 
 @app.callback()
@@ -37,7 +43,7 @@ def listing(
     since: Optional[str] = typer.Option(None, "--since", help="Only jobs created within, e.g. 7d."),
     search: Optional[str] = typer.Option(None, "--search", help="Words in the prompt."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
-    offset: int = typer.Option(0, "--offset", min=0),
+    offset: int = typer.Option(0, "--offset", min=0, max=MAX_OFFSET),
     as_json: bool = typer.Option(False, "--json", help="Print the page as JSON."),
 ) -> None:
     """Jobs, newest first, with the total that match."""
@@ -52,7 +58,7 @@ def listing(
         if value not in STATUSES:
             raise InvalidInput("status", "a comma list of " + ", ".join(STATUSES))
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         since_iso = iso(store.clock() - parse_since(since)) if since else None
         flt = HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
@@ -85,7 +91,7 @@ def show(
     from zmm.cli import render
 
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         job = store.get(job_id)
         events = store.events(job.id)
     if as_json:

@@ -25,7 +25,7 @@ def show(
     from zmm.views import queue as view
 
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         shown = view.read(store, settings, with_finished=show_all)
     if as_json:
         emit_json({

@@ -19,7 +19,8 @@ def parse_window(text: str) -> float | None:
     try:
         return parse_since(text)
     except InvalidInput:
-        raise InvalidInput("since", "a duration such as 30m, 12h, 7d or 2w, or all") from None
+        raise InvalidInput("since", "a duration such as 30m, 12h, 7d or 2w, at most 100 "
+                           "years, or all") from None
 
 
 @app.command("stats")
@@ -32,7 +33,7 @@ def stats(
 
     span = parse_window(since)
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         now = store.clock()
         report = store.stats_report(None if span is None else now - span, now)
     if as_json:

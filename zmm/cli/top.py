@@ -44,7 +44,7 @@ def top(
 
     seconds = parse_interval(interval)
     settings = load_config()
-    with open_store(settings) as store:
+    with open_store(settings, read_only=True) as store:
         if once:
             render_top.print_once(dashboard.read(store, settings))
             return

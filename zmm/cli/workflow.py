@@ -29,8 +29,8 @@ def convert(
     from zmm.errors import InvalidInput, NotFound
     from zmm.workflows import ui_format
 
-    if not file.is_file():
-        raise NotFound(f"workflow file {file} does not exist")
+    if not file.exists():
+        raise NotFound(f"workflow: no such file {file}")
     data = workflows.read_json(file)
     if ui_format.is_ui_format(data):
         graph = ui_format.to_api(data, _node_defs(object_info))
@@ -53,11 +53,14 @@ def _node_defs(path: Path | None) -> Any:
 
     if path is None:
         return workflows.server_node_defs()
-    try:
-        import json
+    import json
 
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    from zmm.fs import MB, read_user_text
+
+    text = read_user_text(path, "object-info", 256 * MB)
+    try:
+        data = json.loads(text)
+    except (RecursionError, ValueError) as exc:
         raise InvalidInput("object-info", f"a readable JSON file of node definitions "
                            f"(/object_info); {path}: {exc}") from None
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ reads the fonts and the logo once to prove they load; nothing is drawn here.
 
 from __future__ import annotations
 
+import io
 import re
 import tomllib
 from dataclasses import dataclass, fields
@@ -16,9 +17,12 @@ from typing import Any
 
 from zmm import jobs
 from zmm.compose import fonts, layout
-from zmm.errors import InvalidInput
+from zmm.errors import InvalidInput, NotFound
+from zmm.fs import MB, read_user_file, read_user_text
 
 DEFAULT = "default"
+MAX_TOML_BYTES = 1 * MB
+MAX_IMAGE_BYTES = 64 * MB  # a logo
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _COLOUR = re.compile(r"^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
 
@@ -102,12 +106,13 @@ def load(name: str, brands_dir: Path) -> Brand:
             return _build(name, "built-in", tomllib.loads(DEFAULT_TOML), brands_dir)
         raise InvalidInput("brand", f"no brand {name!r}; brands: "
                            + ", ".join(available(brands_dir)) + f" (files in {brands_dir})")
+    text = read_user_text(path, str(path), MAX_TOML_BYTES)
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(str(path), f"cannot be read ({exc})") from None
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(str(path), f"not valid TOML ({exc})") from None
+    except RecursionError:
+        raise InvalidInput(str(path), "TOML tables, not arrays nested hundreds deep") from None
     return _build(name, str(path), table, brands_dir)
 
 
@@ -185,7 +190,11 @@ def _logo(value: Any, brands_dir: Path, bad) -> str:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        data = read_user_file(path, "logo.file", MAX_IMAGE_BYTES)
+    except (InvalidInput, NotFound) as exc:
+        raise bad("logo.file", f"the image {value!r} does not load ({exc})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise bad("logo.file", f"the image {value!r} does not load ({exc})") from None

@@ -15,7 +15,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from zmm.errors import InvalidInput, NotFound
+from zmm.fs import MB, read_user_file
+
 BUILTIN = "builtin"
+MAX_BYTES = 64 * MB  # a font file (CJK fonts run to about 20 MB)
 BUILTIN_NAME = "Pillow's built-in Aileron Regular"
 
 
@@ -45,11 +49,13 @@ def read(source: str) -> bytes:
         return _read(source, info.st_mtime_ns, info.st_size)
     except OSError as exc:
         raise FontError(f"cannot read {source} ({exc.strerror or exc})") from None
+    except (InvalidInput, NotFound) as exc:  # a FIFO, a device, a huge file
+        raise FontError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=16)
 def _read(source: str, _mtime_ns: int, _size: int) -> bytes:
-    return Path(source).read_bytes()
+    return read_user_file(Path(source), "font", MAX_BYTES)
 
 
 @functools.lru_cache(maxsize=256)

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zmm.errors import InvalidInput
+from zmm.config import bounds
+from zmm.errors import InvalidInput, SpoolUnusable
 
 _ENHANCE_BASE = (
     "You write prompts for an image generation model. Rewrite the user's request as one "
@@ -249,6 +250,7 @@ class Config:
         """Apply a command-line flag (the highest layer)."""
         section, _, key = dotted.partition(".")
         self.data[section][key] = _coerce(dotted, value, DEFAULTS[section].get(key, value))
+        bounds.check(dotted, self.data[section][key], field=dotted)
         self.sources[dotted] = "flag"
 
     @property
@@ -285,7 +287,7 @@ def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     sources = {f"{s}.{k}": "default" for s, values in DEFAULTS.items() for k in values}
     path = config_path(home)
     entries: list[Any] = []
-    if path.exists():
+    if _present(path, home):
         table = _read_toml(path)
         entries = table.pop("backends", [])
         if not isinstance(entries, list):
@@ -296,19 +298,36 @@ def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     for dotted, value in _from_environ(environ).items():
         _set(data, dotted, value, origin="environment")
         sources[dotted] = "env"
+    bounds.check_all(data)
     return Config(data, home, sources, backend_entries=entries)
+
+
+def _present(path: Path, home: Path) -> bool:
+    """Is there a config file? An unreadable $ZMM_HOME is an error, not "no"."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise SpoolUnusable(f"$ZMM_HOME {home} cannot be read ({exc.strerror})",
+                            hint="make it a folder you own: chmod 700 it, or set "
+                            "ZMM_HOME to another one") from None
+    return True
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     import tomllib  # only when a config file exists
 
+    from zmm.fs import MB, read_user_text
+
+    text = read_user_text(path, "config", MB)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput("config", f"{path} is not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise InvalidInput("config", f"{path} cannot be read ({exc.strerror})") from None
+    except RecursionError:
+        raise InvalidInput("config", f"{path}: TOML tables, not arrays nested hundreds "
+                           "deep") from None
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,12 @@ from typing import Any
 from zmm import compose, families, jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
+from zmm.fs import MB, read_user_text
 from zmm.intake import part_fields
+
+# `--from`: what no batch needs (--count caps one request at jobs.MAX_COUNT).
+MAX_BATCH_LINES = 10_000
+MAX_BATCH_BYTES = 16 * MB
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
@@ -49,7 +54,8 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
     quality = jobs.parse_choice("quality", raw.get("quality") or defaults["quality"], jobs.QUALITIES)
     style = jobs.parse_choice("style", raw.get("style") or "none", jobs.STYLES)
     priority = jobs.parse_priority(raw.get("priority") or defaults["priority"])
-    requester = jobs.parse_text("requester", raw.get("requester") or defaults["requester"], max_len=64)
+    requester = jobs.parse_text("requester", raw.get("requester") or defaults["requester"],
+                                max_len=64, one_line=True)
     tier = _tier(config, quality)
 
     resolved = families.resolve(raw.get("model"), raw.get("family"), tier["model"],
@@ -251,12 +257,10 @@ def random_seed() -> int:
 def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
     """`--from FILE`: JSON Lines or CSV, one request per line; flags are defaults.
     Every line is validated before any job is returned: all or nothing."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise NotFound(f"--from file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput("from", f"a readable UTF-8 file ({exc})") from None
+    text = read_user_text(path, "from", MAX_BATCH_BYTES)
+    lines = text.count("\n") + (not text.endswith("\n"))
+    if lines > MAX_BATCH_LINES:
+        raise InvalidInput("from", f"at most {MAX_BATCH_LINES:,} lines; {path} has {lines:,}")
     rows = _csv_rows(text) if _looks_like_csv(path, text) else _jsonl_rows(text)
     if not rows:
         raise InvalidInput("from", f"{path} holds no requests")
@@ -287,26 +291,50 @@ def _jsonl_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"line {number}", f"a JSON object ({exc.msg})") from None
+        value = _json_line(number, line)
         if not isinstance(value, dict):
             raise InvalidInput(f"line {number}", "a JSON object such as {\"prompt\": \"...\"}")
         rows.append((number, value))
     return rows
 
 
+def _json_line(number: int, line: str) -> Any:
+    """One JSON Lines line; its nesting and its integers' digits are bounded."""
+    try:
+        return json.loads(line, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"line {number}", f"a JSON object ({exc.msg})") from None
+    except RecursionError:
+        raise InvalidInput(f"line {number}", "a JSON object, not nested hundreds deep") from None
+    except ValueError:  # an integer _bounded_int refused
+        raise InvalidInput(f"line {number}", "a JSON object whose integers have at most "
+                           f"{MAX_INT_DIGITS} digits") from None
+
+
+MAX_INT_DIGITS = 40
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(digits)
+    return int(digits)
+
+
 def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
-        raise InvalidInput("line 1", "a CSV header naming a prompt column")
+    # strict: a quote left open is an error, not a cell running to the end of the file
+    reader = csv.DictReader(io.StringIO(text), strict=True)
     rows = []
-    for row in reader:
-        if None in row:
-            raise InvalidInput(f"line {reader.line_num}", "no more cells than the header has")
-        cleaned = {key.strip(): value for key, value in row.items() if key}
-        rows.append((reader.line_num, cleaned))
+    try:
+        if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
+            raise InvalidInput("line 1", "a CSV header naming a prompt column")
+        for row in reader:
+            if None in row:
+                raise InvalidInput(f"line {reader.line_num}", "no more cells than the header has")
+            cleaned = {key.strip(): value for key, value in row.items() if key}
+            rows.append((reader.line_num, cleaned))
+    except csv.Error as exc:
+        raise InvalidInput(f"line {reader.line_num}", f"a CSV row ({exc}: a quote left "
+                           "open?)") from None
     return rows
 
 

@@ -43,7 +43,7 @@ def run(settings: Any, criteria: Criteria, *, dry_run: bool, wait: bool,
     """Lock (real runs only), plan, ask `confirm` if given, apply."""
     root = settings.assets_dir
     with Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms"),
-               assets_root=root) as store:
+               assets_root=root, read_only=dry_run) as store:
         if dry_run:
             return preview(make_plan(store, SafePaths(root), criteria, store.clock()))
         with lock(settings.home, wait=wait, notify=notify):

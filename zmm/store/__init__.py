@@ -27,7 +27,7 @@ from zmm.jsontext import compact
 from zmm.liveness import live_since
 from zmm.store import backends, claims, events, outbox, queries, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
-from zmm.store.db import connect, iso, transaction, translate_errors
+from zmm.store.db import connect, connect_read_only, iso, transaction, translate_errors
 from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
@@ -59,13 +59,16 @@ def __getattr__(name: str) -> Any:
 
 class Store(Housekeeping):
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
-                 clock: Callable[[], float] = time.time, assets_root: Path | None = None) -> None:
+                 clock: Callable[[], float] = time.time, assets_root: Path | None = None,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
         self.clock = clock
         # Job files are stored relative to this; $ZMM_HOME keeps the spool and
         # the assets folder side by side (zmm.config.Config.assets_dir).
         self.assets_root = Path(assets_root) if assets_root else self.path.parent / "assets"
-        self.conn = connect(self.path, busy_timeout_ms=busy_timeout_ms)
+        # read_only: for commands that only read (works on a full disk, a read-only spool)
+        opener = connect_read_only if read_only else connect
+        self.conn = opener(self.path, busy_timeout_ms=busy_timeout_ms)
 
     def close(self) -> None:
         self.conn.close()

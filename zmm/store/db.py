@@ -8,8 +8,10 @@ folder; `PRAGMA user_version` records how many have been applied.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +101,53 @@ def connect(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
     return conn
 
 
+def open_for_reading(path: Path, *, timeout_s: float = 15.0) -> sqlite3.Connection:
+    """A `mode=ro` connection to an existing spool: it works when the spool or its
+    folder is not writable. Where even that cannot set up the WAL index (a full
+    disk, no right to create `-shm`) and there is no WAL content to miss, the
+    file is read as it is (`immutable`). Raises sqlite3.Error."""
+    uri = "file:" + urllib.parse.quote(str(path.absolute()))
+    try:
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=timeout_s,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA user_version").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if _wal_bytes(path) > 0:
+            raise
+    conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, timeout=timeout_s,
+                           isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA user_version").fetchone()
+    return conn
+
+
+def connect_read_only(path: Path, *, busy_timeout_ms: int = 15000) -> sqlite3.Connection:
+    """The spool for a command that only reads it (`open_for_reading`); a spool
+    that is missing, empty or needs migrating is opened by `connect`."""
+    try:
+        if path.stat().st_size == 0:
+            return connect(path, busy_timeout_ms=busy_timeout_ms)
+        conn = open_for_reading(path, timeout_s=busy_timeout_ms / 1000)
+    except (OSError, sqlite3.Error):
+        return connect(path, busy_timeout_ms=busy_timeout_ms)  # it says why, in words
+    if conn.execute("PRAGMA user_version").fetchone()[0] < len(migrations()):
+        conn.close()
+        return connect(path, busy_timeout_ms=busy_timeout_ms)
+    conn.row_factory = sqlite3.Row
+    with translate_errors(path):
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        _migrate(conn)  # refuses a spool newer than this zmm
+    return conn
+
+
+def _wal_bytes(path: Path) -> int:
+    try:
+        return os.stat(f"{path}-wal").st_size
+    except OSError:
+        return 0
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     known = migrations()  # read once: every command opens the spool
@@ -180,6 +229,14 @@ def refused_value(exc: sqlite3.IntegrityError) -> InvalidInput:
     return InvalidInput("job", f"refused by the spool ({exc})")
 
 
+def disk_full(path: Path) -> bool:
+    """No free block left for this user on the file system holding `path`."""
+    try:
+        return shutil.disk_usage(path.parent).free == 0
+    except OSError:
+        return False
+
+
 class translate_errors:
     """Turn SQLite failures inside the block into one-line SpoolUnusable errors."""
 
@@ -203,10 +260,13 @@ class translate_errors:
                     f"the spool at {path} stayed locked by another process",
                     hint="raise spool.busy_timeout_ms, or look for a stuck zmm process",
                 ) from None
+            if "full" in text or ("disk I/O" in text and disk_full(path)):
+                raise SpoolUnusable(
+                    f"the disk holding the spool at {path} is full",
+                    hint="free space on it (`zmm cleanup --dry-run` lists what can go); "
+                         "reading commands (queue, history, stats, doctor) still work") from None
             if "readonly" in text or "unable to open" in text or "disk I/O" in text:
                 raise SpoolUnusable(f"the spool at {path} cannot be written: {text}") from None
-            if "full" in text:
-                raise SpoolUnusable(f"the disk holding the spool at {path} is full") from None
             return
         raise SpoolUnusable(
             f"the spool at {path} is not a usable SQLite database ({exc})",

@@ -23,6 +23,7 @@ from typing import Any
 
 import zmm
 from zmm.errors import InvalidInput, ModelFileMissing, NotFound, WorkflowRejected
+from zmm.fs import MB, read_user_text
 
 # $checkpoint is the model file: ckpt_name of a checkpoint, unet_name of split files.
 PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler",
@@ -31,6 +32,7 @@ PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler
                           "shift"})
 # Letters and underscores ("$seed2" stays literal text); t5xxl is the one name with a digit.
 _PLACEHOLDER = re.compile(r"^\$([a-z_]+|t5xxl)$")
+MAX_BYTES = 16 * MB  # a workflow file; ComfyUI's own graphs are kilobytes
 OUTPUT_NODES = frozenset({"SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"})
 CHECKPOINT_INPUTS = {"CheckpointLoaderSimple": "ckpt_name", "CheckpointLoader": "ckpt_name",
                      "ImageOnlyCheckpointLoader": "ckpt_name",
@@ -91,9 +93,9 @@ def load(name_or_path: str | Path, user_dir: Path | None,
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     hint = "available workflows: " + (", ".join(available(user_dir)) or "none")
-    if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.is_file():
-        if not candidate.is_file():
-            raise NotFound(f"workflow file {candidate} does not exist", hint=hint)
+    if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.exists():
+        if not candidate.exists():
+            raise NotFound(f"workflow: no such file {candidate}", hint=hint)
         return Template(candidate.stem, candidate, _read(candidate, node_defs))
     for folder in (user_dir, shipped_dir()):
         path = folder / f"{text}.json" if folder is not None else None
@@ -103,14 +105,18 @@ def load(name_or_path: str | Path, user_dir: Path | None,
 
 
 def read_json(path: Path) -> Any:
-    """A workflow file's JSON; unreadable or not JSON -> InvalidInput."""
+    """A workflow file's JSON, read within MAX_BYTES; unreadable or not JSON -> InvalidInput."""
+    text = read_user_text(path, "workflow", MAX_BYTES)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput("workflow", f"{path} cannot be read ({exc})") from None
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput("workflow",
                            f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise InvalidInput("workflow", f"JSON nested a few levels deep; {path} is nested "
+                           "hundreds deep") from None
+    except ValueError as exc:  # an integer longer than Python converts
+        raise InvalidInput("workflow", f"{path} is not usable JSON ({exc})") from None
 
 
 def _read(path: Path, node_defs: NodeDefs | None = None) -> dict[str, Any]:
@@ -287,8 +293,29 @@ def apply_sets(graph: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         if isinstance(value, list):
             raise InvalidInput("set", f"{item!r}: a list value would be read by ComfyUI as a "
                                "link; quote it as a JSON string")
+        _check_sampling_value(item, input_name, value)
         inputs[input_name] = value
     return result
+
+
+# Sampler inputs --set may change, with the ranges their own flags allow
+# (--steps, --cfg, --seed, --denoise): (integer only, lowest, highest).
+SAMPLING_RANGES: dict[str, tuple[bool, float, float]] = {
+    "steps": (True, 1, 150), "cfg": (False, 0.0, 30.0), "seed": (True, 0, 2**63 - 1),
+    "noise_seed": (True, 0, 2**63 - 1), "denoise": (False, 0.0, 1.0),
+}
+
+
+def _check_sampling_value(item: str, input_name: str, value: Any) -> None:
+    """A sampler input set to a value its flag would refuse (`3.steps=-5`,
+    `3.cfg=abc`) is refused here too; a $placeholder stays allowed."""
+    if input_name not in SAMPLING_RANGES or (isinstance(value, str) and _PLACEHOLDER.match(value)):
+        return
+    whole, low, high = SAMPLING_RANGES[input_name]
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        span = f"an integer from {low} to {high}" if whole else f"a number from {low:g} to {high:g}"
+        raise InvalidInput("set", f"{item!r}: {input_name} must be {span}")
 
 
 def _parse_value(raw: str) -> Any:
