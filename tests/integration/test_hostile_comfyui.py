@@ -115,7 +115,7 @@ def test_the_waiting_line_is_said_once_then_on_change(capsys):
     from zmm.cli.render import WorkerView
 
     view = WorkerView(live=False)
-    for delay in (1, 2, 4, 8, 30, 30, 30):
+    for delay in (1, 1, 1, 1, 2, 30, 30, 30):  # a restarting managed child: 1 s each time
         view.waiting("http://c", "connection refused", delay)
     view.waiting("http://c", "timed out after 5s", 30)
     view.connected("http://c")
@@ -123,6 +123,8 @@ def test_the_waiting_line_is_said_once_then_on_change(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [
         "waiting for ComfyUI at http://c: connection refused, retrying in 1s",
+        "waiting for ComfyUI at http://c: connection refused, retrying in 2s",
+        "waiting for ComfyUI at http://c: connection refused, retrying in 30s",
         "waiting for ComfyUI at http://c: timed out after 5s, retrying in 30s",
         "connected to ComfyUI at http://c",
         "waiting for ComfyUI at http://c: connection refused, retrying in 1s"]

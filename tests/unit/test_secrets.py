@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_zmm, wait_until
+from tests.conftest import closed_url, run_zmm, wait_until
 from zmm import secrets
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyUnavailable
@@ -47,7 +47,8 @@ def test_the_child_environment_holds_none_of_zmms_secrets():
 
 def test_an_error_echoing_the_key_is_stored_and_sent_without_it(settings, monkeypatch):
     monkeypatch.setenv("STABILITY_API_KEY", KEY)
-    queued = run_zmm("generate", "--no-wait", "a key", "--webhook", "http://127.0.0.1:9/hook")
+    queued = run_zmm("generate", "--no-wait", "a key", "--webhook", "http://127.0.0.1:9/hook",
+                     env={"ZMM_COMFYUI_URL": closed_url()})
     job_id = queued.stdout.strip()
     with Store(settings.spool_path) as store:
         store.claim("w1", lease_s=60, aging_s=600)

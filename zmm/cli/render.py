@@ -179,7 +179,7 @@ class WorkerView:
         self._logged: dict[str, str] = {}  # job id -> the phase last logged
         self._finished: list[Any] = []
         self._status = "starting"
-        self._waiting_for: tuple[str, str] | None = None  # the wait last said
+        self._waiting_for: str | None = None  # the waiting line last said
         self._depth: Any = None
         self._display: Any = None  # a rich Live while shown
 
@@ -204,11 +204,12 @@ class WorkerView:
     # -- observer protocol --------------------------------------------------------
 
     def waiting(self, url: str, reason: str, retry_in: float) -> None:
-        """Said once, and again when the reason changes: a worker retrying every
-        second for an hour writes one line, not 3,600 (the status shows the rest)."""
+        """Said once, and again when it changes (the reason, or the wait while it
+        backs off): a worker retrying every second for an hour writes one line, not
+        3,600."""
         self._status = f"waiting for ComfyUI at {url}: {reason}, retrying in {retry_in:g}s"
-        if self._waiting_for != (url, reason):
-            self._waiting_for = (url, reason)
+        if self._waiting_for != self._status:
+            self._waiting_for = self._status
             self._log(self._status)
 
     def connected(self, url: str) -> None:
