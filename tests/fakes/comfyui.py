@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from tests.fakes import comfy_malice
 from tests.fakes import comfyui_graph as graph
 from tests.fakes.server import BackgroundServer
 from tests.fakes.vram import GIB, VramLedger
@@ -91,6 +92,7 @@ class FakeComfyUI(BackgroundServer):
         self._fail_submits: list[tuple[int, bool]] = []
         self._fail_executions: list[tuple[str, str, str]] = []
         self._hang = threading.Event()
+        self.malice: comfy_malice.Malice | None = None  # malicious mode (comfy_malice.KINDS)
         self._reset()
 
     def _reset(self) -> None:
@@ -168,6 +170,15 @@ class FakeComfyUI(BackgroundServer):
             self._hang.set()
         else:
             self._hang.clear()
+
+    def malicious(self, kind: str | None, size: int = 300 << 20) -> comfy_malice.Malice | None:
+        """Answer as a broken or hostile server would (tests/fakes/comfy_malice.py):
+        `kind` one of comfy_malice.KINDS, None for the honest server again. "endless":
+        a prompt that runs forever, sending progress, until it is interrupted."""
+        assert kind is None or kind in comfy_malice.KINDS, kind
+        self.malice = comfy_malice.Malice(kind, size) if kind else None
+        self.hang(kind == "endless")
+        return self.malice
 
     def forget_history(self) -> None:
         self.history.clear()
@@ -295,6 +306,10 @@ class FakeComfyUI(BackgroundServer):
     async def get_history_item(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
         entry = self.history.get(prompt_id)
+        hostile = await comfy_malice.history(request, self.malice) if self.malice and entry \
+            else None
+        if hostile is not None:
+            return hostile
         return web.json_response({prompt_id: entry} if entry else {})
 
     async def post_history(self, request: web.Request) -> web.Response:
@@ -306,6 +321,9 @@ class FakeComfyUI(BackgroundServer):
         return web.Response()
 
     async def get_view(self, request: web.Request) -> web.Response:
+        hostile = await comfy_malice.view(request, self.malice) if self.malice else None
+        if hostile is not None:
+            return hostile
         filename = request.query.get("filename", "")
         subfolder = request.query.get("subfolder", "")
         kind = request.query.get("type", "output")
@@ -427,6 +445,8 @@ class FakeComfyUI(BackgroundServer):
             "queue_remaining": self._remaining()}}, "sid": sid}})
         if self.running and self.running[3].get("client_id") == sid and self.current_node:
             await ws.send_json({"type": "executing", "data": {"node": self.current_node}})
+        if self.malice is not None:
+            await comfy_malice.on_connect(ws, self.malice)
         first = True
         async for message in ws:
             if message.type == WSMsgType.TEXT and first:
@@ -576,8 +596,14 @@ class FakeComfyUI(BackgroundServer):
             "real_node_id": node_id}}}
 
     async def _check_interrupt(self, prompt_id: str, node_id: str, prompt: dict) -> None:
+        step = 0
         while self._hang.is_set() and not self._interrupt:
             await asyncio.sleep(0.01)
+            if self.malice is not None and self.malice.kind == "endless":  # busy forever
+                step += 1
+                await self._send(self.running[3].get("client_id") if self.running else None,
+                                 "progress", {"value": step, "max": step + 1,
+                                              "prompt_id": prompt_id, "node": node_id})
         if self._interrupt:
             self._interrupt = False
             raise Interrupted(node_id)

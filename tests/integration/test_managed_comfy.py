@@ -245,3 +245,33 @@ def test_an_idle_child_that_stops_answering_is_ended_and_started_again(settings,
     assert not record.running()
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
+
+
+def test_an_idle_hang_is_caught_near_three_health_periods_not_the_http_timeout(settings,
+                                                                              monkeypatch):
+    """comfyui.timeout_s stays at its 30 s default: no probe may wait that long
+    (docs/managed-comfyui.md gives the bound this measures)."""
+    import time
+
+    monkeypatch.setenv("ZMM_COMFYUI_HEALTH_S", "1")
+    port = free_port()
+    worker = managed_worker("--launch", fake_command(port), port=port)
+    worker.wait_for_line("connected to ComfyUI")
+    record = child.read_pid_file(settings.home / "run" / f"comfyui-{port}.pid")
+    assert record is not None
+
+    def idle_and_up() -> bool:  # past connecting: its file lists read, its row written up
+        with Store(settings.spool_path) as store:
+            row = store.conn.execute("SELECT state, files_at FROM backends").fetchone()
+        return row is not None and row[0] == "up" and row[1] is not None
+
+    wait_until(idle_and_up, timeout=30)
+    stopped = time.monotonic()
+    os.kill(record.pid, signal.SIGSTOP)
+    worker.wait_for_line("3 health checks in a row failed", timeout=60)
+    caught_s = time.monotonic() - stopped
+    print(f"idle hang caught after {caught_s:.1f} s")
+    # 3 x health_s, plus per loop turn one 1 s health probe and one 5 s status ping
+    assert caught_s < 3 * 1 + 3 * (1 + 5) + 5, caught_s
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0

@@ -269,3 +269,63 @@ def test_an_idle_child_is_hung_after_three_failed_health_checks_in_a_row(tmp_pat
         clock.now += 30
     assert reports[:5] == [None] * 5
     assert reports[5] is not None and "3 health checks in a row failed" in reports[5].message
+
+
+def test_a_crash_loop_stops_after_max_quick_exits_and_says_so_once(tmp_path):
+    import dataclasses
+
+    clock = FakeClock()
+    launched = lambda: child.read_pid_file(tmp_path / "run" / "comfyui-18999.pid")  # noqa: E731
+    supervisor = Supervisor(managed(max_quick_exits=3), tmp_path,
+                            probe=Probe(lambda: launched() is not None),
+                            monotonic=clock, sleep=lambda _s: None)
+    supervisor.start()
+    assert supervisor.poll().kind == "started"
+    supervisor.managed = dataclasses.replace(supervisor.managed,
+                                             command=f"{PY} -c 'raise SystemExit(1)'")
+    os.killpg(supervisor.owned.pid, 9)
+    kinds = []
+    for _ in range(20):
+        report = wait_until(supervisor.poll)
+        kinds.append(report.kind)
+        if report.kind == "gave-up":
+            break
+        if report.kind == "exited":
+            clock.now += 60  # the restart is due
+    assert kinds == ["exited", "restarted", "exited", "restarted", "gave-up"]
+    assert "exit code 1" in report.message and "no longer restarts it" in report.message
+    assert "comfyui.max_quick_exits" in report.message
+    clock.now += 3600
+    assert supervisor.poll() is None and supervisor.owned is None  # never started again
+    assert not supervisor.restarting
+    assert supervisor.status()["down"] and supervisor.status()["gave_up"] == supervisor.gave_up
+
+
+def test_a_child_up_for_a_while_between_exits_is_no_crash_loop(tmp_path):
+    clock = FakeClock()
+    launched = lambda: child.read_pid_file(tmp_path / "run" / "comfyui-18999.pid")  # noqa: E731
+    supervisor = Supervisor(managed(max_quick_exits=2), tmp_path,
+                            probe=Probe(lambda: launched() is not None),
+                            monotonic=clock, sleep=lambda _s: None)
+    supervisor.start()
+    supervisor.poll()
+    try:
+        for _ in range(3):
+            clock.now += 61  # up longer than RESTART_MAX_S
+            os.killpg(supervisor.owned.pid, 9)
+            assert wait_until(supervisor.poll).kind == "exited"
+            clock.now += 60
+            assert supervisor.poll().kind == "restarted"
+            supervisor.answered()
+    finally:
+        supervisor.stop()
+
+
+def test_health_probes_wait_no_longer_than_health_s(tmp_path, monkeypatch):
+    from zmm.worker.managed import supervisor as module
+
+    waits = []
+    monkeypatch.setattr(module, "default_probe", lambda url, timeout: waits.append(timeout))
+    Supervisor(managed(health_s=0.5), tmp_path).probe(URL)
+    Supervisor(managed(health_s=30.0), tmp_path).probe(URL)
+    assert waits == [0.5, module.PROBE_TIMEOUT_S]

@@ -2,6 +2,11 @@
 `/ws` event stream (zmm.backends.comfy_events) through websockets' sync client
 (connector injectable).
 
+Every answer is bounded (`Limits`): bodies are streamed and reading stops past
+a size cap, JSON nested deeper than Python can parse is an unreadable answer,
+and a websocket frame past its cap closes the connection. A broken or hostile
+server costs a ComfyServerError, never the worker's memory or its life.
+
 Every failure becomes a zmm error: unreachable -> ComfyUnavailable, 400 ->
 WorkflowRejected with one readable line, 5xx or no answer to POST /prompt ->
 ComfyServerError (ambiguous: the caller checks /queue and /history before
@@ -28,6 +33,7 @@ from zmm.backends.comfy_events import EventStream, websockets_connect
 from zmm.backends.net import one_line
 from zmm.backends.net import reason as _reason
 from zmm.errors import ComfyServerError, ComfyUnavailable, NotFound, WorkflowRejected
+from zmm.secrets import mask_url
 
 # What opening the websocket raises when the network or the server fails:
 # refused, reset, timed out (OSError), closed mid-handshake (EOFError,
@@ -41,6 +47,22 @@ _FOLDER_CHOICES = {"checkpoints": ("CheckpointLoaderSimple", "ckpt_name"),
                    "text_encoders": ("CLIPLoader", "clip_name"),
                    "vae": ("VAELoader", "vae_name"), "loras": ("LoraLoader", "lora_name"),
                    "upscale_models": ("UpscaleModelLoader", "model_name")}
+
+
+MIB = 1024 * 1024
+# How long ping() waits for /system_stats: a server that takes longer to say it
+# is alive is taken for hung (a real request keeps the client's own timeout).
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most zmm reads of one answer (docs/comfyui-protocol.md, Limits)."""
+
+    json_bytes: int = 64 * MIB  # /object_info of a server with many custom nodes: ~10 MB
+    image_bytes: int = 256 * MIB  # one /view file
+    frame_bytes: int = 16 * MIB  # one websocket frame (previews are small JPEGs)
+    text_bytes: int = 64 * 1024  # the body of an error answer (only an excerpt is shown)
 
 
 @dataclass(frozen=True)
@@ -118,37 +140,90 @@ def describe_node_errors(body: dict[str, Any]) -> str:
 def _body(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:  # empty, text/plain (ComfyUI's 500s), HTML from a proxy
-        return None
+    except (ValueError, RecursionError):  # empty, text/plain (ComfyUI's 500s), HTML from a
+        return None  # proxy, or JSON nested deeper than the parser goes
+
+
+def _json_problem(response: httpx.Response) -> str:
+    """Why an answer that should be JSON is not what zmm can read."""
+    try:
+        response.json()
+    except RecursionError:
+        return "JSON nested too deeply"
+    except ValueError:
+        return "invalid JSON"
+    return "JSON zmm cannot read"
+
+
+def _size(count: int) -> str:
+    return f"{count / MIB:g} MB" if count >= MIB else f"{count} bytes"
 
 
 class ComfyClient:
     """One ComfyUI server. Methods are synchronous; errors are zmm errors."""
 
     def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None,
-                 timeout: float = 30.0, ws_connect: Callable[..., Any] | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+                 timeout: float = 30.0, ws_connect: Callable[..., Any] | None = None,
+                 limits: Limits | None = None, probe_timeout: float | None = None) -> None:
+        self.base_url = mask_url(base_url.rstrip("/"))  # what errors and the spool show
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout)
+        # ping()'s own timeout: a health probe must not wait as long as a real request
+        self.probe_timeout = min(timeout, probe_timeout or PROBE_TIMEOUT_S)
+        self.limits = limits or Limits()
+        self.bytes_read = 0  # every body byte read so far (what the caps bound)
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), transport=transport,
+                                  timeout=timeout)
         self._ws_connect = ws_connect
+        self._ws_base = base_url.rstrip("/")
 
     def close(self) -> None:
         self._http.close()
 
     def _request(self, method: str, path: str, *, ambiguous: bool = False,
+                 limit: int | None = None, timeout: float | None = None,
                  **kwargs: Any) -> httpx.Response:
-        """Send one request. With `ambiguous`, a failure after the request may
-        have reached the server is a ComfyServerError, not ComfyUnavailable."""
+        """Send one request and read its answer, at most `limit` bytes of it (the
+        JSON cap by default; an error answer only `limits.text_bytes`). With
+        `ambiguous`, a failure after the request may have reached the server is
+        a ComfyServerError, not ComfyUnavailable."""
+        wait = timeout or self.timeout
         try:
-            return self._http.request(method, path, **kwargs)
+            request = self._http.build_request(method, path, timeout=wait, **kwargs)
+            response = self._http.send(request, stream=True)
+            try:
+                cap = (limit or self.limits.json_bytes) if response.status_code == 200 \
+                    else self.limits.text_bytes
+                body = self._read(response, cap, method, path)
+            finally:
+                response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
+            raise ComfyUnavailable(self.base_url, _reason(exc, wait)) from None
         except httpx.TransportError as exc:
             if ambiguous:
                 raise ComfyServerError(
                     f"ComfyUI at {self.base_url} gave no answer to {method} {path} "
-                    f"({_reason(exc, self.timeout)}); it may have taken the request") from None
-            raise ComfyUnavailable(self.base_url, _reason(exc, self.timeout)) from None
+                    f"({_reason(exc, wait)}); it may have taken the request") from None
+            raise ComfyUnavailable(self.base_url, _reason(exc, wait)) from None
+        headers = [(k, v) for k, v in response.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length",
+                                        "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers, content=body,
+                              request=request)
+
+    def _read(self, response: httpx.Response, cap: int, method: str, path: str) -> bytes:
+        """The body, decoded, stopping (and failing) past `cap` bytes; an error
+        answer is only cut there (its excerpt is all anyone sees of it)."""
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            self.bytes_read += len(chunk)
+            body += chunk
+            if len(body) > cap:
+                if response.status_code != 200:
+                    return bytes(body[:cap])
+                raise ComfyServerError(
+                    f"ComfyUI at {self.base_url} answered {method} {path} with more than "
+                    f"{_size(cap)}; zmm stops reading there")
+        return bytes(body)
 
     def _unexpected(self, method: str, path: str, response: httpx.Response) -> ComfyServerError:
         excerpt = _one_line(response.text, 200)
@@ -156,8 +231,8 @@ class ComfyClient:
                                 f"{method} {path}" + (f": {excerpt}" if excerpt else ""))
 
     def _unreadable(self, method: str, path: str, response: httpx.Response) -> ComfyServerError:
-        return ComfyServerError(f"ComfyUI at {self.base_url} sent an unreadable answer to "
-                                f"{method} {path}: {_one_line(response.text, 120)}")
+        return ComfyServerError(f"ComfyUI at {self.base_url} answered {method} {path} with "
+                                f"{_json_problem(response)}: {_one_line(response.text, 120)}")
 
     def _json(self, method: str, path: str, expect: type = dict, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -178,7 +253,10 @@ class ComfyClient:
 
     def ping(self) -> dict[str, Any]:
         """system_stats, where anything but a ComfyUI answer means 'down'."""
-        response = self._request("GET", "/system_stats")
+        try:
+            response = self._request("GET", "/system_stats", timeout=self.probe_timeout)
+        except ComfyServerError as exc:  # an answer past the cap: not a ComfyUI
+            raise ComfyUnavailable(self.base_url, exc.message) from None
         data = _body(response) if response.status_code == 200 else None
         if not isinstance(data, dict):
             status = response.status_code
@@ -284,7 +362,7 @@ class ComfyClient:
                             messages, error)
 
     def view(self, out: OutputFile) -> bytes:
-        response = self._request("GET", "/view", params={
+        response = self._request("GET", "/view", limit=self.limits.image_bytes, params={
             "filename": out.filename, "subfolder": out.subfolder, "type": out.type})
         if response.status_code == 404:
             where = f"{out.subfolder}/{out.filename}" if out.subfolder else out.filename
@@ -306,7 +384,7 @@ class ComfyClient:
         self._post_empty("/free", {"unload_models": unload_models, "free_memory": free_memory})
 
     def ws_url(self, client_id: str) -> str:
-        parts = urlsplit(self.base_url)
+        parts = urlsplit(self._ws_base)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws",
                            urlencode({"clientId": client_id}), ""))
@@ -319,8 +397,9 @@ class ComfyClient:
             # No keepalive pings: a ComfyUI busy for 20-40 s answers none, and websockets
             # then logs a traceback on stderr; silence is judged by zmm's own timeouts
             # (comfyui.silence_timeout_s, hang_s).
-            opened = connect(self.ws_url(client_id), open_timeout=self.timeout, max_size=None,
-                             close_timeout=1, compression=None, ping_interval=None)
+            opened = connect(self.ws_url(client_id), open_timeout=self.timeout,
+                             max_size=self.limits.frame_bytes, close_timeout=1,
+                             compression=None, ping_interval=None)
             # Entered by hand: the stream outlives this call, and websockets >= 17
             # wants its connection used through the context-manager protocol.
             enter = getattr(opened, "__enter__", None)

@@ -1,6 +1,7 @@
 """ComfyUI's `/ws` event stream for one client id: parsed text frames as
 `Event`s, binary preview frames as `preview` events, and a dropped or closed
-socket as `StreamClosed` (ComfyUI unavailable). Opened by ComfyClient.events().
+socket as `StreamClosed` (ComfyUI unavailable): a frame past the connection's
+`max_size` closes it (code 1009). Opened by ComfyClient.events().
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class EventStream:
 def _closed_reason(exc: ConnectionClosed) -> str:
     if isinstance(exc, ConnectionClosedOK):
         return "the server closed the websocket"
+    if exc.sent is not None and exc.sent.code == 1009:  # zmm closed it: a frame too large
+        return "ComfyUI sent a websocket frame past the size zmm reads (closed, code 1009)"
     code = exc.rcvd.code if exc.rcvd is not None else None
     return f"the websocket closed (code {code})" if code else "the websocket dropped"
 
@@ -78,7 +81,7 @@ def _closed_reason(exc: ConnectionClosed) -> str:
 def _text_event(frame: str) -> Event | None:
     try:
         message = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return None
@@ -98,7 +101,7 @@ def _binary_event(frame: bytes | bytearray) -> Event | None:
     if kind == 4:
         try:
             meta = json.loads(frame[8:8 + head])
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         meta = meta if isinstance(meta, dict) else {}
         prompt_id = meta.get("prompt_id")

@@ -93,9 +93,11 @@ def subcommands(command: Any) -> dict[str, Any]:
 
 
 def report(exc: ZmmError) -> None:
-    typer.echo(f"error: {exc.message}", err=True)
+    from zmm.secrets import scrub
+
+    typer.echo(f"error: {scrub(exc.message)}", err=True)
     if exc.hint:
-        typer.echo(f"hint: {exc.hint}", err=True)
+        typer.echo(f"hint: {scrub(exc.hint)}", err=True)
 
 
 def load_config(**flags: Any):

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from zmm.secrets import scrub
+
 
 def interactive(stream: Any = None) -> bool:
     stream = stream or sys.stderr
@@ -70,6 +72,7 @@ class FollowView:
 
     def notice(self, text: str) -> None:
         """A line about the waiting itself (who runs the queue), above the bars."""
+        text = scrub(text)
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False)
             return
@@ -176,6 +179,7 @@ class WorkerView:
         self._logged: dict[str, str] = {}  # job id -> the phase last logged
         self._finished: list[Any] = []
         self._status = "starting"
+        self._waiting_for: str | None = None  # the waiting line last said
         self._depth: Any = None
         self._display: Any = None  # a rich Live while shown
 
@@ -200,10 +204,16 @@ class WorkerView:
     # -- observer protocol --------------------------------------------------------
 
     def waiting(self, url: str, reason: str, retry_in: float) -> None:
+        """Said once, and again when it changes (the reason, or the wait while it
+        backs off): a worker retrying every second for an hour writes one line, not
+        3,600."""
         self._status = f"waiting for ComfyUI at {url}: {reason}, retrying in {retry_in:g}s"
-        self._log(self._status)
+        if self._waiting_for != self._status:
+            self._waiting_for = self._status
+            self._log(self._status)
 
     def connected(self, url: str) -> None:
+        self._waiting_for = None
         self._status = f"connected to ComfyUI at {url}"
         self._log(self._status)
 
@@ -230,6 +240,7 @@ class WorkerView:
     # -- drawing -------------------------------------------------------------------
 
     def _log(self, line: str) -> None:
+        line = scrub(line)
         stamp = time.strftime("%H:%M:%S")
         if self._display is not None:
             self._display.console.log(line)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from zmm import secrets
 from zmm.config import bounds
 from zmm.errors import InvalidInput, SpoolUnusable
 
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stop_grace_s": 10.0,  # after SIGTERM, before SIGKILL
         "log_max_bytes": 10_000_000,  # $ZMM_HOME/logs/comfyui-<port>.log rotates past this
         "crash_limit": 2,  # a job running during this many crashes in a row fails
+        "max_quick_exits": 5,  # exits in a row within 60 s of starting: no more restarts
         "hang_s": 120.0,  # a job runs, no event this long, /system_stats silent: a hang
         "health_s": 30.0,  # idle: /system_stats this often; three failures in a row: a hang
         "alert_after_s": 300.0,  # unreachable this long: one backend.down alert
@@ -93,6 +95,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backoff_s": 5.0,
         "model_group_window": 4,
         "files_refresh_s": 60.0,  # how often a worker re-reads its server's model files
+        "max_run_s": 3600.0,  # a job running on ComfyUI longer is interrupted and fails (0: never)
+        "max_run_s_by_style": {},  # style -> its own max_run_s
         "vram_policy": "swap",
     },
     "spool": {"busy_timeout_ms": 15000},
@@ -299,6 +303,8 @@ def load(home: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         _set(data, dotted, value, origin="environment")
         sources[dotted] = "env"
     bounds.check_all(data)
+    secrets.remember(value for values in data.values() for key, value in values.items()
+                     if key.endswith(SECRET_ENV_SUFFIX) and isinstance(value, str))
     return Config(data, home, sources, backend_entries=entries)
 
 

@@ -25,6 +25,7 @@ BOUNDS: dict[str, tuple[float, float, bool]] = {
     "comfyui.stop_grace_s": (0.0, DAY, True),
     "comfyui.log_max_bytes": (1024, 1 << 40, True),
     "comfyui.crash_limit": (1, 1000, True),
+    "comfyui.max_quick_exits": (1, 1000, True),
     "comfyui.hang_s": (0.0, WEEK, False),
     "comfyui.health_s": (0.0, DAY, False),
     "comfyui.alert_after_s": (0.0, WEEK, True),
@@ -41,6 +42,7 @@ BOUNDS: dict[str, tuple[float, float, bool]] = {
     "worker.backoff_s": (0.0, DAY, True),
     "worker.model_group_window": (0, 1000, True),
     "worker.files_refresh_s": (0.0, WEEK, False),
+    "worker.max_run_s": (0.0, WEEK, True),
     "spool.busy_timeout_ms": (0, 3_600_000, True),
     "generate.cfg": (0.0, 30.0, True),
     "upscale.denoise": (0.0, 1.0, False),
@@ -58,6 +60,10 @@ BOUNDS: dict[str, tuple[float, float, bool]] = {
 SECTION_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "vram_gb": (0.0, 1024.0, True),
     "max_wait_s": (0.0, 365 * DAY, True),
+}
+# tables of name -> number inside a section, each number in this range
+TABLE_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "worker.max_run_s_by_style": (0.0, WEEK, True),
 }
 
 # URL settings -> may it be "" (not set)
@@ -97,13 +103,17 @@ def check(dotted: str, value: Any, field: str | None = None) -> None:
     if dotted in URLS:
         check_url(field, value, empty_ok=URLS[dotted])
         return
+    if dotted in TABLE_BOUNDS and isinstance(value, dict):
+        for name, item in value.items():
+            check(dotted, item, f"{field}.{name}")
+        return
     section = dotted.partition(".")[0]
-    bounds = BOUNDS.get(dotted) or SECTION_BOUNDS.get(section)
+    bounds = BOUNDS.get(dotted) or TABLE_BOUNDS.get(dotted) or SECTION_BOUNDS.get(section)
     if bounds is None:
         return
     low, high, inclusive = bounds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if section in SECTION_BOUNDS:
+        if section in SECTION_BOUNDS or dotted in TABLE_BOUNDS:
             raise InvalidInput(field, allowed(bounds) + f", got {value!r}")
         return  # a wrong type is _coerce's error
     ok = math.isfinite(value) and (low <= value if inclusive else low < value) and value <= high

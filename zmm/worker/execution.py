@@ -14,6 +14,7 @@ from typing import Any
 
 from zmm import assets, workflows
 from zmm.assets import inputs
+from zmm.assets.checks import check_image
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
 from zmm.outcome import Outcome, output_fields, save_image, zmm_metadata
@@ -42,7 +43,10 @@ class Inflight:
     last_event: float = 0.0
     error: dict[str, Any] | None = None
     interrupted: bool = False
-    stop_reason: str | None = None  # why zmm interrupted it: cancel | silence | signal | preempt
+    stop_reason: str | None = None  # why zmm interrupted it: cancel | silence | signal |
+    # preempt | max-run
+    max_run_s: float | None = None  # the run-time limit it went past (stop_reason max-run)
+    bad_answers: int = 0  # ComfyUI's unreadable answers about it in a row
     attached: bool = True  # False after a reconnect: its events go to an old client id
     phase: str = "submitted"
     progress: tuple[int, int, str] | None = None
@@ -187,6 +191,11 @@ def locate(client: ComfyClient, prompt_id: str) -> str:
     return "done" if client.history(prompt_id) is not None else "lost"
 
 
+def over_time(inflight: Inflight) -> str:
+    return (f"ran longer than {inflight.max_run_s:g} s (worker.max_run_s); "
+            "interrupted on ComfyUI")
+
+
 def is_out_of_memory(error: dict[str, Any]) -> bool:
     text = f"{error.get('exception_type', '')} {error.get('exception_message', '')}".lower()
     return "outofmemory" in text.replace(" ", "") or "out of memory" in text
@@ -206,6 +215,9 @@ def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, a
             return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
         if reason in ("signal", "preempt"):
             return Outcome("requeue", f"interrupted ({reason}); queued again", {})
+        if reason == "max-run":
+            message = over_time(inflight)
+            return Outcome("failed", message, {"error_message": message})
         if reason == "silence":
             return Outcome("requeue", "no word from ComfyUI; interrupted and queued again", {},
                            consume_attempt=True, backoff=True)
@@ -252,8 +264,9 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
     metadata = zmm_metadata(job)
     try:
         for index, out in enumerate(outputs):
-            output, plain = save_image(assets_root, job, index, client.view(out), metadata,
-                                       brands_dir)
+            data = client.view(out)
+            check_image(data, f"the image ComfyUI sent as {out.filename}")
+            output, plain = save_image(assets_root, job, index, data, metadata, brands_dir)
             saved.append(output)
             plains.extend([plain] if plain is not None else [])
     except BaseException:

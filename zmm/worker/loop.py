@@ -49,7 +49,7 @@ from zmm.worker.observer import Observer, QuietObserver
 from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
 from zmm.worker.scope import Scope
 from zmm.worker.status import BackendStatus
-from zmm.worker.upkeep import Adopted, Upkeep
+from zmm.worker.upkeep import Adopted, RunLimit, Upkeep
 from zmm.worker.wake import SpoolWatch
 
 
@@ -100,7 +100,8 @@ class Worker:
             store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
             backend=self.backend.name,
             silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
-            only_ids=only_ids, observer=self.observer, monotonic=monotonic)
+            only_ids=only_ids, observer=self.observer, monotonic=monotonic,
+            run_limit=RunLimit.from_section(worker, settings.get("comfyui.silence_timeout_s")))
         self.outcomes = OutcomeLadder(
             store, self.id, max_attempts=worker["max_attempts"], backoff_s=worker["backoff_s"],
             observer=self.observer, fall_back=lambda job, outcome: self.cloud.take_failure(

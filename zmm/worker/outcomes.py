@@ -7,6 +7,7 @@ to `fall_back` first. It talks to the spool and the observer, never to ComfyUI.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from zmm.config import Config
 from zmm.jobs import JobState
 from zmm.jsontext import compact
 from zmm.outcome import Outcome
+from zmm.secrets import scrub
 from zmm.store import Job, Store
 from zmm.store.db import iso
 
@@ -28,6 +30,7 @@ class OutcomeLadder:
 
     def record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> Job | None:
         """Write `outcome`; the job as written, or None when it went to the cloud."""
+        outcome = scrubbed(outcome)
         if outcome.kind == "requeue":
             return self._requeue(job, outcome, cloud_fallback=cloud_fallback)
         if self.fall_back(job, outcome):
@@ -64,11 +67,21 @@ class OutcomeLadder:
 
     def defer(self, job: Job, reason: str, retry_in: float) -> None:
         """Back to the queue without using an attempt, to be looked at again shortly."""
+        reason = scrub(reason)
         self.store.transition(job.id, JobState.QUEUED, expect=JobState.RUNNING,
                               worker_id=self.worker_id, kind="deferred", message=reason,
                               phase_detail=reason[:200],
                               not_before=iso(self.store.clock() + retry_in))
         self.observer.notice(f"{job.id} {reason}")
+
+
+def scrubbed(outcome: Outcome) -> Outcome:
+    """`outcome` with no secret in its words (a provider's or a server's error
+    may echo a key or a URL's password): what reaches the spool and webhooks."""
+    error = outcome.fields.get("error_message")
+    fields = dict(outcome.fields, error_message=scrub(error)) if isinstance(error, str) \
+        else outcome.fields
+    return dataclasses.replace(outcome, message=scrub(outcome.message), fields=fields)
 
 
 def requeue(message: str, *, consume: bool, backoff: bool = False) -> Outcome:

@@ -15,6 +15,7 @@ from typing import Any
 from zmm.backends.vram_source import VramReading, VramSource
 from zmm.config.fleet import Backend
 from zmm.errors import ComfyUnavailable
+from zmm.secrets import scrub
 from zmm.store import Store
 from zmm.store.backends import BackendReport
 from zmm.store.db import iso
@@ -57,6 +58,7 @@ class BackendStatus:
 
     def failed(self, message: str) -> None:
         """Something went wrong on the server (a crash, a hang, a lost connection)."""
+        message = scrub(message)
         if message != self._error:
             self._error = message
             self._next = 0.0  # written with the next beat

@@ -1,7 +1,8 @@
 """The worker's upkeep between websocket events: lease heartbeats, adopting the
 jobs of dead workers, and reviewing the jobs on ComfyUI (cancel requests, stop
-signals, CRITICAL preemption of the job submitted ahead, silence timeouts,
-polling prompts whose events went to an old connection or to a dead worker).
+signals, CRITICAL preemption of the job submitted ahead, silence timeouts, the
+maximum run time, polling prompts whose events went to an old connection or to
+a dead worker, failing a job ComfyUI keeps answering nonsense about).
 
 It is handed the worker's in-flight jobs and returns what became of them
 (`Review`, `Adopted`); the worker records those through its outcome ladder.
@@ -18,8 +19,33 @@ from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, ComfyUnavailable
 from zmm.outcome import Outcome
 from zmm.store import Job, Store
-from zmm.worker.execution import GraphBuilder, Inflight, job_id_of, locate
-from zmm.worker.outcomes import requeue
+from zmm.worker.execution import GraphBuilder, Inflight, job_id_of, locate, over_time
+from zmm.worker.outcomes import failed, requeue
+
+# Unreadable answers in a row about one job (invalid JSON, too large, too deep)
+# after which it fails with the last one as its reason.
+BAD_ANSWERS = 5
+
+
+@dataclass(frozen=True)
+class RunLimit:
+    """How long a job may run on ComfyUI (from its execution_start): worker.max_run_s,
+    or its style's entry in worker.max_run_s_by_style; 0 is no limit. Past it the
+    job is interrupted and fails; if ComfyUI does not end it within `grace_s`
+    more, it fails anyway and the worker moves on."""
+
+    default_s: float = 0.0
+    by_style: dict[str, float] = field(default_factory=dict)
+    grace_s: float = 60.0
+
+    @classmethod
+    def from_section(cls, worker: dict[str, Any], grace_s: float) -> RunLimit:
+        return cls(float(worker.get("max_run_s") or 0.0),
+                   {str(k): float(v) for k, v in (worker.get("max_run_s_by_style") or {}).items()},
+                   grace_s)
+
+    def for_job(self, inflight: Inflight) -> float:
+        return self.by_style.get(inflight.job.style or "", self.default_s)
 
 
 @dataclass
@@ -41,8 +67,10 @@ class Upkeep:
     def __init__(self, store: Store, client: ComfyClient, builder: GraphBuilder, *,
                  worker_id: str, url: str, lease_s: float, silence_s: float, aging_s: float,
                  only_ids: list[str] | None, observer: Any,
-                 monotonic: Callable[[], float], backend: str | None = None) -> None:
+                 monotonic: Callable[[], float], backend: str | None = None,
+                 run_limit: RunLimit | None = None) -> None:
         self.store, self.client, self.builder, self.observer = store, client, builder, observer
+        self.run_limit = run_limit or RunLimit()
         self.worker_id, self.url, self.backend = worker_id, url, backend
         self.lease_s, self.silence_s, self.aging_s = lease_s, silence_s, aging_s
         self.only_ids, self.monotonic = only_ids, monotonic
@@ -111,7 +139,8 @@ class Upkeep:
     def review(self, inflight: list[Inflight], stop_mode: str | None, now: float,
                foreign: set[str]) -> Review:
         """One round over the jobs on ComfyUI, in this order: cancels, stop signals,
-        CRITICAL preemption, silence, detached prompts, other zmm prompts queued."""
+        CRITICAL preemption, silence, run time, detached prompts, other zmm prompts
+        queued."""
         result = Review(foreign=set(foreign))
         try:
             for job in list(inflight):
@@ -122,11 +151,14 @@ class Upkeep:
                     self._stop(job, "signal", result)
             self._preempt(inflight, result)
             self._check_silence(inflight, now, result)
+            self._check_run_time(inflight, now, result)
             self._poll_detached(inflight, result)
             if result.foreign:
                 result.foreign = self.zmm_prompts_queued(inflight)
         except ComfyUnavailable as exc:
             result.lost = exc
+        except ComfyServerError as exc:  # /queue answered nonsense: asked again next round
+            self.observer.notice(f"ComfyUI error during upkeep: {exc.message}")
         return result
 
     def zmm_prompts_queued(self, inflight: list[Inflight]) -> set[str]:
@@ -182,13 +214,35 @@ class Upkeep:
                              "interrupting it")
         self._stop(head, "silence", result)
 
+    def _check_run_time(self, inflight: list[Inflight], now: float, result: Review) -> None:
+        for job in [i for i in inflight if i.executing and i not in _taken(result)]:
+            limit = self.run_limit.for_job(job)
+            ran = now - (job.started or now)
+            if not limit or ran < limit:
+                continue
+            if job.stop_reason == "max-run" and ran >= limit + self.run_limit.grace_s:
+                result.outcomes.append((job, failed(
+                    f"{over_time(job)}, which did not end it within "
+                    f"{self.run_limit.grace_s:g} s")))
+            elif job.stop_reason is None:
+                job.max_run_s = limit
+                self.observer.notice(f"{job.job.id} ran longer than {limit:g} s "
+                                     "(worker.max_run_s); interrupting it")
+                self._stop(job, "max-run", result)
+
     def _poll_detached(self, inflight: list[Inflight], result: Review) -> None:
         for job in [i for i in inflight if not i.attached and i not in _taken(result)]:
             try:
                 where = locate(self.client, job.prompt_id)
             except ComfyServerError as exc:
+                job.bad_answers += 1
+                if job.bad_answers >= BAD_ANSWERS:
+                    result.outcomes.append((job, failed(
+                        f"{exc.message} ({job.bad_answers} times in a row)")))
+                    continue
                 self.observer.notice(f"ComfyUI error while checking {job.job.id}: {exc.message}")
                 return
+            job.bad_answers = 0
             if where == "done":
                 result.finished.append(job)
             elif where == "lost":
@@ -203,4 +257,6 @@ def _taken(result: Review) -> list[Inflight]:
 def _taken_off(reason: str) -> Outcome:
     if reason == "cancel":
         return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
+    if reason == "max-run":
+        return failed("ran longer than worker.max_run_s; taken off ComfyUI's queue")
     return requeue(f"taken off ComfyUI's queue ({reason})", consume=False)

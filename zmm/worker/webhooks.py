@@ -23,6 +23,7 @@ import httpx
 import zmm
 from zmm.backends.net import one_line, reason
 from zmm.config import Config
+from zmm.secrets import scrub
 from zmm.store import Store
 from zmm.store.db import parse_iso
 from zmm.store.outbox import Delivery
@@ -100,7 +101,7 @@ class TryResult:
 def _post(client: httpx.Client, delivery: Delivery, policy: Policy,
           environ: Mapping[str, str]) -> tuple[int | None, str | None, bool]:
     """POST once: (HTTP status or None, the failure in words or None, signed?)."""
-    body = delivery.body.encode("utf-8")
+    body = scrub(delivery.body).encode("utf-8")  # a row written before scrubbing, too
     secret = environ.get(policy.secret_env) or None
     try:
         # stream(): the answer's body is never read, however large it is

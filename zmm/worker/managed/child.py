@@ -1,7 +1,9 @@
 """The operating-system side of a ComfyUI process the worker manages: starting
 it in a process group of its own, ending that group (SIGTERM, a grace period,
 SIGKILL), telling a live process from a reused pid by its start time, the pid
-file a later worker reads, and the size-limited log the child writes to.
+file a later worker reads, and the size-limited log the child writes to (both
+user-only, in user-only folders). The child's environment holds none of zmm's
+secrets (zmm.secrets.child_environment).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from zmm.fs import private_dirs
+from zmm.secrets import child_environment
 
 WINDOWS = sys.platform == "win32"
 
@@ -94,11 +99,29 @@ def read_pid_file(path: Path) -> PidRecord | None:
 
 
 def write_pid_file(path: Path, record: PidRecord) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"pid": record.pid, "started": record.started,
-                                     "command": record.command, "url": record.url}))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"pid": record.pid, "started": record.started,
+                                 "command": record.command, "url": record.url}))
     os.replace(temporary, path)
+
+
+def private_folder(path: Path) -> None:
+    """`path` as a user-only folder (one an older zmm made 0755 is closed too)."""
+    private_dirs(path)
+    if not WINDOWS:
+        os.chmod(path, 0o700)
+
+
+def open_log(path: Path) -> BinaryIO:
+    """The child's log, opened for appending, user-only (it may echo anything)."""
+    private_folder(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if not WINDOWS:
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def rotate_log(path: Path, max_bytes: int) -> bool:
@@ -110,7 +133,9 @@ def rotate_log(path: Path, max_bytes: int) -> bool:
             return False
     except FileNotFoundError:
         return False
-    with path.open("rb") as source, path.with_name(path.name + ".1").open("wb") as copy:
+    rotated = path.with_name(path.name + ".1")
+    fd = os.open(rotated, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with path.open("rb") as source, os.fdopen(fd, "wb") as copy:
         while chunk := source.read(1 << 20):
             copy.write(chunk)
     os.truncate(path, 0)
@@ -120,8 +145,9 @@ def rotate_log(path: Path, max_bytes: int) -> bool:
 def launch(command: str, *, cwd: str | None, env: Mapping[str, str], log: BinaryIO
            ) -> subprocess.Popen:
     """Start `command` in a new process group (POSIX: a new session; Windows:
-    CREATE_NEW_PROCESS_GROUP), its output appended to `log`."""
-    options: dict[str, Any] = {"cwd": cwd or None, "env": {**os.environ, **env},
+    CREATE_NEW_PROCESS_GROUP), its output appended to `log`, with zmm's
+    environment less its secrets, plus `env` (comfyui.env)."""
+    options: dict[str, Any] = {"cwd": cwd or None, "env": child_environment(extra=env),
                                "stdin": subprocess.DEVNULL, "stdout": log,
                                "stderr": subprocess.STDOUT}
     if WINDOWS:  # pragma: no cover - Windows only

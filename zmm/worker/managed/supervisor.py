@@ -46,6 +46,7 @@ class ManagedSettings:
     crash_limit: int = 2
     hang_s: float = 120.0
     health_s: float = 30.0
+    max_quick_exits: int = 5
 
     @classmethod
     def from_config(cls, settings: Config) -> ManagedSettings:
@@ -56,7 +57,7 @@ class ManagedSettings:
                    stop_grace_s=section["stop_grace_s"],
                    log_max_bytes=section["log_max_bytes"],
                    crash_limit=section["crash_limit"], hang_s=section["hang_s"],
-                   health_s=section["health_s"])
+                   health_s=section["health_s"], max_quick_exits=section["max_quick_exits"])
 
 
 def port_of(url: str) -> int:
@@ -64,11 +65,15 @@ def port_of(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def default_probe(url: str) -> bool:
+# The longest a health probe waits for /system_stats (less when health_s is shorter).
+PROBE_TIMEOUT_S = 2.0
+
+
+def default_probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Whether a ComfyUI server answers /system_stats on `url` (short timeout)."""
     from zmm.backends.comfy import ComfyClient
 
-    client = ComfyClient(url, timeout=2.0)
+    client = ComfyClient(url, timeout=timeout)
     try:
         client.ping()
         return True
@@ -83,10 +88,13 @@ class Supervisor:
 
     def __init__(self, managed: ManagedSettings, home: Path, *,
                  notice: Callable[[str], None] = lambda _text: None,
-                 probe: Callable[[str], bool] = default_probe,
+                 probe: Callable[[str], bool] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.managed, self.notice, self.probe = managed, notice, probe
+        self.managed, self.notice = managed, notice
+        # a probe fits health_s: three of them in a row stay near 3 x health_s
+        wait = max(0.1, min(PROBE_TIMEOUT_S, managed.health_s))
+        self.probe = probe or (lambda url: default_probe(url, wait))
         self.monotonic, self.sleep = monotonic, sleep
         port = port_of(managed.url)
         self.pid_path = home / "run" / f"comfyui-{port}.pid"
@@ -105,6 +113,8 @@ class Supervisor:
         self._next_health = 0.0
         self._health_failures = 0
         self._pending: ChildReport | None = None  # the start, for the worker to record
+        self.quick_exits = 0  # exits in a row within RESTART_MAX_S of starting
+        self.gave_up: str | None = None  # why it is no longer restarted
 
     # -- starting -------------------------------------------------------------------
 
@@ -151,9 +161,8 @@ class Supervisor:
         return record
 
     def _launch(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         child.rotate_log(self.log_path, self.managed.log_max_bytes)
-        self._log = self.log_path.open("ab")
+        self._log = child.open_log(self.log_path)
         try:
             process = child.launch(self.managed.command, cwd=self.managed.cwd,
                                    env=self.managed.env, log=self._log)
@@ -274,14 +283,24 @@ class Supervisor:
         """The spool-wide record `zmm doctor` reads."""
         return {"managed": True, "pid": self.owned.pid if self.owned else None,
                 "restarts": self.restarts, "last_exit": self.last_exit,
-                "down": self.owned is None and self.restarting, "log": str(self.log_path)}
+                "down": self.owned is None and (self.restarting or self.gave_up is not None),
+                "gave_up": self.gave_up, "log": str(self.log_path)}
 
     def _down(self, now: float, kind: str, reason: str) -> ChildReport:
+        quick = self._up_since is None or now - self._up_since < RESTART_MAX_S
+        self.quick_exits = self.quick_exits + 1 if quick and kind == "exited" else 0
         if self.owned is not None:
             self._forget()
         self.last_exit = reason
         self._up_since = self._start_deadline = None
         self._health_failures = 0
+        if self.quick_exits >= self.managed.max_quick_exits:
+            # A crash loop: restarting again would only print and alert forever.
+            self._restart_at = None
+            self.gave_up = (f"{reason}; it exited {self.quick_exits} times in a row within "
+                            f"{RESTART_MAX_S:g} s of starting (comfyui.max_quick_exits), so zmm "
+                            f"no longer restarts it: see {self.log_path}, then restart the worker")
+            return ChildReport("gave-up", self.gave_up, self.status())
         self._restart_at = now + self._restart_in
         message = f"{reason}; starting it again in {self._restart_in:g} s"
         self._restart_in = min(self._restart_in * 2, RESTART_MAX_S)
@@ -333,7 +352,8 @@ class Supervisor:
 @dataclass(frozen=True)
 class ChildReport:
     """One thing that happened to the managed child: "started" (or adopted) by
-    start(), "exited", "hung" or "restarted"."""
+    start(), "exited", "hung", "restarted", or "gave-up" (a crash loop: it is not
+    started again)."""
 
     kind: str
     message: str
