@@ -1,4 +1,9 @@
-"""Shared fixtures: every test gets its own temporary $ZMM_HOME and real spool."""
+"""Shared fixtures. Every test is isolated by default (`isolated`, autouse): ComfyUI,
+Ollama and the cloud APIs are ports nothing listens on, NVML has no driver, $HOME is
+empty and no ZMM_* variable or cloud key of the developer's shell is seen, in the test
+and in every process it starts. A test opts in to a fake through its fixture (`comfy`,
+an `ollama` fixture, `gpu.use_backend(...)` or $ZMM_TEST_NVML), which overrides that.
+`home` adds a temporary $ZMM_HOME with a real spool."""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.clocks import FakeClock
+from tests.fakes.nvml import write_no_driver
+from tests.fakes.nvml_state import FileNvml
+from zmm.backends import gpu
 from zmm.cli import app
 from zmm.config import load
 from zmm.store import Store
@@ -27,15 +35,55 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
        if part and part not in (str(ROOT / "tests" / "seams"), str(ROOT))])
 TEST_NVML_ENV = "ZMM_TEST_NVML"  # read by tests/seams/sitecustomize.py
 CLOUD_KEYS = ("STABILITY_API_KEY", "OPENAI_API_KEY")
+# The servers zmm talks to, each pointed at a closed port unless a test asks for a fake.
+SERVER_URL_ENV = ("ZMM_COMFYUI_URL", "ZMM_OLLAMA_URL", "ZMM_STABILITY_URL", "ZMM_OPENAI_URL")
+
+_held_ports: list[socket.socket] = []
+
+
+def closed_url() -> str:
+    """The URL of a port on 127.0.0.1 that refuses connections: bound but never
+    listened on, and held until the test ends, so no server the test starts can
+    be given it meanwhile."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    _held_ports.append(holder)
+    return f"http://127.0.0.1:{holder.getsockname()[1]}"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path_factory, monkeypatch):
+    """Every test, and every process it starts, sees no server, GPU or home of the
+    machine it runs on (see the module's docstring)."""
+    for name in list(os.environ):
+        if name.startswith(("ZMM_", "XDG_")) or name in CLOUD_KEYS:
+            monkeypatch.delenv(name)  # a developer's real settings and keys never reach a test
+    place = tmp_path_factory.mktemp("isolated")
+    (place / "home").mkdir()
+    monkeypatch.setenv("HOME", str(place / "home"))
+    for name in SERVER_URL_ENV:
+        monkeypatch.setenv(name, closed_url())
+    no_driver = write_no_driver(place / "nvml.json")
+    monkeypatch.setenv(TEST_NVML_ENV, str(no_driver))
+    try:
+        with gpu.use_backend(FileNvml(no_driver)):
+            yield
+    finally:
+        while _held_ports:
+            _held_ports.pop().close()
+
+
+@pytest.fixture
+def real_nvml():
+    """The machine's own NVML (pynvml and its driver, if any), for the tests of it."""
+    with gpu.use_backend(None):
+        yield
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "zmm-home"
     monkeypatch.setenv("ZMM_HOME", str(path))
-    for name in list(os.environ):
-        if (name.startswith("ZMM_") and name != "ZMM_HOME") or name in CLOUD_KEYS:
-            monkeypatch.delenv(name)  # a developer's real keys must never reach a test
     monkeypatch.setenv("NO_COLOR", "1")
     return path
 
@@ -77,22 +125,53 @@ class Cli:
 
 
 @pytest.fixture
-def comfy(tmp_path):
-    """A fake ComfyUI on 127.0.0.1 (tests/fakes/comfyui.py), stopped after the test."""
+def make_comfy(tmp_path):
+    """Start fake ComfyUIs (tests/fakes/comfyui.py) on 127.0.0.1, stopped after the test."""
     from tests.fakes.comfyui import FakeComfyUI
 
-    fake = FakeComfyUI(output_dir=tmp_path / "comfy-output").start()
-    try:
-        yield fake
-    finally:
+    started: list[FakeComfyUI] = []
+
+    def make(**options) -> FakeComfyUI:
+        options.setdefault("output_dir", tmp_path / f"comfy-output-{len(started)}")
+        started.append(FakeComfyUI(**options).start())
+        return started[-1]
+
+    yield make
+    for fake in started:
         fake.stop()
 
 
-def closed_url() -> str:
-    """The URL of a port on 127.0.0.1 nothing listens on (bound once, then freed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+@pytest.fixture
+def comfy_options() -> dict:
+    """The `comfy` fixture's FakeComfyUI arguments; a folder or module overrides this
+    fixture, a test passes its own through `parametrize("comfy", [{...}], indirect=True)`."""
+    return {}
+
+
+@pytest.fixture
+def comfy(request, make_comfy, comfy_options, monkeypatch):
+    """The fake ComfyUI, and $ZMM_COMFYUI_URL (of this test and its processes) on it."""
+    fake = make_comfy(**{**comfy_options, **getattr(request, "param", {})})
+    monkeypatch.setenv("ZMM_COMFYUI_URL", fake.url)
+    return fake
+
+
+@pytest.fixture
+def stability():
+    """The fake Stability AI (tests/fakes/stability.py); its URL is the test's to pass."""
+    from tests.fakes.stability import FakeStability
+
+    with FakeStability() as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai():
+    """The fake OpenAI Images API (tests/fakes/openai_images.py)."""
+    from tests.fakes.openai_images import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake
 
 
 def drive(worker, until, timeout: float = 20.0) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.conftest import closed_url
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml_gpus
 from tests.fakes.vram import GIB, VramLedger
@@ -178,7 +179,7 @@ def test_doctor_checks_every_backend_and_its_gpu_index(cli, home, tmp_path):
     (home / "config.toml").write_text(
         f'[[backends]]\nname = "gpu0"\nurl = "{fakes[0].url}"\ngpu = 0\n\n'
         f'[[backends]]\nname = "gpu3"\nurl = "{fakes[1].url}"\ngpu = 3\n\n'
-        '[[backends]]\nname = "box"\nurl = "http://127.0.0.1:9"\n')
+        f'[[backends]]\nname = "box"\nurl = "{closed_url()}"\n')
     try:
         with gpu.use_backend(fake_nvml_gpus(VramLedger(total_bytes=24 * GIB))):
             result = cli("doctor", "--json")

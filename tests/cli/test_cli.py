@@ -243,6 +243,7 @@ def test_wait_times_out_with_code_8(cli):
 def test_config_show_masks_and_layers(cli, home, monkeypatch):
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text('[comfyui]\nurl = "http://gpu-box:8188"\n[worker]\nlease_s = 90\n')
+    monkeypatch.delenv("ZMM_COMFYUI_URL")  # the file's URL, not the tests' closed port (only shown)
     monkeypatch.setenv("ZMM_WORKER_LEASE_S", "45")
     monkeypatch.setenv("ZMM_WEBHOOK_SECRET", "s3cret-value")
     data = cli.json("config", "show", "--json")

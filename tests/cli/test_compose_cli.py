@@ -13,16 +13,8 @@ import pytest
 from PIL import Image
 
 from tests.cli.test_cli import job_count
-from tests.conftest import closed_url
 from zmm import assets
 from zmm.store import Store
-
-
-@pytest.fixture(autouse=True)
-def no_comfyui(home, monkeypatch):
-    """A closed port: nothing here may reach a server (and never a real one)."""
-    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_url())
-
 
 GOOD = """
 [fonts]

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from tests.cli.test_cli import job_count
-from tests.conftest import closed_url
 
 
 def _png_header_only(path, width, height) -> None:
@@ -23,12 +22,6 @@ def _png_header_only(path, width, height) -> None:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
                      + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
-
-
-@pytest.fixture(autouse=True)
-def no_comfyui(home, monkeypatch):
-    """A closed port: the enqueue-time LoRA check finds no server (and never a real one)."""
-    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_url())
 
 
 @pytest.fixture

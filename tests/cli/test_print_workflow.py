@@ -10,20 +10,12 @@ import pytest
 from zmm import intake, workflows
 from zmm.worker.execution import GraphBuilder
 
-UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
-
-
-@pytest.fixture
-def offline(monkeypatch, home):
-    monkeypatch.setenv("ZMM_COMFYUI_URL", UNREACHABLE)
-    monkeypatch.setenv("ZMM_OLLAMA_URL", UNREACHABLE)
-
 
 def nodes_of(graph: dict, class_type: str) -> list[dict]:
     return [node for node in graph.values() if node["class_type"] == class_type]
 
 
-def test_one_job_prints_one_bound_graph_and_writes_nothing(cli, settings, offline):
+def test_one_job_prints_one_bound_graph_and_writes_nothing(cli, settings):
     result = cli("generate", "a red fox", "--seed", "7", "--steps", "12", "--print-workflow")
     assert result.exit_code == 0, result.stderr
     graph = json.loads(result.stdout)
@@ -36,7 +28,7 @@ def test_one_job_prints_one_bound_graph_and_writes_nothing(cli, settings, offlin
     assert not settings.home.exists()  # no spool, no assets: nothing at all was written
 
 
-def test_count_prints_json_lines_one_graph_per_job(cli, settings, offline):
+def test_count_prints_json_lines_one_graph_per_job(cli, settings):
     result = cli("generate", "a red fox", "--seed", "7", "--count", "3", "--print-workflow")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -48,7 +40,7 @@ def test_count_prints_json_lines_one_graph_per_job(cli, settings, offline):
     assert not settings.spool_path.exists()
 
 
-def test_a_from_file_prints_a_line_per_request(cli, settings, offline, tmp_path):
+def test_a_from_file_prints_a_line_per_request(cli, settings, tmp_path):
     batch = tmp_path / "jobs.jsonl"
     batch.write_text('{"prompt": "one", "quality": "draft"}\n{"prompt": "two", "count": 2}\n')
     result = cli("generate", "--from", str(batch), "--print-workflow", "--seed", "1")
@@ -61,7 +53,7 @@ def test_a_from_file_prints_a_line_per_request(cli, settings, offline, tmp_path)
     assert not settings.spool_path.exists()
 
 
-def test_a_custom_workflow_prints_with_its_sets(cli, offline):
+def test_a_custom_workflow_prints_with_its_sets(cli):
     result = cli("generate", "x", "--workflow", "sd15-txt2img", "--set", "KSampler.denoise=0.5",
                  "--print-workflow")
     assert result.exit_code == 0, result.stderr
@@ -72,14 +64,14 @@ def test_a_custom_workflow_prints_with_its_sets(cli, offline):
     (["x", "--steps", "0"], "error: steps: an integer from 1 to 150"),
     (["x", "--backend", "cloud"], "error: print-workflow: a job for --backend cloud"),
 ])
-def test_bad_input_prints_no_graph_and_writes_nothing(cli, settings, offline, args, message):
+def test_bad_input_prints_no_graph_and_writes_nothing(cli, settings, args, message):
     result = cli("generate", *args, "--print-workflow")
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith(message)
     assert not settings.spool_path.exists()
 
 
-def test_the_printed_graph_is_what_the_worker_binds(cli, settings, spool, offline):
+def test_the_printed_graph_is_what_the_worker_binds(cli, settings, spool):
     request = {"prompt": "a lighthouse", "seed": 11, "quality": "high", "aspect": "16:9"}
     result = cli("generate", "a lighthouse", "--seed", "11", "--quality", "high", "--aspect",
                  "16:9", "--print-workflow")
@@ -93,7 +85,7 @@ def test_the_printed_graph_is_what_the_worker_binds(cli, settings, spool, offlin
     assert printed == submitted
 
 
-def test_the_printed_graph_carries_the_parts_and_still_writes_nothing(cli, settings, offline):
+def test_the_printed_graph_carries_the_parts_and_still_writes_nothing(cli, settings):
     """LoRAs and the hires pass are part of what the job submits, so they print too;
     a LoRA is not looked up on a server that does not answer."""
     result = cli("generate", "a red fox", "--lora", "detail.safetensors:0.5", "--upscale", "2",

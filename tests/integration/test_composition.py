@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
+from tests.conftest import closed_url
 from tests.integration.test_cloud_fallback import World, clouds  # noqa: F401 (fixture)
 from tests.integration.test_parts import run_to_end, settings_for
 from zmm import assets, intake
@@ -96,8 +97,6 @@ def test_a_job_whose_brand_broke_after_it_was_queued_fails_with_the_brands_line(
 
 
 def test_a_cloud_job_is_composed_too(home, clouds):  # noqa: F811
-    from tests.integration.test_cloud_fallback import closed_url
-
     world = World(home, clouds, closed_url())
     try:
         job_id = world.enqueue(backend="cloud", title="From the cloud", style="infographic")

@@ -30,9 +30,11 @@ ANSWER = "a lighthouse at dusk, crashing waves, warm window light, watercolour t
 
 
 @pytest.fixture
-def ollama():
+def ollama(monkeypatch):
+    """The fake Ollama, and $ZMM_OLLAMA_URL (of this test and its processes) on it."""
     with FakeOllama(models={LLM: 14 * GIB, "llama3.2:latest": 2 * GIB}) as fake:
         fake.reply = ANSWER
+        monkeypatch.setenv("ZMM_OLLAMA_URL", fake.url)
         yield fake
 
 
@@ -239,8 +241,6 @@ def test_on_the_gpu_the_llm_answers_then_is_swapped_out_then_reloaded(home, gpu_
 
 @pytest.fixture
 def cli_ollama(ollama, monkeypatch, home):
-    monkeypatch.setenv("ZMM_COMFYUI_URL", closed_url())  # never needed here
-    monkeypatch.setenv("ZMM_OLLAMA_URL", ollama.url)
     monkeypatch.setenv("ZMM_ENHANCE_MODEL", LLM)
     return ollama
 
@@ -265,8 +265,7 @@ def test_print_workflow_with_enhance_asks_ollama_from_the_cli(cli, cli_ollama, s
     assert not settings.spool_path.exists()  # nothing queued
 
 
-def test_print_workflow_when_ollama_cannot(cli, monkeypatch, home, settings):
-    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_url())
+def test_print_workflow_when_ollama_cannot(cli, home, settings):
     best_effort = cli("generate", "a lighthouse", "--enhance", "--print-workflow")
     assert printed_prompt(best_effort) == "a lighthouse"
     assert "warning: prompt enhancement failed: Ollama at" in best_effort.stderr
@@ -322,9 +321,8 @@ def test_history_show_and_from_image_after_an_enhanced_job(cli, home, comfy, oll
 
 @pytest.mark.slow
 def test_a_real_generate_enhances_inline_and_prints_both_prompts(worker_env, ollama, home):
-    env = {"ZMM_OLLAMA_URL": ollama.url, "ZMM_ENHANCE_MODEL": LLM}
     result = run_zmm("generate", "--enhance", "a lighthouse", "--size", "64x64", "--steps",
-                     "2", "--json", env=env, timeout=60)
+                     "2", "--json", env={"ZMM_ENHANCE_MODEL": LLM}, timeout=60)
     assert result.returncode == 0, result.stderr
     (job,) = json.loads(result.stdout)["jobs"]
     assert job["prompt"] == "a lighthouse" and job["enhanced_prompt"] == ANSWER

@@ -4,14 +4,13 @@ a model stuck in "Stopping..." never does. Timeouts run on an injected clock."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import httpx
 import pytest
 
 from tests.clocks import FakeClock as FakeTime
-from tests.conftest import wait_until
+from tests.conftest import closed_url, wait_until
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import RUNNER_PID, FakeOllama
 from tests.fakes.vram import GIB, VramLedger
@@ -57,12 +56,6 @@ def client(ollama):
 def nvml(ledger):
     with gpu.use_backend(fake_nvml(ledger)):
         yield
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def generate_bodies(fake: FakeOllama) -> list[dict]:
@@ -253,7 +246,7 @@ def test_busy_server_is_a_503_but_unloads_still_work(client, ollama):
 
 
 def test_closed_port_is_ollama_unavailable():
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = closed_url()
     client = OllamaClient(url, timeout=2)
     calls = [client.version, client.tags, client.ps, lambda: client.load(SMALL),
              lambda: client.unload(SMALL), lambda: client.wait_released([SMALL], timeout=1)]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.fakes.comfyui import FakeComfyUI
 from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.cli.generate import keep_inputs
@@ -29,13 +28,8 @@ LORAS = ["detail.safetensors", "style.safetensors"]
 
 
 @pytest.fixture
-def comfy(tmp_path):
-    fake = FakeComfyUI(output_dir=tmp_path / "comfy-out", loras=LORAS)
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def comfy_options() -> dict:
+    return {"loras": LORAS}
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import closed_url
 from tests.fakes.nvml import fake_nvml_gpus
 from tests.fakes.vram import GIB, VramLedger
 from tests.unit.test_worker_loop import Loop
@@ -21,7 +22,7 @@ def backend_loop(home, comfy):
     """A Worker serving backend `gpu1` (NVML index 1 of two fake GPUs)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
-        f'[[backends]]\nname = "gpu0"\nurl = "http://127.0.0.1:9"\ngpu = 0\n\n'
+        f'[[backends]]\nname = "gpu0"\nurl = "{closed_url()}"\ngpu = 0\n\n'
         f'[[backends]]\nname = "gpu1"\nurl = "{comfy.url}"\ngpu = 1\n')
     loaded = config.load(home)
     settings = fleet.settings_for(loaded, fleet.backend(loaded, "gpu1"))

@@ -4,7 +4,6 @@ fake websocket connection; one real websocket round trip on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import threading
 
@@ -20,6 +19,7 @@ from websockets.exceptions import (
 from websockets.frames import Close
 from websockets.http11 import Response
 
+from tests.conftest import closed_url
 from tests.fakes.comfy_routes import URL, client_for
 from zmm.backends.comfy import ComfyClient, OutputFile
 from zmm.backends.comfy_events import Event, EventStream, StreamClosed
@@ -167,14 +167,8 @@ def test_submit_that_never_connected_is_unavailable():
 
 # -- unreachable ---------------------------------------------------------------------
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_a_closed_port_is_connection_refused():
-    client = ComfyClient(f"http://127.0.0.1:{closed_port()}", timeout=5)
+    client = ComfyClient(closed_url(), timeout=5)
     for call in (client.ping, client.queue, lambda: client.history("x")):
         with pytest.raises(ComfyUnavailable) as caught:
             call()
@@ -482,4 +476,4 @@ def test_a_real_websocket_round_trip():
         server.shutdown()
         thread.join(5)
     with pytest.raises(ComfyUnavailable, match="connection refused"):
-        ComfyClient(f"http://127.0.0.1:{closed_port()}", timeout=5).events("x")
+        ComfyClient(closed_url(), timeout=5).events("x")

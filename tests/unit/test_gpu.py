@@ -223,7 +223,7 @@ def test_ledger_file_writes_are_consistent_under_concurrent_changes(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_driver_absence_is_cached_but_test_seams_are_not(ledger, tmp_path):
+def test_driver_absence_is_cached_but_test_seams_are_not(ledger, tmp_path, real_nvml):
     """The real driver's absence is remembered (no probing before every job), but
     switching to a seam takes effect at once."""
     gpu.free_bytes()  # the real pynvml: None here without a driver, a number with one
@@ -261,7 +261,7 @@ def _driver_present() -> bool:
 
 
 @pytest.mark.skipif(_driver_present(), reason="this machine has an NVIDIA driver")
-def test_real_pynvml_without_a_driver_is_one_line():
+def test_real_pynvml_without_a_driver_is_one_line(real_nvml):
     with pytest.raises(GpuUnavailable) as caught:
         gpu.snapshot()
     assert caught.value.message.startswith("no NVIDIA driver: ")
@@ -270,7 +270,7 @@ def test_real_pynvml_without_a_driver_is_one_line():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _driver_present(), reason="no NVIDIA driver")
-def test_real_pynvml_snapshot():
+def test_real_pynvml_snapshot(real_nvml):
     snap = gpu.snapshot()
     assert snap.gpus and snap.driver_version
     for card in snap.gpus:
