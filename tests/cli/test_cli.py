@@ -330,7 +330,7 @@ def test_custom_workflow_with_sets_is_validated_before_queuing(cli, settings, tm
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [], "links": []}))
     bad = cli("generate", "x", "--workflow", str(ui), "--no-wait")
-    assert bad.exit_code == 2 and "Save (API)" in bad.stderr
+    assert bad.exit_code == 2 and "UI-format workflow without nodes" in bad.stderr
     missing = cli("generate", "x", "--workflow", "no-such-template", "--no-wait")
     assert missing.exit_code == 3
     assert job_count(settings) == before
