@@ -11,12 +11,12 @@ _zmm() {
     case "$cmdpath" in
         "") words="backends cleanup compose config doctor generate gpu history models queue serve-worker stats top wait workflow --help --version" ;;
         "backends") words="drain resume --help --json" ;;
-        "backends drain") words="--help" ;;
-        "backends resume") words="--help" ;;
+        "backends drain") words="--help --json" ;;
+        "backends resume") words="--help --json" ;;
         "cleanup") words="--compress-older-than --dry-run --help --json --max-size --older-than --orphans --purge-rows --status --verbose --wait --yes -v -y" ;;
         "compose") words="--brand --footer --help --json --subtitle --title" ;;
         "config") words="path show --help" ;;
-        "config path") words="--help" ;;
+        "config path") words="--help --json" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
         "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --on --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
@@ -28,8 +28,8 @@ _zmm() {
         "history unpin") words="--help --json" ;;
         "models") words="list load unload --help" ;;
         "models list") words="--help --json" ;;
-        "models load") words="--help --keep-alive --timeout" ;;
-        "models unload") words="--all --help --image --llm --timeout" ;;
+        "models load") words="--help --json --keep-alive --timeout" ;;
+        "models unload") words="--all --help --image --json --llm --timeout" ;;
         "queue") words="cancel pause priority resume retry --all --help --json" ;;
         "queue cancel") words="--all-pending --help --json" ;;
         "queue pause") words="--help --json" ;;

@@ -95,7 +95,7 @@ class Upkeep:
             return  # another worker was faster, or it moved on meanwhile
         if job.phase == "cloud":  # its request may have been answered, and charged
             adopted.outcomes.append((job, requeue("its worker died during a cloud request",
-                                                  consume=True)))
+                                                  consume=True, kind="cloud")))
         elif not job.comfy_prompt_id:
             adopted.outcomes.append((job, requeue("its worker stopped before submitting it",
                                                   consume=False)))
@@ -174,7 +174,7 @@ class Upkeep:
         if head.stop_reason == "silence":
             # Interrupted and still silent: ComfyUI is hung. Give the job back.
             result.outcomes.append((head, requeue("ComfyUI stopped answering", consume=True,
-                                                  backoff=True)))
+                                                  backoff=True, kind="timeout")))
             result.hung = True
             return
         head.last_event = now
@@ -193,7 +193,8 @@ class Upkeep:
                 result.finished.append(job)
             elif where == "lost":
                 result.outcomes.append((job, requeue(
-                    "ComfyUI lost the prompt (restarted?); queued again", consume=True)))
+                    "ComfyUI lost the prompt (restarted?); queued again", consume=True,
+                    kind="unavailable")))
 
 
 def _taken(result: Review) -> list[Inflight]:
