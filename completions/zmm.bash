@@ -22,7 +22,7 @@ _zmm() {
         "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --on --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
-        "history") words="pin show unpin --backend --help --json --limit --model --offset --requester --search --since --status --type" ;;
+        "history") words="pin show unpin --backend --error-kind --help --json --limit --model --offset --requester --search --since --status --type" ;;
         "history pin") words="--help --json" ;;
         "history show") words="--help --json" ;;
         "history unpin") words="--help --json" ;;

@@ -100,6 +100,7 @@ complete -c zmm -n '__fish_seen_subcommand_from history' -a pin -d 'Exempt a job
 complete -c zmm -n '__fish_seen_subcommand_from history' -a show -d 'Every field of one job and its event timeline.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -a unpin -d 'Make a pinned job subject to `zmm cleanup` again.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -l backend
+complete -c zmm -n '__fish_seen_subcommand_from history' -l error-kind
 complete -c zmm -n '__fish_seen_subcommand_from history' -l help
 complete -c zmm -n '__fish_seen_subcommand_from history' -l json
 complete -c zmm -n '__fish_seen_subcommand_from history' -l limit
