@@ -215,7 +215,7 @@ def test_workers_of_bare_urls_are_backends_of_their_own_counted_by_name(cli, hom
         store.transition(jobs[0].id, JobState.SUCCEEDED, expect=JobState.RUNNING)
     entries = by_name(cli)
     assert list(entries) == ["default", "127-0-0-1-8189", "127-0-0-1-8190"]
-    assert entries["default"]["state"] == "no worker"
+    assert entries["default"]["state"] == "no_worker"
     first, second = entries["127-0-0-1-8189"], entries["127-0-0-1-8190"]
     assert (first["state"], first["worker_id"], first["url"]) == ("up", "h:1:a", urls[first["name"]])
     assert (first["jobs_running"], first["jobs_succeeded_last_hour"]) == (1, 1)
