@@ -22,7 +22,9 @@ complete -c zmm -n '__fish_seen_subcommand_from backends' -a resume -d 'Let the 
 complete -c zmm -n '__fish_seen_subcommand_from backends' -l help
 complete -c zmm -n '__fish_seen_subcommand_from backends' -l json
 complete -c zmm -n '__fish_seen_subcommand_from backends and __fish_seen_subcommand_from drain' -l help
+complete -c zmm -n '__fish_seen_subcommand_from backends and __fish_seen_subcommand_from drain' -l json
 complete -c zmm -n '__fish_seen_subcommand_from backends and __fish_seen_subcommand_from resume' -l help
+complete -c zmm -n '__fish_seen_subcommand_from backends and __fish_seen_subcommand_from resume' -l json
 complete -c zmm -n '__fish_seen_subcommand_from cleanup' -l compress-older-than
 complete -c zmm -n '__fish_seen_subcommand_from cleanup' -l dry-run
 complete -c zmm -n '__fish_seen_subcommand_from cleanup' -l help
@@ -45,6 +47,7 @@ complete -c zmm -n '__fish_seen_subcommand_from config' -a path -d 'Print the pa
 complete -c zmm -n '__fish_seen_subcommand_from config' -a show -d 'Settings after defaults < config.toml < ZMM_* environment.'
 complete -c zmm -n '__fish_seen_subcommand_from config' -l help
 complete -c zmm -n '__fish_seen_subcommand_from config and __fish_seen_subcommand_from path' -l help
+complete -c zmm -n '__fish_seen_subcommand_from config and __fish_seen_subcommand_from path' -l json
 complete -c zmm -n '__fish_seen_subcommand_from config and __fish_seen_subcommand_from show' -l help
 complete -c zmm -n '__fish_seen_subcommand_from config and __fish_seen_subcommand_from show' -l json
 complete -c zmm -n '__fish_seen_subcommand_from doctor' -l help
@@ -97,6 +100,7 @@ complete -c zmm -n '__fish_seen_subcommand_from history' -a pin -d 'Exempt a job
 complete -c zmm -n '__fish_seen_subcommand_from history' -a show -d 'Every field of one job and its event timeline.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -a unpin -d 'Make a pinned job subject to `zmm cleanup` again.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -l backend
+complete -c zmm -n '__fish_seen_subcommand_from history' -l error-kind
 complete -c zmm -n '__fish_seen_subcommand_from history' -l help
 complete -c zmm -n '__fish_seen_subcommand_from history' -l json
 complete -c zmm -n '__fish_seen_subcommand_from history' -l limit
@@ -120,11 +124,13 @@ complete -c zmm -n '__fish_seen_subcommand_from models' -l help
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from list' -l help
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from list' -l json
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l help
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l json
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l keep-alive
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from load' -l timeout
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l all
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l help
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l image
+complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l json
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l llm
 complete -c zmm -n '__fish_seen_subcommand_from models and __fish_seen_subcommand_from unload' -l timeout
 complete -c zmm -n '__fish_seen_subcommand_from queue' -a cancel -d 'Cancel queued jobs now; running jobs are cancelled by...'

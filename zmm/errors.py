@@ -1,7 +1,10 @@
 """The one error registry: every failure zmm reports, its exit code and meaning.
 
 Modules raise `ZmmError` subclasses; only the CLI boundary turns them into an
-`error: ...` line (plus `hint: ...`) on stderr and an exit code. Nothing here
+`error: ...` line (plus `hint: ...`) on stderr and an exit code, and under
+`--json` into the document's `error` object, whose `code` is the exit code's
+word (`CODE_WORDS`). A failed job's `error_kind` (`ERROR_KINDS`) says why it
+failed, and decides the exit code of `zmm generate` and `zmm wait`. Nothing here
 does I/O. The README's exit-code table is checked against `EXIT_CODES`.
 """
 
@@ -32,11 +35,55 @@ EXIT_CODES: dict[int, str] = {
     INTERRUPTED: "interrupted (Ctrl-C); queued jobs stay queued",
 }
 
+# exit code -> the stable word of the JSON `error.code` (docs/json-output.md).
+CODE_WORDS: dict[int, str] = {
+    JOB_FAILED: "job_failed",
+    USAGE: "usage",
+    NOT_FOUND: "not_found",
+    BACKEND_UNAVAILABLE: "unavailable",
+    CONFLICT: "conflict",
+    WORKFLOW_REJECTED: "rejected",
+    SPOOL_UNUSABLE: "spool",
+    TIMED_OUT: "timeout",
+    INTERRUPTED: "interrupted",
+}
+
+# A failed or cancelled job's `error_kind` -> (the exit code `zmm generate` and
+# `zmm wait` give for it, meaning). A closed list: the spool's CHECK holds the same.
+ERROR_KINDS: dict[str, tuple[int, str]] = {
+    "rejected": (WORKFLOW_REJECTED, "ComfyUI refused the graph (unknown node, model file or "
+                 "input) or the job could not be built; retrying the same job will not help"),
+    "unavailable": (BACKEND_UNAVAILABLE, "ComfyUI kept failing to take or keep the job, "
+                    "or kept answering what zmm cannot read"),
+    "crash": (JOB_FAILED, "ComfyUI crashed while running the job, each time it was tried"),
+    "execution": (JOB_FAILED, "a node raised an error while the graph ran"),
+    "oom": (JOB_FAILED, "out of GPU memory, also after freeing memory and retrying"),
+    "timeout": (JOB_FAILED, "no word from ComfyUI for too long, each time it was tried, "
+                "or the job ran past its maximum run time (worker.max_run_s)"),
+    "output": (JOB_FAILED, "no image came out, or it could not be fetched, composed or saved"),
+    "cloud": (JOB_FAILED, "no cloud provider could make the image"),
+    "enhance": (BACKEND_UNAVAILABLE, "--enhance=required and the local LLM could not "
+                "write the prompt"),
+    "cancelled": (JOB_FAILED, "cancelled by a user"),
+}
+
+
+def kind_exit_code(kinds: list[str | None]) -> int:
+    """The exit code for jobs that did not succeed, from their error kinds: the
+    kinds' code when they all agree on one, else 1 (job failed)."""
+    codes = {ERROR_KINDS.get(kind or "", (JOB_FAILED, ""))[0] for kind in kinds}
+    return codes.pop() if len(codes) == 1 else JOB_FAILED
+
 
 class ZmmError(Exception):
-    """Base of every error zmm reports to a user."""
+    """Base of every error zmm reports to a user. `code` is the word of its exit
+    code in JSON (`CODE_WORDS`)."""
 
     exit_code: int = JOB_FAILED
+
+    @property
+    def code(self) -> str:
+        return CODE_WORDS.get(self.exit_code, "job_failed")
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -158,4 +205,10 @@ class JobFailed(ZmmError):
 
 class TimedOut(ZmmError):
     exit_code = TIMED_OUT
+
+
+class Interrupted(ZmmError):
+    """Ctrl-C (SIGINT) while a command waited; what was done stays done."""
+
+    exit_code = INTERRUPTED
 

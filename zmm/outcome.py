@@ -25,6 +25,7 @@ class Outcome:
     consume_attempt: bool = False
     backoff: bool = False
     fallback: str | None = None  # a failure the cloud may answer instead (zmm.cloud triggers)
+    error_kind: str | None = None  # why, should it end the job failed (zmm.errors.ERROR_KINDS)
 
 
 def zmm_metadata(job: Job) -> dict[str, Any]:

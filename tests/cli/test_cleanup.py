@@ -41,8 +41,8 @@ def test_dry_run_lists_exactly_what_the_real_run_deletes(cli, settings):
 
     dry = cli.json("cleanup", "--dry-run", "--json")
     assert all_files(settings.assets_dir) == before  # a dry run changes nothing
-    assert {item["job_id"] for item in dry["removals"]} == {job.id for job in old}
-    assert [item["job_id"] for item in dry["removals"]] == [job.id for job in reversed(old)]
+    assert {item["id"] for item in dry["removals"]} == {job.id for job in old}
+    assert [item["id"] for item in dry["removals"]] == [job.id for job in reversed(old)]
     assert all(item["reason"] == "age" and len(item["files"]) == 3 for item in dry["removals"])
     assert all(item["absolute_files"] == [str(settings.assets_dir / name) for name in item["files"]]
                for item in dry["removals"])
@@ -66,8 +66,8 @@ def test_dry_run_lists_exactly_what_the_real_run_deletes(cli, settings):
 
 def test_text_output_and_pinning(cli, settings):
     job = make_job(settings)
-    assert cli.json("history", "pin", job.id, "--json") == {"id": job.id, "pinned": True,
-                                                            "changed": True}
+    assert cli.json("history", "pin", job.id, "--json") == {
+        "schema": 2, "ok": True, "id": job.id, "pinned": True, "changed": True, "error": None}
     assert "already pinned" in cli("history", "pin", job.id).stdout
     assert cli.json("history", "show", job.id, "--json")["job"]["pinned"] is True
     assert cli("cleanup", "--yes").stdout.strip() == "nothing to clean"
@@ -135,7 +135,7 @@ def test_a_file_that_cannot_be_deleted_is_exit_1_with_the_list(cli, settings, mo
     result = cli("cleanup", "--yes", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["failed"] == [{"job_id": stuck.id, "path": stuck.output_path,
+    assert report["failed"] == [{"id": stuck.id, "path": stuck.output_path,
                                  "absolute_path": str(stuck_path),
                                  "reason": "not removed: Permission denied"}]
     assert get(settings, stuck.id).asset_deleted_at is None  # kept: a later run tries again
@@ -199,7 +199,7 @@ def test_max_size_deletes_oldest_first_until_under_the_cap(cli, settings):
     total = sum(path.stat().st_size for path in settings.assets_dir.rglob("*") if path.is_file())
     cap = total - sum(sizes[:3]) + sizes[2] // 2  # two removals are not enough, three are
     report = cli.json("cleanup", "--older-than", "never", "--max-size", f"{cap}B", "--json")
-    assert [item["job_id"] for item in report["removals"]] == [job.id for job in jobs[:3]]
+    assert [item["id"] for item in report["removals"]] == [job.id for job in jobs[:3]]
     assert {item["reason"] for item in report["removals"]} == {"size"}
     total = sum(path.stat().st_size for path in settings.assets_dir.rglob("*") if path.is_file())
     assert total <= cap
@@ -214,7 +214,7 @@ def test_max_size_from_config_and_bad_sizes(cli, settings, home):
     for bad in ("10XB", "ten", "-1GB", "5iB"):
         result = cli("cleanup", "--max-size", bad)
         assert result.exit_code == 2 and result.stderr.startswith("error: max-size: a size")
-    assert cli.json("cleanup", "--dry-run", "--json")["removals"][0]["job_id"] == job.id
+    assert cli.json("cleanup", "--dry-run", "--json")["removals"][0]["id"] == job.id
     assert cli.json("cleanup", "--max-size", "none", "--dry-run", "--json")["removals"] == []
     home.joinpath("config.toml").write_text('[retention]\nmax_size = "lots"\n')
     result = cli("cleanup", "--dry-run")
@@ -238,7 +238,7 @@ def test_orphans(cli, settings):
         age_file(path)
     report = cli.json("cleanup", "--orphans", "--json")
     assert report["removals"] == [
-        {"job_id": None, "reason": "orphan", "files": [str(path.relative_to(settings.assets_dir))],
+        {"id": None, "reason": "orphan", "files": [str(path.relative_to(settings.assets_dir))],
          "absolute_files": [str(path)], "bytes": 100} for path in (orphan, orphan_thumb)]
     assert not orphan.exists() and not orphan_thumb.exists()
     assert fresh.exists() and in_flight.exists() and derived.exists()
@@ -252,7 +252,7 @@ def test_purge_rows(cli, settings):
     cli("cleanup", "--yes")  # first the assets; the rows stay
     assert cli.json("history", "--json", "--search", "kraken")["total"] == 3
     report = cli.json("cleanup", "--purge-rows", "--json")
-    assert {item["job_id"] for item in report["removals"]} == {old.id, failed.id}
+    assert {item["id"] for item in report["removals"]} == {old.id, failed.id}
     assert report["totals"]["rows_purged"] == 2 and report["totals"]["files"] == 0
     page = cli.json("history", "--json", "--search", "kraken")
     assert [job["id"] for job in page["jobs"]] == [young.id]
@@ -274,7 +274,7 @@ def test_compress_older_than_keeps_the_zmm_metadata(cli, settings, tmp_path):
     young = make_job(settings, age_days=1)
     before = assets.zmm_metadata(settings.assets_dir / job.output_path)
     dry = cli.json("cleanup", "--compress-older-than", "7d", "--dry-run", "--json")
-    assert [item["job_id"] for item in dry["compressions"]] == [job.id]
+    assert [item["id"] for item in dry["compressions"]] == [job.id]
     report = cli.json("cleanup", "--compress-older-than", "7d", "--json")
     assert report["removals"] == [] and len(report["compressions"]) == 1
     assert report["compressions"][0]["to"] == [name[:-4] + ".jpg" for name in job.output_list]
@@ -345,7 +345,7 @@ def test_retention_days_from_config(cli, settings, home):
     job = make_job(settings, age_days=10)
     assert cli.json("cleanup", "--dry-run", "--json")["removals"] == []
     home.joinpath("config.toml").write_text("[retention]\ndays = 7\n")
-    assert cli.json("cleanup", "--dry-run", "--json")["removals"][0]["job_id"] == job.id
+    assert cli.json("cleanup", "--dry-run", "--json")["removals"][0]["id"] == job.id
     home.joinpath("config.toml").write_text("[retention]\ndays = 0\n")  # 0: no age limit
     assert cli.json("cleanup", "--dry-run", "--json")["removals"] == []
 

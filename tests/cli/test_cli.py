@@ -173,9 +173,12 @@ def test_cancelling_a_finished_job_is_a_conflict_naming_its_state(cli, settings)
     assert result.stderr.splitlines()[0] == f"error: {done}: already succeeded"
     as_json = cli("queue", "cancel", done, queued, "--json")
     assert as_json.exit_code == 5
-    assert json.loads(as_json.stdout) == {"results": [
-        {"id": done, "result": "already succeeded", "status": "succeeded"},
-        {"id": queued, "result": "already cancelled", "status": "cancelled"}]}
+    assert json.loads(as_json.stdout) == {"schema": 2, "ok": False, "results": [
+        {"id": done, "result": "already_succeeded", "status": "succeeded"},
+        {"id": queued, "result": "already_cancelled", "status": "cancelled"}], "error": {
+        "code": "conflict", "exit_code": 5,
+        "message": f"{done}: already succeeded; {queued}: already cancelled",
+        "hint": "only queued or running jobs can be cancelled"}}
     assert cli("queue", "cancel", "--all-pending").exit_code == 0  # nothing pending: no conflict
 
 
@@ -212,9 +215,10 @@ def test_queue_listing_cancel_retry_priority_pause(cli, settings):
     assert again.stderr.startswith(f"error: {ids[0]}: already cancelled\n")
     assert "only queued or running" in again.stderr  # the hint
     assert cli("queue", "retry", ids[0]).exit_code == 0
-    assert cli.json("queue", "pause", "--json") == {"paused": True}
+    assert cli.json("queue", "pause", "--json") == {"schema": 2, "ok": True, "paused": True,
+                                                    "error": None}
     assert cli.json("queue", "--json")["paused"] is True
-    assert cli.json("queue", "resume", "--json") == {"paused": False}
+    assert cli.json("queue", "resume", "--json")["paused"] is False
     cancelled = cli.json("queue", "cancel", "--all-pending", "--json")["results"]
     assert len(cancelled) == 3
 

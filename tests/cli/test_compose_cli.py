@@ -170,7 +170,7 @@ def test_compose_makes_a_new_succeeded_job_pointing_at_its_source(cli, settings,
     assert stats["by_backend"]["compose"]["succeeded"] == 2
     assert stats["cost_usd"]["cloud_jobs"] == 0 and stats["local_success_rate"] == 1.0
     (timing,) = stats["generation_time_s"].values()
-    assert timing["count"] == 1 and timing["median"] == 4.0  # the source's generation only
+    assert timing["count"] == 1 and timing["median_s"] == 4.0  # the source's generation only
 
 
 @pytest.mark.parametrize("case,code,message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -11,7 +12,8 @@ from zmm.jobs import JobState
 from zmm.store import Store
 
 TOP_KEYS = {"since", "until", "jobs", "by_backend", "success_rate", "local_success_rate",
-            "generation_time_s", "cost_usd", "events", "images_per_week", "targets"}
+            "generation_time_s", "cost_usd", "events", "images_per_week", "targets",
+            "schema", "ok", "error"}
 STATUS_KEYS = {"queued", "running", "succeeded", "failed", "cancelled"}
 BAD_SINCE = "error: since: a duration such as 30m, 12h, 7d or 2w, at most 100 years, or all"
 
@@ -42,7 +44,7 @@ def test_json_has_every_documented_key(cli, settings):
     assert set(data["by_backend"]) == {"local", "stability"}
     assert set(data["by_backend"]["stability"]) == STATUS_KEYS | {"cost_usd"}
     assert set(data["generation_time_s"]["sd_xl_base_1.0.safetensors"]) == {
-        "count", "median", "p95", "max"}
+        "count", "median_s", "p95_s", "max_s"}
     assert set(data["cost_usd"]) == {"total", "cloud_jobs"}
     assert set(data["events"]) == {"swaps", "downgrades", "cloud_fallbacks", "vram_waits"}
     assert set(data["targets"]) == {"median_generation_s", "local_success_rate", "images_per_week"}
@@ -81,7 +83,9 @@ def test_bad_since_is_one_line_exit_2_and_writes_nothing(cli, settings, since):
     result = cli("stats", "--since", since, "--json")
     assert result.exit_code == 2
     assert result.stderr == BAD_SINCE + "\n"
-    assert result.stdout == ""
+    assert json.loads(result.stdout) == {"schema": 2, "ok": False, "error": {
+        "code": "usage", "exit_code": 2, "message": BAD_SINCE.removeprefix("error: "),
+        "hint": None}}
     assert not settings.spool_path.exists()
 
 

@@ -177,7 +177,7 @@ def test_models_list_load_unload(home, gpu_world, tmp_path):
     assert loaded.returncode == 0 and "qwen2.5:7b loaded: 7.0 GB in VRAM" in loaded.stdout
     data = json.loads(run_zmm("models", "list", "--json", env=env).stdout)
     assert {m["name"] for m in data["image"]} == set(comfy.checkpoints)
-    assert next(m for m in data["image"] if "xl" in m["name"])["vram_need_gb"] == 12
+    assert next(m for m in data["image"] if "xl" in m["name"])["vram_need_bytes"] == 12 * 1024**3
     qwen = next(m for m in data["llm"] if m["name"] == "qwen2.5:7b")
     assert qwen["loaded"] and qwen["size_vram_bytes"] == 7 * GIB
     gone = run_zmm("models", "unload", "qwen2.5:7b", env=env)

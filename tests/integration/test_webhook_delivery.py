@@ -180,8 +180,8 @@ def test_a_dead_endpoint_changes_nothing_in_cancels_output(home, receiver, secre
     (job_id,) = queued.stdout.split()
     result = run_zmm("queue", "cancel", job_id, "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"results": [{"id": job_id, "result": "cancelled",
-                                                     "status": "cancelled"}]}
+    assert json.loads(result.stdout) == {"schema": 2, "ok": True, "results": [
+        {"id": job_id, "result": "cancelled", "status": "cancelled"}], "error": None}
     with Store(load(home).spool_path) as store:
         left = delivery(store, job_id)
     assert (left.status, left.tries, left.claimed_by) == ("pending", 1, None)  # for a worker

@@ -53,10 +53,10 @@ def test_percentiles_are_nearest_rank_per_model_and_overall(spool, make):
     data = report(spool)
     # sdxl sorted: 5.0 9.9 12.5 15.2 18.8 20.6 22.1 25.3 27.6 30.0 | 33.3 ... 61.2 70.5
     # median = rank ceil(0.5 * 20) = 10 -> 30.0; p95 = rank ceil(0.95 * 20) = 19 -> 61.2
-    assert data["generation_time_s"][SDXL] == {"count": 20, "median": 30.0, "p95": 61.2,
-                                               "max": 70.5}
+    assert data["generation_time_s"][SDXL] == {"count": 20, "median_s": 30.0, "p95_s": 61.2,
+                                               "max_s": 70.5}
     # sd15 sorted: 4.0 6.0 8.0: median rank 2 -> 6.0; p95 rank ceil(2.85) = 3 -> 8.0
-    assert data["generation_time_s"][SD15] == {"count": 3, "median": 6.0, "p95": 8.0, "max": 8.0}
+    assert data["generation_time_s"][SD15] == {"count": 3, "median_s": 6.0, "p95_s": 8.0, "max_s": 8.0}
     # all 23: 4.0 5.0 6.0 8.0 9.9 12.5 15.2 18.8 20.6 22.1 25.3 27.6 ...: rank 12 -> 27.6
     assert data["targets"]["median_generation_s"] == {"target": 60, "value": 27.6, "met": True}
 
@@ -68,7 +68,7 @@ def test_a_model_run_on_two_backends_gets_one_set_of_percentiles(spool, make):
         make(backend="stability", model="shared", seconds=seconds, cost=0.04)
     # 1 2 3 10 20: median rank 3 -> 3.0; p95 rank 5 -> 20.0
     assert report(spool)["generation_time_s"] == {
-        "shared": {"count": 5, "median": 3.0, "p95": 20.0, "max": 20.0}}
+        "shared": {"count": 5, "median_s": 3.0, "p95_s": 20.0, "max_s": 20.0}}
 
 
 def test_success_rates_exclude_cancelled_and_count_cloud_rescues_against_local(spool, make):
@@ -124,7 +124,7 @@ def test_window_follows_created_at_even_when_the_clock_went_back(spool, make, cl
     clock.now = start + 30 * DAY
     data = report(spool, 7 * DAY)
     assert data["jobs"]["total"] == 3
-    assert data["generation_time_s"][SDXL] == {"count": 2, "median": 2.0, "p95": 3.0, "max": 3.0}
+    assert data["generation_time_s"][SDXL] == {"count": 2, "median_s": 2.0, "p95_s": 3.0, "max_s": 3.0}
 
 
 def test_window_holding_most_of_the_spool(spool, make, clock):
@@ -134,7 +134,7 @@ def test_window_holding_most_of_the_spool(spool, make, clock):
         make(seconds=seconds)
     data = report(spool, 7 * DAY)
     assert data["jobs"]["total"] == 4
-    assert data["generation_time_s"][SDXL] == {"count": 4, "median": 3.0, "p95": 5.0, "max": 5.0}
+    assert data["generation_time_s"][SDXL] == {"count": 4, "median_s": 3.0, "p95_s": 5.0, "max_s": 5.0}
 
 
 def test_a_window_after_every_job_is_empty(spool, make, clock):
@@ -216,7 +216,7 @@ def test_values_are_rounded(spool, make):
     make(backend="openai", model="gpt-image-1", cost=0.2)
     make("failed", backend="openai", model="gpt-image-1", cost=0.00001)
     data = report(spool)
-    assert data["generation_time_s"]["gpt-image-1"]["median"] == 12.346
+    assert data["generation_time_s"]["gpt-image-1"]["median_s"] == 12.346
     assert data["cost_usd"]["total"] == 0.3 and data["by_backend"]["openai"]["cost_usd"] == 0.3
     assert data["success_rate"] == 0.6667
     assert data["local_success_rate"] == 0.0
@@ -256,7 +256,7 @@ def test_report_reads_one_snapshot_while_a_worker_finishes_jobs(spool, make, set
         since = None if window_s is None else now - window_s
         data = stats.report(FinishesJobsBetweenReads(spool.conn, finish_one), since, now).public()
     assert data["jobs"]["total"] == 3
-    assert data["generation_time_s"][SDXL] == {"count": 3, "median": 2.0, "p95": 3.0, "max": 3.0}
+    assert data["generation_time_s"][SDXL] == {"count": 3, "median_s": 2.0, "p95_s": 3.0, "max_s": 3.0}
     assert data["targets"]["median_generation_s"]["value"] == 2.0
     assert report(spool, window_s)["jobs"]["total"] > 3  # the worker's jobs were really written
 

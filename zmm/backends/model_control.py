@@ -30,7 +30,7 @@ def listing(settings: Config, comfy: Any, ollama: Any | None) -> dict[str, Any]:
     try:
         for name in comfy.checkpoints():
             result["image"].append({"name": name, "backend": "comfyui", "loaded": None,
-                                    "vram_need_gb": vram_need_gb(settings, name)})
+                                    "vram_need_bytes": int(vram_need_gb(settings, name) * GIB)})
     except ZmmError as exc:
         result["errors"].append(exc.message)
     if ollama is not None:
@@ -51,38 +51,62 @@ def listing(settings: Config, comfy: Any, ollama: Any | None) -> dict[str, Any]:
     return result
 
 
-def load_llm(ollama: Any, name: str, keep_alive: str, timeout: float) -> str:
+def load_llm(ollama: Any, name: str, keep_alive: str, timeout: float) -> dict[str, Any]:
+    """Load and confirm in /api/ps: the model as loaded (`loaded_line` words it)."""
     ollama.load(name, keep_alive=keep_alive)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         live = {m.name: m for m in ollama.ps()}
         model = live.get(name) or live.get(f"{name}:latest")
         if model:
-            return (f"{model.name} loaded: {model.size_vram / GIB:.1f} GB in VRAM of "
-                    f"{model.size / GIB:.1f} GB, until {model.expires_at}")
+            return {"name": model.name, "size_bytes": model.size,
+                    "size_vram_bytes": model.size_vram, "expires_at": model.expires_at}
         time.sleep(0.1)
     raise ZmmError(f"Ollama said {name} loaded, but /api/ps does not list it after {timeout:g}s")
 
 
+def loaded_line(model: dict[str, Any]) -> str:
+    return (f"{model['name']} loaded: {model['size_vram_bytes'] / GIB:.1f} GB in VRAM of "
+            f"{model['size_bytes'] / GIB:.1f} GB, until {model['expires_at']}")
+
+
 def unload_llms(ollama: Any, names: list[str], timeout: float,
-                free_bytes: Callable[[], int | None]) -> list[str]:
+                free_bytes: Callable[[], int | None]) -> dict[str, Any]:
+    """Unload and wait for /api/ps: each model's `result` (unloaded, still_loaded,
+    unknown) and free VRAM before and after (`unload_lines` words it). Raises
+    when a model stays listed."""
     before = free_bytes()
     asked = [name for name in names if ollama.unload(name)]
     result = ollama.wait_released(asked, timeout=timeout)
     after = free_bytes()
-    lines = [f"{name}: unloaded" for name in asked if name not in result.still_loaded]
-    lines += [f"{name}: still listed by Ollama after {result.waited_s:.0f}s (stuck in "
-              "\"Stopping...\"?)" for name in result.still_loaded]
-    lines += [f"{name}: not known to Ollama" for name in names if name not in asked]
+    report = {"models": [{"name": name, "result": "unloaded"} for name in asked
+                         if name not in result.still_loaded]
+              + [{"name": name, "result": "still_loaded"} for name in result.still_loaded]
+              + [{"name": name, "result": "unknown"} for name in names if name not in asked],
+              "waited_s": round(result.waited_s, 3), "vram_free_before_bytes": before,
+              "vram_free_after_bytes": after}
+    if result.still_loaded:
+        raise ZmmError("; ".join(unload_lines(report)))
+    return report
+
+
+def unload_lines(report: dict[str, Any]) -> list[str]:
+    words = {"unloaded": "unloaded", "unknown": "not known to Ollama",
+             "still_loaded": f"still listed by Ollama after {report['waited_s']:.0f}s (stuck in "
+             "\"Stopping...\"?)"}
+    order = {"unloaded": 0, "still_loaded": 1, "unknown": 2}
+    lines = [f"{m['name']}: {words[m['result']]}"
+             for m in sorted(report["models"], key=lambda m: order[m["result"]])]
+    before, after = report["vram_free_before_bytes"], report["vram_free_after_bytes"]
     if before is not None and after is not None:
         lines.append(f"VRAM free: {before / GIB:.1f} GB -> {after / GIB:.1f} GB")
-    if result.still_loaded:
-        raise ZmmError("; ".join(lines))
     return lines
 
 
-def unload_image(comfy: Any, timeout: float, free_bytes: Callable[[], int | None]) -> list[str]:
-    """POST /free answers 200 whatever happens: watch free VRAM to see the effect."""
+def unload_image(comfy: Any, timeout: float,
+                 free_bytes: Callable[[], int | None]) -> dict[str, Any]:
+    """POST /free answers 200 whatever happens: watch free VRAM to see the effect
+    (free VRAM before and after, None without a reading; `image_lines` words it)."""
     def free_now() -> int | None:
         value = free_bytes()
         if value is not None:
@@ -97,6 +121,11 @@ def unload_image(comfy: Any, timeout: float, free_bytes: Callable[[], int | None
     while before is not None and after is not None and after <= before and time.monotonic() < deadline:
         time.sleep(0.2)
         after = free_now()
+    return {"vram_free_before_bytes": before, "vram_free_after_bytes": after}
+
+
+def image_lines(report: dict[str, Any]) -> list[str]:
+    before, after = report["vram_free_before_bytes"], report["vram_free_after_bytes"]
     if before is None or after is None:
         return ["ComfyUI asked to unload its models (no VRAM reading to verify it)"]
     change = (after - before) / GIB

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from zmm.cli.common import emit, emit_json, load_config, open_store, say
+from zmm.cli.common import emit, emit_json, load_config, open_store, say, word
 
 app = typer.Typer(help="Show and steer the ComfyUI backends (docs/backends.md).",
                   invoke_without_command=True)
@@ -30,13 +30,18 @@ def show(
     with open_store(settings) as store:
         entries = roster.overview(settings, store)
     if as_json:
-        emit_json({"backends": entries})
+        emit_json({"backends": [_public(entry) for entry in entries]})
         return
     render.table(None, ["name", "url", "state", "gpu", "vram free/total", "model", "running",
                         "done 1h", "failed 1h"], [_row(entry) for entry in entries])
     for entry in entries:
         if entry["last_error"]:
             say(f"{entry['name']}: last error at {entry['last_error_at']}: {entry['last_error']}")
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    """A backend in JSON: its state a word (`no_worker`)."""
+    return dict(entry, state=word(entry["state"]))
 
 
 def _row(entry: dict[str, Any]) -> list[Any]:
@@ -56,13 +61,18 @@ def _row(entry: dict[str, Any]) -> list[Any]:
 
 
 @app.command("drain")
-def drain(name: str = typer.Argument(..., help="A configured backend's name.")) -> None:
+def drain(name: str = typer.Argument(..., help="A configured backend's name."),
+          as_json: bool = typer.Option(False, "--json", help="Print the backend as JSON.")
+          ) -> None:
     """Finish what runs on the backend and claim no more there until `resume`."""
     from zmm.views import roster
 
     settings = load_config()
     with open_store(settings) as store:
         entry = roster.set_draining(settings, store, name, True)
+    if as_json:
+        emit_json({"backend": _public(entry)})
+        return
     running = entry["jobs_running"]
     emit(f"{entry['name']}: draining; {running} running job(s) finish there, nothing more is "
          f"claimed until `zmm backends resume {entry['name']}`")
@@ -71,11 +81,16 @@ def drain(name: str = typer.Argument(..., help="A configured backend's name.")) 
 
 
 @app.command("resume")
-def resume(name: str = typer.Argument(..., help="A configured backend's name.")) -> None:
+def resume(name: str = typer.Argument(..., help="A configured backend's name."),
+           as_json: bool = typer.Option(False, "--json", help="Print the backend as JSON.")
+           ) -> None:
     """Let the backend's worker claim jobs again after `drain`."""
     from zmm.views import roster
 
     settings = load_config()
     with open_store(settings) as store:
         entry = roster.set_draining(settings, store, name, False)
+    if as_json:
+        emit_json({"backend": _public(entry)})
+        return
     emit(f"{entry['name']}: resumed; its worker claims jobs again")

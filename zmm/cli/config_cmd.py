@@ -27,11 +27,15 @@ def show(as_json: bool = typer.Option(False, "--json", help="Print settings as J
 
 
 @app.command("path")
-def path() -> None:
+def path(as_json: bool = typer.Option(False, "--json", help="Print the path as JSON.")) -> None:
     """Print the path of config.toml (it need not exist)."""
     from zmm.config import config_path
 
-    emit(str(config_path(load_config().home)))
+    where = config_path(load_config().home)
+    if as_json:
+        emit_json({"path": str(where), "exists": where.exists()})
+        return
+    emit(str(where))
 
 
 def _toml_value(value) -> str:

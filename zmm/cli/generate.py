@@ -12,8 +12,8 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand
 
-from zmm.cli.common import emit, emit_json, load_config, open_store, say
-from zmm.errors import INTERRUPTED, InvalidInput, JobFailed
+from zmm.cli.common import emit, emit_json, load_config, open_store, partial, say
+from zmm.errors import Interrupted, InvalidInput, JobFailed, ZmmError, kind_exit_code
 
 app = typer.Typer(add_completion=False)
 ENHANCE_WORDS = ("on", "off", "auto", "required")
@@ -158,6 +158,7 @@ def generate(
         server_files.check_server_files(specs, settings, store.backends())
         keep_inputs(specs, settings.assets_dir)
         jobs = store.enqueue(specs)
+        partial(jobs=[job.public(settings.assets_dir) for job in jobs])
         if no_wait:
             _print_jobs(jobs, as_json, settings.assets_dir)
             return
@@ -214,7 +215,9 @@ def _print_graphs(specs, settings, *, lines: bool) -> None:
         for graph in graphs:
             emit(compact(graph))
     else:
-        emit_json(graphs[0])
+        import json
+
+        emit(json.dumps(graphs[0], indent=2))
 
 
 @app.command("wait")
@@ -262,20 +265,35 @@ def _follow(store, ids: list[str], settings, timeout: float | None, as_json: boo
     except KeyboardInterrupt:
         if runner is not None:
             runner.stop()
+        _jobs_so_far(store, ids, settings.assets_dir)
         say("interrupted: the jobs stay queued; follow them with `zmm wait "
             + " ".join(ids) + "`")
-        raise typer.Exit(INTERRUPTED) from None
-    except BaseException:
+        raise Interrupted("interrupted while waiting; the jobs stay in the spool") from None
+    except BaseException as exc:
         if runner is not None:
             runner.stop()
+        if isinstance(exc, ZmmError):  # a timeout, ComfyUI down: the jobs as they are now
+            _jobs_so_far(store, ids, settings.assets_dir)
         raise
     _print_jobs(jobs, as_json, settings.assets_dir, finished=True)
     failed = [job for job in jobs if job.status != "succeeded"]
     if failed:
         first = failed[0]
-        raise JobFailed(f"{len(failed)} of {len(jobs)} job(s) did not succeed; "
-                        f"{first.id}: {first.status}"
-                        + (f": {first.error_message}" if first.error_message else ""))
+        error = JobFailed(f"{len(failed)} of {len(jobs)} job(s) did not succeed; "
+                          f"{first.id}: {first.status}"
+                          + (f" ({first.error_kind})" if first.error_kind else "")
+                          + (f": {first.error_message}" if first.error_message else ""))
+        error.exit_code = kind_exit_code([job.error_kind for job in failed])
+        raise error
+
+
+def _jobs_so_far(store, ids: list[str], assets_root: Path) -> None:
+    """The followed jobs as the spool has them now, for the JSON document of a
+    command that ends before they do."""
+    try:
+        partial(jobs=[job.public(assets_root) for job in store.get_many(ids)])
+    except ZmmError:
+        pass  # the spool itself failed: the jobs registered at enqueue stay
 
 
 def _print_jobs(jobs, as_json: bool, assets_root: Path, finished: bool = False) -> None:

@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from zmm.cli.common import emit_json, load_config, report
+from zmm.cli.common import emit_json, emit_json_now, load_config, report
 
 app = typer.Typer(help="GPU memory, load and the processes holding it.", no_args_is_help=True)
 GIB = 1024**3
@@ -31,9 +31,10 @@ def status(
         except GpuUnavailable as exc:
             snap, problem = None, exc
         comfy = _comfy_devices(settings)
-        if as_json:
-            emit_json({"nvml": _snapshot_json(snap), "nvml_error": problem.message if problem else None,
-                       "comfyui": comfy})
+        if as_json:  # --watch: one document per refresh, each printed as it comes
+            (emit_json_now if watch else emit_json)(
+                {"nvml": _snapshot_json(snap), "nvml_error": problem.message if problem else None,
+                 "comfyui": comfy})
         else:
             if problem:
                 report(problem)

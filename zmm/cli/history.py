@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from zmm.cli.common import emit_json, load_config, open_store, say
-from zmm.errors import InvalidInput
+from zmm.errors import ERROR_KINDS, InvalidInput
 from zmm.jobs import JobState
 
 app = typer.Typer(help="Browse past and present jobs.", invoke_without_command=True)
@@ -40,6 +40,8 @@ def listing(
     requester: Optional[str] = typer.Option(None, "--requester"),
     model: Optional[str] = typer.Option(None, "--model", help="Checkpoint used or requested."),
     backend: Optional[str] = typer.Option(None, "--backend", help="local or a cloud provider."),
+    error_kind: Optional[str] = typer.Option(None, "--error-kind",
+                                             help="Why it failed: " + ", ".join(ERROR_KINDS)),
     since: Optional[str] = typer.Option(None, "--since", help="Only jobs created within, e.g. 7d."),
     search: Optional[str] = typer.Option(None, "--search", help="Words in the prompt."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
@@ -57,12 +59,15 @@ def listing(
     for value in statuses:
         if value not in STATUSES:
             raise InvalidInput("status", "a comma list of " + ", ".join(STATUSES))
+    if error_kind is not None and error_kind not in ERROR_KINDS:
+        raise InvalidInput("error-kind", "one of " + ", ".join(ERROR_KINDS))
     settings = load_config()
     with open_store(settings, read_only=True) as store:
         since_iso = iso(store.clock() - parse_since(since)) if since else None
         flt = HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
-                                    search=search, backend=backend, limit=limit, offset=offset)
+                                    search=search, backend=backend, error_kind=error_kind,
+                                    limit=limit, offset=offset)
         jobs, total = store.history_page(flt)
         cost = store.history_cost(flt)
     if as_json:

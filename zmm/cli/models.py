@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -35,7 +35,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print models
         return
     for error in data["errors"]:
         say(f"warning: {error}")
-    rows = [["image", m["name"], "?", f"{m['vram_need_gb']:g}"] for m in data["image"]]
+    rows = [["image", m["name"], "?", f"{m['vram_need_bytes'] / 1024**3:g}"]
+            for m in data["image"]]
     rows += [["llm", m["name"], "yes" if m["loaded"] else "no",
               f"{m['size_vram_bytes'] / 1024**3:.1f}" if m["loaded"] else ""] for m in data["llm"]]
     render.table(None, ["kind", "name", "loaded", "VRAM GB"], rows)
@@ -46,6 +47,7 @@ def load(
     name: str = typer.Argument(..., help="An Ollama model, e.g. llama3.2"),
     keep_alive: Optional[str] = typer.Option(None, "--keep-alive", help="e.g. 10m, 1h, -1 (forever)."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the load."),
+    as_json: bool = typer.Option(False, "--json", help="Print the loaded model as JSON."),
 ) -> None:
     """Load an Ollama model into memory (ComfyUI loads checkpoints when a job runs)."""
     from zmm.backends import model_control
@@ -57,7 +59,11 @@ def load(
 
         raise InvalidInput("name", "an Ollama model, but Ollama is disabled in config (ollama.enabled)")
     keep = keep_alive or settings.get("ollama.reload_keep_alive")
-    emit(model_control.load_llm(ollama, name, keep, timeout))
+    model = model_control.load_llm(ollama, name, keep, timeout)
+    if as_json:
+        emit_json({"model": model})
+        return
+    emit(model_control.loaded_line(model))
 
 
 @app.command("unload")
@@ -67,6 +73,7 @@ def unload(
     llm: bool = typer.Option(False, "--llm", help="With --all: only Ollama's models."),
     image: bool = typer.Option(False, "--image", help="With --all: only ComfyUI's models."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for memory to be freed."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was unloaded as JSON."),
 ) -> None:
     """Unload models and verify the effect (gone from /api/ps, VRAM freed)."""
     from zmm.backends import gpu, model_control
@@ -77,12 +84,18 @@ def unload(
     if (name is None) == (not unload_all):
         raise InvalidInput("name", "give a model NAME or --all")
     do_llm, do_image = model_control.check_scope(llm, image) if unload_all else (True, False)
-    lines = []
+    lines: list[str] = []
+    data: dict[str, Any] = {"llm": None, "image": None}
     if do_llm and ollama is not None:
         names = [name] if name else [m.name for m in ollama.ps()]
-        lines += (model_control.unload_llms(ollama, names, timeout, gpu.free_bytes) if names
-                  else ["no LLM loaded"])
+        data["llm"] = model_control.unload_llms(ollama, names, timeout, gpu.free_bytes) \
+            if names else {"models": []}
+        lines += model_control.unload_lines(data["llm"]) if names else ["no LLM loaded"]
     if do_image:
-        lines += model_control.unload_image(comfy, timeout, gpu.free_bytes)
+        data["image"] = model_control.unload_image(comfy, timeout, gpu.free_bytes)
+        lines += model_control.image_lines(data["image"])
+    if as_json:
+        emit_json(data)
+        return
     for line in lines:
         emit(line)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from zmm.cli.common import emit, emit_json, load_config, open_store, say
+from zmm.cli.common import emit, emit_json, load_config, open_store, say, word
 from zmm.errors import Conflict, InvalidInput
 
 app = typer.Typer(help="Show and steer the queue.", invoke_without_command=True)
@@ -30,7 +30,8 @@ def show(
     if as_json:
         emit_json({
             "paused": shown.paused,
-            "workers": shown.workers,
+            "workers": [{("worker_id" if key == "id" else key): value
+                         for key, value in worker.items()} for worker in shown.workers],
             "running": [job.public(store.assets_root) for job in shown.running],
             "queued": [dict(item.job.public(store.assets_root), position=item.position,
                             eta_s=item.eta_s, waiting_reason=item.waiting_reason)
@@ -76,7 +77,7 @@ def cancel(
             results = store.cancel(ids)
         _deliver_webhooks(store, settings, [r.id for r in results if r.result == "cancelled"])
     if as_json:
-        emit_json({"results": [{"id": r.id, "result": r.result, "status": r.status}
+        emit_json({"results": [{"id": r.id, "result": word(r.result), "status": r.status}
                                for r in results]})
     else:
         for item in results:

@@ -152,7 +152,7 @@ def stats(data: dict[str, Any]) -> None:
     if data["generation_time_s"]:
         sys.stdout.write("\n")
         table("generation time", ["model", "count", "median_s", "p95_s", "max_s"],
-              [[model, t["count"], f"{t['median']:.1f}", f"{t['p95']:.1f}", f"{t['max']:.1f}"]
+              [[model, t["count"], f"{t['median_s']:.1f}", f"{t['p95_s']:.1f}", f"{t['max_s']:.1f}"]
                for model, t in data["generation_time_s"].items()])
     # Values as reported (`{:g}`), so a shown value never contradicts its result.
     labels = {"median_generation_s": ("median generation time", "< {:g} s", "{:g} s"),

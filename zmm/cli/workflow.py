@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from zmm.cli.common import emit_json
+from zmm.cli.common import emit, emit_json
 
 app = typer.Typer(help="Workflow files: convert the UI format to the API format (docs/workflows.md).",
                   no_args_is_help=True)
@@ -43,8 +43,10 @@ def convert(
                            "format, an object with a nodes list, nor the API format)")
     if as_json:
         emit_json({"source": str(file), "format": kind, "nodes": len(graph), "graph": graph})
-    else:
-        emit_json(graph)
+    else:  # the graph itself, as ComfyUI takes it: not an envelope (docs/json-output.md)
+        import json
+
+        emit(json.dumps(graph, indent=2))
 
 
 def _node_defs(path: Path | None) -> Any:

@@ -143,7 +143,7 @@ class CloudLane:
         except ZmmError as exc:  # disk full, unwritable folder: the money is spent anyway
             outcome = Outcome("failed", exc.message, {"error_message": exc.message,
                                                       "backend": result.image.provider,
-                                                      "cost_usd": cost})
+                                                      "cost_usd": cost}, error_kind="output")
         if result.image.cost_usd is None:
             events.append(("cloud", f"{result.image.provider}: no price configured for "
                            f"{result.image.model}; its cost is not counted", None))
@@ -181,11 +181,12 @@ def after_failure(job: Job, result: ChainResult, trigger: str, reason: str,
     last = result.attempts[-1].provider if result.attempts else None
     if result.transient and trigger not in LOCAL_SPENT:
         return Outcome("requeue", f"cloud providers failed for now: {summary}", spent,
-                       consume_attempt=True, backoff=True)
+                       consume_attempt=True, backoff=True, error_kind="cloud")
     if job.backend_requested == "cloud" or trigger in LOCAL_SPENT:
         prefix = "no cloud provider could take it" if job.backend_requested == "cloud" else \
             f"{reason}; the cloud fallback failed too"
         message = f"{prefix}: {summary}"
-        return Outcome("failed", message, {"error_message": message, "backend": last, **spent})
+        return Outcome("failed", message, {"error_message": message, "backend": last, **spent},
+                       error_kind="cloud")
     return Outcome("requeue", f"waiting for ComfyUI: the cloud refused it ({summary})",
                    dict(spent, cloud_allowed=0))

@@ -58,7 +58,7 @@ class Removal:
     size: int
 
     def public(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "reason": self.reason, "files": list(self.files),
+        return {"id": self.job_id, "reason": self.reason, "files": list(self.files),
                 "bytes": self.size}
 
     def public_with(self, assets_root: Path) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class Compression:
     output_path: str | None
 
     def public(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "files": list(self.files),
+        return {"id": self.job_id, "files": list(self.files),
                 "to": [thumbnails.jpeg_name(name) for name in self.files], "bytes": self.size}
 
 
@@ -86,7 +86,7 @@ class Problem:
     is_file: bool = True
 
     def public(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "path": self.path, "reason": self.reason}
+        return {"id": self.job_id, "path": self.path, "reason": self.reason}
 
     def public_with(self, assets_root: Path) -> dict[str, Any]:
         absolute = str(assets_root / self.path) if self.is_file and self.path else None

@@ -202,10 +202,13 @@ class Store(Housekeeping):
         values = dict(fields, status=target.value, updated_at=iso(now))
         if target is JobState.QUEUED:
             values.update(queued_at=iso(now), queued_ts=now, worker_id=None,
-                          lease_expires_at=None, phase="queued", cancel_requested_at=None)
+                          lease_expires_at=None, phase="queued", cancel_requested_at=None,
+                          error_kind=None)
         elif target.finished:
             values.setdefault("completed_at", iso(now))
             values.update(lease_expires_at=None, phase="done")
+            if target is not JobState.FAILED:  # a failure names its kind (worker/outcomes.py)
+                values["error_kind"] = "cancelled" if target is JobState.CANCELLED else None
         sql = update_sql(tuple(values), "id = :_id AND status = :_expect",
                           worker_id is not None, " RETURNING *")
         params = dict(values, _id=job_id, _expect=expect.value, _worker=worker_id)

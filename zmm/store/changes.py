@@ -26,7 +26,7 @@ WRITABLE = frozenset(
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
     cancel_requested_at seed width height steps params model_requested priority
     priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed
-    plain_outputs enhanced_prompt needs""".split()
+    plain_outputs enhanced_prompt needs error_kind""".split()
 )
 
 

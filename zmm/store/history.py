@@ -27,6 +27,7 @@ class HistoryFilter:
     since_iso: str | None = None
     search: str | None = None
     backend: str | None = None
+    error_kind: str | None = None
     limit: int = 20
     offset: int = 0
 
@@ -54,7 +55,8 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
     return [Job.from_row(row) for row in rows], total
 
 
-_FILTER_COLUMNS = frozenset({"request_type", "requester", "backend", "model", "created_at"})
+_FILTER_COLUMNS = frozenset({"request_type", "requester", "backend", "model", "created_at",
+                            "error_kind"})
 
 
 def _parts(flt: HistoryFilter, where: tuple[list[str], list[Any]]
@@ -118,6 +120,7 @@ def _history_where(flt: HistoryFilter, *, unindexed: frozenset[str] | set[str] =
                                 ("requester", flt.requester, "= ?"),
                                 ("backend", flt.backend, "= ?"),
                                 ("model", flt.model, "= ?"),
+                                ("error_kind", flt.error_kind, "= ?"),
                                 ("created_at", flt.since_iso, ">= ?")):
         if not value:
             continue

@@ -84,6 +84,7 @@ class Job:
     plain_outputs: str | None = None  # the images without text, beside `outputs` (schema 11)
     source_job_id: str | None = None  # the job `zmm compose` composed again
     enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
+    error_kind: str | None = None  # why it failed, a zmm.errors.ERROR_KINDS word (schema 13)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -154,6 +155,9 @@ class Job:
         data["plain_path"] = plains[0] if plains else None
         data["plain_outputs"] = plains
         data["needs"] = json.loads(self.needs) if self.needs else None
+        # memory in bytes, as everywhere in JSON (the column keeps GB, to 0.01)
+        gb = data.pop("vram_used_gb")
+        data["vram_used_bytes"] = None if gb is None else round(gb * 1024**3)
         data["pinned"] = bool(self.pinned)
         data["cloud_allowed"] = bool(self.cloud_allowed)
         if assets_root is not None:

@@ -65,8 +65,8 @@ class Timing:
     max: float
 
     def public(self) -> dict[str, Any]:
-        return {"count": self.count, "median": _round(self.median, 3),
-                "p95": _round(self.p95, 3), "max": _round(self.max, 3)}
+        return {"count": self.count, "median_s": _round(self.median, 3),
+                "p95_s": _round(self.p95, 3), "max_s": _round(self.max, 3)}
 
 
 @dataclass(frozen=True)

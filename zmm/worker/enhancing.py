@@ -81,7 +81,7 @@ class PromptStep:
     def _without(self, job: Job, params: dict[str, Any], model: str,
                  exc: EnhanceFailed) -> tuple[Job | None, Outcome | None]:
         if params.get("enhance") == "required":
-            return job, failed(f"{exc.message} (--enhance=required)")
+            return job, failed(f"{exc.message} (--enhance=required)", "enhance")
         params = dict(params, enhance_skipped=exc.cause)
         kept = self.store.update(
             job.id, worker_id=self.worker_id, params=compact(params),

@@ -206,7 +206,7 @@ def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, a
     """ComfyUI's history entry for a finished prompt -> the job's outcome."""
     if entry is None:
         return Outcome("requeue", "ComfyUI has no record of the prompt (restarted?); queued again",
-                       {}, consume_attempt=True)
+                       {}, consume_attempt=True, error_kind="unavailable")
     if entry.status_str == "success" and entry.completed:
         return _collect(inflight, entry, client, assets_root, clock, brands_dir)
     if inflight.interrupted or entry.interrupted:
@@ -220,17 +220,17 @@ def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, a
             return Outcome("failed", message, {"error_message": message})
         if reason == "silence":
             return Outcome("requeue", "no word from ComfyUI; interrupted and queued again", {},
-                           consume_attempt=True, backoff=True)
+                           consume_attempt=True, backoff=True, error_kind="timeout")
         return Outcome("requeue", "interrupted on the ComfyUI server; queued again", {},
-                       consume_attempt=True)
+                       consume_attempt=True, error_kind="unavailable")
     error = inflight.error or entry.error or {}
     if is_out_of_memory(error):
         return Outcome("requeue", "ComfyUI ran out of GPU memory; freed it and queued again",
-                       {"oom": True}, consume_attempt=True)
+                       {"oom": True}, consume_attempt=True, error_kind="oom")
     first_line = (error.get("exception_message") or "execution failed").strip().splitlines()
     message = (f"ComfyUI node {error.get('node_id', '?')} ({error.get('node_type', '?')}) raised "
                f"{error.get('exception_type', 'an error')}: {first_line[0] if first_line else ''}")
-    return Outcome("failed", message, {"error_message": message})
+    return Outcome("failed", message, {"error_message": message}, error_kind="execution")
 
 
 def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
@@ -241,7 +241,7 @@ def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient,
     except ComfyUnavailable as exc:
         return Outcome("requeue", f"ComfyUI went away while fetching outputs: {exc.reason}", {})
     except ZmmError as exc:  # an image that cannot be saved or read: fail with why
-        return Outcome("failed", exc.message, {"error_message": exc.message})
+        return Outcome("failed", exc.message, {"error_message": exc.message}, error_kind="output")
 
 
 def free_vram(client: ComfyClient) -> None:
@@ -258,7 +258,8 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
     outputs = [out for out in entry.outputs if out.type == "output"]
     if not outputs:
         return Outcome("failed", "the workflow finished without saving an image",
-                       {"error_message": "the workflow finished without saving an image"})
+                       {"error_message": "the workflow finished without saving an image"},
+                       error_kind="output")
     saved: list[assets.SavedFile] = []
     plains: list[assets.SavedFile] = []
     metadata = zmm_metadata(job)

@@ -379,10 +379,11 @@ class Worker:
                              zmm_metadata(job))
         except WorkflowRejected as exc:  # a missing model file: back to the queue
             self._record(job, self.capability.after_rejection(
-                job, exc, graph or self.builder.bind(job), self.builder) or failed(exc.message))
+                job, exc, graph or self.builder.bind(job), self.builder)
+                or failed(exc.message, "rejected"))
             return True
         except (InvalidInput, NotFound) as exc:
-            self._record(job, failed(exc.message))
+            self._record(job, failed(exc.message, "rejected"))
             return True
         except ComfyUnavailable as exc:
             self._record(job, requeue(f"ComfyUI unreachable: {exc.reason}", consume=False))
@@ -390,7 +391,7 @@ class Worker:
             return False
         except ComfyServerError as exc:
             self._record(job, requeue(f"ComfyUI failed to take it: {exc.message}",
-                                      consume=True, backoff=True))
+                                      consume=True, backoff=True, kind="unavailable"))
             return True
         now = self.monotonic()
         self._loaded_model = job.model_requested

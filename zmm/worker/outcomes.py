@@ -36,6 +36,8 @@ class OutcomeLadder:
         if self.fall_back(job, outcome):
             return None
         fields = {k: v for k, v in outcome.fields.items() if k != "oom"}
+        if outcome.kind == "failed":
+            fields["error_kind"] = failure_kind(outcome)
         finished = self.store.transition(job.id, JobState(outcome.kind), expect=JobState.RUNNING,
                                          worker_id=self.worker_id, message=outcome.message,
                                          phase_detail=None, **fields)
@@ -53,7 +55,8 @@ class OutcomeLadder:
             message = f"gave up after {attempts} attempts: {reason}"
             return self.record(job, Outcome(
                 "failed", message, {**fields, "error_message": message, "attempts": attempts},
-                fallback=lane.ATTEMPTS_EXHAUSTED if cloud_fallback else None))
+                fallback=lane.ATTEMPTS_EXHAUSTED if cloud_fallback else None,
+                error_kind=outcome.error_kind))
         delay = self.backoff_s * (2 ** max(attempts - 1, 0)) if outcome.backoff else 0.0
         not_before = iso(self.store.clock() + delay) if delay else None
         requeued = self.store.transition(
@@ -84,12 +87,21 @@ def scrubbed(outcome: Outcome) -> Outcome:
     return dataclasses.replace(outcome, message=scrub(outcome.message), fields=fields)
 
 
-def requeue(message: str, *, consume: bool, backoff: bool = False) -> Outcome:
-    return Outcome("requeue", message, {}, consume_attempt=consume, backoff=backoff)
+def failure_kind(outcome: Outcome) -> str:
+    """The `error_kind` a failed job is recorded with: the one its outcome names;
+    one that names none is a node's error (the ladder's only unnamed failure)."""
+    return outcome.error_kind or "execution"
 
 
-def failed(message: str, **fields: Any) -> Outcome:
-    return Outcome("failed", message, {"error_message": message, **fields})
+def requeue(message: str, *, consume: bool, backoff: bool = False,
+            kind: str | None = None) -> Outcome:
+    """Back to the queue; `kind`: the `error_kind` should the attempts run out."""
+    return Outcome("requeue", message, {}, consume_attempt=consume, backoff=backoff,
+                   error_kind=kind)
+
+
+def failed(message: str, kind: str, **fields: Any) -> Outcome:
+    return Outcome("failed", message, {"error_message": message, **fields}, error_kind=kind)
 
 
 def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job,
@@ -100,7 +112,8 @@ def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job
     params = job.param_values
     if params.get("oom_retried"):
         message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
-        return Outcome("failed", message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY)
+        return Outcome("failed", message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY,
+                       error_kind="oom")
     store.update(job.id, worker_id=worker_id,
                  params=compact(dict(params, oom_retried=True)))
     if gate.can_downgrade(job):

@@ -123,7 +123,7 @@ class Upkeep:
             return  # another worker was faster, or it moved on meanwhile
         if job.phase == "cloud":  # its request may have been answered, and charged
             adopted.outcomes.append((job, requeue("its worker died during a cloud request",
-                                                  consume=True)))
+                                                  consume=True, kind="cloud")))
         elif not job.comfy_prompt_id:
             adopted.outcomes.append((job, requeue("its worker stopped before submitting it",
                                                   consume=False)))
@@ -206,7 +206,7 @@ class Upkeep:
         if head.stop_reason == "silence":
             # Interrupted and still silent: ComfyUI is hung. Give the job back.
             result.outcomes.append((head, requeue("ComfyUI stopped answering", consume=True,
-                                                  backoff=True)))
+                                                  backoff=True, kind="timeout")))
             result.hung = True
             return
         head.last_event = now
@@ -223,7 +223,7 @@ class Upkeep:
             if job.stop_reason == "max-run" and ran >= limit + self.run_limit.grace_s:
                 result.outcomes.append((job, failed(
                     f"{over_time(job)}, which did not end it within "
-                    f"{self.run_limit.grace_s:g} s")))
+                    f"{self.run_limit.grace_s:g} s", "timeout")))
             elif job.stop_reason is None:
                 job.max_run_s = limit
                 self.observer.notice(f"{job.job.id} ran longer than {limit:g} s "
@@ -238,7 +238,7 @@ class Upkeep:
                 job.bad_answers += 1
                 if job.bad_answers >= BAD_ANSWERS:
                     result.outcomes.append((job, failed(
-                        f"{exc.message} ({job.bad_answers} times in a row)")))
+                        f"{exc.message} ({job.bad_answers} times in a row)", "unavailable")))
                     continue
                 self.observer.notice(f"ComfyUI error while checking {job.job.id}: {exc.message}")
                 return
@@ -247,7 +247,8 @@ class Upkeep:
                 result.finished.append(job)
             elif where == "lost":
                 result.outcomes.append((job, requeue(
-                    "ComfyUI lost the prompt (restarted?); queued again", consume=True)))
+                    "ComfyUI lost the prompt (restarted?); queued again", consume=True,
+                    kind="unavailable")))
 
 
 def _taken(result: Review) -> list[Inflight]:
@@ -258,5 +259,5 @@ def _taken_off(reason: str) -> Outcome:
     if reason == "cancel":
         return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
     if reason == "max-run":
-        return failed("ran longer than worker.max_run_s; taken off ComfyUI's queue")
+        return failed("ran longer than worker.max_run_s; taken off ComfyUI's queue", "timeout")
     return requeue(f"taken off ComfyUI's queue ({reason})", consume=False)

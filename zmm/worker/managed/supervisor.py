@@ -374,7 +374,8 @@ class CrashGuard:
         if running and count >= self.limit:
             self._crashes.pop(job_id, None)
             word = {2: "twice"}.get(count, f"{count} times")
-            return failed(f"ComfyUI crashed {word} while running this job (last: {reason})")
+            return failed(f"ComfyUI crashed {word} while running this job (last: {reason})",
+                          "crash")
         self._crashes[job_id] = count
         return requeue(f"{reason}: queued again", consume=False)
 
