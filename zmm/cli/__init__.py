@@ -30,6 +30,8 @@ COMMANDS = {
     "gpu": ("gpu", None),
     "config": ("config_cmd", None),
     "workflow": ("workflow", None),
+    "serve": ("serve", None),
+    "mcp": ("mcp", "mcp"),
 }
 
 

@@ -28,16 +28,7 @@ def show(
     with open_store(settings, read_only=True) as store:
         shown = view.read(store, settings, with_finished=show_all)
     if as_json:
-        emit_json({
-            "paused": shown.paused,
-            "workers": [{("worker_id" if key == "id" else key): value
-                         for key, value in worker.items()} for worker in shown.workers],
-            "running": [job.public(store.assets_root) for job in shown.running],
-            "queued": [dict(item.job.public(store.assets_root), position=item.position,
-                            eta_s=item.eta_s, waiting_reason=item.waiting_reason)
-                       for item in shown.queued],
-            "finished": [job.public(store.assets_root) for job in shown.finished],
-        })
+        emit_json(shown.public(store.assets_root))
         return
     if shown.paused:
         say("queue is paused: workers claim nothing until `zmm queue resume`")

@@ -8,7 +8,7 @@ cleanup in `retention` and the webhook outbox in `outbox` (their Store
 methods in `housekeeping`), the live workers in
 `workers`, the backends in `backends`, users' cancel/retry/priority in `steering`,
 what `zmm top` shows in `board`, the schema check in `schema`; a row is a `Job`
-(`job_row`).
+(`job_row`); the API tokens of `zmm serve` in `tokens`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from zmm.store.db import connect, connect_read_only, iso, transaction, translate
 from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
+from zmm.store.tokens import Tokens
 
 if TYPE_CHECKING:
     from zmm.store.board import Board
@@ -57,7 +58,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Store(Housekeeping):
+class Store(Housekeeping, Tokens):
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
                  clock: Callable[[], float] = time.time, assets_root: Path | None = None,
                  read_only: bool = False) -> None:

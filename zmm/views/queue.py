@@ -41,6 +41,19 @@ class QueueView:
         """How long ago `job` was created."""
         return max(0.0, self.at - parse_iso(job.created_at))
 
+    def public(self, assets_root: Any) -> dict[str, Any]:
+        """The JSON shape of `zmm queue --json` (and of the server's queue)."""
+        return {
+            "paused": self.paused,
+            "workers": [{("worker_id" if key == "id" else key): value
+                         for key, value in worker.items()} for worker in self.workers],
+            "running": [job.public(assets_root) for job in self.running],
+            "queued": [dict(item.job.public(assets_root), position=item.position,
+                            eta_s=item.eta_s, waiting_reason=item.waiting_reason)
+                       for item in self.queued],
+            "finished": [job.public(assets_root) for job in self.finished],
+        }
+
 
 def read(store: Any, settings: Any, *, with_finished: bool = False) -> QueueView:
     """One look at the spool `store` (a zmm.store.Store) as of its clock."""
