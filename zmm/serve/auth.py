@@ -1,8 +1,8 @@
 """Bearer tokens for `zmm serve`: creating one (shown once; the spool keeps its
 SHA-256 only), listing and revoking them, and the middleware that lets a
 request in only with a live token, in the Authorization header or, for the web
-page, in the cookie its login form sets. `GET /healthz` and the login form are
-open. A token may be limited to one requester and a priority ceiling.
+page, in the cookie its login form sets. `GET /healthz`, the login form and
+the server's signed file links are open. A token may be limited to one requester and a priority ceiling.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from zmm.serve.guard import error_response
 PREFIX = "zmm_"
 COOKIE = "zmm_token"
 OPEN_PATHS = ("/healthz", "/login")
+SIGNED_PREFIX = "/v1/files/"  # links signed by the server (zmm.serve.openai_api)
 TOUCH_EVERY_S = 60.0
 
 
@@ -90,7 +91,8 @@ class RequireToken:
         self.app, self.tokens = app, tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or \
+                scope["path"].startswith(SIGNED_PREFIX):
             await self.app(scope, receive, send)
             return
         import anyio.to_thread

@@ -135,6 +135,28 @@ class Service:
         principal.check_job(job)
         return store.retry([job.id])[0]
 
+    def again(self, job_id: str, principal: Principal = LOCAL) -> list[Job]:
+        """Queue a job's request again: its prompt, size, model, seed and style."""
+        job = self.get(job_id)
+        params = job.param_values
+        raw = {"prompt": params.get("user_prompt") or job.prompt,
+               "negative": job.negative_prompt, "style": job.style,
+               "model": job.model_requested if params.get("model_pinned") else None,
+               "size": f"{job.width}x{job.height}" if job.width and job.height else None,
+               "seed": job.seed, "steps": job.steps, "priority": job.priority,
+               "requester": job.requester}
+        if principal.requester is None and principal.max_priority is None:
+            return self.submit(raw, principal)
+        return self.submit(dict(raw, priority=None), principal)
+
+    def compose(self, job_id: str, raw: dict[str, Any], principal: Principal = LOCAL) -> Job:
+        """A new job: `job_id`'s image without its text, with other text (`zmm compose`)."""
+        from zmm import recompose
+
+        job = self.get(job_id)
+        principal.check_job(job)
+        return recompose.recompose(self.store(), self.settings, job.id, raw)
+
     # -- reads -------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:

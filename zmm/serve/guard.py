@@ -63,11 +63,8 @@ def from_exception(exc: BaseException) -> JSONResponse:
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, exc.kind, exc.param, exc.code)
     if isinstance(exc, errors.ZmmError):
-        for cls, status, kind in STATUS:
-            if isinstance(exc, cls):
-                break
-        else:
-            status, kind = 500, "server_error"
+        status, kind = next(((status, kind) for cls, status, kind in STATUS
+                             if isinstance(exc, cls)), (500, "server_error"))
         param = exc.field if isinstance(exc, errors.InvalidInput) else None
         return error_response(status, scrub(exc.message), kind, param)
     log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
