@@ -5,11 +5,11 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve-worker"|"stats"|"top"|"wait"|"workflow"|"workflow convert") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"mcp"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve"|"serve token"|"serve token create"|"serve token list"|"serve token revoke"|"serve-worker"|"stats"|"top"|"wait"|"workflow"|"workflow convert") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
-        "") words="backends cleanup compose config doctor generate gpu history models queue serve-worker stats top wait workflow --help --version" ;;
+        "") words="backends cleanup compose config doctor generate gpu history mcp models queue serve serve-worker stats top wait workflow --help --version" ;;
         "backends") words="drain resume --help --json" ;;
         "backends drain") words="--help --json" ;;
         "backends resume") words="--help --json" ;;
@@ -26,6 +26,7 @@ _zmm() {
         "history pin") words="--help --json" ;;
         "history show") words="--help --json" ;;
         "history unpin") words="--help --json" ;;
+        "mcp") words="--help" ;;
         "models") words="list load unload --help" ;;
         "models list") words="--help --json" ;;
         "models load") words="--help --json --keep-alive --timeout" ;;
@@ -36,6 +37,11 @@ _zmm() {
         "queue priority") words="--help --json" ;;
         "queue resume") words="--help --json" ;;
         "queue retry") words="--failed --help --json" ;;
+        "serve") words="token --help --host --port" ;;
+        "serve token") words="create list revoke --help" ;;
+        "serve token create") words="--help --json --max-priority --requester" ;;
+        "serve token list") words="--help --json" ;;
+        "serve token revoke") words="--help --json" ;;
         "serve-worker") words="--all --backend --comfyui --help --launch --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
         "top") words="--help --interval --once" ;;

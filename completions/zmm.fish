@@ -8,8 +8,10 @@ complete -c zmm -n '__fish_use_subcommand' -a doctor -d 'Spool integrity and sch
 complete -c zmm -n '__fish_use_subcommand' -a generate -d 'Queue image jobs and (unless --no-wait) follow them until...'
 complete -c zmm -n '__fish_use_subcommand' -a gpu -d 'GPU memory, load and the processes holding it.'
 complete -c zmm -n '__fish_use_subcommand' -a history -d 'Browse past and present jobs.'
+complete -c zmm -n '__fish_use_subcommand' -a mcp -d 'Serve zmms tools to an MCP host over stdio (docs/serve.md).'
 complete -c zmm -n '__fish_use_subcommand' -a models -d 'Image checkpoints (ComfyUI) and LLMs (Ollama).'
 complete -c zmm -n '__fish_use_subcommand' -a queue -d 'Show and steer the queue.'
+complete -c zmm -n '__fish_use_subcommand' -a serve -d 'Serve the spool over HTTP (docs/serve.md).'
 complete -c zmm -n '__fish_use_subcommand' -a serve-worker -d 'Run jobs from the spool on ComfyUI (one worker per...'
 complete -c zmm -n '__fish_use_subcommand' -a stats -d 'Jobs by status and backend, success rates, generation...'
 complete -c zmm -n '__fish_use_subcommand' -a top -d 'A live view: backends, running jobs, the queue head, the...'
@@ -117,6 +119,7 @@ complete -c zmm -n '__fish_seen_subcommand_from history and __fish_seen_subcomma
 complete -c zmm -n '__fish_seen_subcommand_from history and __fish_seen_subcommand_from show' -l json
 complete -c zmm -n '__fish_seen_subcommand_from history and __fish_seen_subcommand_from unpin' -l help
 complete -c zmm -n '__fish_seen_subcommand_from history and __fish_seen_subcommand_from unpin' -l json
+complete -c zmm -n '__fish_seen_subcommand_from mcp' -l help
 complete -c zmm -n '__fish_seen_subcommand_from models' -a list -d 'Checkpoints on ComfyUI and LLMs on Ollama, which are...'
 complete -c zmm -n '__fish_seen_subcommand_from models' -a load -d 'Load an Ollama model into memory (ComfyUI loads...'
 complete -c zmm -n '__fish_seen_subcommand_from models' -a unload -d 'Unload models and verify the effect (gone from /api/ps,...'
@@ -153,6 +156,22 @@ complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from retry' -l failed
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from retry' -l help
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from retry' -l json
+complete -c zmm -n '__fish_seen_subcommand_from serve' -a token -d 'Bearer tokens for `zmm serve`.'
+complete -c zmm -n '__fish_seen_subcommand_from serve' -l help
+complete -c zmm -n '__fish_seen_subcommand_from serve' -l host
+complete -c zmm -n '__fish_seen_subcommand_from serve' -l port
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token' -a create -d 'Make a token; it is printed once and only its SHA-256 is...'
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token' -a list -d 'The tokens (never their values): name, limits, created,...'
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token' -a revoke -d 'Refuse a token from now on.'
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token' -l help
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from create' -l help
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from create' -l json
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from create' -l max-priority
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from create' -l requester
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from list' -l help
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from list' -l json
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from revoke' -l help
+complete -c zmm -n '__fish_seen_subcommand_from serve and __fish_seen_subcommand_from token and __fish_seen_subcommand_from revoke' -l json
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l all
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l comfyui
