@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.conftest import LiveProcess, run_zmm, wait_until
+from tests.conftest import LiveProcess, closed_url, run_zmm, wait_until
 from tests.fakes.comfyui import FakeComfyUI
 
 pytest.importorskip("starlette")
@@ -30,6 +30,7 @@ def serve_env(home, comfy, monkeypatch):
     monkeypatch.setenv("ZMM_COMFYUI_URL", comfy.url)
     monkeypatch.setenv("ZMM_WORKER_POLL_S", "0.05")
     monkeypatch.setenv("ZMM_COMFYUI_RETRY_MAX_S", "0.5")
+    monkeypatch.setenv("ZMM_OLLAMA_URL", closed_url())  # never the default port
     return {"ZMM_HOME": str(home), "ZMM_COMFYUI_URL": comfy.url}
 
 
