@@ -254,3 +254,22 @@ def test_without_the_lock_it_leaves_running_jobs_to_their_lease(loop, comfy):
     stranger = loop()  # holds_lock=False: the owner may be alive on a shared spool
     stranger.worker.adopt_orphans()
     assert stranger.worker.inflight == [] and other.store.get(job_id).worker_id == other.worker.id
+
+
+def test_a_job_taken_over_meanwhile_is_dropped_with_a_notice_not_a_crash(loop, comfy):
+    """Its lease ran out and another worker adopted it: when ComfyUI then finishes
+    it here, this worker drops the result, says so and carries on."""
+    comfy.step_time = 0.02
+    w = loop()
+    (job_id,) = w.enqueue(steps="10")
+    w.drive(lambda: w.store.get(job_id).phase == "sampling")
+    heir = "elsewhere:1:beef"
+    assert w.store.adopt(job_id, heir, lease_s=60, owner=w.worker.id,
+                         reason="lease expired") is not None
+    w.drive(lambda: not w.worker.inflight)
+    job = w.store.get(job_id)
+    assert (job.status, job.worker_id) == ("running", heir)
+    assert any(job_id in text and "taken over" in text for text in w.observer.notices)
+    assert w.worker.counts.total == 0
+    (later,) = w.enqueue()
+    w.drive(lambda: w.status(later) == "succeeded")

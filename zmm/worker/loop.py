@@ -30,6 +30,7 @@ from zmm.config import Config, fleet
 from zmm.errors import (
     ComfyServerError,
     ComfyUnavailable,
+    Conflict,
     InvalidInput,
     NotFound,
     WorkflowRejected,
@@ -491,7 +492,14 @@ class Worker:
         return outcome
 
     def _record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> None:
-        """Every outcome, local or cloud, goes through here and the ladder."""
-        written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
+        """Every outcome, local or cloud, goes through here and the ladder. A job
+        another worker took over meanwhile (its lease ran out) is no longer ours:
+        its result is dropped, as the cloud lane drops one."""
+        try:
+            written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
+        except Conflict:
+            self.observer.notice(f"{job.id} was taken over meanwhile; its result is dropped")
+            self.observer.job_finished(self.store.get(job.id))
+            return
         if written is not None and written.finished:
             self.counts.add(written)
