@@ -10,10 +10,10 @@ import time
 import pytest
 
 from tests.clocks import FakeClock
+from tests.workers import make_worker
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.store import Store
-from zmm.worker.loop import Worker
 
 
 class Recorder:
@@ -53,7 +53,7 @@ class Loop:
         self.store = Store(settings.spool_path, clock=self.clock)
         self.observer = Recorder()
         self.deepest = 0  # the most zmm prompts ComfyUI held at once
-        self.worker = Worker(self.store, ComfyClient(comfy.url, timeout=5), settings,
+        self.worker = make_worker(self.store, ComfyClient(comfy.url, timeout=5), settings,
                              observer=self.observer, monotonic=self.clock,
                              sleep=self.clock.sleep, **kwargs)
 
