@@ -6,6 +6,7 @@ real `zmm` subprocesses in tests/integration."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +274,28 @@ def test_a_job_taken_over_meanwhile_is_dropped_with_a_notice_not_a_crash(loop, c
     assert w.worker.counts.total == 0
     (later,) = w.enqueue()
     w.drive(lambda: w.status(later) == "succeeded")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="the full disk fake needs /proc")
+def test_a_full_disk_keeps_jobs_running_and_claims_nothing_until_there_is_room(
+        loop, comfy, monkeypatch):
+    from tests.fakes.disk import FullDisk
+    from zmm.worker.loop import DISK_RETRY_S
+
+    w = loop()
+    first, second, third = w.enqueue(count=3)
+    disk = FullDisk(w.settings.assets_dir, monkeypatch)
+    w.drive(lambda: len(comfy.history_ids()) == 2)  # the running one and the one ahead
+    w.drive(lambda: disk.refused or w.status(first) != "running")
+    for _ in range(30):  # well under DISK_RETRY_S of fake time
+        w.worker.run_once()
+        w.clock.advance(w.worker.poll_s)
+    assert disk.refused and any("the disk is full" in text for text in w.observer.notices)
+    assert [w.status(i) for i in (first, second, third)] == ["running", "running", "queued"]
+    assert len(comfy.submissions) == 2  # nothing claimed while images cannot be saved
+    assert not list(w.settings.assets_dir.rglob("*.png"))
+    disk.free()
+    w.clock.advance(DISK_RETRY_S)
+    w.drive(lambda: all(w.status(i) == "succeeded" for i in (first, second, third)))
+    assert [job.attempts for job in w.store.get_many([first, second, third])] == [0, 0, 0]
+    assert len(comfy.submissions) == 3

@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from zmm.assets import DiskFull
 from zmm.backends.comfy_events import Event, EventStream
 from zmm.cloud import lane
 from zmm.errors import (
@@ -39,6 +40,9 @@ from zmm.worker.execution import Inflight
 from zmm.worker.managed.supervisor import ChildReport
 from zmm.worker.outcomes import after_out_of_memory, failed, requeue
 from zmm.worker.upkeep import Adopted
+
+# How long a worker whose disk is full waits before it tries to save again.
+DISK_RETRY_S = 10.0
 
 # How long a worker told to stop now gives ComfyUI to let go of its jobs
 # (interrupted, taken off its queue) before it leaves them to the next worker.
@@ -70,6 +74,7 @@ class Worker:
         self._retry_delay = 1.0
         self._next_upkeep = 0.0
         self._stop_deadline: float | None = None
+        self._disk_full_until: float | None = None  # images cannot be saved: wait till then
         self._left: list[str] = []  # left running at a stop (see leave_for_adoption)
 
     @property
@@ -296,7 +301,8 @@ class Worker:
         """Claim and submit until one job runs and one waits on ComfyUI (counting
         zmm prompts of others still there)."""
         while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if not self.scope.may_claim() or not self.capability.known:
+            if (not self.scope.may_claim() or not self.capability.known
+                    or self._disk_full_until is not None):
                 return  # known: the server has said which files it has (a drained backend's
                 # claim takes nothing: the claim's UPDATE checks the switch)
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
@@ -440,6 +446,9 @@ class Worker:
 
     def _complete(self, inflight: Inflight) -> None:
         """ComfyUI finished the prompt: read its history, judge it, record it."""
+        if self._disk_full_until is not None and self.monotonic() < self._disk_full_until:
+            inflight.attached = False
+            return  # still waiting for disk space
         self.status.sample_peaks([inflight])  # the model is still loaded: a short job gets one too
         try:
             entry = self.client.history(inflight.prompt_id)
@@ -451,8 +460,24 @@ class Worker:
             inflight.attached = False  # polled from /history until it answers
             self.observer.notice(f"ComfyUI error reading {inflight.job.id}'s history: {exc.message}")
             return
+        try:
+            outcome = self._judge(inflight, entry)
+        except DiskFull as exc:
+            self._wait_for_disk(inflight, exc)
+            return
+        self._disk_full_until = None
         self.inflight.remove(inflight)
-        self._record(inflight.job, self._judge(inflight, entry))
+        self._record(inflight.job, outcome)
+
+    def _wait_for_disk(self, inflight: Inflight, exc: DiskFull) -> None:
+        """The images cannot be saved for want of space: the job stays running, its
+        images in ComfyUI's history, read again every DISK_RETRY_S (a stop leaves
+        it to the next worker); nothing is claimed meanwhile."""
+        inflight.attached = False  # read from /history again, after the wait
+        self._disk_full_until = self.monotonic() + DISK_RETRY_S
+        self.status.failed(exc.message)
+        self.observer.notice(f"{exc.message}: {inflight.job.id} stays running, its images on "
+                             f"ComfyUI; trying again in {DISK_RETRY_S:g}s, claiming nothing")
 
     def _judge(self, inflight: Inflight, entry: Any) -> Outcome:
         outcome = execution.verdict(inflight, entry, self.client, self.settings.assets_dir,
