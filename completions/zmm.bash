@@ -36,7 +36,7 @@ _zmm() {
         "queue priority") words="--help --json" ;;
         "queue resume") words="--help --json" ;;
         "queue retry") words="--failed --help --json" ;;
-        "serve-worker") words="--all --backend --comfyui --help --launch --max-jobs --no-progress --once" ;;
+        "serve-worker") words="--all --backend --comfyui --help --launch --log-format --log-level --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
         "top") words="--help --interval --once" ;;
         "wait") words="--help --json --timeout" ;;
