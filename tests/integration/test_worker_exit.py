@@ -41,7 +41,7 @@ def test_a_worker_ending_on_an_error_leaves_its_job_to_the_next_worker(worker_en
         with pytest.raises(BrokenPipeError):
             worker.run()
         assert store.get(job_id).status == "running"
-        assert worker.id in {row["id"] for row in store.live_workers(since=0)}
+        assert worker.id in {row["id"] for row in store.live_workers(worker.lease_s)}
     result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "worker stopped: 1 succeeded, 0 other" in result.stderr
