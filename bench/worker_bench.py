@@ -32,7 +32,8 @@ from zmm import intake  # noqa: E402
 from zmm.backends.comfy import ComfyClient  # noqa: E402
 from zmm.config import load  # noqa: E402
 from zmm.store import Store  # noqa: E402
-from zmm.worker.loop import Worker  # noqa: E402
+from zmm.worker.assembly import build_worker  # noqa: E402
+from zmm.worker.scope import Scope  # noqa: E402
 
 
 def start_fake(step_time: float, output_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -102,7 +103,7 @@ def zmm_worker(url: str, jobs: int, home: Path) -> tuple[float, list[float], lis
     specs = intake.build({"prompt": "bench", "size": "64x64", "steps": "1", "count": jobs,
                           "quality": "draft", "seed": "1"}, settings)
     ids = [job.id for job in store.enqueue(specs)]
-    worker = Worker(store, ComfyClient(url), settings, once=True)
+    worker = build_worker(settings, store, ComfyClient(url), scope=Scope(once=True))
     start = time.perf_counter()
     worker.run()
     elapsed = time.perf_counter() - start

@@ -42,7 +42,7 @@ _zmm() {
         "serve token create") words="--help --json --max-priority --requester" ;;
         "serve token list") words="--help --json" ;;
         "serve token revoke") words="--help --json" ;;
-        "serve-worker") words="--all --backend --comfyui --help --launch --max-jobs --no-progress --once" ;;
+        "serve-worker") words="--all --backend --comfyui --help --launch --log-format --log-level --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
         "top") words="--help --interval --once" ;;
         "wait") words="--help --json --timeout" ;;

@@ -177,6 +177,8 @@ complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l backend
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l comfyui
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l help
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l launch
+complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l log-format
+complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l log-level
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l max-jobs
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l no-progress
 complete -c zmm -n '__fish_seen_subcommand_from serve-worker' -l once

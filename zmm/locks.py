@@ -7,6 +7,7 @@ holds the owner's pid and role, to name it in the "already running" message.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zmm.errors import WorkerAlreadyRunning
+from zmm.errors import SpoolUnusable, WorkerAlreadyRunning
 from zmm.fs import private_dirs
 
 
@@ -30,13 +31,23 @@ class FileLock:
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
-        private_dirs(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """True once held. A lock file that cannot be written (a full disk, a
+        read-only home) is SpoolUnusable (exit 7) with why, never a traceback."""
+        try:
+            private_dirs(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
         if not _lock(fd):
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(dict(self.info, pid=os.getpid())).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(dict(self.info, pid=os.getpid())).encode())
+        except OSError as exc:
+            _unlock(fd)
+            os.close(fd)
+            raise _unwritable(self.path, exc) from None
         self._fd = fd
         return True
 
@@ -70,6 +81,14 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _unwritable(path: Path, exc: OSError) -> SpoolUnusable:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    why = f"the disk is full ({exc.strerror})" if full else (exc.strerror or str(exc))
+    return SpoolUnusable(f"cannot write the lock file {path}: {why}",
+                         hint="free disk space (`zmm cleanup`)" if full else
+                         "check that $ZMM_HOME is writable")
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only

@@ -93,6 +93,7 @@ class FakeComfyUI(BackgroundServer):
         self._fail_executions: list[tuple[str, str, str]] = []
         self._hang = threading.Event()
         self.malice: comfy_malice.Malice | None = None  # malicious mode (comfy_malice.KINDS)
+        self._frozen = threading.Event()
         self._reset()
 
     def _reset(self) -> None:
@@ -111,7 +112,7 @@ class FakeComfyUI(BackgroundServer):
     # -- lifecycle -------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**3)
+        app = web.Application(client_max_size=1024**3, middlewares=[self._unless_frozen])
         for prefix in ("", "/api"):
             app.router.add_post(prefix + "/prompt", self.post_prompt)
             app.router.add_get(prefix + "/prompt", self.get_prompt)
@@ -179,6 +180,20 @@ class FakeComfyUI(BackgroundServer):
         self.malice = comfy_malice.Malice(kind, size) if kind else None
         self.hang(kind == "endless")
         return self.malice
+
+    def freeze(self, on: bool = True) -> None:
+        """Like a SIGSTOPped server: connections are accepted, nothing is answered,
+        no event is sent and the running prompt makes no progress until thawed."""
+        if on:
+            self._frozen.set()
+        else:
+            self._frozen.clear()
+
+    @web.middleware
+    async def _unless_frozen(self, request: web.Request, handler):
+        while self._frozen.is_set():
+            await asyncio.sleep(0.02)
+        return await handler(request)
 
     def forget_history(self) -> None:
         self.history.clear()
@@ -597,7 +612,7 @@ class FakeComfyUI(BackgroundServer):
 
     async def _check_interrupt(self, prompt_id: str, node_id: str, prompt: dict) -> None:
         step = 0
-        while self._hang.is_set() and not self._interrupt:
+        while self._frozen.is_set() or (self._hang.is_set() and not self._interrupt):
             await asyncio.sleep(0.01)
             if self.malice is not None and self.malice.kind == "endless":  # busy forever
                 step += 1

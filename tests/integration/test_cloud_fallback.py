@@ -14,6 +14,7 @@ from tests.conftest import closed_url
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.vram import GIB, VramLedger
+from tests.workers import make_worker
 from zmm import intake
 from zmm.backends import gpu
 from zmm.backends.comfy import ComfyClient
@@ -23,7 +24,6 @@ from zmm.config import load
 from zmm.store import Store
 from zmm.store.db import parse_iso
 from zmm.vram.gate import VramGate
-from zmm.worker.loop import Worker
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ class World:
         self.lane = CloudLane(settings, provider_list=providers.build(settings, environ=keys),
                               **timing)
         self.notices: list[str] = []
-        self.worker = Worker(self.store, ComfyClient(comfy_url, timeout=2), settings,
+        self.worker = make_worker(self.store, ComfyClient(comfy_url, timeout=2), settings,
                              cloud_lane=self.lane, gate=gate, **timing)
         self.worker.observer.notice = self.notices.append
 

@@ -15,6 +15,7 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vram import GIB, VramLedger
+from tests.workers import make_worker as build_test_worker
 from zmm import intake
 from zmm.assets import zmm_metadata
 from zmm.backends import gpu
@@ -23,7 +24,6 @@ from zmm.backends.ollama import OllamaClient
 from zmm.config import load
 from zmm.store import Store
 from zmm.vram.gate import SWAP_KEY, VramGate
-from zmm.worker.loop import Worker
 
 LLM = "llama3.1:13b"
 ANSWER = "a lighthouse at dusk, crashing waves, warm window light, watercolour texture"
@@ -50,7 +50,7 @@ def make_worker(home, comfy, ollama_url, *, gate_ollama=None, **overrides):
     if gate_ollama is not None:
         gate = VramGate(store, settings, ollama=OllamaClient(gate_ollama, timeout=5),
                         free_bytes=gpu.free_bytes, notice=lambda _text: None)
-    worker = Worker(store, ComfyClient(comfy.url, timeout=5), settings, gate=gate,
+    worker = build_test_worker(store, ComfyClient(comfy.url, timeout=5), settings, gate=gate,
                     vram_used=gpu.used_bytes)
     return worker, store, settings
 

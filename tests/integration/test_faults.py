@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import LiveProcess, run_zmm
+from tests.workers import make_worker as build_test_worker
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.config import load
@@ -35,7 +36,7 @@ def make_worker(home, comfy, **overrides) -> tuple[Worker, Store]:
     for key, value in overrides.items():
         settings.override(key.replace("__", "."), value)
     store = Store(settings.spool_path)
-    return Worker(store, ComfyClient(comfy.url, timeout=5), settings), store
+    return build_test_worker(store, ComfyClient(comfy.url, timeout=5), settings), store
 
 
 def drive(worker: Worker, until, timeout: float = 20.0) -> None:

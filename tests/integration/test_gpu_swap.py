@@ -13,6 +13,7 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import fake_nvml, persist
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vram import GIB, VramLedger
+from tests.workers import make_worker as build_test_worker
 from zmm import intake
 from zmm.backends import gpu
 from zmm.backends.comfy import ComfyClient
@@ -20,7 +21,6 @@ from zmm.backends.ollama import OllamaClient
 from zmm.config import load
 from zmm.store import Store
 from zmm.vram.gate import SWAP_KEY, VramGate
-from zmm.worker.loop import Worker
 
 HEAVY = "llama3.1:13b"
 
@@ -48,7 +48,7 @@ def worker_for(home, comfy, ollama, **overrides):
     notices: list[str] = []
     gate = VramGate(store, settings, ollama=OllamaClient(ollama.url, timeout=5),
                     free_bytes=gpu.free_bytes, notice=notices.append)
-    worker = Worker(store, ComfyClient(comfy.url, timeout=5), settings, gate=gate,
+    worker = build_test_worker(store, ComfyClient(comfy.url, timeout=5), settings, gate=gate,
                     vram_used=gpu.used_bytes)
     return worker, store, settings, notices
 

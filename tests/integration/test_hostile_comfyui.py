@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.test_faults import drive, enqueue
+from tests.workers import make_worker
 from zmm.backends.comfy import MIB, ComfyClient, Limits
 from zmm.backends.comfy_events import StreamClosed
 from zmm.config import load
@@ -23,7 +24,7 @@ def hostile_worker(home, comfy, **overrides) -> tuple[Worker, Store, ComfyClient
         settings.override(key.replace("__", "."), value)
     store = Store(settings.spool_path)
     client = ComfyClient(comfy.url, timeout=5, limits=SMALL)
-    return Worker(store, client, settings), store, client
+    return make_worker(store, client, settings), store, client
 
 
 def run_to_the_end(home, settings, comfy, **overrides):

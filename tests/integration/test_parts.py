@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.workers import make_worker
 from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.cli.generate import keep_inputs
@@ -67,7 +68,7 @@ def drive(worker: Worker, until, timeout: float = 20.0) -> None:
 
 def run_to_end(settings, comfy, job_id: str, worker: Worker | None = None):
     with Store(settings.spool_path) as store:
-        worker = worker or Worker(store, ComfyClient(comfy.url, timeout=5), settings)
+        worker = worker or make_worker(store, ComfyClient(comfy.url, timeout=5), settings)
         drive(worker, lambda: store.get(job_id).status in ("succeeded", "failed"))
         return store.get(job_id)
 
@@ -167,7 +168,7 @@ def test_the_upload_is_repeated_safely_by_a_restarted_worker(home, comfy, photo)
     (job_id,) = enqueue(settings, init_image=str(photo))
     comfy.fail_next_submits(1)  # uploaded, then POST /prompt fails: back to the queue
     with Store(settings.spool_path) as store:
-        first = Worker(store, ComfyClient(comfy.url, timeout=5), settings)
+        first = make_worker(store, ComfyClient(comfy.url, timeout=5), settings)
         drive(first, lambda: store.get(job_id).status == "queued" and comfy.uploads)
     job = run_to_end(settings, comfy, job_id)  # a new worker: uploads again
     assert job.status == "succeeded"
@@ -186,7 +187,7 @@ def test_an_upload_refused_fails_the_job_and_an_unreachable_server_keeps_it(home
     (waiting,) = enqueue(settings, init_image=str(photo), seed="6")
     comfy.fail_next_uploads(1, status=500)
     with Store(settings.spool_path) as store:
-        worker = Worker(store, ComfyClient(comfy.url, timeout=5), settings)
+        worker = make_worker(store, ComfyClient(comfy.url, timeout=5), settings)
         drive(worker, lambda: store.get(waiting).attempts == 1)  # a 5xx uses an attempt
         comfy.stop()
         for _ in range(3):
@@ -203,7 +204,7 @@ def test_two_pass_progress_names_the_pass(home, comfy):
     (job_id,) = enqueue(settings, upscale="2", upscale_denoise="0.4", steps="3")
     seen: list[str] = []
     with Store(settings.spool_path) as store:
-        worker = Worker(store, ComfyClient(comfy.url, timeout=5), settings)
+        worker = make_worker(store, ComfyClient(comfy.url, timeout=5), settings)
 
         def done() -> bool:
             job = store.get(job_id)
@@ -238,7 +239,7 @@ def test_cleanup_removes_an_init_image_only_with_its_last_job(home, comfy, photo
     settings = settings_for(home, comfy)
     first, second = enqueue(settings, init_image=str(photo), count="2")
     with Store(settings.spool_path) as store:
-        worker = Worker(store, ComfyClient(comfy.url, timeout=5), settings)
+        worker = make_worker(store, ComfyClient(comfy.url, timeout=5), settings)
         drive(worker, lambda: {store.get(i).status for i in (first, second)} == {"succeeded"})
     copy = settings.assets_dir / "inputs" / f"{assets_sha(settings)}.png"
     with Store(settings.spool_path) as store:

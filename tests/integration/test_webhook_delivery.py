@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import LiveProcess, run_zmm, wait_until
 from tests.fakes.webhook import FakeWebhook
+from tests.workers import make_worker
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.config import load
@@ -71,7 +72,7 @@ def rig(home, comfy):
     def build(**overrides):
         settings = configured(home, comfy, **overrides)
         store = Store(settings.spool_path)
-        worker = Worker(store, ComfyClient(comfy.url, timeout=5), settings)
+        worker = make_worker(store, ComfyClient(comfy.url, timeout=5), settings)
         sender = WebhookSender(settings, poll_s=0.05).start()
         opened.append((worker, store, sender))
         return worker, store, settings

@@ -183,3 +183,37 @@ def test_ctrl_c_stops_a_worker_waiting_for_comfyui_at_once(home):
     started = time.monotonic()
     assert worker.wait(timeout=10) == 0
     assert time.monotonic() - started < 2  # not the rest of a 4 s wait
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_worker_whose_comfyui_stopped_answering(worker_env, settings, comfy):
+    """A frozen server (as with SIGSTOP) holds no stop: the worker exits within
+    seconds, its job left running for the next worker, which finishes it."""
+    import time
+
+    comfy.step_time = 0.05
+    queued = run_zmm("generate", "frozen", "--no-wait", "--size", "64x64", "--steps", "60")
+    (job_id,) = queued.stdout.split()
+    worker = LiveProcess("serve-worker", "--no-progress")
+    try:
+        with spool(settings) as store:
+            wait_until(lambda: store.get(job_id).phase == "sampling", timeout=30)
+        comfy.freeze()
+        time.sleep(1.0)  # the worker's next calls now wait on a server that does not answer
+        worker.signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = worker.wait(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        comfy.freeze(False)
+    assert code == 0, worker.stderr
+    assert took < 10, f"exited {took:.1f}s after SIGTERM"
+    assert any("left running for the next worker" in line for line in worker.stderr)
+    with spool(settings) as store:
+        assert store.get(job_id).status == "running"
+    result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "worker stopped: 1 succeeded, 0 other" in result.stderr
+    with spool(settings) as store:
+        job = store.get(job_id)
+    assert (job.status, job.attempts) == ("succeeded", 0) and len(comfy.submissions) == 1

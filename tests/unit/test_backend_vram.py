@@ -13,6 +13,7 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import LedgerNvml, fake_nvml_gpus, gpus_state
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vram import GIB, VramLedger
+from tests.workers import make_worker
 from zmm import config, intake
 from zmm.backends import gpu
 from zmm.backends.comfy import ComfyClient
@@ -21,7 +22,6 @@ from zmm.config import fleet
 from zmm.store import Store
 from zmm.vram.gate import SWAP_KEY
 from zmm.worker import service
-from zmm.worker.loop import Worker
 
 HEAVY = "llama3.1:13b"
 
@@ -112,7 +112,7 @@ def test_the_gate_of_gpu1_unloads_gpu1s_ollama_only(home, two_gpus):
         vram = service.make_vram(settings, client)
         gate = service.make_gate(store, settings, lambda _text: None, vram)
         assert gate.free_bytes() == ledger1.free and gate.gpu_index == 1
-        worker = Worker(store, client, settings, gate=gate, vram=vram)
+        worker = make_worker(store, client, settings, gate=gate, vram=vram)
         raw = {"prompt": "diagram", "steps": "2", "size": "64x64", "quality": "high",
                "priority": "HIGH"}
         (job_id,) = [job.id for job in store.enqueue(intake.build(raw, settings))]

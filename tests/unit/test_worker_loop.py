@@ -6,14 +6,15 @@ real `zmm` subprocesses in tests/integration."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.clocks import FakeClock
+from tests.workers import make_worker
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.store import Store
-from zmm.worker.loop import Worker
 
 
 class Recorder:
@@ -53,7 +54,7 @@ class Loop:
         self.store = Store(settings.spool_path, clock=self.clock)
         self.observer = Recorder()
         self.deepest = 0  # the most zmm prompts ComfyUI held at once
-        self.worker = Worker(self.store, ComfyClient(comfy.url, timeout=5), settings,
+        self.worker = make_worker(self.store, ComfyClient(comfy.url, timeout=5), settings,
                              observer=self.observer, monotonic=self.clock,
                              sleep=self.clock.sleep, **kwargs)
 
@@ -254,3 +255,47 @@ def test_without_the_lock_it_leaves_running_jobs_to_their_lease(loop, comfy):
     stranger = loop()  # holds_lock=False: the owner may be alive on a shared spool
     stranger.worker.adopt_orphans()
     assert stranger.worker.inflight == [] and other.store.get(job_id).worker_id == other.worker.id
+
+
+def test_a_job_taken_over_meanwhile_is_dropped_with_a_notice_not_a_crash(loop, comfy):
+    """Its lease ran out and another worker adopted it: when ComfyUI then finishes
+    it here, this worker drops the result, says so and carries on."""
+    comfy.step_time = 0.02
+    w = loop()
+    (job_id,) = w.enqueue(steps="10")
+    w.drive(lambda: w.store.get(job_id).phase == "sampling")
+    heir = "elsewhere:1:beef"
+    assert w.store.adopt(job_id, heir, lease_s=60, owner=w.worker.id,
+                         reason="lease expired") is not None
+    w.drive(lambda: not w.worker.inflight)
+    job = w.store.get(job_id)
+    assert (job.status, job.worker_id) == ("running", heir)
+    assert any(job_id in text and "taken over" in text for text in w.observer.notices)
+    assert w.worker.counts.total == 0
+    (later,) = w.enqueue()
+    w.drive(lambda: w.status(later) == "succeeded")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="the full disk fake needs /proc")
+def test_a_full_disk_keeps_jobs_running_and_claims_nothing_until_there_is_room(
+        loop, comfy, monkeypatch):
+    from tests.fakes.disk import FullDisk
+    from zmm.worker.loop import DISK_RETRY_S
+
+    w = loop()
+    first, second, third = w.enqueue(count=3)
+    disk = FullDisk(w.settings.assets_dir, monkeypatch)
+    w.drive(lambda: len(comfy.history_ids()) == 2)  # the running one and the one ahead
+    w.drive(lambda: disk.refused or w.status(first) != "running")
+    for _ in range(30):  # well under DISK_RETRY_S of fake time
+        w.worker.run_once()
+        w.clock.advance(w.worker.poll_s)
+    assert disk.refused and any("the disk is full" in text for text in w.observer.notices)
+    assert [w.status(i) for i in (first, second, third)] == ["running", "running", "queued"]
+    assert len(comfy.submissions) == 2  # nothing claimed while images cannot be saved
+    assert not list(w.settings.assets_dir.rglob("*.png"))
+    disk.free()
+    w.clock.advance(DISK_RETRY_S)
+    w.drive(lambda: all(w.status(i) == "succeeded" for i in (first, second, third)))
+    assert [job.attempts for job in w.store.get_many([first, second, third])] == [0, 0, 0]
+    assert len(comfy.submissions) == 3

@@ -13,6 +13,7 @@ import pytest
 
 from tests.clocks import FakeClock
 from tests.fakes.comfyui import FakeComfyUI
+from tests.workers import make_worker
 from zmm import intake
 from zmm.backends.comfy import ComfyClient
 from zmm.config import fleet
@@ -58,7 +59,7 @@ class Fleet:
         for name, fake in fakes.items():
             view = fleet.settings_for(settings, fleet.backend(settings, name))
             self.notes[name] = Notes()
-            self.workers[name] = Worker(
+            self.workers[name] = make_worker(
                 Store(settings.spool_path, clock=self.clock), ComfyClient(fake.url, timeout=5),
                 view, observer=self.notes[name], monotonic=self.clock, sleep=self.clock.sleep)
 

@@ -9,6 +9,7 @@ re-encoding), so ComfyUI's own `prompt` chunk survives untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,11 @@ ZMM_KEY = "zmm"
 
 class AssetWriteError(JobFailed):
     """The image could not be saved (disk full, folder not writable)."""
+
+
+class DiskFull(AssetWriteError):
+    """The image could not be saved because the disk (or the quota) is full: a
+    worker waits for space rather than fail the job."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):  # the folder itself may be what is broken
             temporary.unlink()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"cannot save {path}: the disk is full ({exc.strerror})",
+                           hint="free disk space (`zmm cleanup`)") from None
         raise AssetWriteError(
             f"cannot save {path}: {exc.strerror or exc}",
             hint="free disk space or make the assets folder writable; the job can be retried",

@@ -3,6 +3,7 @@ configured backend (`--all`, one worker process each)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 import typer
@@ -33,6 +34,12 @@ def serve_worker(
                                          help="Managed mode: start ComfyUI with CMD unless one "
                                          "already answers, and stop it on exit (config "
                                          "comfyui.command; a backend's own `command`)."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", metavar="LEVEL",
+                                            help="Log lines instead of the display, from LEVEL "
+                                            "up: debug, info (default), warning, error."),
+    log_format: Optional[str] = typer.Option(None, "--log-format", metavar="FORMAT",
+                                             help="Log lines instead of the display: text or "
+                                             "json (one JSON object a line); docs/worker.md."),
 ) -> None:
     """Run jobs from the spool on ComfyUI (one worker per ComfyUI server).
 
@@ -45,6 +52,7 @@ def serve_worker(
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None,
                            comfyui__command=launch)
     _check_flags(settings, backend, every, comfyui, launch)
+    logging = _check_log_flags(log_level, log_format, every)
     if every:
         from zmm.worker.managed.serve_all import serve_all
 
@@ -53,7 +61,24 @@ def serve_worker(
     chosen = service.choose_backend(settings, backend)
     if comfyui and chosen.url != str(load_config().get("comfyui.url")).rstrip("/"):
         chosen = fleet.named_for_url(chosen)  # its own backend, not the `default` row
-    _serve_one(fleet.settings_for(settings, chosen), once, max_jobs, no_progress)
+    _serve_one(fleet.settings_for(settings, chosen), once, max_jobs, no_progress, logging)
+
+
+def _check_log_flags(level: str | None, fmt: str | None, every: bool) -> tuple[str, str] | None:
+    """(level, format) when the worker logs instead of showing its display."""
+    from zmm.errors import InvalidInput
+    from zmm.worker.logs import FORMATS, LEVELS
+
+    if level is None and fmt is None:
+        return None
+    if level is not None and level.lower() not in LEVELS:
+        raise InvalidInput("--log-level", f"one of {', '.join(LEVELS)}")
+    if fmt is not None and fmt.lower() not in FORMATS:
+        raise InvalidInput("--log-format", f"one of {', '.join(FORMATS)}")
+    if every:
+        raise InvalidInput("--log-format" if fmt else "--log-level",
+                           "serves one backend; not with --all")
+    return (level or "info").lower(), (fmt or "text").lower()
 
 
 def _check_flags(settings, backend: str | None, every: bool, comfyui: str | None,
@@ -70,13 +95,21 @@ def _check_flags(settings, backend: str | None, every: bool, comfyui: str | None
     fleet.backends(settings)  # a bad [[backends]] entry: exit 2 before anything starts
 
 
-def _serve_one(settings, once: bool, max_jobs: int | None, no_progress: bool) -> None:
+def _serve_one(settings, once: bool, max_jobs: int | None, no_progress: bool,
+               logging: tuple[str, str] | None) -> None:
     from zmm.cli import render
-    from zmm.worker import service
+    from zmm.worker import logs, service
 
-    view = render.WorkerView(live=False if no_progress else None)
+    stopped: Callable[[str], None]
+    if logging is None:
+        view: object = render.WorkerView(live=False if no_progress else None)
+        stopped = say
+    else:
+        level, fmt = logging
+        view = logs.LogObserver(logs.configure(level=level, fmt=fmt))
+        stopped = view.stopped
     counts = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
-    say(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")
+    stopped(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")
     if once and counts.other:
         from zmm.errors import JobFailed
 

@@ -240,6 +240,8 @@ def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient,
         return judge(inflight, entry, client, assets_root, clock, brands_dir)
     except ComfyUnavailable as exc:
         return Outcome("requeue", f"ComfyUI went away while fetching outputs: {exc.reason}", {})
+    except assets.DiskFull:
+        raise  # not the job's fault: the worker waits for space, the images stay on ComfyUI
     except ZmmError as exc:  # an image that cannot be saved or read: fail with why
         return Outcome("failed", exc.message, {"error_message": exc.message}, error_kind="output")
 

@@ -1,160 +1,122 @@
 """The worker loop: claims jobs from the spool, keeps one submitted ahead of the
 running one on ComfyUI, follows the websocket, and records every outcome.
 
-The Worker owns the in-flight jobs, the websocket, the stop mode, the clock and
-the counters; its collaborators are handed what they need and return outcomes:
-Upkeep (leases, adoption, the review of jobs on ComfyUI), CloudFallback (the
-cloud lane's side), Capability (the server's files: which jobs it may claim),
-the VRAM gate, SpoolWatch (waits that end when a job is queued), Scope (what to
-take on, when done) and the OutcomeLadder, through which every outcome goes
-(`_record`). `run_once()` is one iteration (tests drive it with
-injected clocks). Signal handlers only set `stop_mode`. Display is an injected
-observer: this module never imports rich.
+The Worker owns the in-flight jobs, the websocket and the counters; it is built
+by `assembly.build_worker` from one `WorkerContext` (spool, client, settings,
+observer, clock, stop switch) and its parts, which are handed what they need
+and return outcomes: Upkeep (leases, adoption, the review of jobs on ComfyUI),
+CloudFallback (the cloud lane's side), Capability (the server's files: which
+jobs it may claim), the VRAM gate, SpoolWatch (waits that end when a job is
+queued), Scope (what to take on, when done) and the OutcomeLadder, through
+which every outcome goes (`_record`). `run_once()` is one iteration (tests
+drive it with injected clocks). Signal handlers only set the stop switch.
+Display is an injected observer: this module never imports rich.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from zmm.backends.comfy import ComfyClient
+from zmm.assets import DiskFull
 from zmm.backends.comfy_events import Event, EventStream
 from zmm.cloud import lane
-from zmm.config import Config, fleet
 from zmm.errors import (
     ComfyServerError,
     ComfyUnavailable,
+    Conflict,
     InvalidInput,
     NotFound,
     WorkflowRejected,
 )
 from zmm.outcome import Outcome, zmm_metadata
-from zmm.store import Job, Store
+from zmm.store import Job
 from zmm.store.db import iso
 from zmm.worker import execution, progress
-from zmm.worker.alerts import DownAlarm
-from zmm.worker.capability import Capability
-from zmm.worker.cloud_fallback import CloudFallback
+from zmm.worker.assembly import WorkerContext, WorkerParts
 from zmm.worker.counts import JobCounts
-from zmm.worker.enhancing import PromptStep, wanted
+from zmm.worker.enhancing import wanted
 from zmm.worker.execution import Inflight
-from zmm.worker.managed.supervisor import ChildReport, CrashGuard
-from zmm.worker.observer import Observer, QuietObserver
-from zmm.worker.outcomes import OutcomeLadder, after_out_of_memory, failed, requeue
-from zmm.worker.scope import Scope
-from zmm.worker.status import BackendStatus
-from zmm.worker.upkeep import Adopted, RunLimit, Upkeep
-from zmm.worker.wake import SpoolWatch
+from zmm.worker.managed.supervisor import ChildReport
+from zmm.worker.outcomes import after_out_of_memory, failed, requeue
+from zmm.worker.upkeep import Adopted
 
+# How long a worker whose disk is full waits before it tries to save again.
+DISK_RETRY_S = 10.0
 
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-
+# How long a worker told to stop now gives ComfyUI to let go of its jobs
+# (interrupted, taken off its queue) before it leaves them to the next worker.
+STOP_GRACE_S = 5.0
 
 class Worker:
-    def __init__(self, store: Store, client: ComfyClient, settings: Config, *,
-                 observer: Observer | None = None, once: bool = False,
-                 max_jobs: int | None = None, only_ids: list[str] | None = None,
-                 until_finished: list[str] | None = None,
-                 gate: Any | None = None, vram_used: Callable[[], int | None] | None = None,
-                 cloud_lane: lane.CloudLane | None = None,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None,
-                 holds_lock: bool = False, supervisor: Any | None = None,
-                 make_enhancer: Callable[[Config], Any] | None = None,
-                 vram: Any | None = None) -> None:
-        self.store, self.client, self.settings = store, client, settings
-        self.observer = observer or QuietObserver()
-        self.scope = Scope(once=once, max_jobs=max_jobs, only_ids=only_ids,
-                           until_finished=until_finished)
-        self.only_ids = only_ids
-        self.holds_lock = holds_lock  # the worker lock of this URL: its other workers are dead
-        self._woken = threading.Event()  # a stop request cuts the current sleep short
-        self.monotonic, self.sleep = monotonic, sleep or self._sleep
-        self.watch = SpoolWatch(store, self._woken)  # ends idle waits when a job is queued
-        self.idle_wait = sleep or self.watch.wait
-        self.id = new_worker_id()
-        self.url = client.base_url
-        worker = settings.section("worker")
-        self.lease_s, self.poll_s, self.aging_s = worker["lease_s"], worker["poll_s"], worker["aging_s"]
-        self.group_window = worker["model_group_window"]
-        self.retry_max_s = settings.get("comfyui.retry_max_s")
-        self.gate = gate  # a gate.VramGate, or None to skip VRAM checks
-        self.builder = execution.GraphBuilder(client, settings.workflows_dir, settings.assets_dir)
-        self.backend = fleet.serving(settings)
-        self.capability = Capability(  # the server's files: which jobs this worker claims
-            store, client, name=self.backend.name, refresh_s=worker["files_refresh_s"],
-            notice=self.observer.notice, monotonic=monotonic)
-        self.cloud = CloudFallback(  # a lane of None: no cloud at all (jobs asking for it wait)
-            store, cloud_lane, worker_id=self.id, url=self.url, lease_s=self.lease_s,
-            poll_s=self.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
-            only_ids=only_ids, observer=self.observer, monotonic=monotonic,
-            waited_for=self.scope.waited_for)
-        self.upkeep = Upkeep(
-            store, client, self.builder, worker_id=self.id, url=self.url, lease_s=self.lease_s,
-            backend=self.backend.name,
-            silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=self.aging_s,
-            only_ids=only_ids, observer=self.observer, monotonic=monotonic,
-            run_limit=RunLimit.from_section(worker, settings.get("comfyui.silence_timeout_s")))
-        self.outcomes = OutcomeLadder(
-            store, self.id, max_attempts=worker["max_attempts"], backoff_s=worker["backoff_s"],
-            observer=self.observer, fall_back=lambda job, outcome: self.cloud.take_failure(
-                job, outcome, stopping=bool(self.stop_mode)))
-        self.prompts = PromptStep(store, settings, worker_id=self.id, lease_s=self.lease_s,
-                                  make_enhancer=make_enhancer)
-        self.supervisor = supervisor  # a supervisor.Supervisor in managed mode, else None
-        self.crashes = CrashGuard(settings.get("comfyui.crash_limit"))
-        self.status = BackendStatus(  # the backend's row (and the down alarm), the drain switch
-            store, self.backend, self.id, vram=vram, vram_used=vram_used, probe=client.ping,
-            monotonic=monotonic,
-            alarm=DownAlarm(
-                store, self.url, webhook_url=settings.get("alerts.webhook_url"),
-                after_s=settings.get("comfyui.alert_after_s"), notice=self.observer.notice,
-                monotonic=monotonic))
-        self.status.supervisor = supervisor
-        self.progress = progress.ProgressWriter(
-            store, self.id, interval_s=worker["progress_interval_s"], observer=self.observer,
-            monotonic=monotonic)
+    """Made by `assembly.build_worker`, from one context and its parts."""
+
+    def __init__(self, ctx: WorkerContext, parts: WorkerParts) -> None:
+        self.ctx, self.parts = ctx, parts
+        self.store, self.client, self.settings = ctx.store, ctx.client, ctx.settings
+        self.observer, self.id, self.url = ctx.observer, ctx.id, ctx.url
+        self.lease_s, self.poll_s, self.aging_s = ctx.lease_s, ctx.poll_s, ctx.aging_s
+        self.monotonic = ctx.clock.monotonic
+        self.sleep = ctx.clock.sleep or ctx.stop.sleep
+        self.idle_wait = ctx.clock.sleep or parts.watch.wait  # ends when a job is queued
+        self.scope, self.watch, self.builder = parts.scope, parts.watch, parts.builder
+        self.capability, self.cloud, self.upkeep = parts.capability, parts.cloud, parts.upkeep
+        self.outcomes, self.prompts, self.status = parts.outcomes, parts.prompts, parts.status
+        self.gate, self.supervisor = parts.gate, parts.supervisor
+        self.only_ids = parts.scope.only_ids
         self.inflight: list[Inflight] = []  # on ComfyUI: the running one first, then one ahead
         self.foreign: set[str] = set()  # other zmm prompts on ComfyUI's queue (a dead worker's)
         self.stream: EventStream | None = None
         self.client_id = ""
         self.counts = JobCounts()  # counts only: a long-running worker keeps no jobs
-        self.stop_mode: str | None = None  # None | "drain" | "now"
         self.done = False
         self._loaded_model: str | None = None  # the checkpoint of the last job submitted
         self._retry_delay = 1.0
         self._next_upkeep = 0.0
+        self._stop_deadline: float | None = None
+        self._disk_full_until: float | None = None  # images cannot be saved: wait till then
+        self._left: list[str] = []  # left running at a stop (see leave_for_adoption)
+
+    @property
+    def stop_mode(self) -> str | None:
+        """None, "drain" or "now": set by `request_stop`, from signal handlers."""
+        return self.ctx.stop.mode
 
     # -- the loop --------------------------------------------------------------
 
     def run(self) -> JobCounts:
-        self.store.register_worker(self.id, self.url, "starting", backend=self.backend.name)
+        """Until done. However it ends (an error too), a worker that still holds
+        jobs keeps its row, so the next worker of this server adopts them."""
+        self.store.register_worker(self.id, self.url, "starting", backend=self.ctx.backend.name)
         try:
             self.status.beat(None, force=True)
             self.adopt_orphans()
+            if self.scope.once:  # before deciding there is nothing to do
+                self._adopt(self.upkeep.adopt_expired(set(self.held()), offline=False))
             while not self.done:
                 self.run_once()
         finally:
             self._close_stream()
             self.prompts.close()
-            self.store.unregister_worker(self.id)
+            if not self.held():
+                self.store.unregister_worker(self.id)
             self.status.stopped(self._loaded_model)
         return self.counts
 
+    def held(self) -> list[str]:
+        """The jobs this worker holds: on ComfyUI, in the cloud lane, or left
+        running on a server that did not let go of them in time."""
+        return [i.job.id for i in self.inflight] + self.cloud.ids() + self._left
+
     def adopt_orphans(self) -> None:
         """At start-up: with the lock for this URL, its other workers' jobs are ours."""
-        if self.holds_lock:
+        if self.ctx.holds_lock:
             self._adopt(self.upkeep.adopt_orphans({i.job.id for i in self.inflight}))
             self.store.forget_other_workers(self.url, self.id)
 
     def run_once(self) -> None:
+        if self._past_stop_grace():
+            return
         self._supervise()
         self._cloud_step()
         self.scope.close_if_waited_for_done(self.store)
@@ -184,17 +146,31 @@ class Worker:
 
     def request_stop(self, mode: str) -> None:
         """Called from signal handlers: 'drain' finishes the running job, 'now' stops it."""
-        if mode == "now" or self.stop_mode == "drain":
-            self.stop_mode = "now"
-        else:
-            self.stop_mode = "drain"
-        self._woken.set()
+        self.ctx.stop.request(mode)
 
-    def _sleep(self, seconds: float) -> None:
-        # time.sleep would carry on after a signal handler returns (PEP 475): a
-        # worker waiting 30 s for ComfyUI must still stop at once on Ctrl-C.
-        self._woken.wait(seconds)
-        self._woken.clear()
+    def _past_stop_grace(self) -> bool:
+        """Stopping now and the server has not let go of the jobs on it within
+        STOP_GRACE_S: leave them running (their prompts with them) for the next
+        worker of this server to adopt, and stop."""
+        if self.stop_mode != "now" or not self.inflight:
+            return False
+        now = self.monotonic()
+        if self._stop_deadline is None:
+            self._stop_deadline = now + STOP_GRACE_S
+        if now < self._stop_deadline:
+            return False
+        self.leave_for_adoption()
+        return True
+
+    def leave_for_adoption(self) -> None:
+        """Stop now without waiting for ComfyUI: the jobs on it stay running."""
+        self._left = [inflight.job.id for inflight in self.inflight]
+        self.inflight = []
+        self.done = True
+        if self._left:
+            self.observer.notice(
+                f"ComfyUI did not let go of {' '.join(self._left)} within {STOP_GRACE_S:g}s "
+                "of the stop; left running for the next worker of this server to adopt")
 
     def _check_done(self) -> bool:
         """Nothing on ComfyUI: done if stopping or nothing is left (a drained --once:
@@ -278,7 +254,7 @@ class Worker:
             return
         self._heartbeat()
         self.sleep(delay)  # idle: waiting for ComfyUI to answer
-        self._retry_delay = min(self._retry_delay * 2, self.retry_max_s)
+        self._retry_delay = min(self._retry_delay * 2, self.ctx.retry_max_s)
 
     # -- managed mode: the ComfyUI child ------------------------------------------
 
@@ -306,7 +282,7 @@ class Worker:
         for index, inflight in enumerate(lost):
             running = index == 0 or inflight.executing
             self.store.add_event(inflight.job.id, f"comfyui-{report.kind}", report.message)
-            self._record(inflight.job, self.crashes.outcome(
+            self._record(inflight.job, self.parts.crashes.outcome(
                 inflight.job.id, report.message.partition(";")[0], running=running))
 
     def _lost_connection(self, exc: ComfyUnavailable) -> None:
@@ -325,12 +301,13 @@ class Worker:
         """Claim and submit until one job runs and one waits on ComfyUI (counting
         zmm prompts of others still there)."""
         while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if not self.scope.may_claim() or not self.capability.known:
+            if (not self.scope.may_claim() or not self.capability.known
+                    or self._disk_full_until is not None):
                 return  # known: the server has said which files it has (a drained backend's
                 # claim takes nothing: the claim's UPDATE checks the switch)
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
                                    only_ids=self.only_ids, prefer_model=self._loaded_model,
-                                   group_window=self.group_window, route=self.capability.route)
+                                   group_window=self.ctx.group_window, route=self.capability.route)
             if job is None:
                 return
             if wanted(job):
@@ -409,7 +386,7 @@ class Worker:
         if progress.apply_event(inflight, event, self.monotonic()):
             self._complete(inflight)
         else:
-            self.progress.flush(inflight)
+            self.parts.progress.flush(inflight)
 
     # -- upkeep: leases, adoption, the review of jobs on ComfyUI -------------------
 
@@ -425,7 +402,7 @@ class Worker:
             except ComfyUnavailable as exc:
                 self._lost_connection(exc)
         for inflight in list(self.inflight):
-            self.progress.flush(inflight, force=True)
+            self.parts.progress.flush(inflight, force=True)
         self.status.sample_peaks(self.inflight)
         if self.gate is not None:
             self.gate.maybe_restore(bool(self.inflight) or self._image_work_queued())
@@ -461,12 +438,18 @@ class Worker:
     def _cloud_step(self) -> None:
         self.cloud.between_events(
             connected=self.stream is not None, stop_mode=self.stop_mode, scope=self.scope,
-            record=lambda job, outcome: self._record(job, outcome, cloud_fallback=False))
+            record=self._record_cloud)
+
+    def _record_cloud(self, job: Job, outcome: Outcome) -> None:
+        self._record(job, outcome, cloud_fallback=False)
 
     # -- outcomes ------------------------------------------------------------------
 
     def _complete(self, inflight: Inflight) -> None:
         """ComfyUI finished the prompt: read its history, judge it, record it."""
+        if self._disk_full_until is not None and self.monotonic() < self._disk_full_until:
+            inflight.attached = False
+            return  # still waiting for disk space
         self.status.sample_peaks([inflight])  # the model is still loaded: a short job gets one too
         try:
             entry = self.client.history(inflight.prompt_id)
@@ -478,8 +461,24 @@ class Worker:
             inflight.attached = False  # polled from /history until it answers
             self.observer.notice(f"ComfyUI error reading {inflight.job.id}'s history: {exc.message}")
             return
+        try:
+            outcome = self._judge(inflight, entry)
+        except DiskFull as exc:
+            self._wait_for_disk(inflight, exc)
+            return
+        self._disk_full_until = None
         self.inflight.remove(inflight)
-        self._record(inflight.job, self._judge(inflight, entry))
+        self._record(inflight.job, outcome)
+
+    def _wait_for_disk(self, inflight: Inflight, exc: DiskFull) -> None:
+        """The images cannot be saved for want of space: the job stays running, its
+        images in ComfyUI's history, read again every DISK_RETRY_S (a stop leaves
+        it to the next worker); nothing is claimed meanwhile."""
+        inflight.attached = False  # read from /history again, after the wait
+        self._disk_full_until = self.monotonic() + DISK_RETRY_S
+        self.status.failed(exc.message)
+        self.observer.notice(f"{exc.message}: {inflight.job.id} stays running, its images on "
+                             f"ComfyUI; trying again in {DISK_RETRY_S:g}s, claiming nothing")
 
     def _judge(self, inflight: Inflight, entry: Any) -> Outcome:
         outcome = execution.verdict(inflight, entry, self.client, self.settings.assets_dir,
@@ -492,7 +491,14 @@ class Worker:
         return outcome
 
     def _record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> None:
-        """Every outcome, local or cloud, goes through here and the ladder."""
-        written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
+        """Every outcome, local or cloud, goes through here and the ladder. A job
+        another worker took over meanwhile (its lease ran out) is no longer ours:
+        its result is dropped, as the cloud lane drops one."""
+        try:
+            written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
+        except Conflict:
+            self.observer.notice(f"{job.id} was taken over meanwhile; its result is dropped")
+            self.observer.job_finished(self.store.get(job.id))
+            return
         if written is not None and written.finished:
             self.counts.add(written)

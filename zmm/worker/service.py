@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from zmm.backends.vram_source import VramSource
     from zmm.cloud.lane import CloudLane
     from zmm.vram.gate import VramGate
+    from zmm.worker.loop import Worker
 
 
 def choose_backend(settings: Config, name: str | None) -> fleet.Backend:
@@ -156,21 +158,58 @@ def worker_parts(settings: Config, notice: Callable[[str], None]
 
 def serve(settings: Config, *, once: bool, max_jobs: int | None, observer: Any) -> JobCounts:
     """A worker for the backend of `settings` (fleet.settings_for) until it stops."""
-    from zmm.worker.loop import Worker
+    from zmm.worker.assembly import Equipment, build_worker
+    from zmm.worker.scope import Scope
 
     lock = worker_lock(settings, "serve-worker")
     lock.acquire_or_raise(f"the worker lock for ComfyUI at {settings.get('comfyui.url')}")
     with lock, worker_parts(settings, observer.notice) as (store, client, lane), \
             managed_comfy(settings, store, observer.notice) as (stopped_early, supervisor):
         vram = make_vram(settings, client)
-        worker = Worker(store, client, settings, observer=observer, once=once,
-                        max_jobs=max_jobs, gate=make_gate(store, settings, observer.notice, vram),
-                        vram=vram, cloud_lane=lane, holds_lock=True, supervisor=supervisor)
+        worker = build_worker(
+            settings, store, client, scope=Scope(once=once, max_jobs=max_jobs),
+            observer=observer, holds_lock=True, equipment=Equipment(
+                gate=make_gate(store, settings, observer.notice, vram), vram=vram,
+                cloud_lane=lane, supervisor=supervisor))
         if stopped_early.is_set():  # a signal came as ComfyUI finished starting
             worker.request_stop("now")
         observer.attach(store, settings)
         with stop_on_signals(worker.request_stop), observer:
-            return worker.run()
+            return run_bounded(worker)
+
+
+def run_bounded(worker: Worker, grace_s: float | None = None) -> JobCounts:
+    """`worker.run()` on a thread of its own, so that a stop signal ends it within
+    the grace (STOP_GRACE_S, plus a second) whatever its server does: a call to a
+    ComfyUI that does not answer cannot hold the process. What it then still
+    holds stays running, its row kept, for the next worker of the server."""
+    from zmm.worker.loop import STOP_GRACE_S
+
+    grace_s = STOP_GRACE_S + 1.0 if grace_s is None else grace_s
+    ended: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            ended["counts"] = worker.run()
+        except BaseException as exc:  # re-raised on the calling thread
+            ended["error"] = exc
+
+    thread = threading.Thread(target=run, name="zmm-worker", daemon=True)
+    thread.start()
+    deadline: float | None = None
+    while thread.is_alive():
+        thread.join(0.1)
+        if deadline is None and worker.stop_mode == "now":
+            deadline = time.monotonic() + grace_s
+        if deadline is not None and time.monotonic() >= deadline and thread.is_alive():
+            held = " ".join(worker.held())
+            worker.observer.notice(
+                "ComfyUI does not answer; stopping without it" +
+                (f": {held} left running for the next worker of this server" if held else ""))
+            return worker.counts
+    if "error" in ended:
+        raise ended["error"]
+    return ended["counts"]
 
 
 @contextmanager
@@ -265,16 +304,18 @@ class InlineRunner:
                         "this one takes over when it stops")
 
     def _run(self) -> None:
-        from zmm.worker.loop import Worker
+        from zmm.worker.assembly import Equipment, build_worker
+        from zmm.worker.scope import Scope
 
         quiet = lambda _text: None  # noqa: E731 - the waiter shows its own lines
         try:
             with worker_parts(self.settings, quiet) as (store, client, lane):
                 vram = make_vram(self.settings, client)
-                self._worker = Worker(store, client, self.settings, until_finished=self.job_ids,
-                                      observer=self._observer,
-                                      gate=make_gate(store, self.settings, quiet, vram),
-                                      vram=vram, cloud_lane=lane, holds_lock=True)
+                self._worker = build_worker(
+                    self.settings, store, client, scope=Scope(until_finished=self.job_ids),
+                    observer=self._observer, holds_lock=True, equipment=Equipment(
+                        gate=make_gate(store, self.settings, quiet, vram), vram=vram,
+                        cloud_lane=lane))
                 if self._stopping:  # stop() came before the worker existed
                     self._worker.request_stop("now")
                 self._worker.run()

@@ -33,13 +33,14 @@ class BackendStatus:
                  vram: VramSource | None = None,
                  vram_used: Callable[[], int | None] | None = None,
                  probe: Callable[[], Any] | None = None, every_s: float = STATUS_EVERY_S,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 supervisor: Any | None = None) -> None:
         self.store, self.backend, self.worker_id = store, backend, worker_id
         self.alarm, self.vram = alarm, vram
         self.vram_used = vram_used or (vram.used_bytes if vram is not None else lambda: None)
         self.probe = probe  # asks the server (client.ping) when idle: a dead idle server shows
         self.every_s, self.monotonic = every_s, monotonic
-        self.supervisor: Any | None = None  # the Supervisor in managed mode: restarts, starting
+        self.supervisor = supervisor  # the Supervisor in managed mode: restarts, starting
         self._reachable: bool | None = None  # None: not asked yet
         self._error: str | None = None  # not yet written
         self._written: str | None = None  # the state last written
