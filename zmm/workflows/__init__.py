@@ -125,7 +125,9 @@ def _read(path: Path, node_defs: NodeDefs | None = None) -> dict[str, Any]:
 
     if ui_format.is_ui_format(graph):
         if not graph["nodes"]:  # nothing to convert: no server needs asking
-            raise InvalidInput("workflow", f"{path} is a UI-format workflow without nodes")
+            raise InvalidInput("workflow", f"{path} is a UI-format workflow without nodes; a "
+                               "workflow is a JSON object of nodes (API format) or a UI file "
+                               "with some")
         graph = ui_format.to_api(graph, (node_defs or server_node_defs)())
     validate_api_graph(graph, source=str(path))
     return graph
