@@ -66,6 +66,8 @@ class Input:
         word = {"INT": "an integer", "FLOAT": "a number", "BOOLEAN": "true or false"}.get(
             self.type, "text")
         if self.minimum is not None and self.maximum is not None:
+            if self.type == "INT":
+                return f"{word} from {int(self.minimum)} to {int(self.maximum)}"
             return f"{word} from {self.minimum:g} to {self.maximum:g}"
         return word
 
