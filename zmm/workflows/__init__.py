@@ -135,7 +135,9 @@ def from_data(data: Any, source: str, node_defs: NodeDefs | None = None
     ui = None
     if ui_format.is_ui_format(data):
         if not data["nodes"]:  # nothing to convert: no server needs asking
-            raise InvalidInput("workflow", f"{source} is a UI-format workflow without nodes")
+            raise InvalidInput("workflow", f"{source} is a UI-format workflow without nodes; a "
+                               "workflow is a JSON object of nodes (API format) or a UI file "
+                               "with some")
         ui, data = data, ui_format.to_api(data, (node_defs or server_node_defs)())
     validate_api_graph(data, source=source)
     return data, ui
