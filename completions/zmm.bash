@@ -5,7 +5,7 @@ _zmm() {
         word="${COMP_WORDS[i]}"
         [[ "$word" == -* ]] && continue
         case "${cmdpath:+$cmdpath }$word" in
-            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"mcp"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve"|"serve token"|"serve token create"|"serve token list"|"serve token revoke"|"serve-worker"|"stats"|"top"|"wait"|"workflow"|"workflow convert") cmdpath="${cmdpath:+$cmdpath }$word" ;;
+            "backends"|"backends drain"|"backends resume"|"cleanup"|"compose"|"config"|"config path"|"config show"|"doctor"|"generate"|"gpu"|"gpu status"|"history"|"history pin"|"history show"|"history unpin"|"mcp"|"models"|"models list"|"models load"|"models unload"|"queue"|"queue cancel"|"queue pause"|"queue priority"|"queue resume"|"queue retry"|"serve"|"serve token"|"serve token create"|"serve token list"|"serve token revoke"|"serve-worker"|"stats"|"top"|"wait"|"workflow"|"workflow check"|"workflow convert"|"workflow inputs") cmdpath="${cmdpath:+$cmdpath }$word" ;;
         esac
     done
     case "$cmdpath" in
@@ -19,7 +19,7 @@ _zmm() {
         "config path") words="--help --json" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
-        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --on --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
+        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --on --param --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
         "history") words="pin show unpin --backend --error-kind --help --json --limit --model --offset --requester --search --since --status --type" ;;
@@ -46,8 +46,10 @@ _zmm() {
         "stats") words="--help --json --since" ;;
         "top") words="--help --interval --once" ;;
         "wait") words="--help --json --timeout" ;;
-        "workflow") words="convert --help" ;;
+        "workflow") words="check convert inputs --help" ;;
+        "workflow check") words="--help" ;;
         "workflow convert") words="--help --json --object-info" ;;
+        "workflow inputs") words="--help --json --object-info" ;;
     esac
     COMPREPLY=( $(compgen -W "$words" -- "$cur") )
 }

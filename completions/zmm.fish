@@ -16,7 +16,7 @@ complete -c zmm -n '__fish_use_subcommand' -a serve-worker -d 'Run jobs from the
 complete -c zmm -n '__fish_use_subcommand' -a stats -d 'Jobs by status and backend, success rates, generation...'
 complete -c zmm -n '__fish_use_subcommand' -a top -d 'A live view: backends, running jobs, the queue head, the...'
 complete -c zmm -n '__fish_use_subcommand' -a wait -d 'Wait until jobs finish; exit 0 only if every one succeeded.'
-complete -c zmm -n '__fish_use_subcommand' -a workflow -d 'Workflow files: convert the UI format to the API format...'
+complete -c zmm -n '__fish_use_subcommand' -a workflow -d 'Workflow files: convert, list named inputs, check against...'
 complete -c zmm -n '__fish_use_subcommand' -l help
 complete -c zmm -n '__fish_use_subcommand' -l version
 complete -c zmm -n '__fish_seen_subcommand_from backends' -a drain -d 'Finish what runs on the backend and claim no more there...'
@@ -76,6 +76,7 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-enhance
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-inline
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-wait
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l on
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l param
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l print-workflow
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l priority
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l quality
@@ -191,8 +192,14 @@ complete -c zmm -n '__fish_seen_subcommand_from top' -l once
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l help
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l json
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l timeout
+complete -c zmm -n '__fish_seen_subcommand_from workflow' -a check -d 'Check the workflow against each backends node classes,...'
 complete -c zmm -n '__fish_seen_subcommand_from workflow' -a convert -d 'Print the API graph of a workflow file on stdout (the UI...'
+complete -c zmm -n '__fish_seen_subcommand_from workflow' -a inputs -d 'List the workflows named inputs: what --param NAME=VALUE...'
 complete -c zmm -n '__fish_seen_subcommand_from workflow' -l help
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from check' -l help
 complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from convert' -l help
 complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from convert' -l json
 complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from convert' -l object-info
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from inputs' -l help
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from inputs' -l json
+complete -c zmm -n '__fish_seen_subcommand_from workflow and __fish_seen_subcommand_from inputs' -l object-info

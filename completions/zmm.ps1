@@ -10,7 +10,7 @@ $zmmWords = @{
     'config path' = @('--help', '--json')
     'config show' = @('--help', '--json')
     'doctor' = @('--help', '--json')
-    'generate' = @('--allow-cloud', '--aspect', '--backend', '--brand', '--cfg', '--count', '--denoise', '--enhance', '--family', '--footer', '--from', '--from-image', '--help', '--init-image', '--json', '--lora', '--model', '--negative', '--no-enhance', '--no-inline', '--no-wait', '--on', '--print-workflow', '--priority', '--quality', '--requester', '--seed', '--set', '--size', '--steps', '--style', '--subtitle', '--timeout', '--title', '--upscale', '--upscale-denoise', '--webhook', '--workflow', '-n', '-p', '-q')
+    'generate' = @('--allow-cloud', '--aspect', '--backend', '--brand', '--cfg', '--count', '--denoise', '--enhance', '--family', '--footer', '--from', '--from-image', '--help', '--init-image', '--json', '--lora', '--model', '--negative', '--no-enhance', '--no-inline', '--no-wait', '--on', '--param', '--print-workflow', '--priority', '--quality', '--requester', '--seed', '--set', '--size', '--steps', '--style', '--subtitle', '--timeout', '--title', '--upscale', '--upscale-denoise', '--webhook', '--workflow', '-n', '-p', '-q')
     'gpu' = @('status', '--help')
     'gpu status' = @('--help', '--interval', '--json', '--watch')
     'history' = @('pin', 'show', 'unpin', '--backend', '--error-kind', '--help', '--json', '--limit', '--model', '--offset', '--requester', '--search', '--since', '--status', '--type')
@@ -37,8 +37,10 @@ $zmmWords = @{
     'stats' = @('--help', '--json', '--since')
     'top' = @('--help', '--interval', '--once')
     'wait' = @('--help', '--json', '--timeout')
-    'workflow' = @('convert', '--help')
+    'workflow' = @('check', 'convert', 'inputs', '--help')
+    'workflow check' = @('--help')
     'workflow convert' = @('--help', '--json', '--object-info')
+    'workflow inputs' = @('--help', '--json', '--object-info')
 }
 Register-ArgumentCompleter -Native -CommandName zmm -ScriptBlock {
     param($wordToComplete, $commandAst, $cursorPosition)

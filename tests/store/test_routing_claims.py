@@ -40,8 +40,11 @@ def test_needs_are_the_bound_graphs_model_files(spool, settings, tmp_path):
              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0]}}}
     path = tmp_path / "own.json"
     path.write_text(json.dumps(graph))
-    custom = spool.get(enqueue(spool, settings, workflow=str(path), size=None))
-    assert json.loads(custom.needs) == ["checkpoints/own.ckpt", "loras/x.safetensors"]
+    # A workflow without a sampler has no place for a prompt: none is given.
+    custom = spool.get(enqueue(spool, settings, workflow=str(path), size=None, prompt=None))
+    assert json.loads(custom.needs) == ["checkpoints/own.ckpt", "loras/x.safetensors",
+                                        "nodes/CheckpointLoaderSimple", "nodes/LoraLoader",
+                                        "nodes/SaveImage"]  # and its node classes
 
 
 def test_a_job_is_claimed_only_where_every_needed_file_is(spool, settings):

@@ -178,7 +178,7 @@ def test_comfyuis_400_for_a_missing_file_requeues_too(two):
     assert two.store.get(job_id).comfy_url == gpu1.url
 
 
-def test_an_unknown_node_type_still_fails_the_job(two, tmp_path):
+def test_a_node_class_no_server_has_keeps_the_job_queued(two, tmp_path):
     graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SDXL}},
              "2": {"class_type": "NoSuchNode", "inputs": {"model": ["1", 0]}},
              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
@@ -186,8 +186,10 @@ def test_an_unknown_node_type_still_fails_the_job(two, tmp_path):
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(graph))
     (job_id,) = two.enqueue(workflow=str(path), size=None)
-    two.drive(lambda: two.status(job_id) == "failed", names=["gpu0"])
-    assert "NoSuchNode" in two.store.get(job_id).error_message
+    assert "nodes/NoSuchNode" in json.loads(two.store.get(job_id).needs or "[]")
+    for name in ("gpu0", "gpu1"):
+        two.workers[name]._fill()  # its server's node classes are its route: no claim
+    assert two.status(job_id) == "queued" and two.workers["gpu0"].inflight == []
 
 
 def test_a_worker_that_does_not_know_its_files_claims_nothing(two):

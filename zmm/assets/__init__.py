@@ -3,7 +3,8 @@ metadata chunk, and path safety (nothing is read or written outside the
 assets root, whatever a template, a server or a spool row says).
 
 The zmm chunk is inserted into ComfyUI's PNG bytes as they are (no
-re-encoding), so ComfyUI's own `prompt` chunk survives untouched.
+re-encoding), so ComfyUI's own `prompt` and `workflow` chunks survive untouched
+and the image opens its workflow in ComfyUI's page.
 """
 
 from __future__ import annotations
@@ -162,14 +163,7 @@ def read_text_chunks(data: bytes) -> dict[str, str]:
 
 def zmm_metadata(path: Path) -> dict[str, Any]:
     """The zmm chunk of an image zmm saved (for `generate --from-image`)."""
-    from zmm.assets.inputs import MAX_BYTES
-
-    data = read_user_file(path, "from-image", MAX_BYTES)
-    try:
-        chunks = jpeg_comments(data) if data.startswith(JPEG_SIGNATURE) else read_text_chunks(data)
-    except (JobFailed, zlib.error, UnicodeDecodeError, IndexError, struct.error):
-        # IndexError, struct.error: a chunk cut short (a truncated or forged file)
-        raise InvalidInput("from-image", f"{path} is not a PNG or JPEG image") from None
+    chunks = image_chunks(path)
     if ZMM_KEY not in chunks:
         raise InvalidInput("from-image", f"{path} has no zmm metadata (was it made by zmm?)")
     try:
@@ -179,6 +173,20 @@ def zmm_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise InvalidInput("from-image", f"{path} has a damaged zmm chunk")
     return meta
+
+
+def image_chunks(path: Path) -> dict[str, str]:
+    """Every text chunk of a PNG (or zmm's comments of a JPEG): zmm's, and
+    ComfyUI's own `prompt` (the API graph) and `workflow` (the UI file)."""
+    from zmm.assets.inputs import MAX_BYTES
+
+    data = read_user_file(path, "from-image", MAX_BYTES)
+    try:
+        chunks = jpeg_comments(data) if data.startswith(JPEG_SIGNATURE) else read_text_chunks(data)
+    except (JobFailed, zlib.error, UnicodeDecodeError, IndexError, struct.error):
+        # IndexError, struct.error: a chunk cut short (a truncated or forged file)
+        raise InvalidInput("from-image", f"{path} is not a PNG or JPEG image") from None
+    return chunks
 
 
 def jpeg_comments(data: bytes) -> dict[str, str]:

@@ -66,6 +66,8 @@ def generate(
     workflow: Optional[str] = typer.Option(None, "--workflow",
                                            help="A template name or a ComfyUI 'Save (API)' JSON file."),
     sets: list[str] = typer.Option([], "--set", help="NODE.INPUT=VALUE for the workflow (repeatable)."),
+    params: list[str] = typer.Option([], "--param", help="NAME=VALUE for a named input of the "
+                                     "workflow (repeatable; zmm workflow inputs FILE lists them)."),
     priority: Optional[str] = typer.Option(None, "--priority", "-p",
                                            help="CRITICAL | HIGH | MEDIUM | LOW"),
     requester: Optional[str] = typer.Option(None, "--requester",
@@ -125,37 +127,41 @@ def generate(
     from zmm import intake
     from zmm.config import fleet
     from zmm.intake import server_files
+    from zmm.views import routing
 
     settings = load_config()
     fleet.backends(settings)  # a bad [[backends]] entry is exit 2 before anything is queued
     flags = {"prompt": prompt, "negative": negative, "quality": quality, "style": style,
              "aspect": aspect, "size": size, "seed": seed, "steps": steps, "cfg": cfg,
-             "model": model, "family": family, "workflow": workflow, "set": sets, "priority": priority,
-             "requester": requester, "webhook": webhook, "count": count, "backend": backend,
-             "on": on,
+             "model": model, "family": family, "workflow": workflow, "set": sets, "param": params,
+             "priority": priority, "requester": requester, "webhook": webhook, "count": count,
+             "backend": backend, "on": on,
              "allow_cloud": allow_cloud or None, "lora": lora,
              "init_image": str(init_image) if init_image is not None else None,
              "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
               "enhance": _enhance_flag(enhance, no_enhance),
               "title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
     _refuse_empty(flags, timeout)
+    recorded = recorded_node_defs(settings)
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
         specs = intake.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
-                                  settings)
+                                  settings, node_defs=recorded)
     elif from_image is not None:
         if prompt is not None:
             raise InvalidInput("from-image", "give a PROMPT or --from-image FILE, not both")
         specs = intake.from_image(from_image, {k: v for k, v in flags.items() if k != "prompt"},
-                                  settings)
+                                  settings, node_defs=recorded)
     else:
-        specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
+        specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings,
+                             node_defs=recorded)
     if print_workflow:
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
     with open_store(settings) as store:
-        server_files.check_server_files(specs, settings, store.backends())
+        server_files.check_server_files(specs, settings, routing.with_nodes(
+            store.backends(), store.backend_nodes()) if _custom(specs) else store.backends())
         keep_inputs(specs, settings.assets_dir)
         jobs = store.enqueue(specs)
         partial(jobs=[job.public(settings.assets_dir) for job in jobs])
@@ -182,6 +188,28 @@ def _refuse_empty(flags: dict, timeout: float | None) -> None:
 def check_timeout(timeout: float | None) -> None:
     if timeout is not None and not (0 < timeout <= MAX_TIMEOUT_S):
         raise InvalidInput("timeout", f"seconds, greater than 0 and at most {MAX_TIMEOUT_S:.0f}")
+
+
+def _custom(specs) -> bool:
+    return any(spec.graph is not None for spec in specs)
+
+
+def recorded_node_defs(settings):
+    """A reader of the node definitions the spool records, merged over the
+    backends (read once, when a workflow needs them; None when none are)."""
+    cache: list = []
+
+    def read():
+        if not cache:
+            with open_store(settings) as store:
+                per_backend = store.backend_nodes(defs=True)
+            merged: dict = {}
+            for defs in per_backend.values():
+                merged.update(defs)
+            cache.append(merged or None)
+        return cache[0]
+
+    return read
 
 
 def _enhance_flag(enhance: str | None, no_enhance: bool) -> str | None:

@@ -18,7 +18,8 @@ from zmm import compose, families, jobs
 from zmm.config import Config
 from zmm.errors import InvalidInput, NotFound
 from zmm.fs import MB, read_user_text
-from zmm.intake import part_fields
+from zmm.intake import part_fields, workflow_fields
+from zmm.intake.workflow_fields import RecordedDefs
 
 # `--from`: what no batch needs (--count caps one request at jobs.MAX_COUNT).
 MAX_BATCH_LINES = 10_000
@@ -26,28 +27,37 @@ MAX_BATCH_BYTES = 16 * MB
 
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
-          "model", "family", "workflow", "set", "priority", "requester", "webhook", "count", "backend",
-          "allow_cloud", "enhance", "on", *part_fields.FIELDS, *compose.FIELDS)
+          "model", "family", "workflow", "set", "param", "params", "priority", "requester",
+          "webhook", "count", "backend", "allow_cloud", "enhance", "on", *part_fields.FIELDS, *compose.FIELDS)
 
 
-def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
-    """One request (possibly `count` > 1) into its job specs."""
+def build(raw: dict[str, Any], config: Config, *, node_defs: RecordedDefs | None = None,
+          template: Any = None) -> list[jobs.JobSpec]:
+    """One request (possibly `count` > 1) into its job specs. `node_defs`: the
+    node definitions the spool records (None when none are), asked only when a
+    workflow needs them; `template`: a workflow already read (a ComfyUI PNG's)."""
     unknown = set(raw) - set(FIELDS)
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "unknown field; allowed: " + ", ".join(FIELDS))
     count = jobs.parse_int("count", raw.get("count") or 1, 1, jobs.MAX_COUNT)
-    spec = _resolve(raw, config)
+    raw = workflow_fields.merge_params(raw)
+    spec = _resolve(raw, config, node_defs or (lambda: None), template)
     spec.needs = needed_files(spec, config)  # the same for every seed of the request
     specs = [spec]
     for offset in range(1, count):
         clone = jobs.JobSpec(**{**spec.__dict__, "seed": (spec.seed + offset) % (jobs.MAX_SEED + 1)})
+        workflow_fields.reseed(clone)
         specs.append(clone)
     return specs
 
 
-def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
+def _resolve(raw: dict[str, Any], config: Config, node_defs: RecordedDefs,
+             template: Any) -> jobs.JobSpec:
     defaults = config.section("generate")
-    user_prompt = jobs.parse_text("prompt", raw.get("prompt"), max_len=10000)
+    # A workflow with named inputs may keep its own prompt.
+    custom = template is not None or bool(raw.get("workflow"))
+    user_prompt = jobs.parse_text("prompt", raw.get("prompt"), max_len=10000,
+                                  required=not custom)
     negative_raw = raw.get("negative")
     negative = jobs.parse_text("negative", defaults["negative"] if negative_raw is None else negative_raw,
                                max_len=10000, required=False)
@@ -79,9 +89,9 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
         webhook_url=_webhook(raw.get("webhook"), config), user_prompt=user_prompt,
         model_pinned=raw.get("model") not in (None, ""), extra=resolved.params(),
     )
-    sets = _as_list(raw.get("set"))
-    if raw.get("workflow") or sets:
-        _attach_custom_graph(spec, raw.get("workflow"), sets, config)
+    sets, params = _as_list(raw.get("set")), _as_list(raw.get("param"))
+    if raw.get("workflow") or sets or params or template is not None:
+        _attach_custom_graph(spec, raw, sets, params, config, node_defs, template)
     spec.enhance = _enhance_mode(raw.get("enhance"), spec, config)
     has_parts = part_fields.attach(spec, raw, config)
     composition = compose.from_request(raw, config.brands_dir)
@@ -110,8 +120,9 @@ def _enhance_mode(requested: Any, spec: jobs.JobSpec, config: Config) -> str:
 
 def _binds_prompt(graph: dict[str, Any]) -> bool:
     from zmm import workflows
+    from zmm.workflows import inputs
 
-    return "prompt" in workflows.placeholders(graph)
+    return "prompt" in workflows.placeholders(graph) or "prompt" in inputs.standard(graph)
 
 
 def needed_files(spec: jobs.JobSpec, config: Config) -> list[str]:
@@ -123,7 +134,7 @@ def needed_files(spec: jobs.JobSpec, config: Config) -> list[str]:
     params = json.loads(compact(spec.stored_params()))  # as the worker reads them back
     graph = workflows.bind_job(params, spec.workflow, "mmg-00000000-000000-00000000",
                                config.workflows_dir)
-    return workflows.needed_files(graph)
+    return workflows.needed_files(graph, nodes=spec.graph is not None)
 
 
 def _on(value: Any, config: Config, backend: str) -> str | None:
@@ -226,20 +237,15 @@ def _size(size: str | None, aspect: str | None, family: families.Family,
     return table[chosen]
 
 
-def _attach_custom_graph(spec: jobs.JobSpec, workflow: str | None, sets: list[str],
-                         config: Config) -> None:
+def _attach_custom_graph(spec: jobs.JobSpec, raw: dict[str, Any], sets: list[str],
+                         params: list[str], config: Config, node_defs: RecordedDefs,
+                         template: Any) -> None:
     from zmm import workflows
 
-    template = workflows.load(workflow or spec.workflow, config.workflows_dir)
-    graph = workflows.apply_sets(template.graph, sets)
-    workflows.validate_api_graph(graph)
-    spec.graph = graph
-    spec.workflow = template.name
-    if "checkpoint" not in workflows.placeholders(graph):
-        # The graph names its own checkpoint, or loads none (a model-free workflow).
-        spec.checkpoint = workflows.graph_model(graph)
-        spec.model_key = families.model_family(spec.checkpoint) if spec.checkpoint else "custom"
-        spec.extra = {"family": spec.model_key}
+    if template is None:
+        template = workflows.load(raw.get("workflow") or spec.workflow, config.workflows_dir,
+                                  lambda: node_defs() or workflows.server_node_defs())
+    workflow_fields.attach(spec, raw, template, sets, params, node_defs())
 
 
 def _as_list(value: Any) -> list[str]:
@@ -254,7 +260,8 @@ def random_seed() -> int:
     return int.from_bytes(os.urandom(4), "big")
 
 
-def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+def read_batch(path: Path, flags: dict[str, Any], config: Config,
+               node_defs: RecordedDefs | None = None) -> list[jobs.JobSpec]:
     """`--from FILE`: JSON Lines or CSV, one request per line; flags are defaults.
     Every line is validated before any job is returned: all or nothing."""
     text = read_user_text(path, "from", MAX_BATCH_BYTES)
@@ -269,7 +276,7 @@ def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
         merged = {key: value for key, value in flags.items() if value not in (None, [], "")}
         merged.update({key: value for key, value in row.items() if value not in (None, "")})
         try:
-            specs.extend(build(merged, config))
+            specs.extend(build(merged, config, node_defs=node_defs))
         except InvalidInput as exc:
             raise InvalidInput(f"line {line_number}: {exc.field}", exc.allowed) from None
         except NotFound as exc:
@@ -338,11 +345,18 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+def from_image(path: Path, flags: dict[str, Any], config: Config,
+               node_defs: RecordedDefs | None = None) -> list[jobs.JobSpec]:
     """`--from-image`: the request recorded in a zmm PNG, with the same seed and
-    size; flags given on the command line win."""
-    from zmm.assets import zmm_metadata
+    size; flags given on the command line win. A PNG ComfyUI made (no zmm
+    chunk) queues its workflow, the options and `--param` landed on it."""
+    from zmm.assets import ZMM_KEY, image_chunks, zmm_metadata
 
+    chunks = image_chunks(path)
+    if ZMM_KEY not in chunks and "prompt" in chunks:
+        template = workflow_fields.comfy_image(path, chunks)
+        given = {key: value for key, value in flags.items() if value not in (None, [], "")}
+        return build({**given, "workflow": None}, config, node_defs=node_defs, template=template)
     meta = zmm_metadata(path)
     raw: dict[str, Any] = {
         "prompt": meta.get("prompt"), "negative": meta.get("negative"),

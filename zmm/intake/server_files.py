@@ -73,7 +73,7 @@ def _files_of(candidates: list[fleet.Backend], needs: list[str],
     (asked only when reached, for the folders of `needs`); None: unknown."""
     for item in candidates:
         files = lists.get(item.name)
-        if files is None and needs:
+        if files is None and any(not need.startswith("nodes/") for need in needs):
             files = servers.files(item, {need.partition("/")[0] for need in needs})
         yield item, files
 
@@ -92,7 +92,12 @@ def _refusal(spec: jobs.JobSpec, have: Mapping[str, frozenset[str]]) -> NotFound
     def files_there(name: str) -> str:
         return listing([file_name(item) for item in have[name] if item.startswith(folder + "/")])
 
-    where = "; ".join(f"{name} has: {files_there(name)}" for name in have)
+    def lacks(name: str) -> str:
+        return ", ".join(file_name(need) for need in spec.needs
+                         if need.startswith("nodes/") and need not in have[name])
+
+    where = "; ".join(f"{name} lacks: {lacks(name)}" if folder == "nodes"
+                      else f"{name} has: {files_there(name)}" for name in have)
     if spec.on_backend is not None:
         message = f"{word} {file_name(first)!r} is not on backend {spec.on_backend} (the job is " \
                   f"pinned there with --on); {where}"
@@ -101,6 +106,9 @@ def _refusal(spec: jobs.JobSpec, have: Mapping[str, frozenset[str]]) -> NotFound
     else:
         message = ("no backend has all of " + ", ".join(file_name(n) for n in spec.needs)
                    + f"; {word} {file_name(first)!r} is missing where the others are; {where}")
+    if folder == "nodes":
+        return NotFound(message, hint="install the custom node that provides it on a "
+                        "backend's server (ComfyUI/custom_nodes/)")
     return NotFound(message, hint=f"put the file in ComfyUI/models/{folder}/ on a backend's "
                     "server, or pick a model a backend has (`zmm models`)")
 

@@ -338,9 +338,17 @@ class Store(Housekeeping, Tokens):
         with translate_errors(self.path), transaction(self.conn) as conn:
             backends.report(conn, item, iso(self.clock()))
 
-    def record_backend_files(self, name: str, url: str, files: list[str]) -> None:
+    def record_backend_files(self, name: str, url: str, files: list[str],
+                             node_defs: dict[str, Any] | None = None) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:
             backends.record_files(conn, name, url, files, iso(self.clock()))
+            if node_defs is not None:
+                backends.record_node_defs(conn, name, node_defs, iso(self.clock()))
+
+    def backend_nodes(self, *, defs: bool = False) -> dict[str, Any]:
+        """Backend name -> its server's node classes (`defs`: definitions)."""
+        with translate_errors(self.path):
+            return (backends.node_defs if defs else backends.node_classes)(self.conn)
 
     def set_draining(self, name: str, url: str, draining: bool) -> None:
         with translate_errors(self.path), transaction(self.conn) as conn:

@@ -1,13 +1,16 @@
 """The `backends` table: what each ComfyUI backend is doing (state, GPU memory,
 loaded model, last error), the model files its server has, and the operator's
-drain switch. Workers write their backend's row; `zmm backends`, `zmm top`,
-`zmm queue` and the claim read it, with the jobs counted per backend name
-(`job_counts`). The name is a backend's key; its URL is an attribute. Store
-runs these inside its transactions.
+drain switch; and (table `backend_nodes`) each server's node definitions.
+Workers write their backend's row; `zmm backends`, `zmm top`, `zmm queue`
+and the claim read it, with the jobs counted per backend name (`job_counts`).
+The name is a backend's key; its URL is an attribute. Store runs these inside
+its transactions.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -109,3 +112,33 @@ def job_counts(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, int]
             "GROUP BY backends.name", {"since": since}):
         counts(name).update(succeeded=succeeded or 0, failed=failed or 0)
     return found
+
+
+def record_node_defs(conn: sqlite3.Connection, name: str, defs: dict[str, Any],
+                     stamp: str) -> bool:
+    """A server's node definitions (/object_info), stored once per backend as
+    gzip'd JSON; written only when they changed. True when written."""
+    text = json.dumps(defs, separators=(",", ":"), sort_keys=True).encode()
+    digest = hashlib.sha256(text).hexdigest()
+    row = conn.execute("SELECT sha256 FROM backend_nodes WHERE name = ?", [name]).fetchone()
+    if row is not None and row[0] == digest:
+        conn.execute("UPDATE backend_nodes SET read_at = ? WHERE name = ?", [stamp, name])
+        return False
+    conn.execute(
+        "INSERT INTO backend_nodes (name, sha256, classes, defs, read_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256, classes = excluded.classes, "
+        "defs = excluded.defs, read_at = excluded.read_at",
+        [name, digest, json.dumps(sorted(defs)), gzip.compress(text, 6), stamp])
+    return True
+
+
+def node_classes(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    """Backend name -> the node classes its server has (as last recorded)."""
+    return {name: frozenset(json.loads(classes))
+            for name, classes in conn.execute("SELECT name, classes FROM backend_nodes")}
+
+
+def node_defs(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Backend name -> its server's node definitions (as last recorded)."""
+    return {name: json.loads(gzip.decompress(blob))
+            for name, blob in conn.execute("SELECT name, defs FROM backend_nodes ORDER BY name")}

@@ -48,7 +48,18 @@ def live_backends(rows: Iterable[Mapping[str, Any]], workers: Iterable[Mapping[s
 
 def read_live(store: Any, lease_s: float) -> dict[str, LiveBackend]:
     """`live_backends` of the spool `store` (a zmm.store.Store) now."""
-    return live_backends(store.backends(), store.live_workers(lease_s), store.clock(), lease_s)
+    return live_backends(with_nodes(store.backends(), store.backend_nodes()),
+                         store.live_workers(lease_s), store.clock(), lease_s)
+
+
+def with_nodes(rows: Iterable[Mapping[str, Any]],
+               classes: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
+    """The backend rows with each server's node classes among its files, as the
+    'nodes/CLASS' entries a custom workflow's needs name (a row whose files were
+    never read stays unknown)."""
+    return [{**row, "files": [*row["files"], *(f"nodes/{name}" for name in
+                                               classes.get(row["name"], ()))]}
+            if row.get("files") is not None else dict(row) for row in rows]
 
 
 def needs_of(raw: str | None) -> list[str] | None:
@@ -57,7 +68,8 @@ def needs_of(raw: str | None) -> list[str] | None:
 
 
 def file_name(need: str) -> str:
-    """'checkpoints/flux1-dev.safetensors' -> 'flux1-dev.safetensors'."""
+    """'checkpoints/flux1-dev.safetensors' -> 'flux1-dev.safetensors' (and
+    'nodes/CLASS' -> 'CLASS')."""
     return need.partition("/")[2] or need
 
 

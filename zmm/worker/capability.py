@@ -2,7 +2,10 @@
 `GET /models/<folder>` when the worker connects, every `worker.files_refresh_s`
 and after a missing-file failure, recorded in the spool (the backends table)
 and handed to the claim as a Route, so the worker only takes jobs whose every
-needed file its server has. Also tells a missing-file rejection (zmm's own
+needed file its server has. The server's node definitions (`/object_info`)
+are read and recorded at the same times: a job's needs name its graph's node
+classes too ('nodes/CLASS'), so the claim also skips jobs whose nodes the
+server lacks. Also tells a missing-file rejection (zmm's own
 pre-check, or ComfyUI's 400 value_not_in_list on a file input) from the
 others: that job goes back to the queue for a backend that has the file.
 """
@@ -50,9 +53,14 @@ class Capability:
         except ComfyServerError as exc:
             self.notice(f"could not list ComfyUI's model files: {exc.message}")
             return
+        try:
+            defs: dict[str, Any] | None = self.client.object_info()
+        except ComfyServerError as exc:
+            self.notice(f"could not read ComfyUI's node definitions: {exc.message}")
+            defs = None
         self.files = files
-        self.route = Route.of(self.name, files)
-        self.store.record_backend_files(self.name, self.client.base_url, files)
+        self.route = Route.of(self.name, files + node_needs(defs or {}))
+        self.store.record_backend_files(self.name, self.client.base_url, files, defs)
 
     def maybe_refresh(self) -> None:
         """The timer: refresh once `worker.files_refresh_s` has passed."""
@@ -97,6 +105,11 @@ class Capability:
         self.notice(f"{job.id}: {message}")
         return Outcome("requeue", message, {"needs": compact(workflows.needed_files(graph))},
                        consume_attempt=False)
+
+
+def node_needs(defs: dict[str, Any]) -> list[str]:
+    """A server's node classes as the 'nodes/CLASS' entries of a route."""
+    return [f"{workflows.NODE_NEEDS}/{name}" for name in defs]
 
 
 def missing_file(exc: WorkflowRejected, graph: dict[str, Any]) -> tuple[str, str] | None:

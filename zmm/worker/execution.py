@@ -154,10 +154,15 @@ class GraphBuilder:
 
 
 def submit(client: ComfyClient, graph: dict[str, Any], prompt_id: str, client_id: str,
-           metadata: dict[str, Any], *, front: bool = False) -> None:
+           metadata: dict[str, Any], *, front: bool = False,
+           ui_workflow: dict[str, Any] | None = None) -> None:
     """POST /prompt once. After an ambiguous failure (5xx, dropped connection)
-    look for the prompt in /queue and /history before saying it was not queued."""
-    extra = {"extra_pnginfo": {"zmm": metadata}}
+    look for the prompt in /queue and /history before saying it was not queued.
+    `ui_workflow`: the UI file a job came from, which ComfyUI's save nodes write
+    into the PNG's `workflow` chunk (its page opens it from the image)."""
+    extra: dict[str, Any] = {"extra_pnginfo": {"zmm": metadata}}
+    if ui_workflow is not None:
+        extra["extra_pnginfo"]["workflow"] = ui_workflow
     try:
         result = client.submit(graph, prompt_id=prompt_id, client_id=client_id,
                                extra_data=extra, front=front)

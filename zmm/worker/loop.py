@@ -353,7 +353,7 @@ class Worker:
                               phase="submitted", phase_detail=None,
                               event=("submitted", f"prompt {prompt_id} to {self.url}"))
             execution.submit(self.client, graph, prompt_id, self.client_id,
-                             zmm_metadata(job))
+                             zmm_metadata(job), ui_workflow=job.param_values.get("ui_workflow"))
         except WorkflowRejected as exc:  # a missing model file: back to the queue
             self._record(job, self.capability.after_rejection(
                 job, exc, graph or self.builder.bind(job), self.builder)

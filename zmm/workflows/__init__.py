@@ -54,9 +54,10 @@ FILE_INPUTS: dict[tuple[str, str], str] = {
 }
 FOLDER_WORDS = {"checkpoints": "checkpoint", "diffusion_models": "diffusion model",
                 "text_encoders": "text encoder", "vae": "VAE", "loras": "LoRA",
-                "upscale_models": "upscale model"}
+                "upscale_models": "upscale model", "nodes": "node class"}
 # VAELoader offers these without a file in models/vae/.
 BUILTIN_VAES = frozenset({"pixel_space", "taesd", "taesdxl", "taesd3", "taef1"})
+NODE_NEEDS = "nodes"  # a job's needs name its custom graph's node classes as nodes/CLASS
 _LISTED = 12  # names listed in an error line before "and N more"
 
 
@@ -65,6 +66,7 @@ class Template:
     name: str
     path: Path
     graph: dict[str, Any]
+    ui: dict[str, Any] | None = None  # the UI-format file the graph was converted from
 
 
 def shipped_dir() -> Path:
@@ -96,11 +98,11 @@ def load(name_or_path: str | Path, user_dir: Path | None,
     if candidate.suffix.lower() == ".json" or "/" in text or "\\" in text or candidate.exists():
         if not candidate.exists():
             raise NotFound(f"workflow: no such file {candidate}", hint=hint)
-        return Template(candidate.stem, candidate, _read(candidate, node_defs))
+        return Template(candidate.stem, candidate, *_read(candidate, node_defs))
     for folder in (user_dir, shipped_dir()):
         path = folder / f"{text}.json" if folder is not None else None
         if path is not None and path.is_file():
-            return Template(text, path, _read(path, node_defs))
+            return Template(text, path, *_read(path, node_defs))
     raise NotFound(f"no workflow named {text!r}", hint=hint)
 
 
@@ -119,18 +121,26 @@ def read_json(path: Path) -> Any:
         raise InvalidInput("workflow", f"{path} is not usable JSON ({exc})") from None
 
 
-def _read(path: Path, node_defs: NodeDefs | None = None) -> dict[str, Any]:
-    graph = read_json(path)
+def _read(path: Path, node_defs: NodeDefs | None = None
+          ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the API graph, the UI-format file it came from or None)."""
+    return from_data(read_json(path), str(path), node_defs)
+
+
+def from_data(data: Any, source: str, node_defs: NodeDefs | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A workflow's JSON (either format) as (the API graph, the UI file or None)."""
     from zmm.workflows import ui_format
 
-    if ui_format.is_ui_format(graph):
-        if not graph["nodes"]:  # nothing to convert: no server needs asking
-            raise InvalidInput("workflow", f"{path} is a UI-format workflow without nodes; a "
+    ui = None
+    if ui_format.is_ui_format(data):
+        if not data["nodes"]:  # nothing to convert: no server needs asking
+            raise InvalidInput("workflow", f"{source} is a UI-format workflow without nodes; a "
                                "workflow is a JSON object of nodes (API format) or a UI file "
                                "with some")
-        graph = ui_format.to_api(graph, (node_defs or server_node_defs)())
-    validate_api_graph(graph, source=str(path))
-    return graph
+        ui, data = data, ui_format.to_api(data, (node_defs or server_node_defs)())
+    validate_api_graph(data, source=source)
+    return data, ui
 
 
 def server_node_defs() -> Mapping[str, Any]:
@@ -255,6 +265,10 @@ def bind_job(params: dict[str, Any], workflow: str, job_id: str,
         values["prompt"] = enhanced_prompt
     values["filename_prefix"] = filename_prefix(job_id)
     graph = bind(source, values)
+    if enhanced_prompt and params.get("graph") and "prompt" not in placeholders(source):
+        from zmm.workflows import inputs  # a workflow with named inputs: its prompt's place
+
+        inputs.put(graph, inputs.standard(graph).get("prompt", []), enhanced_prompt)
     parts = graph_parts.Parts.from_params(params)
     if parts.empty:
         return graph
@@ -390,11 +404,15 @@ def model_files(graph: dict[str, Any]) -> dict[str, set[str]]:
     return files
 
 
-def needed_files(graph: dict[str, Any]) -> list[str]:
+def needed_files(graph: dict[str, Any], *, nodes: bool = False) -> list[str]:
     """The model files the graph loads as sorted 'folder/name' strings: a job's
-    `needs` (a worker claims it only if its server has every one)."""
-    return sorted(f"{folder}/{name}" for folder, names in model_files(graph).items()
-                  for name in names)
+    `needs` (a worker claims it only if its server has every one); `nodes`:
+    its node classes too, as 'nodes/CLASS' (a custom workflow's)."""
+    files = [f"{folder}/{name}" for folder, names in model_files(graph).items()
+             for name in names]
+    if nodes:
+        files += [f"{NODE_NEEDS}/{node['class_type']}" for node in graph.values()]
+    return sorted(set(files))
 
 
 def _listing(names: list[str]) -> str:
