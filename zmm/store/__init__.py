@@ -27,11 +27,12 @@ from zmm.jsontext import compact
 from zmm.liveness import live_since
 from zmm.store import backends, claims, events, outbox, queries, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
-from zmm.store.db import connect, connect_read_only, iso, transaction, translate_errors
+from zmm.store.db import connect, connect_read_only, snapshot, transaction, translate_errors
 from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
 from zmm.store.tokens import Tokens
+from zmm.timestamps import iso
 
 if TYPE_CHECKING:
     from zmm.store.board import Board
@@ -260,7 +261,11 @@ class Store(Housekeeping, Tokens):
         return steering.failed_ids(self)
 
     def set_priority(self, job_id: str, level: Priority) -> Job:
-        return steering.set_priority(self, job_id, level)
+        job = self.get(job_id)
+        if job.status is not JobState.QUEUED:
+            raise Conflict(f"job {job.id} is {job.status}; only queued jobs can change priority")
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            return steering.reprioritize(conn, job, level, iso(self.clock()))
 
     # -- spool-wide state ----------------------------------------------------
 
@@ -373,25 +378,28 @@ class Store(Housekeeping, Tokens):
         from zmm.store import board
 
         now = self.clock()
-        with translate_errors(self.path):
-            return board.read(self.conn, now, aging_s=aging_s,
+        with translate_errors(self.path), snapshot(self.conn) as conn:
+            return board.read(conn, now, aging_s=aging_s,
                               worker_since=live_since(now, lease_s), head=head,
                               failures=failures, window_s=window_s)
 
     def history_page(self, flt: HistoryFilter) -> tuple[list[Job], int]:
         from zmm.store import history
 
-        return history.page(self.conn, flt)
+        with translate_errors(self.path):
+            return history.page(self.conn, flt)
 
     def history_cost(self, flt: HistoryFilter) -> float:
         from zmm.store import history
 
-        return history.cost(self.conn, flt)
+        with translate_errors(self.path):
+            return history.cost(self.conn, flt)
 
     def stats_report(self, since: float | None, until: float) -> Report:
         from zmm.store import stats
 
-        return stats.report(self.conn, since, until)
+        with translate_errors(self.path), snapshot(self.conn) as conn:
+            return stats.report(conn, since, until)
 
     # -- internals -------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 live workers, the running jobs, the head of the queue in claim order, open jobs
 per priority, what finished in the last hour and the latest failures.
 
-Read-only. Every query is limited or answered from an index alone (jobs_open,
-jobs_done, jobs_completed), so a frame costs milliseconds with 100,000 jobs in the spool
-(bench/top_bench.py). Never formats; zmm.views.dashboard turns this into a frame.
+Read-only; Store.board runs it inside one read snapshot. Every query is limited
+or answered from an index alone (jobs_open, jobs_done, jobs_completed), so a
+frame costs milliseconds with 100,000 jobs in the spool (bench/top_bench.py).
+Never formats; zmm.views.dashboard turns this into a frame.
 """
 
 from __future__ import annotations
@@ -54,24 +55,20 @@ class Board:
 def read(conn: sqlite3.Connection, now: float, *, aging_s: float, worker_since: float,
          head: int, failures: int, window_s: float,
          limit: int = FINISHED_LIMIT) -> Board:
-    """Everything one frame needs, inside one read transaction (one snapshot)."""
-    conn.execute("BEGIN")
-    try:
-        finished, partial = _finished(conn, iso(now - window_s), limit)
-        return Board(
-            paused=queries.paused(conn),
-            backends=backends.rows(conn),
-            workers=queries.live_workers(conn, iso(worker_since)),
-            running=[dict(row) for row in conn.execute(_RUNNING)],
-            head=_head(conn, now, aging_s, head),
-            open_by_rank={rank: count for rank, count in conn.execute(_OPEN_BY_RANK)},
-            finished=finished,
-            finished_partial=partial,
-            failures=[dict(row) for row in conn.execute(
-                _FAILURES, {"scan": max(failures * 10, 50), "limit": failures})],
-        )
-    finally:
-        conn.execute("COMMIT")  # a read: nothing to keep or undo
+    """Everything one frame needs; the Store runs it inside one read snapshot."""
+    finished, partial = _finished(conn, iso(now - window_s), limit)
+    return Board(
+        paused=queries.paused(conn),
+        backends=backends.rows(conn),
+        workers=queries.live_workers(conn, iso(worker_since)),
+        running=[dict(row) for row in conn.execute(_RUNNING)],
+        head=_head(conn, now, aging_s, head),
+        open_by_rank={rank: count for rank, count in conn.execute(_OPEN_BY_RANK)},
+        finished=finished,
+        finished_partial=partial,
+        failures=[dict(row) for row in conn.execute(
+            _FAILURES, {"scan": max(failures * 10, 50), "limit": failures})],
+    )
 
 
 def _head(conn: sqlite3.Connection, now: float, aging_s: float, limit: int) -> list[dict[str, Any]]:
