@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zmm.store import backends, queries
-from zmm.store.db import iso
 from zmm.store.queries import DONE, OPEN
+from zmm.timestamps import iso
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 # The window's finished jobs come from jobs_completed (completed_at), newest first;

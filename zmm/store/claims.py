@@ -13,7 +13,7 @@ import functools
 import sqlite3
 
 from zmm.store import backends, events, queries
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 _TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expires_at = :lease,
                started_at = COALESCE(started_at, :now_iso), updated_at = :now_iso,

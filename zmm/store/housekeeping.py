@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zmm.store import outbox, retention
-from zmm.store.db import iso, transaction, translate_errors
+from zmm.store.db import transaction, translate_errors
+from zmm.timestamps import iso
 
 if TYPE_CHECKING:
     from zmm.store.job_row import Job

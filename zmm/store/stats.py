@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zmm.jobs import JobState
-from zmm.store.db import iso, parse_iso
 from zmm.store.queries import DONE, OPEN
+from zmm.timestamps import iso, parse_iso
 
 STATUSES = tuple(state.value for state in JobState)
 WEEK_S = 7 * 86400
