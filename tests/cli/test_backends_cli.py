@@ -76,7 +76,7 @@ def test_rows_jobs_and_staleness(cli, configured):
         (done, running, other) = store.enqueue(intake.build(
             {"prompt": "x", "size": "64x64", "count": 3}, settings))
         for job in (done, running):
-            store.claim("host:1:aa", lease_s=60, aging_s=600, only_ids=[job.id])
+            store.claim("host:1:aa", lease_s=60, aging_s=600, only_ids=[job.id], backend="gpu0")
             store.update(job.id, comfy_url="http://127.0.0.1:8188")
         store.transition(done.id, JobState.SUCCEEDED, expect=JobState.RUNNING)
     entries = by_name(cli)
@@ -209,10 +209,10 @@ def test_workers_of_bare_urls_are_backends_of_their_own_counted_by_name(cli, hom
         for (name, url), worker in zip(urls.items(), ("h:1:a", "h:2:b"), strict=True):
             store.register_worker(worker, url, "busy", backend=name)
             store.report_backend(BackendReport(name, url, 0, worker, "up"))
-        for job, (worker, url) in zip(jobs, [("h:1:a", urls["127-0-0-1-8189"])] * 2
-                                      + [("h:2:b", urls["127-0-0-1-8190"])], strict=True):
-            store.claim(worker, lease_s=60, aging_s=600, only_ids=[job.id])
-            store.update(job.id, comfy_url=url)
+        for job, (worker, name) in zip(jobs, [("h:1:a", "127-0-0-1-8189")] * 2
+                                       + [("h:2:b", "127-0-0-1-8190")], strict=True):
+            store.claim(worker, lease_s=60, aging_s=600, only_ids=[job.id], backend=name)
+            store.update(job.id, comfy_url=urls[name])
         store.transition(jobs[0].id, JobState.SUCCEEDED, expect=JobState.RUNNING)
     entries = by_name(cli)
     assert list(entries) == ["default", "127-0-0-1-8189", "127-0-0-1-8190"]

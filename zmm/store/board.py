@@ -25,14 +25,15 @@ FINISHED_LIMIT = 20_000
 
 _RUNNING = ("SELECT id, priority, prompt, model, phase, phase_detail, progress_value, "
             "progress_max, started_at, submitted_at, worker_id, comfy_url, backend, on_backend, "
-            f"cancel_requested_at FROM jobs WHERE {OPEN} AND status = 'running' "
+            f"backend_name, cancel_requested_at FROM jobs WHERE {OPEN} AND status = 'running' "
             "ORDER BY started_at, seq")
 # Open jobs per priority class: a count of index entries, no row is read.
 _OPEN_BY_RANK = f"SELECT priority_rank, COUNT(*) FROM jobs WHERE {OPEN} GROUP BY priority_rank"
 _FINISHED = ("SELECT status, completed_at, generation_time_s FROM jobs "
              "WHERE completed_at >= :since AND status IN ('succeeded', 'failed', 'cancelled') "
              "ORDER BY completed_at DESC LIMIT :limit")
-_FAILURES = (f"SELECT id, completed_at, error_message, model, comfy_url, worker_id FROM ("
+_FAILURES = (f"SELECT id, completed_at, error_message, model, comfy_url, backend_name, "
+             "worker_id FROM ("
              f"SELECT * FROM jobs WHERE {DONE} AND status = 'failed' ORDER BY seq DESC "
              "LIMIT :scan) ORDER BY completed_at DESC LIMIT :limit")
 
