@@ -6,8 +6,9 @@ Parsing only: intake validates, the store writes, follow/render show progress.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -80,7 +81,8 @@ def generate(
                                           help="auto (ComfyUI, cloud fallback if allowed) | "
                                           "local | cloud"),
     on: Optional[str] = typer.Option(None, "--on",
-                                     help="Pin the job(s) to this backend (a [[backends]] name)."),
+                                     help="Pin the job(s) to this backend (a [[backends]] name, or "
+                                     "one a worker reported)."),
     allow_cloud: bool = typer.Option(False, "--allow-cloud",
                                      help="May fall back to a cloud provider (costs money)."),
     lora: list[str] = typer.Option([], "--lora",
@@ -139,18 +141,20 @@ def generate(
               "enhance": _enhance_flag(enhance, no_enhance),
               "title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
     _refuse_empty(flags, timeout)
+    reported = functools.cache(lambda: _reported_backends(settings))  # read only for --on
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
         specs = intake.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
-                                  settings)
+                                  settings, reported=reported)
     elif from_image is not None:
         if prompt is not None:
             raise InvalidInput("from-image", "give a PROMPT or --from-image FILE, not both")
         specs = intake.from_image(from_image, {k: v for k, v in flags.items() if k != "prompt"},
-                                  settings)
+                                  settings, reported=reported)
     else:
-        specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings)
+        specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings,
+                             reported=reported)
     if print_workflow:
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
@@ -182,6 +186,14 @@ def _refuse_empty(flags: dict, timeout: float | None) -> None:
 def check_timeout(timeout: float | None) -> None:
     if timeout is not None and not (0 < timeout <= MAX_TIMEOUT_S):
         raise InvalidInput("timeout", f"seconds, greater than 0 and at most {MAX_TIMEOUT_S:.0f}")
+
+
+def _reported_backends(settings) -> list[dict[str, Any]]:
+    """The backends workers reported to the spool (none yet without a spool)."""
+    if not settings.spool_path.exists():
+        return []
+    with open_store(settings, read_only=True) as store:
+        return store.backends()
 
 
 def _enhance_flag(enhance: str | None, no_enhance: bool) -> str | None:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,19 @@ FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "s
           "allow_cloud", "enhance", "on", *part_fields.FIELDS, *compose.FIELDS)
 
 
-def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+# The spool's backend rows (Store.backends()), read only when `--on` names a
+# backend that is not configured: one a worker reported may be pinned too.
+Reported = Callable[[], Iterable[Mapping[str, Any]]]
+
+
+def build(raw: dict[str, Any], config: Config,
+          reported: Reported | None = None) -> list[jobs.JobSpec]:
     """One request (possibly `count` > 1) into its job specs."""
     unknown = set(raw) - set(FIELDS)
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "unknown field; allowed: " + ", ".join(FIELDS))
     count = jobs.parse_int("count", raw.get("count") or 1, 1, jobs.MAX_COUNT)
-    spec = _resolve(raw, config)
+    spec = _resolve(raw, config, reported)
     spec.needs = needed_files(spec, config)  # the same for every seed of the request
     specs = [spec]
     for offset in range(1, count):
@@ -45,7 +52,7 @@ def build(raw: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
     return specs
 
 
-def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
+def _resolve(raw: dict[str, Any], config: Config, reported: Reported | None) -> jobs.JobSpec:
     defaults = config.section("generate")
     user_prompt = jobs.parse_text("prompt", raw.get("prompt"), max_len=10000)
     negative_raw = raw.get("negative")
@@ -89,7 +96,7 @@ def _resolve(raw: dict[str, Any], config: Config) -> jobs.JobSpec:
         spec.extra["compose"] = composition
     spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
-    spec.on_backend = _on(raw.get("on"), config, spec.backend)
+    spec.on_backend = _on(raw.get("on"), config, spec.backend, reported)
     return spec
 
 
@@ -126,15 +133,19 @@ def needed_files(spec: jobs.JobSpec, config: Config) -> list[str]:
     return workflows.needed_files(graph)
 
 
-def _on(value: Any, config: Config, backend: str) -> str | None:
-    """`--on NAME`: the configured backend the job is pinned to (NotFound lists them)."""
+def _on(value: Any, config: Config, backend: str, reported: Reported | None) -> str | None:
+    """`--on NAME`: the backend the job is pinned to, configured or reported by a
+    worker (NotFound lists both)."""
     if value in (None, ""):
         return None
     if backend == "cloud":
         raise InvalidInput("on", "not with --backend cloud: --on names a ComfyUI backend")
     from zmm.config import fleet
 
-    return fleet.backend(config, str(value).strip()).name
+    name = str(value).strip()
+    if any(item.name == name for item in fleet.backends(config)):
+        return name
+    return fleet.backend(config, name, reported() if reported is not None else ()).name
 
 
 def _webhook(value: Any, config: Config) -> str | None:
@@ -254,7 +265,8 @@ def random_seed() -> int:
     return int.from_bytes(os.urandom(4), "big")
 
 
-def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+def read_batch(path: Path, flags: dict[str, Any], config: Config,
+               reported: Reported | None = None) -> list[jobs.JobSpec]:
     """`--from FILE`: JSON Lines or CSV, one request per line; flags are defaults.
     Every line is validated before any job is returned: all or nothing."""
     text = read_user_text(path, "from", MAX_BATCH_BYTES)
@@ -269,7 +281,7 @@ def read_batch(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
         merged = {key: value for key, value in flags.items() if value not in (None, [], "")}
         merged.update({key: value for key, value in row.items() if value not in (None, "")})
         try:
-            specs.extend(build(merged, config))
+            specs.extend(build(merged, config, reported))
         except InvalidInput as exc:
             raise InvalidInput(f"line {line_number}: {exc.field}", exc.allowed) from None
         except NotFound as exc:
@@ -338,7 +350,8 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.JobSpec]:
+def from_image(path: Path, flags: dict[str, Any], config: Config,
+               reported: Reported | None = None) -> list[jobs.JobSpec]:
     """`--from-image`: the request recorded in a zmm PNG, with the same seed and
     size; flags given on the command line win."""
     from zmm.assets import zmm_metadata
@@ -366,7 +379,8 @@ def from_image(path: Path, flags: dict[str, Any], config: Config) -> list[jobs.J
     if flags.get("aspect") or (raw.get("init_image") and not part_fields.resized(meta)
                                and not flags.get("size")):
         raw.pop("size", None)
-    specs = build({key: value for key, value in raw.items() if value is not None}, config)
+    specs = build({key: value for key, value in raw.items() if value is not None}, config,
+                  reported)
     for spec in specs:  # the recorded sampler wins over today's tier settings
         spec.sampler = str(meta.get("sampler") or spec.sampler)
         spec.scheduler = str(meta.get("scheduler") or spec.scheduler)
