@@ -46,7 +46,7 @@ import httpx  # noqa: E402
 from zmm import intake  # noqa: E402
 from zmm.config import load  # noqa: E402
 from zmm.store import Job, Store  # noqa: E402
-from zmm.store.db import parse_iso  # noqa: E402
+from zmm.timestamps import parse_iso  # noqa: E402
 from zmm.worker.execution import job_id_of  # noqa: E402
 
 MODELS_PER_SERVER = 3  # server i has models i .. i+2 (mod N): each model is on three servers

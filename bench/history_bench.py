@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zmm.store import Store, history  # noqa: E402
-from zmm.store.db import iso  # noqa: E402
+from zmm.timestamps import iso  # noqa: E402
 
 # A vocabulary with a long tail, as real prompts have: a few common words, many rare ones.
 COMMON = "diagram cover dashboard thumbnail infographic clean flat modern".split()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from zmm import intake  # noqa: E402
 from zmm.config import load  # noqa: E402
 from zmm.store import Store  # noqa: E402
-from zmm.store.db import parse_iso  # noqa: E402
+from zmm.timestamps import parse_iso  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zmm.store import Store, stats  # noqa: E402
-from zmm.store.db import iso, parse_iso  # noqa: E402
 from zmm.store.events import span  # noqa: E402
+from zmm.timestamps import iso, parse_iso  # noqa: E402
 
 MODELS = ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]
 CLOUD = {"stability": 0.04, "openai": 0.08}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from zmm import dashboard  # noqa: E402
 from zmm.store import Store, board  # noqa: E402
 from zmm.store.backends import BackendReport  # noqa: E402
-from zmm.store.db import iso  # noqa: E402
+from zmm.timestamps import iso  # noqa: E402
 
 RANKS = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3}
 PARAMS = '{"width": 1024, "height": 1024, "steps": 30, "cfg": 7.0, "sampler": "euler", ' + \

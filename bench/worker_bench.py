@@ -113,7 +113,7 @@ def zmm_worker(url: str, jobs: int, home: Path) -> tuple[float, list[float], lis
 
 
 def completed_wall(home: Path, ids: list[str]) -> dict[str, float]:
-    from zmm.store.db import parse_iso
+    from zmm.timestamps import parse_iso
 
     with Store(home / "spool.db") as store:
         return {job.id: parse_iso(job.completed_at) for job in store.get_many(ids)}

@@ -18,7 +18,7 @@ from zmm.jobs import JobState
 from zmm.jsontext import compact
 from zmm.outcome import output_fields, save_image, zmm_metadata
 from zmm.store import Job, Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 
 def recompose(store: Store, settings: Config, source_id: str, raw: dict[str, Any],

@@ -1,6 +1,6 @@
 """The spool's time stamps: UTC ISO-8601 text with microseconds, fixed width so
 strings sort as times do. Every layer that writes or reads a `*_at` column
-uses these two functions (zmm.store.db re-exports them for its modules).
+uses these two functions.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def test_rows_jobs_and_staleness(cli, configured):
         (done, running, other) = store.enqueue(intake.build(
             {"prompt": "x", "size": "64x64", "count": 3}, settings))
         for job in (done, running):
-            store.claim("host:1:aa", lease_s=60, aging_s=600, only_ids=[job.id])
+            store.claim("host:1:aa", lease_s=60, aging_s=600, only_ids=[job.id], backend="gpu0")
             store.update(job.id, comfy_url="http://127.0.0.1:8188")
         store.transition(done.id, JobState.SUCCEEDED, expect=JobState.RUNNING)
     entries = by_name(cli)
@@ -209,10 +209,10 @@ def test_workers_of_bare_urls_are_backends_of_their_own_counted_by_name(cli, hom
         for (name, url), worker in zip(urls.items(), ("h:1:a", "h:2:b"), strict=True):
             store.register_worker(worker, url, "busy", backend=name)
             store.report_backend(BackendReport(name, url, 0, worker, "up"))
-        for job, (worker, url) in zip(jobs, [("h:1:a", urls["127-0-0-1-8189"])] * 2
-                                      + [("h:2:b", urls["127-0-0-1-8190"])], strict=True):
-            store.claim(worker, lease_s=60, aging_s=600, only_ids=[job.id])
-            store.update(job.id, comfy_url=url)
+        for job, (worker, name) in zip(jobs, [("h:1:a", "127-0-0-1-8189")] * 2
+                                       + [("h:2:b", "127-0-0-1-8190")], strict=True):
+            store.claim(worker, lease_s=60, aging_s=600, only_ids=[job.id], backend=name)
+            store.update(job.id, comfy_url=urls[name])
         store.transition(jobs[0].id, JobState.SUCCEEDED, expect=JobState.RUNNING)
     entries = by_name(cli)
     assert list(entries) == ["default", "127-0-0-1-8189", "127-0-0-1-8190"]
@@ -221,3 +221,22 @@ def test_workers_of_bare_urls_are_backends_of_their_own_counted_by_name(cli, hom
     assert (first["state"], first["worker_id"], first["url"]) == ("up", "h:1:a", urls[first["name"]])
     assert (first["jobs_running"], first["jobs_succeeded_last_hour"]) == (1, 1)
     assert (second["state"], second["worker_id"], second["jobs_running"]) == ("up", "h:2:b", 1)
+
+
+def test_a_reported_backend_is_drained_and_resumed_by_name(cli, configured, settings):
+    """A `serve-worker --comfyui URL` backend is not configured, yet its name steers it."""
+    with Store(settings.spool_path) as store:
+        store.report_backend(BackendReport("127-0-0-1-8190", "http://127.0.0.1:8190", 0,
+                                           "h:3:c", "up"))
+    result = cli("backends", "drain", "127-0-0-1-8190")
+    assert result.exit_code == 0, result.stderr
+    assert "127-0-0-1-8190: draining" in result.stdout
+    assert by_name(cli)["127-0-0-1-8190"]["draining"] is True
+    with Store(settings.spool_path) as store:
+        assert store.is_draining("127-0-0-1-8190") and not store.is_draining("gpu0")
+    assert cli("backends", "resume", "127-0-0-1-8190").exit_code == 0
+    assert by_name(cli)["127-0-0-1-8190"]["draining"] is False
+    result = cli("backends", "drain", "nope")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == (
+        "error: backend 'nope' is not configured; backends: gpu0, gpu1, box, 127-0-0-1-8190")

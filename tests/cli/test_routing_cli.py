@@ -88,6 +88,30 @@ def test_a_pinned_job_is_checked_against_its_backend_only(cli, backends, setting
     assert cli("generate", "x", "--model", "sd15", "--no-wait").exit_code == 0
 
 
+def test_on_takes_a_backend_a_worker_reported_that_is_not_configured(cli, backends, settings,
+                                                                      tmp_path):
+    """A `serve-worker --comfyui URL` backend: pinned by the name it reported, its
+    recorded files checked; an unknown name lists configured and reported ones."""
+    with Store(settings.spool_path) as store:
+        store.record_backend_files("127-0-0-1-8190", closed_url(), [SD15])
+    result = cli("generate", "x", "--model", "sd15", "--on", "127-0-0-1-8190", "--no-wait")
+    assert result.exit_code == 0, result.stderr
+    with Store(settings.spool_path) as store:
+        assert store.get(result.stdout.strip()).on_backend == "127-0-0-1-8190"
+    result = cli("generate", "x", "--model", "sdxl", "--on", "127-0-0-1-8190", "--no-wait")
+    assert result.exit_code == 3
+    assert "checkpoint 'sd_xl_base_1.0.safetensors' is not on backend 127-0-0-1-8190" \
+        in result.stderr
+    lines = tmp_path / "jobs.jsonl"
+    lines.write_text('{"prompt": "a", "model": "sd15", "on": "127-0-0-1-8190"}\n'
+                     '{"prompt": "b", "on": "nowhere"}\n')
+    before = job_count(settings)
+    result = cli("generate", "--from", str(lines), "--no-wait")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == ("error: line 2: backend 'nowhere' is not configured; "
+                                             "backends: gpu0, gpu1, 127-0-0-1-8190")
+    assert job_count(settings) == before
+
 def test_a_backend_without_a_recorded_list_is_asked(cli, home, settings, tmp_path):
     fake = FakeComfyUI(checkpoints=["on-the-server.safetensors"],
                        output_dir=tmp_path / "out").start()

@@ -22,7 +22,7 @@ from zmm.cloud import providers
 from zmm.cloud.lane import CloudLane
 from zmm.config import load
 from zmm.store import Store
-from zmm.store.db import parse_iso
+from zmm.timestamps import parse_iso
 from zmm.vram.gate import VramGate
 
 

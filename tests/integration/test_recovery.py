@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import LiveProcess, run_zmm, wait_until
 from zmm import intake
 from zmm.store import Store
-from zmm.store.db import parse_iso
+from zmm.timestamps import parse_iso
 
 # Leases far longer than any test: whatever is adopted was adopted through the lock.
 LONG_LEASE = {"ZMM_WORKER_LEASE_S": "600"}

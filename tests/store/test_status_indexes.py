@@ -67,8 +67,8 @@ def full_scans(conn, run) -> list[str]:
     ("history, both", lambda s: history.page(
         s.conn, history.HistoryFilter(statuses=("running", "failed")))),
     ("cleanup candidates", lambda s: list(retention.eligible(
-        s.conn, s.path, ("succeeded", "failed"), include_deleted=True))),
-    ("active ids", lambda s: retention.active_ids(s.conn, s.path)),
+        s.conn, ("succeeded", "failed"), include_deleted=True))),
+    ("active ids", lambda s: retention.active_ids(s.conn)),
     ("stats", lambda s: stats.report(s.conn, None, s.clock())),
 ])
 def test_status_queries_read_an_index_not_the_table(spool, settings, name, run):

@@ -8,6 +8,7 @@ import pytest
 from zmm import config
 from zmm.config import fleet
 from zmm.errors import InvalidInput, NotFound
+from zmm.worker import service
 
 
 def load(tmp_path, text: str = "", environ: dict[str, str] | None = None):
@@ -101,6 +102,22 @@ def test_an_unknown_backend_name_lists_the_configured_ones(tmp_path):
     assert caught.value.exit_code == 3
     assert str(caught.value) == "backend 'gpu2' is not configured; backends: gpu0, gpu1"
     assert fleet.backend(settings, "gpu1").gpu == 1
+
+
+def test_a_backend_a_worker_reported_is_found_by_name_and_listed(tmp_path):
+    """Rows of the spool's backends table (Store.backends()): one that is not
+    configured is a backend too; a configured name keeps its configuration."""
+    settings = load(tmp_path, '[[backends]]\nname = "gpu0"\nurl = "http://h:1"\ngpu = 0\n')
+    reported = [{"name": "gpu0", "url": "http://elsewhere:1", "gpu": 3},
+                {"name": "h-8190", "url": "http://h:8190", "gpu": None}]
+    assert fleet.backend(settings, "gpu0", reported) == fleet.backend(settings, "gpu0")
+    assert fleet.backend(settings, "h-8190", reported) == fleet.Backend(
+        "h-8190", "http://h:8190", None)
+    with pytest.raises(NotFound) as caught:
+        fleet.backend(settings, "gpu2", reported)
+    assert str(caught.value) == "backend 'gpu2' is not configured; backends: gpu0, h-8190"
+    job = type("PinnedJob", (), {"on_backend": "h-8190", "needs": None})()
+    assert service.inline_backend(settings, job, reported).url == "http://h:8190"
 
 
 def test_settings_for_a_backend_use_its_urls_and_leave_the_original_alone(tmp_path):

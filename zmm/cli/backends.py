@@ -61,7 +61,7 @@ def _row(entry: dict[str, Any]) -> list[Any]:
 
 
 @app.command("drain")
-def drain(name: str = typer.Argument(..., help="A configured backend's name."),
+def drain(name: str = typer.Argument(..., help="A backend's name: configured, or reported by a worker."),
           as_json: bool = typer.Option(False, "--json", help="Print the backend as JSON.")
           ) -> None:
     """Finish what runs on the backend and claim no more there until `resume`."""
@@ -81,7 +81,7 @@ def drain(name: str = typer.Argument(..., help="A configured backend's name."),
 
 
 @app.command("resume")
-def resume(name: str = typer.Argument(..., help="A configured backend's name."),
+def resume(name: str = typer.Argument(..., help="A backend's name: configured, or reported by a worker."),
            as_json: bool = typer.Option(False, "--json", help="Print the backend as JSON.")
            ) -> None:
     """Let the backend's worker claim jobs again after `drain`."""

@@ -6,8 +6,9 @@ Parsing only: intake validates, the store writes, follow/render show progress.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -82,7 +83,8 @@ def generate(
                                           help="auto (ComfyUI, cloud fallback if allowed) | "
                                           "local | cloud"),
     on: Optional[str] = typer.Option(None, "--on",
-                                     help="Pin the job(s) to this backend (a [[backends]] name)."),
+                                     help="Pin the job(s) to this backend (a [[backends]] name, or "
+                                     "one a worker reported)."),
     allow_cloud: bool = typer.Option(False, "--allow-cloud",
                                      help="May fall back to a cloud provider (costs money)."),
     lora: list[str] = typer.Option([], "--lora",
@@ -143,19 +145,20 @@ def generate(
               "title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
     _refuse_empty(flags, timeout)
     recorded = recorded_node_defs(settings)
+    reported = functools.cache(lambda: _reported_backends(settings))  # read only for --on
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
         specs = intake.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
-                                  settings, node_defs=recorded)
+                                  settings, reported=reported, node_defs=recorded)
     elif from_image is not None:
         if prompt is not None:
             raise InvalidInput("from-image", "give a PROMPT or --from-image FILE, not both")
         specs = intake.from_image(from_image, {k: v for k, v in flags.items() if k != "prompt"},
-                                  settings, node_defs=recorded)
+                                  settings, reported=reported, node_defs=recorded)
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings,
-                             node_defs=recorded)
+                             reported, node_defs=recorded)
     if print_workflow:
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
@@ -197,19 +200,26 @@ def _custom(specs) -> bool:
 def recorded_node_defs(settings):
     """A reader of the node definitions the spool records, merged over the
     backends (read once, when a workflow needs them; None when none are)."""
-    cache: list = []
+    return functools.cache(lambda: _recorded_node_defs(settings))
 
-    def read():
-        if not cache:
-            with open_store(settings) as store:
-                per_backend = store.backend_nodes(defs=True)
-            merged: dict = {}
-            for defs in per_backend.values():
-                merged.update(defs)
-            cache.append(merged or None)
-        return cache[0]
 
-    return read
+def _recorded_node_defs(settings) -> dict[str, Any] | None:
+    if not settings.spool_path.exists():
+        return None
+    with open_store(settings, read_only=True) as store:
+        per_backend = store.backend_nodes(defs=True)
+    merged: dict[str, Any] = {}
+    for defs in per_backend.values():
+        merged.update(defs)
+    return merged or None
+
+
+def _reported_backends(settings) -> list[dict[str, Any]]:
+    """The backends workers reported to the spool (none yet without a spool)."""
+    if not settings.spool_path.exists():
+        return []
+    with open_store(settings, read_only=True) as store:
+        return store.backends()
 
 
 def _enhance_flag(enhance: str | None, no_enhance: bool) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,14 +57,20 @@ def backends(settings: Config) -> list[Backend]:
     return found
 
 
-def backend(settings: Config, name: str) -> Backend:
-    """The backend called `name`; NotFound (exit 3) lists the configured ones."""
+def backend(settings: Config, name: str, reported: Iterable[Mapping[str, Any]] = ()) -> Backend:
+    """The backend called `name`: a configured one, else one a worker reported
+    that is not configured (`reported`: the spool's backend rows, such as a
+    `serve-worker --comfyui URL` one's). NotFound (exit 3) lists both."""
     every = backends(settings)
     for candidate in every:
         if candidate.name == name:
             return candidate
+    others = [row for row in reported if row["name"] not in {item.name for item in every}]
+    for row in others:
+        if row["name"] == name:
+            return Backend(str(row["name"]), str(row["url"]), row.get("gpu"))
     raise NotFound(f"backend {name!r} is not configured; backends: "
-                   + ", ".join(item.name for item in every),
+                   + ", ".join([item.name for item in every] + [row["name"] for row in others]),
                    hint="see [[backends]] in config.toml (docs/backends.md)")
 
 

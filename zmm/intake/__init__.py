@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,23 @@ FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "s
           "webhook", "count", "backend", "allow_cloud", "enhance", "on", *part_fields.FIELDS, *compose.FIELDS)
 
 
-def build(raw: dict[str, Any], config: Config, *, node_defs: RecordedDefs | None = None,
-          template: Any = None) -> list[jobs.JobSpec]:
-    """One request (possibly `count` > 1) into its job specs. `node_defs`: the
-    node definitions the spool records (None when none are), asked only when a
-    workflow needs them; `template`: a workflow already read (a ComfyUI PNG's)."""
+# The spool's backend rows (Store.backends()), read only when `--on` names a
+# backend that is not configured: one a worker reported may be pinned too.
+Reported = Callable[[], Iterable[Mapping[str, Any]]]
+
+
+def build(raw: dict[str, Any], config: Config, reported: Reported | None = None, *,
+          node_defs: RecordedDefs | None = None, template: Any = None) -> list[jobs.JobSpec]:
+    """One request (possibly `count` > 1) into its job specs. `reported`: the
+    backends workers reported (for `--on`); `node_defs`: the node definitions the
+    spool records (None when none are), asked only when a workflow needs them;
+    `template`: a workflow already read (a ComfyUI PNG's)."""
     unknown = set(raw) - set(FIELDS)
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "unknown field; allowed: " + ", ".join(FIELDS))
     count = jobs.parse_int("count", raw.get("count") or 1, 1, jobs.MAX_COUNT)
     raw = workflow_fields.merge_params(raw)
-    spec = _resolve(raw, config, node_defs or (lambda: None), template)
+    spec = _resolve(raw, config, node_defs or (lambda: None), template, reported)
     spec.needs = needed_files(spec, config)  # the same for every seed of the request
     specs = [spec]
     for offset in range(1, count):
@@ -52,7 +59,7 @@ def build(raw: dict[str, Any], config: Config, *, node_defs: RecordedDefs | None
 
 
 def _resolve(raw: dict[str, Any], config: Config, node_defs: RecordedDefs,
-             template: Any) -> jobs.JobSpec:
+             template: Any, reported: Reported | None) -> jobs.JobSpec:
     defaults = config.section("generate")
     # A workflow with named inputs may keep its own prompt.
     custom = template is not None or bool(raw.get("workflow"))
@@ -99,7 +106,7 @@ def _resolve(raw: dict[str, Any], config: Config, node_defs: RecordedDefs,
         spec.extra["compose"] = composition
     spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
-    spec.on_backend = _on(raw.get("on"), config, spec.backend)
+    spec.on_backend = _on(raw.get("on"), config, spec.backend, reported)
     return spec
 
 
@@ -137,15 +144,19 @@ def needed_files(spec: jobs.JobSpec, config: Config) -> list[str]:
     return workflows.needed_files(graph, nodes=spec.graph is not None)
 
 
-def _on(value: Any, config: Config, backend: str) -> str | None:
-    """`--on NAME`: the configured backend the job is pinned to (NotFound lists them)."""
+def _on(value: Any, config: Config, backend: str, reported: Reported | None) -> str | None:
+    """`--on NAME`: the backend the job is pinned to, configured or reported by a
+    worker (NotFound lists both)."""
     if value in (None, ""):
         return None
     if backend == "cloud":
         raise InvalidInput("on", "not with --backend cloud: --on names a ComfyUI backend")
     from zmm.config import fleet
 
-    return fleet.backend(config, str(value).strip()).name
+    name = str(value).strip()
+    if any(item.name == name for item in fleet.backends(config)):
+        return name
+    return fleet.backend(config, name, reported() if reported is not None else ()).name
 
 
 def _webhook(value: Any, config: Config) -> str | None:
@@ -261,6 +272,7 @@ def random_seed() -> int:
 
 
 def read_batch(path: Path, flags: dict[str, Any], config: Config,
+               reported: Reported | None = None, *,
                node_defs: RecordedDefs | None = None) -> list[jobs.JobSpec]:
     """`--from FILE`: JSON Lines or CSV, one request per line; flags are defaults.
     Every line is validated before any job is returned: all or nothing."""
@@ -276,7 +288,7 @@ def read_batch(path: Path, flags: dict[str, Any], config: Config,
         merged = {key: value for key, value in flags.items() if value not in (None, [], "")}
         merged.update({key: value for key, value in row.items() if value not in (None, "")})
         try:
-            specs.extend(build(merged, config, node_defs=node_defs))
+            specs.extend(build(merged, config, reported, node_defs=node_defs))
         except InvalidInput as exc:
             raise InvalidInput(f"line {line_number}: {exc.field}", exc.allowed) from None
         except NotFound as exc:
@@ -346,6 +358,7 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def from_image(path: Path, flags: dict[str, Any], config: Config,
+               reported: Reported | None = None, *,
                node_defs: RecordedDefs | None = None) -> list[jobs.JobSpec]:
     """`--from-image`: the request recorded in a zmm PNG, with the same seed and
     size; flags given on the command line win. A PNG ComfyUI made (no zmm
@@ -356,7 +369,8 @@ def from_image(path: Path, flags: dict[str, Any], config: Config,
     if ZMM_KEY not in chunks and "prompt" in chunks:
         template = workflow_fields.comfy_image(path, chunks)
         given = {key: value for key, value in flags.items() if value not in (None, [], "")}
-        return build({**given, "workflow": None}, config, node_defs=node_defs, template=template)
+        return build({**given, "workflow": None}, config, reported, node_defs=node_defs,
+                     template=template)
     meta = zmm_metadata(path)
     raw: dict[str, Any] = {
         "prompt": meta.get("prompt"), "negative": meta.get("negative"),
@@ -380,7 +394,8 @@ def from_image(path: Path, flags: dict[str, Any], config: Config,
     if flags.get("aspect") or (raw.get("init_image") and not part_fields.resized(meta)
                                and not flags.get("size")):
         raw.pop("size", None)
-    specs = build({key: value for key, value in raw.items() if value is not None}, config)
+    specs = build({key: value for key, value in raw.items() if value is not None}, config,
+                  reported)
     for spec in specs:  # the recorded sampler wins over today's tier settings
         spec.sampler = str(meta.get("sampler") or spec.sampler)
         spec.scheduler = str(meta.get("scheduler") or spec.scheduler)

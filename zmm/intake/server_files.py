@@ -22,8 +22,13 @@ from zmm.views.routing import file_name
 
 def check_server_files(specs: list[jobs.JobSpec], config: Config,
                        recorded: Iterable[Mapping[str, Any]] = ()) -> None:
-    """Refuse the first spec whose needed files no candidate backend has.
-    `recorded`: the spool's backend rows (Store.backends(), files decoded)."""
+    """Refuse the first spec whose needed files no candidate backend has (every
+    configured one, or the one `--on` pins it to: configured or reported by a
+    worker). `recorded`: the spool's backend rows (Store.backends(), files decoded)."""
+    recorded = list(recorded)
+    pinned = {name: fleet.backend(config, name, recorded)
+              for name in dict.fromkeys(spec.on_backend for spec in specs
+                                        if spec.on_backend is not None)}
     lists = _recorded_lists(recorded)
     servers = _Servers()
     configured = fleet.backends(config)
@@ -35,7 +40,7 @@ def check_server_files(specs: list[jobs.JobSpec], config: Config,
         if key in seen:
             continue
         seen.add(key)
-        candidates = [item for item in configured if spec.on_backend in (None, item.name)]
+        candidates = [pinned[spec.on_backend]] if spec.on_backend is not None else configured
         _check_one(spec, candidates, lists, servers)
 
 

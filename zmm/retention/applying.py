@@ -18,7 +18,7 @@ from zmm.jsontext import compact
 from zmm.retention.paths import SafePaths, not_a_file
 from zmm.retention.plan import Compression, Plan, Problem, Removal, Report, human_bytes
 from zmm.store import Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 BATCH = 500  # jobs per guarded mark transaction: short write locks, few commits
 

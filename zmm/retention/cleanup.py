@@ -24,7 +24,7 @@ from zmm.retention.applying import apply
 from zmm.retention.paths import SafePaths, not_a_file
 from zmm.retention.plan import Compression, Criteria, Plan, Problem, Removal, Report, human_bytes, parse_size
 from zmm.store import Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 __all__ = ["Criteria", "Plan", "Report", "SafePaths", "apply", "human_bytes", "make_plan",
            "parse_size", "preview", "run"]

@@ -27,11 +27,12 @@ from zmm.jsontext import compact
 from zmm.liveness import live_since
 from zmm.store import backends, claims, events, outbox, queries, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
-from zmm.store.db import connect, connect_read_only, iso, transaction, translate_errors
+from zmm.store.db import connect, connect_read_only, snapshot, transaction, translate_errors
 from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
 from zmm.store.tokens import Tokens
+from zmm.timestamps import iso
 
 if TYPE_CHECKING:
     from zmm.store.board import Board
@@ -124,16 +125,17 @@ class Store(Housekeeping, Tokens):
     def claim(self, worker_id: str, *, lease_s: float, aging_s: float,
               min_rank: int | None = None, only_ids: list[str] | None = None,
               prefer_model: str | None = None, group_window: int = 0,
-              route: Route | None = None) -> Job | None:
+              route: Route | None = None, backend: str | None = None) -> Job | None:
         """Take the next runnable job: priority with aging, FIFO inside a class, but
         preferring the checkpoint already loaded within `group_window` places.
         With `route` (a worker's backend and its server's files), only a job
-        that backend can run; None: any job (no routing)."""
+        that backend can run; None: any job (no routing). The job records the
+        name of the backend that holds it: `backend`, else the route's."""
         with translate_errors(self.path), transaction(self.conn) as conn:
             row = claims.take_next(conn, worker_id, self.clock(), lease_s=lease_s,
                                    aging_s=aging_s, min_rank=min_rank, only_ids=only_ids,
                                    prefer_model=prefer_model, group_window=group_window,
-                                   route=route)
+                                   route=route, backend_name=backend)
         return Job.from_row(row) if row is not None else None  # outside the write lock
 
     def claim_for_cloud(self, worker_id: str, *, lease_s: float, down_since: float | None,
@@ -174,17 +176,19 @@ class Store(Housekeeping, Tokens):
         return queries.orphans(self.conn, comfy_url, worker_id)
 
     def adopt(self, job_id: str, worker_id: str, *, lease_s: float, reason: str,
-              owner: str | None = None) -> Job | None:
+              owner: str | None = None, backend: str | None = None) -> Job | None:
         """Take over a running job whose worker died: known dead (`owner`, the worker
-        id it must still have), or presumed dead because its lease expired."""
+        id it must still have), or presumed dead because its lease expired.
+        `backend`: the name of the adopting worker's backend, which the job records."""
         now = self.clock()
         guard, value = ("worker_id = ?", owner) if owner is not None else (
             "lease_expires_at < ?", iso(now))
         with translate_errors(self.path), transaction(self.conn) as conn:
             row = conn.execute(
-                f"""UPDATE jobs SET worker_id = ?, lease_expires_at = ?, updated_at = ?
+                f"""UPDATE jobs SET worker_id = ?, lease_expires_at = ?, updated_at = ?,
+                    backend_name = COALESCE(?, backend_name)
                     WHERE id = ? AND status = 'running' AND {guard} RETURNING *""",
-                [worker_id, iso(now + lease_s), iso(now), job_id, value],
+                [worker_id, iso(now + lease_s), iso(now), backend, job_id, value],
             ).fetchone()
             if row is None:
                 return None
@@ -260,7 +264,11 @@ class Store(Housekeeping, Tokens):
         return steering.failed_ids(self)
 
     def set_priority(self, job_id: str, level: Priority) -> Job:
-        return steering.set_priority(self, job_id, level)
+        job = self.get(job_id)
+        if job.status is not JobState.QUEUED:
+            raise Conflict(f"job {job.id} is {job.status}; only queued jobs can change priority")
+        with translate_errors(self.path), transaction(self.conn) as conn:
+            return steering.reprioritize(conn, job, level, iso(self.clock()))
 
     # -- spool-wide state ----------------------------------------------------
 
@@ -381,25 +389,28 @@ class Store(Housekeeping, Tokens):
         from zmm.store import board
 
         now = self.clock()
-        with translate_errors(self.path):
-            return board.read(self.conn, now, aging_s=aging_s,
+        with translate_errors(self.path), snapshot(self.conn) as conn:
+            return board.read(conn, now, aging_s=aging_s,
                               worker_since=live_since(now, lease_s), head=head,
                               failures=failures, window_s=window_s)
 
     def history_page(self, flt: HistoryFilter) -> tuple[list[Job], int]:
         from zmm.store import history
 
-        return history.page(self.conn, flt)
+        with translate_errors(self.path):
+            return history.page(self.conn, flt)
 
     def history_cost(self, flt: HistoryFilter) -> float:
         from zmm.store import history
 
-        return history.cost(self.conn, flt)
+        with translate_errors(self.path):
+            return history.cost(self.conn, flt)
 
     def stats_report(self, since: float | None, until: float) -> Report:
         from zmm.store import stats
 
-        return stats.report(self.conn, since, until)
+        with translate_errors(self.path), snapshot(self.conn) as conn:
+            return stats.report(conn, since, until)
 
     # -- internals -------------------------------------------------------------
 

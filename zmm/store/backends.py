@@ -16,6 +16,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from zmm.store.queries import OPEN
+
 
 @dataclass(frozen=True)
 class BackendReport:
@@ -92,24 +94,22 @@ def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def job_counts(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, int]]:
-    """Per backend name: jobs running on its server now, and those that finished
-    there since `since` (succeeded; failed or cancelled). A job's server is its
-    `comfy_url`; the backend row with that URL names it (one row per URL: a
-    configured backend's, or a `serve-worker --comfyui URL` one's)."""
+    """Per backend name: jobs running there now, and those that finished there
+    since `since` (succeeded; failed or cancelled), by the name each job
+    records (`jobs.backend_name`: its worker's backend, spool/migrations/0016)."""
     found: dict[str, dict[str, int]] = {}
 
     def counts(name: str) -> dict[str, int]:
         return found.setdefault(name, {"running": 0, "succeeded": 0, "failed": 0})
 
     for name, running in conn.execute(
-            "SELECT backends.name, COUNT(*) FROM jobs JOIN backends ON backends.url = "
-            "jobs.comfy_url WHERE jobs.status = 'running' GROUP BY backends.name"):
+            f"SELECT backend_name, COUNT(*) FROM jobs WHERE {OPEN} AND status = 'running' "
+            "AND backend_name IS NOT NULL GROUP BY backend_name"):
         counts(name)["running"] = running
     for name, succeeded, failed in conn.execute(
-            "SELECT backends.name, SUM(jobs.status = 'succeeded'), "
-            "SUM(jobs.status IN ('failed', 'cancelled')) FROM jobs JOIN backends "
-            "ON backends.url = jobs.comfy_url WHERE jobs.completed_at >= :since "
-            "GROUP BY backends.name", {"since": since}):
+            "SELECT backend_name, SUM(status = 'succeeded'), "
+            "SUM(status IN ('failed', 'cancelled')) FROM jobs WHERE completed_at >= :since "
+            "AND backend_name IS NOT NULL GROUP BY backend_name", {"since": since}):
         counts(name).update(succeeded=succeeded or 0, failed=failed or 0)
     return found
 

@@ -2,9 +2,10 @@
 live workers, the running jobs, the head of the queue in claim order, open jobs
 per priority, what finished in the last hour and the latest failures.
 
-Read-only. Every query is limited or answered from an index alone (jobs_open,
-jobs_done, jobs_completed), so a frame costs milliseconds with 100,000 jobs in the spool
-(bench/top_bench.py). Never formats; zmm.views.dashboard turns this into a frame.
+Read-only; Store.board runs it inside one read snapshot. Every query is limited
+or answered from an index alone (jobs_open, jobs_done, jobs_completed), so a
+frame costs milliseconds with 100,000 jobs in the spool (bench/top_bench.py).
+Never formats; zmm.views.dashboard turns this into a frame.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zmm.store import backends, queries
-from zmm.store.db import iso
 from zmm.store.queries import DONE, OPEN
+from zmm.timestamps import iso
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 # The window's finished jobs come from jobs_completed (completed_at), newest first;
@@ -24,14 +25,15 @@ FINISHED_LIMIT = 20_000
 
 _RUNNING = ("SELECT id, priority, prompt, model, phase, phase_detail, progress_value, "
             "progress_max, started_at, submitted_at, worker_id, comfy_url, backend, on_backend, "
-            f"cancel_requested_at FROM jobs WHERE {OPEN} AND status = 'running' "
+            f"backend_name, cancel_requested_at FROM jobs WHERE {OPEN} AND status = 'running' "
             "ORDER BY started_at, seq")
 # Open jobs per priority class: a count of index entries, no row is read.
 _OPEN_BY_RANK = f"SELECT priority_rank, COUNT(*) FROM jobs WHERE {OPEN} GROUP BY priority_rank"
 _FINISHED = ("SELECT status, completed_at, generation_time_s FROM jobs "
              "WHERE completed_at >= :since AND status IN ('succeeded', 'failed', 'cancelled') "
              "ORDER BY completed_at DESC LIMIT :limit")
-_FAILURES = (f"SELECT id, completed_at, error_message, model, comfy_url, worker_id FROM ("
+_FAILURES = (f"SELECT id, completed_at, error_message, model, comfy_url, backend_name, "
+             "worker_id FROM ("
              f"SELECT * FROM jobs WHERE {DONE} AND status = 'failed' ORDER BY seq DESC "
              "LIMIT :scan) ORDER BY completed_at DESC LIMIT :limit")
 
@@ -54,24 +56,20 @@ class Board:
 def read(conn: sqlite3.Connection, now: float, *, aging_s: float, worker_since: float,
          head: int, failures: int, window_s: float,
          limit: int = FINISHED_LIMIT) -> Board:
-    """Everything one frame needs, inside one read transaction (one snapshot)."""
-    conn.execute("BEGIN")
-    try:
-        finished, partial = _finished(conn, iso(now - window_s), limit)
-        return Board(
-            paused=queries.paused(conn),
-            backends=backends.rows(conn),
-            workers=queries.live_workers(conn, iso(worker_since)),
-            running=[dict(row) for row in conn.execute(_RUNNING)],
-            head=_head(conn, now, aging_s, head),
-            open_by_rank={rank: count for rank, count in conn.execute(_OPEN_BY_RANK)},
-            finished=finished,
-            finished_partial=partial,
-            failures=[dict(row) for row in conn.execute(
-                _FAILURES, {"scan": max(failures * 10, 50), "limit": failures})],
-        )
-    finally:
-        conn.execute("COMMIT")  # a read: nothing to keep or undo
+    """Everything one frame needs; the Store runs it inside one read snapshot."""
+    finished, partial = _finished(conn, iso(now - window_s), limit)
+    return Board(
+        paused=queries.paused(conn),
+        backends=backends.rows(conn),
+        workers=queries.live_workers(conn, iso(worker_since)),
+        running=[dict(row) for row in conn.execute(_RUNNING)],
+        head=_head(conn, now, aging_s, head),
+        open_by_rank={rank: count for rank, count in conn.execute(_OPEN_BY_RANK)},
+        finished=finished,
+        finished_partial=partial,
+        failures=[dict(row) for row in conn.execute(
+            _FAILURES, {"scan": max(failures * 10, 50), "limit": failures})],
+    )
 
 
 def _head(conn: sqlite3.Connection, now: float, aging_s: float, limit: int) -> list[dict[str, Any]]:

@@ -13,11 +13,11 @@ import functools
 import sqlite3
 
 from zmm.store import backends, events, queries
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 _TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expires_at = :lease,
                started_at = COALESCE(started_at, :now_iso), updated_at = :now_iso,
-               phase = :phase, phase_detail = NULL
+               phase = :phase, phase_detail = NULL, backend_name = :backend_name
            WHERE status = 'queued' AND NOT EXISTS (
                SELECT 1 FROM spool_state WHERE key = 'paused' AND value = 'true')
              AND NOT EXISTS (SELECT 1 FROM backends WHERE name = :drained AND draining = 1)
@@ -27,11 +27,16 @@ _TAKE = """UPDATE jobs SET status = 'running', worker_id = :worker, lease_expire
 def take_next(conn: sqlite3.Connection, worker_id: str, now: float, *, lease_s: float,
               aging_s: float, min_rank: int | None, only_ids: list[str] | None,
               prefer_model: str | None, group_window: int,
-              route: queries.Route | None = None) -> sqlite3.Row | None:
+              route: queries.Route | None = None,
+              backend_name: str | None = None) -> sqlite3.Row | None:
     """Take the next job for ComfyUI; with `route`, only one that backend can run
-    (pinned to it or to none, every needed file on its server)."""
+    (pinned to it or to none, every needed file on its server). The job records
+    `backend_name` (the worker's backend), else the route's."""
+    named = backend_name if backend_name is not None else (
+        route.name if route is not None else None)
     taking = {"worker": worker_id, "lease": iso(now + lease_s), "now_iso": iso(now),
-              "phase": "claimed", "drained": route.name if route is not None else None}
+              "phase": "claimed", "drained": route.name if route is not None else None,
+              "backend_name": named}
     if (prefer_model is None or group_window <= 0) and min_rank in (None, 0):
         # One statement: pick and take the head of the queue together.
         pick, params = queries.candidates_query(now, aging_s, limit=1,
@@ -64,7 +69,8 @@ def take_for_cloud(conn: sqlite3.Connection, worker_id: str, now: float, *, leas
                    only_ids: list[str] | None, stranded: str | None = None) -> sqlite3.Row | None:
     pick, params = queries.cloud_query(now, down_since=down_since, max_wait_s=max_wait_s,
                                        only_ids=only_ids, stranded=stranded)
-    params.update(worker=worker_id, lease=iso(now + lease_s), phase="cloud", drained=None)
+    params.update(worker=worker_id, lease=iso(now + lease_s), phase="cloud", drained=None,
+                  backend_name=None)  # held by no ComfyUI backend
     row = conn.execute(_TAKE.format(target=f"({pick})"), params).fetchone()
     if row is not None:
         events.write(conn, row["id"], "claimed", "queued", "running",

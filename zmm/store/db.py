@@ -1,5 +1,6 @@
 """Opening the spool database: file permissions, pragmas, migrations, write
-transactions, and the mapping of SQLite failures to zmm errors.
+transactions and read snapshots (which only the Store opens), and the mapping
+of SQLite failures to zmm errors.
 
 Migrations are the numbered `.sql` files in the shipped `spool/migrations/`
 folder; `PRAGMA user_version` records how many have been applied.
@@ -19,8 +20,7 @@ import zmm
 from zmm.errors import InvalidInput, SpoolUnusable
 from zmm.fs import private_dirs
 from zmm.jobs import BACKENDS, JobState, Priority
-from zmm.timestamps import iso as iso  # re-exported: the store's modules stamp with it
-from zmm.timestamps import parse_iso as parse_iso
+from zmm.timestamps import iso as iso  # re-exported for zmm.worker.loop and .service
 
 # Storage settings (bench/spool_bench.py and bench/history_bench.py weigh others).
 # A new spool gets 2,048-byte pages: a claim + finish writes fewer bytes than with
@@ -188,6 +188,29 @@ class transaction:
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class snapshot:
+    """A read transaction: every query inside it sees the same state of the
+    spool, even while other processes commit. A deferred BEGIN takes no lock;
+    the COMMIT at the end keeps and undoes nothing. Inside a transaction
+    already, that one is the snapshot."""
+
+    __slots__ = ("conn", "started")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.started = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.started = not self.conn.in_transaction
+        if self.started:
+            self.conn.execute("BEGIN")
+        return self.conn
+
+    def __exit__(self, *_: object) -> None:
+        if self.started:
+            self.conn.execute("COMMIT")
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:

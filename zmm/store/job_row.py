@@ -85,6 +85,7 @@ class Job:
     source_job_id: str | None = None  # the job `zmm compose` composed again
     enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
     error_kind: str | None = None  # why it failed, a zmm.errors.ERROR_KINDS word (schema 13)
+    backend_name: str | None = None  # the backend whose worker claimed or adopted it (schema 16)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:

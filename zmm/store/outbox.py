@@ -4,6 +4,8 @@ finishes a job, and how senders claim, record and finish deliveries.
 Claims are leases (like jobs'), so two processes never send one delivery at
 once and a sender that dies leaves it to the next. Every recorded try writes
 a `webhook` job event in the same transaction. Nothing here sends HTTP.
+Plain functions over a connection: the Store (zmm.store.housekeeping) runs
+the writes inside its transaction and maps SQLite's errors.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 
 from zmm.jsontext import compact
 from zmm.store import events
-from zmm.store.db import transaction, translate_errors
 from zmm.store.job_row import Job
 
 EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
@@ -91,18 +92,17 @@ _DUE = ("status = 'pending' AND next_try_at <= :now "
         "AND (claim_expires_at IS NULL OR claim_expires_at < :now)")
 
 
-def next_due(conn: sqlite3.Connection, path: Path, now: str) -> str | None:
+def next_due(conn: sqlite3.Connection, now: str) -> str | None:
     """When the earliest unclaimed pending delivery is due (maybe already), or
     None: the sender's cheap poll, a read that takes no write lock."""
-    with translate_errors(path):
-        row = conn.execute(
-            "SELECT next_try_at FROM webhook_deliveries WHERE status = 'pending' "
-            "AND (claim_expires_at IS NULL OR claim_expires_at < ?) "
-            "ORDER BY next_try_at LIMIT 1", [now]).fetchone()
+    row = conn.execute(
+        "SELECT next_try_at FROM webhook_deliveries WHERE status = 'pending' "
+        "AND (claim_expires_at IS NULL OR claim_expires_at < ?) "
+        "ORDER BY next_try_at LIMIT 1", [now]).fetchone()
     return row[0] if row else None
 
 
-def claim(conn: sqlite3.Connection, path: Path, claimer: str, now: str, until: str, *,
+def claim(conn: sqlite3.Connection, claimer: str, now: str, until: str, *,
           limit: int = 1, job_ids: list[str] | None = None,
           exclude: list[int] | None = None) -> list[Delivery]:
     """Lease up to `limit` due deliveries to `claimer` until `until`, earliest
@@ -118,14 +118,13 @@ def claim(conn: sqlite3.Connection, path: Path, claimer: str, now: str, until: s
         pick += " AND id NOT IN (SELECT value FROM json_each(:exclude))"
         params["exclude"] = json.dumps(exclude)
     pick += " ORDER BY next_try_at, id LIMIT :limit"
-    with translate_errors(path), transaction(conn) as tx:
-        rows = tx.execute(
-            "UPDATE webhook_deliveries SET claimed_by = :claimer, claim_expires_at = :until "
-            f"WHERE id IN ({pick}) RETURNING *", params).fetchall()
+    rows = conn.execute(
+        "UPDATE webhook_deliveries SET claimed_by = :claimer, claim_expires_at = :until "
+        f"WHERE id IN ({pick}) RETURNING *", params).fetchall()
     return sorted((Delivery.from_row(row) for row in rows), key=lambda d: (d.next_try_at, d.id))
 
 
-def record_try(conn: sqlite3.Connection, path: Path, delivery: Delivery, claimer: str, *,
+def record_try(conn: sqlite3.Connection, delivery: Delivery, claimer: str, *,
                status: str, last_error: str | None, next_try_at: str | None, stamp: str,
                message: str, data: dict[str, object]) -> bool:
     """Count one try of a claimed delivery and release the claim: `status`
@@ -134,25 +133,23 @@ def record_try(conn: sqlite3.Connection, path: Path, delivery: Delivery, claimer
     written) when the claim was lost to another sender after it expired."""
     if status not in ("pending", "delivered", "failed"):
         raise ValueError(f"not a delivery status: {status!r}")
-    with translate_errors(path), transaction(conn) as tx:
-        changed = tx.execute(
-            "UPDATE webhook_deliveries SET tries = tries + 1, status = :status, "
-            "last_error = :error, next_try_at = COALESCE(:next, next_try_at), "
-            "claimed_by = NULL, claim_expires_at = NULL, "
-            "finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :stamp END "
-            "WHERE id = :id AND status = 'pending' AND claimed_by = :claimer",
-            {"status": status, "error": last_error, "next": next_try_at, "stamp": stamp,
-             "id": delivery.id, "claimer": claimer}).rowcount
-        if changed:
-            events.write(tx, delivery.job_id, "webhook", None, None, message, stamp, data)
+    changed = conn.execute(
+        "UPDATE webhook_deliveries SET tries = tries + 1, status = :status, "
+        "last_error = :error, next_try_at = COALESCE(:next, next_try_at), "
+        "claimed_by = NULL, claim_expires_at = NULL, "
+        "finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :stamp END "
+        "WHERE id = :id AND status = 'pending' AND claimed_by = :claimer",
+        {"status": status, "error": last_error, "next": next_try_at, "stamp": stamp,
+         "id": delivery.id, "claimer": claimer}).rowcount
+    if changed:
+        events.write(conn, delivery.job_id, "webhook", None, None, message, stamp, data)
     return bool(changed)
 
 
-def for_job(conn: sqlite3.Connection, path: Path, job_id: str) -> list[Delivery]:
+def for_job(conn: sqlite3.Connection, job_id: str) -> list[Delivery]:
     """A job's deliveries, oldest first (a retried job can have several)."""
-    with translate_errors(path):
-        rows = conn.execute("SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY id",
-                            [job_id]).fetchall()
+    rows = conn.execute("SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY id",
+                        [job_id]).fetchall()
     return [Delivery.from_row(row) for row in rows]
 
 

@@ -119,7 +119,7 @@ def candidates_query(now: float, aging_s: float, *, limit: int, critical_only: b
     claim costs the same with ten queued jobs or a hundred thousand (as long as
     the jobs at the head are ones the backend can run: the ones it cannot are
     stepped over one by one)."""
-    from zmm.store.db import iso
+    from zmm.timestamps import iso
 
     params: dict[str, Any] = {"now": now, "aging": max(aging_s, 1e-9), "now_iso": iso(now),
                               "limit": limit}
@@ -147,7 +147,7 @@ def cloud_query(now: float, *, down_since: float | None, max_wait_s: dict[str, f
     (`down_since`) for longer than its priority's max wait, or one no live
     backend can run (its needs and pin among `stranded`, a JSON list of
     [needs, on_backend] pairs) queued for longer than its max wait."""
-    from zmm.store.db import iso
+    from zmm.timestamps import iso
 
     params: dict[str, Any] = {"now": now, "now_iso": iso(now), "down": down_since,
                               "stranded": stranded, **_max_waits(max_wait_s)}
@@ -218,7 +218,7 @@ def pick_grouped(rows: list[sqlite3.Row], prefer_model: str | None, window: int)
 
 def run_order(conn: sqlite3.Connection, now: float, aging_s: float) -> list[Job]:
     """Queued jobs in the order workers will claim them (waiting-for-backoff last)."""
-    from zmm.store.db import iso
+    from zmm.timestamps import iso
 
     rows = conn.execute(
         f"""SELECT * FROM jobs WHERE {OPEN} AND status = 'queued'

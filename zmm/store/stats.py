@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zmm.jobs import JobState
-from zmm.store.db import iso, parse_iso
 from zmm.store.queries import DONE, OPEN
+from zmm.timestamps import iso, parse_iso
 
 STATUSES = tuple(state.value for state in JobState)
 WEEK_S = 7 * 86400
@@ -134,23 +134,17 @@ class Report:
 
 
 def report(conn: sqlite3.Connection, since: float | None, until: float) -> Report:
-    """Every metric for jobs created at or after `since` (None: all jobs), at `until`."""
-    # One read transaction: the percentile walks use ranks from the counts, so every
-    # query must see the same snapshot even while a worker finishes jobs.
-    started = not conn.in_transaction
-    if started:
-        conn.execute("BEGIN")
-    try:
-        window = window_of(conn, since, until)
-        by_status, by_backend, timed = counts(conn, window)
-        return Report(window=window, by_status=by_status, by_backend=by_backend,
-                      timings=generation_times(conn, window, timed),
-                      median_generation_s=overall_median(conn, window, timed),
-                      events=event_counts(conn, window),
-                      oldest_created_at=oldest_created_at(conn) if since is None else None)
-    finally:
-        if started:
-            conn.execute("COMMIT")
+    """Every metric for jobs created at or after `since` (None: all jobs), at `until`.
+    The percentile walks use ranks from the counts, so every query must see the
+    same snapshot even while a worker finishes jobs: Store.stats_report runs
+    this inside one read snapshot."""
+    window = window_of(conn, since, until)
+    by_status, by_backend, timed = counts(conn, window)
+    return Report(window=window, by_status=by_status, by_backend=by_backend,
+                  timings=generation_times(conn, window, timed),
+                  median_generation_s=overall_median(conn, window, timed),
+                  events=event_counts(conn, window),
+                  oldest_created_at=oldest_created_at(conn) if since is None else None)
 
 
 def window_of(conn: sqlite3.Connection, since: float | None, until: float) -> Window:

@@ -1,19 +1,21 @@
 """What users ask of jobs that are not theirs to run: cancel (now, or by asking
 the running job's worker), retry, and a new priority. Each outcome is decided
 by a guarded UPDATE through the Store (transition/update), never by the read
-before it, since workers change jobs concurrently.
+before it, since workers change jobs concurrently. The one statement of its
+own, a new priority's, runs inside the transaction Store.set_priority opens.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 
 from zmm.errors import Conflict
 from zmm.jobs import PRIORITY_RANK, TRANSITIONS, JobState, Priority
 from zmm.store import events, queries
 from zmm.store.changes import Cancellation
-from zmm.store.db import iso, transaction, translate_errors
 from zmm.store.job_row import Job
+from zmm.timestamps import iso
 
 if TYPE_CHECKING:
     from zmm.store import Store
@@ -73,19 +75,15 @@ def failed_ids(store: Store) -> list[str]:
     return [job.id for job in queries.jobs_in_state(store.conn, JobState.FAILED)]
 
 
-def set_priority(store: Store, job_id: str, level: Priority) -> Job:
-    job = store.get(job_id)
-    if job.status is not JobState.QUEUED:
-        raise Conflict(f"job {job.id} is {job.status}; only queued jobs can change priority")
-    now = store.clock()
-    with translate_errors(store.path), transaction(store.conn) as conn:
-        row = conn.execute(
-            "UPDATE jobs SET priority = ?, priority_rank = ?, updated_at = ? "
-            "WHERE id = ? AND status = 'queued' RETURNING *",
-            [level.value, PRIORITY_RANK[level], iso(now), job.id],
-        ).fetchone()
-        if row is None:
-            raise Conflict(f"job {job.id} was claimed meanwhile; priority unchanged")
-        events.write(conn, job.id, "priority", None, None,
-                     f"{job.priority} -> {level.value}", iso(now))
-        return Job.from_row(row)
+def reprioritize(conn: sqlite3.Connection, job: Job, level: Priority, stamp: str) -> Job:
+    """Give the queued job `job` the priority `level`, with a `priority` event
+    (inside the caller's transaction); Conflict when it was claimed meanwhile."""
+    row = conn.execute(
+        "UPDATE jobs SET priority = ?, priority_rank = ?, updated_at = ? "
+        "WHERE id = ? AND status = 'queued' RETURNING *",
+        [level.value, PRIORITY_RANK[level], stamp, job.id],
+    ).fetchone()
+    if row is None:
+        raise Conflict(f"job {job.id} was claimed meanwhile; priority unchanged")
+    events.write(conn, job.id, "priority", None, None, f"{job.priority} -> {level.value}", stamp)
+    return Job.from_row(row)

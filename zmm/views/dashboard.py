@@ -205,6 +205,8 @@ def _running(job: dict[str, Any], now: float, by_url: dict[str, str],
 
 def _where(job: dict[str, Any], by_url: dict[str, str],
            workers: dict[str, dict[str, Any]]) -> str | None:
+    if job.get("backend_name"):  # the backend whose worker claimed or adopted it
+        return str(job["backend_name"])
     worker = workers.get(job["worker_id"] or "")
     if worker and worker.get("backend"):
         return str(worker["backend"])

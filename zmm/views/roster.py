@@ -60,8 +60,8 @@ def _entry(backend: fleet.Backend, row: dict[str, Any] | None, counts: dict[str,
 
 
 def set_draining(settings: Config, store: Store, name: str, draining: bool) -> dict[str, Any]:
-    """Drain (or resume) the backend `name` (NotFound, exit 3, lists the names);
-    returns its overview entry afterwards."""
-    chosen = fleet.backend(settings, name)
+    """Drain (or resume) the backend `name`, configured or reported by a worker
+    (NotFound, exit 3, lists the names); returns its overview entry afterwards."""
+    chosen = fleet.backend(settings, name, store.backends())
     store.set_draining(chosen.name, chosen.url, draining)
     return next(item for item in overview(settings, store) if item["name"] == chosen.name)

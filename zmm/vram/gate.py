@@ -19,7 +19,7 @@ from zmm.config.fleet import DEFAULT_NAME
 from zmm.errors import ZmmError
 from zmm.jsontext import compact
 from zmm.store import Job, Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 from zmm.vram import policy
 
 SWAP_KEY = "swap"  # the default backend's; others add their name (swap_key)

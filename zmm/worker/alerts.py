@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from zmm.store import Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 
 class DownAlarm:

@@ -18,7 +18,7 @@ from zmm.errors import EnhanceFailed
 from zmm.jsontext import compact
 from zmm.outcome import Outcome
 from zmm.store import Job, Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 from zmm.worker.outcomes import failed
 
 # The LLM's request must end well inside the job's lease: the loop renews

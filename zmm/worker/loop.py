@@ -307,7 +307,8 @@ class Worker:
                 # claim takes nothing: the claim's UPDATE checks the switch)
             job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
                                    only_ids=self.only_ids, prefer_model=self._loaded_model,
-                                   group_window=self.ctx.group_window, route=self.capability.route)
+                                   group_window=self.ctx.group_window, route=self.capability.route,
+                                   backend=self.ctx.backend.name)
             if job is None:
                 return
             if wanted(job):

@@ -18,7 +18,7 @@ from zmm.jsontext import compact
 from zmm.outcome import Outcome
 from zmm.secrets import scrub
 from zmm.store import Job, Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 
 
 class OutcomeLadder:

@@ -10,7 +10,7 @@ from typing import Any
 
 from zmm.backends.comfy_events import Event
 from zmm.store import Store
-from zmm.store.db import iso
+from zmm.timestamps import iso
 from zmm.worker.execution import Inflight
 
 

@@ -53,7 +53,7 @@ def inline_backend(settings: Config, job: Job | None = None,
     if job is None:
         return fleet.backends(settings)[0]
     if job.on_backend:
-        return fleet.backend(settings, job.on_backend)
+        return fleet.backend(settings, job.on_backend, recorded or [])
     from zmm.intake import server_files
     from zmm.views.routing import needs_of
 

@@ -18,7 +18,7 @@ from zmm.errors import ComfyUnavailable
 from zmm.secrets import scrub
 from zmm.store import Store
 from zmm.store.backends import BackendReport
-from zmm.store.db import iso
+from zmm.timestamps import iso
 from zmm.worker.alerts import DownAlarm
 from zmm.worker.execution import Inflight
 from zmm.worker.managed.supervisor import ChildReport

@@ -97,7 +97,7 @@ class Upkeep:
         for job in self.store.orphans(self.url, self.worker_id):
             if job.id not in mine:
                 taken = self.store.adopt(job.id, self.worker_id, lease_s=self.lease_s,
-                                         owner=job.worker_id,
+                                         owner=job.worker_id, backend=self.backend,
                                          reason=f"its worker {job.worker_id} is gone "
                                                 "(this worker holds the lock for its server)")
                 self._take(taken, adopted)
@@ -114,6 +114,7 @@ class Upkeep:
             if offline and job.comfy_prompt_id:
                 continue
             taken = self.store.adopt(job.id, self.worker_id, lease_s=self.lease_s,
+                                     backend=self.backend,
                                      reason=f"lease of {job.worker_id} expired")
             self._take(taken, adopted)
         return adopted

@@ -25,8 +25,8 @@ from zmm.backends.net import one_line, reason
 from zmm.config import Config
 from zmm.secrets import scrub
 from zmm.store import Store
-from zmm.store.db import parse_iso
 from zmm.store.outbox import Delivery
+from zmm.timestamps import parse_iso
 
 SIGNATURE_HEADER = "X-Zmm-Signature-256"
 BACKOFF_FACTOR = 4
