@@ -27,7 +27,14 @@ from zmm.jsontext import compact
 from zmm.liveness import live_since
 from zmm.store import backends, claims, events, outbox, queries, steering, workers
 from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
-from zmm.store.db import connect, connect_read_only, snapshot, transaction, translate_errors
+from zmm.store.db import (
+    connect,
+    connect_read_only,
+    errors_mapped,
+    snapshot,
+    transaction,
+    translate_errors,
+)
 from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
@@ -59,6 +66,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+@errors_mapped
 class Store(Housekeeping, Tokens):
     def __init__(self, path: Path, *, busy_timeout_ms: int = 15000,
                  clock: Callable[[], float] = time.time, assets_root: Path | None = None,

@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import zmm
 from zmm.errors import InvalidInput, SpoolUnusable
@@ -295,3 +296,26 @@ class translate_errors:
             f"the spool at {path} is not a usable SQLite database ({exc})",
             hint="run `zmm doctor`; move the file aside to start a fresh spool",
         ) from None
+
+
+def errors_mapped(cls: type) -> type:
+    """Every public method `cls` defines runs inside `translate_errors(self.path)`,
+    so no read or write of the spool lets a raw SQLite error out of the store,
+    whichever method forgets its own block (nested blocks are harmless).
+    Generator methods map errors themselves, around their iteration."""
+    import functools
+    import inspect
+
+    def mapped(method: Any) -> Any:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with translate_errors(self.path):
+                return method(self, *args, **kwargs)
+        return call
+
+    for name, value in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(value) \
+                or inspect.isgeneratorfunction(value):
+            continue
+        setattr(cls, name, mapped(value))
+    return cls

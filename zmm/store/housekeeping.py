@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zmm.store import outbox, retention
-from zmm.store.db import transaction, translate_errors
+from zmm.store.db import errors_mapped, transaction, translate_errors
 from zmm.timestamps import iso
 
 if TYPE_CHECKING:
     from zmm.store.job_row import Job
 
 
+@errors_mapped
 class Housekeeping:
     conn: sqlite3.Connection
     path: Path

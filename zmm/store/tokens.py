@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from zmm.errors import NotFound
-from zmm.store.db import transaction, translate_errors
+from zmm.store.db import errors_mapped, transaction, translate_errors
 from zmm.timestamps import iso
 
 COLUMNS = "id, name, requester, max_priority, created_at, revoked_at, last_used_at"
 
 
+@errors_mapped
 class Tokens:
     conn: sqlite3.Connection
     path: Path
