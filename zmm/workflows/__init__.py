@@ -119,11 +119,16 @@ def read_json(path: Path) -> Any:
         raise InvalidInput("workflow", f"{path} is not usable JSON ({exc})") from None
 
 
+def is_ui_format(data: Any) -> bool:
+    """A UI-format workflow: an object with a `nodes` list (and usually `links`)."""
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
+
+
 def _read(path: Path, node_defs: NodeDefs | None = None) -> dict[str, Any]:
     graph = read_json(path)
-    from zmm.workflows import ui_format
+    if is_ui_format(graph):
+        from zmm.workflows import ui_format  # the converter, only for a UI-format file
 
-    if ui_format.is_ui_format(graph):
         if not graph["nodes"]:  # nothing to convert: no server needs asking
             raise InvalidInput("workflow", f"{path} is a UI-format workflow without nodes; a "
                                "workflow is a JSON object of nodes (API format) or a UI file "
