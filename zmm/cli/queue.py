@@ -21,7 +21,6 @@ def show(
     """Running and queued jobs in run order, with position, age, progress and ETA."""
     if ctx.invoked_subcommand is not None:
         return
-    from zmm.cli import render
     from zmm.views import queue as view
 
     settings = load_config()
@@ -30,6 +29,8 @@ def show(
     if as_json:
         emit_json(shown.public(store.assets_root))
         return
+    from zmm.cli import render
+
     if shown.paused:
         say("queue is paused: workers claim nothing until `zmm queue resume`")
     if not shown.workers:

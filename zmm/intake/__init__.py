@@ -7,7 +7,6 @@ Every field error is an `InvalidInput` naming the field (and the line, for
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -340,6 +339,8 @@ def _bounded_int(digits: str) -> int:
 
 
 def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
+    import csv  # only for a CSV `--from` file
+
     # strict: a quote left open is an error, not a cell running to the end of the file
     reader = csv.DictReader(io.StringIO(text), strict=True)
     rows = []

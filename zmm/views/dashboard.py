@@ -7,7 +7,6 @@ formatting beyond choosing values; zmm/cli/render_top.py draws it.
 from __future__ import annotations
 
 import bisect
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from zmm import liveness
 from zmm.jobs import PRIORITY_RANK, Priority
 from zmm.timestamps import iso, parse_iso
+from zmm.views import median
 
 if TYPE_CHECKING:
     from zmm.store import Board
@@ -167,7 +167,7 @@ def throughput(finished: list[tuple[str, str, float | None]], now: float, *, par
             times.append(seconds)
     return Throughput(bucket_s, tuple((ok, bad) for ok, bad in bars), totals["succeeded"],
                       totals["failed"], totals["cancelled"],
-                      statistics.median(times) if times else None, partial)
+                      median(times) if times else None, partial)
 
 
 def _backends(board: Board, configured: list[Any], running: tuple[RunningLine, ...],

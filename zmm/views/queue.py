@@ -9,13 +9,12 @@ values), so the ETAs are tested without a spool. Nothing here formats.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from zmm.jobs import FINISHED
 from zmm.timestamps import parse_iso
-from zmm.views import routing
+from zmm.views import median, routing
 
 FINISHED_SHOWN = 20  # `zmm queue --all`
 
@@ -57,8 +56,6 @@ class QueueView:
 
 def read(store: Any, settings: Any, *, with_finished: bool = False) -> QueueView:
     """One look at the spool `store` (a zmm.store.Store) as of its clock."""
-    from zmm.store import HistoryFilter
-
     lease_s = settings.get("worker.lease_s")
     running = store.running()
     queued = store.run_order(settings.get("worker.aging_s"))
@@ -66,8 +63,11 @@ def read(store: Any, settings: Any, *, with_finished: bool = False) -> QueueView
     workers = store.live_workers(lease_s)
     now = store.clock()
     live = routing.live_backends(store.backends(), workers, now, lease_s)
-    finished = store.history_page(HistoryFilter(statuses=FINISHED, limit=FINISHED_SHOWN))[0] \
-        if with_finished else []
+    finished: list[Any] = []
+    if with_finished:
+        from zmm.store import HistoryFilter  # zmm.store.history: only for --all
+
+        finished = store.history_page(HistoryFilter(statuses=FINISHED, limit=FINISHED_SHOWN))[0]
     return build(now=now, paused=store.is_paused(), workers=workers, running=running,
                  queued=queued, times=times, live=live, finished=finished)
 
@@ -79,7 +79,7 @@ def build(*, now: float, paused: bool, workers: list[dict[str, Any]], running: l
     generation time for each job ahead of it that a backend can run, running
     ones included, plus its own; a job no live backend can run has a waiting
     reason and no ETA, and holds up nobody behind it."""
-    typical = statistics.median(times) if times else None
+    typical = median(times) if times else None
     ahead = len(running)
     entries = []
     before = 0  # jobs ahead of this one that a backend can run

@@ -121,6 +121,11 @@ def read_json(path: Path) -> Any:
         raise InvalidInput("workflow", f"{path} is not usable JSON ({exc})") from None
 
 
+def is_ui_format(data: Any) -> bool:
+    """A UI-format workflow: an object with a `nodes` list (and usually `links`)."""
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
+
+
 def _read(path: Path, node_defs: NodeDefs | None = None
           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the API graph, the UI-format file it came from or None)."""
@@ -130,10 +135,10 @@ def _read(path: Path, node_defs: NodeDefs | None = None
 def from_data(data: Any, source: str, node_defs: NodeDefs | None = None
               ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A workflow's JSON (either format) as (the API graph, the UI file or None)."""
-    from zmm.workflows import ui_format
-
     ui = None
-    if ui_format.is_ui_format(data):
+    if is_ui_format(data):
+        from zmm.workflows import ui_format  # the converter, only for a UI-format file
+
         if not data["nodes"]:  # nothing to convert: no server needs asking
             raise InvalidInput("workflow", f"{source} is a UI-format workflow without nodes; a "
                                "workflow is a JSON object of nodes (API format) or a UI file "

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zmm.errors import InvalidInput, NotFound
-from zmm.workflows import ui_widgets
+from zmm.workflows import is_ui_format, ui_widgets
 from zmm.workflows.ui_widgets import Widget
 
 VIRTUAL_TYPES = frozenset({"Reroute", "Note", "MarkdownNote", "PrimitiveNode"})
@@ -40,11 +40,6 @@ class UnknownNodeClass(NotFound):
                          hint="install the custom node that provides it on the ComfyUI "
                               "server (ComfyUI/custom_nodes/)")
         self.classes = classes
-
-
-def is_ui_format(data: Any) -> bool:
-    """A UI-format workflow: an object with a `nodes` list (and usually `links`)."""
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
 @dataclass
