@@ -57,7 +57,7 @@ def serve_worker(
     if every:
         from zmm.worker.managed.serve_all import serve_all
 
-        told = say
+        told: Callable[[str], None] = say
         if logging is not None:  # the parent's own lines in the children's form
             from zmm.worker import logs
 
