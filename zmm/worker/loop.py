@@ -241,7 +241,7 @@ class Worker:
         self.observer.waiting(self.url, exc.reason, delay)
         if (self.scope.foreground and not self.inflight and not restarting
                 and not self.cloud.may_take_over(bool(self.stop_mode))):
-            raise exc  # a foreground generate or --once reports it instead of waiting
+            raise self.managed.unreachable(exc)  # a foreground generate or --once says why
         if self.stop_mode and not self.inflight and not self.cloud.busy():
             self.done = True  # stopping with nothing left to finish: no need to wait
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zmm.errors import ComfyUnavailable
 from zmm.outcome import Outcome
 from zmm.store import Store
 from zmm.worker.execution import Inflight
@@ -54,6 +55,13 @@ class ChildWatch:
         """The worker reached the server."""
         if self.supervisor is not None:
             self.supervisor.answered()
+
+    def unreachable(self, exc: ComfyUnavailable) -> ComfyUnavailable:
+        """What a foreground worker reports when the server does not answer: after
+        a crash loop, why the child is no longer started, not the refused connection."""
+        if self.supervisor is None or self.supervisor.gave_up is None:
+            return exc
+        return ComfyUnavailable(exc.url, self.supervisor.gave_up, hint=exc.hint)
 
     def check(self, inflight: list[Inflight]) -> ChildReport | None:
         """What happened to the child since the last turn (it exited, hung, or was
