@@ -17,6 +17,7 @@ from typing import Any
 
 from zmm import errors
 from zmm.config import Config, fleet
+from zmm.secrets import scrub
 
 # Which failure decides the exit code when several fail, most serious first.
 SEVERITY = (errors.SPOOL_UNUSABLE, errors.USAGE, errors.WORKFLOW_REJECTED,
@@ -29,6 +30,9 @@ class Check:
     status: str  # ok | warn | fail
     detail: str
     code: int = 0  # the exit code a failure maps to
+
+    def __post_init__(self) -> None:  # a URL's user:password, a key's value: never shown
+        object.__setattr__(self, "detail", scrub(self.detail))
 
     def public(self) -> dict[str, Any]:
         return {"check": self.name, "status": self.status, "detail": self.detail}

@@ -275,3 +275,27 @@ def test_an_idle_hang_is_caught_near_three_health_periods_not_the_http_timeout(s
     assert caught_s < 3 * 1 + 3 * (1 + 5) + 5, caught_s
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
+
+
+def test_once_after_a_crash_loop_exits_4_saying_why(settings, tmp_path):
+    """The first child answers and is killed mid-job; every child started after it
+    exits 1 at once. After comfyui.max_quick_exits quick exits zmm stops restarting
+    it, and --once exits 4 with that reason, not the refused connection."""
+    port = free_port()
+    job_id = queue_one(settings)
+    marker = tmp_path / "started-once"
+    script = tmp_path / "comfyui.sh"
+    script.write_text(f"test -e {shlex.quote(str(marker))} && exit 1\n"
+                      f"touch {shlex.quote(str(marker))}\n"
+                      f"exec {fake_command(port)} --step-time 0.1\n")
+    worker = LiveProcess("serve-worker", "--no-progress", "--once", "--launch",
+                         f"sh {shlex.quote(str(script))}",
+                         env={**worker_env(port), "ZMM_COMFYUI_MAX_QUICK_EXITS": "2"})
+    LIVE.append(worker)
+    kill_child_mid_job(settings, port, job_id)
+    assert worker.wait(timeout=60) == 4, worker.stderr
+    error = [line for line in worker.stderr if line.startswith("error: ")]
+    assert len(error) == 1 and "comfyui.max_quick_exits" in error[0], worker.stderr
+    assert "exited 2 times in a row" in error[0] and "connection refused" not in error[0]
+    job = job_of(settings, job_id)
+    assert job.status == "queued" and job.attempts == 0  # back to the queue, for later

@@ -5,12 +5,13 @@ and both backends' rows end `stopped`."""
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 
 import pytest
 
-from tests.conftest import LiveProcess, wait_until
+from tests.conftest import LiveProcess, run_zmm, wait_until
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.nvml import LedgerFile
 from tests.fakes.vram import GIB, VramLedger
@@ -78,3 +79,33 @@ def test_serve_all_drains_with_two_backends_and_stops_both_on_sigint(home, tmp_p
     assert any(line.startswith("[remote1] worker stopped: ") for line in prefixed)
     assert not any(line.startswith(("[gpu0] Traceback", "[remote1] Traceback"))
                    for line in parent.stderr)
+
+
+@pytest.mark.slow
+def test_serve_all_passes_json_logging_on_and_each_line_names_its_backend(home, tmp_path):
+    fakes = [FakeComfyUI(step_time=0.01, output_dir=tmp_path / f"comfy-{n}").start()
+             for n in range(2)]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[[backends]]\nname = "gpu0"\nurl = "{fakes[0].url}"\n\n'
+        f'[[backends]]\nname = "remote1"\nurl = "{fakes[1].url}"\n')
+    settings = config.load(home)
+    with Store(settings.spool_path) as store:
+        store.enqueue(intake.build({"prompt": "fleet", "size": "64x64", "steps": "2",
+                                    "count": 2}, settings))
+    try:
+        result = run_zmm("serve-worker", "--all", "--once", "--log-format", "json",
+                         "--log-level", "info", env={"ZMM_WORKER_POLL_S": "0.05"}, timeout=90)
+    finally:
+        for fake in fakes:
+            fake.stop()
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    children = [line for line in lines if "backend" in line]
+    assert {line["backend"] for line in children} == {"gpu0", "remote1"}
+    stopped = {line["backend"] for line in children if line.get("event") == "stopped"}
+    assert stopped == {"gpu0", "remote1"}
+    assert any(line["message"].startswith("serving 2 backend(s)") for line in lines)
+    succeeded = [line for line in children if line.get("status") == "succeeded"]
+    assert len(succeeded) == 2

@@ -211,6 +211,9 @@ def test_sigterm_ends_a_worker_whose_comfyui_stopped_answering(worker_env, setti
     assert any("left running for the next worker" in line for line in worker.stderr)
     with spool(settings) as store:
         assert store.get(job_id).status == "running"
+        (row,) = store.backends()
+        assert (row["state"], row["worker_id"]) == ("stopped", None)  # as after any stop
+        assert [w["pid"] for w in store.live_workers(lease_s=3600.0)] == [worker.process.pid]
     result = run_zmm("serve-worker", "--once", "--no-progress", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "worker stopped: 1 succeeded, 0 other" in result.stderr

@@ -14,7 +14,8 @@ from tests.clocks import FakeClock
 from tests.conftest import wait_until
 from zmm.errors import ComfyUnavailable
 from zmm.worker.managed import child
-from zmm.worker.managed.supervisor import CrashGuard, ManagedSettings, Supervisor, exit_reason
+from zmm.worker.managed.supervisor import ManagedSettings, Supervisor, exit_reason
+from zmm.worker.managed.watch import CrashGuard
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 

@@ -25,7 +25,8 @@ def serve_worker(
                                           help="Serve this configured backend ([[backends]] "
                                           "in config; docs/backends.md)."),
     every: bool = typer.Option(False, "--all", help="Serve every configured backend: one "
-                               "worker process each, output lines prefixed with its name."),
+                               "worker process each, output lines prefixed with its name "
+                               "(JSON log lines carry it as `backend`)."),
     once: bool = typer.Option(False, "--once", help="Run what is queued and due (and finish the "
                               "jobs of a worker that died), then exit: 1 if one did not succeed."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after N jobs."),
@@ -52,19 +53,24 @@ def serve_worker(
     settings = load_config(comfyui__url=comfyui.rstrip("/") if comfyui else None,
                            comfyui__command=launch)
     _check_flags(settings, backend, every, comfyui, launch)
-    logging = _check_log_flags(log_level, log_format, every)
+    logging = _check_log_flags(log_level, log_format)
     if every:
         from zmm.worker.managed.serve_all import serve_all
 
+        told: Callable[[str], None] = say
+        if logging is not None:  # the parent's own lines in the children's form
+            from zmm.worker import logs
+
+            told = logs.LogObserver(logs.configure(level=logging[0], fmt=logging[1])).notice
         raise typer.Exit(serve_all(fleet.backends(settings), once=once, max_jobs=max_jobs,
-                                   say=say))
+                                   say=told, logging=logging))
     chosen = service.choose_backend(settings, backend)
     if comfyui and chosen.url != str(load_config().get("comfyui.url")).rstrip("/"):
         chosen = fleet.named_for_url(chosen)  # its own backend, not the `default` row
     _serve_one(fleet.settings_for(settings, chosen), once, max_jobs, no_progress, logging)
 
 
-def _check_log_flags(level: str | None, fmt: str | None, every: bool) -> tuple[str, str] | None:
+def _check_log_flags(level: str | None, fmt: str | None) -> tuple[str, str] | None:
     """(level, format) when the worker logs instead of showing its display."""
     from zmm.errors import InvalidInput
     from zmm.worker.logs import FORMATS, LEVELS
@@ -75,9 +81,6 @@ def _check_log_flags(level: str | None, fmt: str | None, every: bool) -> tuple[s
         raise InvalidInput("--log-level", f"one of {', '.join(LEVELS)}")
     if fmt is not None and fmt.lower() not in FORMATS:
         raise InvalidInput("--log-format", f"one of {', '.join(FORMATS)}")
-    if every:
-        raise InvalidInput("--log-format" if fmt else "--log-level",
-                           "serves one backend; not with --all")
     return (level or "info").lower(), (fmt or "text").lower()
 
 
@@ -98,6 +101,7 @@ def _check_flags(settings, backend: str | None, every: bool, comfyui: str | None
 def _serve_one(settings, once: bool, max_jobs: int | None, no_progress: bool,
                logging: tuple[str, str] | None) -> None:
     from zmm.cli import render
+    from zmm.config import fleet
     from zmm.worker import logs, service
 
     stopped: Callable[[str], None]
@@ -106,7 +110,8 @@ def _serve_one(settings, once: bool, max_jobs: int | None, no_progress: bool,
         stopped = say
     else:
         level, fmt = logging
-        view = logs.LogObserver(logs.configure(level=level, fmt=fmt))
+        view = logs.LogObserver(logs.configure(level=level, fmt=fmt),
+                                backend=fleet.serving(settings).name)
         stopped = view.stopped
     counts = service.serve(settings, once=once, max_jobs=max_jobs, observer=view)
     stopped(f"worker stopped: {counts.succeeded} succeeded, {counts.other} other")

@@ -274,12 +274,15 @@ class Config:
         return self.home / "brands"
 
     def masked(self) -> dict[str, dict[str, Any]]:
-        """The settings for display: values of secret-bearing env vars are never shown."""
+        """The settings for display: values of secret-bearing env vars are never
+        shown, nor a URL's user and password."""
         shown = copy.deepcopy(self.data)
         for values in shown.values():
             for key, value in list(values.items()):
                 if key.endswith(SECRET_ENV_SUFFIX) and isinstance(value, str):
                     values[key] = f"{value} ({'set' if os.environ.get(value) else 'not set'})"
+                elif isinstance(value, str) and "://" in value:
+                    values[key] = secrets.mask_url(value)
         return shown
 
 

@@ -21,7 +21,6 @@ import zmm
 from zmm.errors import InvalidInput, SpoolUnusable
 from zmm.fs import private_dirs
 from zmm.jobs import BACKENDS, JobState, Priority
-from zmm.timestamps import iso as iso  # re-exported for zmm.worker.loop and .service
 
 # Storage settings (bench/spool_bench.py and bench/history_bench.py weigh others).
 # A new spool gets 2,048-byte pages: a claim + finish writes fewer bytes than with

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmm import liveness
 from zmm.jobs import PRIORITY_RANK, Priority
+from zmm.secrets import mask_url
 from zmm.timestamps import iso, parse_iso
 from zmm.views import median
 
@@ -182,7 +183,7 @@ def _backends(board: Board, configured: list[Any], running: tuple[RunningLine, .
         state = liveness.backend_state(
             row, liveness.serving(name, board.workers, now, lease_s), now, lease_s)
         lines.append(BackendLine(
-            name=name, url=row["url"], state=state, gpu=row.get("gpu"),
+            name=name, url=mask_url(row["url"]), state=state, gpu=row.get("gpu"),
             vram_total_bytes=row.get("vram_total_bytes"),
             vram_free_bytes=row.get("vram_free_bytes"), loaded_model=row.get("loaded_model"),
             running=sum(1 for job in running if job.where == name),
@@ -212,7 +213,7 @@ def _where(job: dict[str, Any], by_url: dict[str, str],
         return str(worker["backend"])
     url = job["comfy_url"] or (worker or {}).get("comfy_url")
     if url:
-        return by_url.get(url, url)
+        return by_url.get(url, mask_url(url))
     if job.get("backend") not in (None, "local"):
         return str(job["backend"])  # a cloud provider
     return job["worker_id"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from zmm import liveness
 from zmm.config import Config, fleet
+from zmm.secrets import mask_url
 from zmm.store import Store
 
 HOUR_S = 3600.0
@@ -42,8 +43,8 @@ def _entry(backend: fleet.Backend, row: dict[str, Any] | None, counts: dict[str,
     alive = state != liveness.NO_WORKER
     row = row or {}
     return {
-        "name": backend.name, "url": backend.url, "gpu": backend.gpu,
-        "remote": not backend.local, "ollama": backend.ollama or None,
+        "name": backend.name, "url": mask_url(backend.url), "gpu": backend.gpu,
+        "remote": not backend.local, "ollama": mask_url(backend.ollama) or None,
         "state": state, "worker_state": row.get("state"),
         "worker_id": worker["id"] if worker is not None and alive else None,
         "heartbeat_at": row.get("heartbeat_at"), "draining": bool(row.get("draining")),

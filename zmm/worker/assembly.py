@@ -27,11 +27,12 @@ from zmm.worker.alerts import DownAlarm
 from zmm.worker.capability import Capability
 from zmm.worker.cloud_fallback import CloudFallback
 from zmm.worker.enhancing import PromptStep
-from zmm.worker.managed.supervisor import CrashGuard
+from zmm.worker.managed.watch import ChildWatch, CrashGuard
 from zmm.worker.observer import Observer, QuietObserver
-from zmm.worker.outcomes import OutcomeLadder
+from zmm.worker.outcomes import OutcomeLadder, Recorder
 from zmm.worker.scope import Scope
 from zmm.worker.status import BackendStatus
+from zmm.worker.submit import Submitter
 from zmm.worker.upkeep import RunLimit, Upkeep
 from zmm.worker.wake import SpoolWatch
 
@@ -117,12 +118,13 @@ class WorkerParts:
     cloud: CloudFallback
     upkeep: Upkeep
     outcomes: OutcomeLadder
+    recorder: Recorder
     prompts: PromptStep
-    crashes: CrashGuard
+    submitter: Submitter
+    managed: ChildWatch
     status: BackendStatus
     progress: progress.ProgressWriter
     gate: Any | None
-    supervisor: Any | None
 
 
 def build_worker(settings: Config, store: Store, client: ComfyClient, *,
@@ -160,29 +162,36 @@ def _parts(ctx: WorkerContext, scope: Scope, equipment: Equipment) -> WorkerPart
     alarm = DownAlarm(store, ctx.url, webhook_url=settings.get("alerts.webhook_url"),
                       after_s=settings.get("comfyui.alert_after_s"),
                       notice=ctx.observer.notice, monotonic=monotonic)
+    capability = Capability(store, client, name=ctx.backend.name,
+                            refresh_s=worker["files_refresh_s"],
+                            notice=ctx.observer.notice, monotonic=monotonic)
+    outcomes = OutcomeLadder(store, ctx.id, max_attempts=worker["max_attempts"],
+                             backoff_s=worker["backoff_s"], observer=ctx.observer,
+                             fall_back=fall_back)
+    recorder = Recorder(store, outcomes, ctx.observer)
+    prompts = PromptStep(store, settings, worker_id=ctx.id, lease_s=ctx.lease_s,
+                         make_enhancer=equipment.make_enhancer)
+    status = BackendStatus(store, ctx.backend, ctx.id, vram=equipment.vram,
+                           vram_used=equipment.vram_used, probe=client.ping,
+                           monotonic=monotonic, alarm=alarm, supervisor=equipment.supervisor)
     return WorkerParts(
         scope=scope, watch=SpoolWatch(store, ctx.stop.woken), builder=builder,
-        capability=Capability(store, client, name=ctx.backend.name,
-                              refresh_s=worker["files_refresh_s"],
-                              notice=ctx.observer.notice, monotonic=monotonic),
-        cloud=cloud,
+        capability=capability, cloud=cloud,
         upkeep=Upkeep(store, client, builder, worker_id=ctx.id, url=ctx.url,
                       lease_s=ctx.lease_s, backend=ctx.backend.name,
                       silence_s=settings.get("comfyui.silence_timeout_s"), aging_s=ctx.aging_s,
                       only_ids=scope.only_ids, observer=ctx.observer, monotonic=monotonic,
                       run_limit=RunLimit.from_section(
                           worker, settings.get("comfyui.silence_timeout_s"))),
-        outcomes=OutcomeLadder(store, ctx.id, max_attempts=worker["max_attempts"],
-                               backoff_s=worker["backoff_s"], observer=ctx.observer,
-                               fall_back=fall_back),
-        prompts=PromptStep(store, settings, worker_id=ctx.id, lease_s=ctx.lease_s,
-                           make_enhancer=equipment.make_enhancer),
-        crashes=CrashGuard(settings.get("comfyui.crash_limit")),
-        status=BackendStatus(store, ctx.backend, ctx.id, vram=equipment.vram,
-                             vram_used=equipment.vram_used, probe=client.ping,
-                             monotonic=monotonic, alarm=alarm,
-                             supervisor=equipment.supervisor),
+        outcomes=outcomes, recorder=recorder, prompts=prompts,
+        submitter=Submitter(ctx, scope=scope, capability=capability, cloud=cloud,
+                            outcomes=outcomes, prompts=prompts, builder=builder,
+                            recorder=recorder, gate=equipment.gate),
+        managed=ChildWatch(equipment.supervisor, CrashGuard(settings.get("comfyui.crash_limit")),
+                           store=store, status=status, observer=ctx.observer,
+                           recorder=recorder),
+        status=status,
         progress=progress.ProgressWriter(store, ctx.id,
                                          interval_s=worker["progress_interval_s"],
                                          observer=ctx.observer, monotonic=monotonic),
-        gate=equipment.gate, supervisor=equipment.supervisor)
+        gate=equipment.gate)

@@ -60,12 +60,14 @@ def configure(*, level: str = "info", fmt: str = "text",
 
 class LogObserver:
     """What a worker says, as log lines: one per wait, connection, phase change
-    (debug), finished job and notice."""
+    (debug), finished job and notice; each names the worker's `backend`."""
 
-    def __init__(self, logger: logging.Logger) -> None:
-        self.log = logger
+    def __init__(self, logger: logging.Logger, backend: str | None = None) -> None:
+        self.log, self.backend = logger, backend
 
     def _say(self, level: int, message: str, **fields: Any) -> None:
+        if self.backend is not None:  # which worker of `serve-worker --all` said it
+            fields["backend"] = self.backend
         self.log.log(level, message, extra={"fields": fields})
 
     def waiting(self, url: str, reason: str, retry_in: float) -> None:

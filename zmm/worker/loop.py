@@ -1,16 +1,17 @@
-"""The worker loop: claims jobs from the spool, keeps one submitted ahead of the
-running one on ComfyUI, follows the websocket, and records every outcome.
+"""The worker loop: keeps one job submitted ahead of the running one on
+ComfyUI, follows the websocket, and hands every outcome to the Recorder.
 
-The Worker owns the in-flight jobs, the websocket and the counters; it is built
-by `assembly.build_worker` from one `WorkerContext` (spool, client, settings,
-observer, clock, stop switch) and its parts, which are handed what they need
-and return outcomes: Upkeep (leases, adoption, the review of jobs on ComfyUI),
-CloudFallback (the cloud lane's side), Capability (the server's files: which
-jobs it may claim), the VRAM gate, SpoolWatch (waits that end when a job is
-queued), Scope (what to take on, when done) and the OutcomeLadder, through
-which every outcome goes (`_record`). `run_once()` is one iteration (tests
-drive it with injected clocks). Signal handlers only set the stop switch.
-Display is an injected observer: this module never imports rich.
+The Worker owns the in-flight jobs and the websocket; it is built by
+`assembly.build_worker` from one `WorkerContext` (spool, client, settings,
+observer, clock, stop switch) and its parts, which are handed what they need:
+the Submitter (claims, the local LLM's prompt, the VRAM gate, submitting),
+ChildWatch (the managed ComfyUI child and the crash guard), Upkeep (leases,
+adoption, the review of jobs on ComfyUI), CloudFallback (the cloud lane's
+side), Capability (the server's files), SpoolWatch (waits that end when a job
+is queued), Scope (what to take on, when done) and the Recorder, through which
+every outcome goes (`_record`). `run_once()` is one iteration (tests drive it
+with injected clocks). Signal handlers only set the stop switch. Display is an
+injected observer: this module never imports rich.
 """
 
 from __future__ import annotations
@@ -20,25 +21,14 @@ from typing import Any
 
 from zmm.assets import DiskFull
 from zmm.backends.comfy_events import Event, EventStream
-from zmm.cloud import lane
-from zmm.errors import (
-    ComfyServerError,
-    ComfyUnavailable,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    WorkflowRejected,
-)
-from zmm.outcome import Outcome, zmm_metadata
+from zmm.errors import ComfyServerError, ComfyUnavailable
+from zmm.outcome import Outcome
 from zmm.store import Job
-from zmm.store.db import iso
 from zmm.worker import execution, progress
 from zmm.worker.assembly import WorkerContext, WorkerParts
 from zmm.worker.counts import JobCounts
-from zmm.worker.enhancing import wanted
 from zmm.worker.execution import Inflight
-from zmm.worker.managed.supervisor import ChildReport
-from zmm.worker.outcomes import after_out_of_memory, failed, requeue
+from zmm.worker.outcomes import after_out_of_memory
 from zmm.worker.upkeep import Adopted
 
 # How long a worker whose disk is full waits before it tries to save again.
@@ -47,6 +37,7 @@ DISK_RETRY_S = 10.0
 # How long a worker told to stop now gives ComfyUI to let go of its jobs
 # (interrupted, taken off its queue) before it leaves them to the next worker.
 STOP_GRACE_S = 5.0
+
 
 class Worker:
     """Made by `assembly.build_worker`, from one context and its parts."""
@@ -59,23 +50,26 @@ class Worker:
         self.monotonic = ctx.clock.monotonic
         self.sleep = ctx.clock.sleep or ctx.stop.sleep
         self.idle_wait = ctx.clock.sleep or parts.watch.wait  # ends when a job is queued
-        self.scope, self.watch, self.builder = parts.scope, parts.watch, parts.builder
-        self.capability, self.cloud, self.upkeep = parts.capability, parts.cloud, parts.upkeep
-        self.outcomes, self.prompts, self.status = parts.outcomes, parts.prompts, parts.status
-        self.gate, self.supervisor = parts.gate, parts.supervisor
+        self.scope, self.watch, self.upkeep = parts.scope, parts.watch, parts.upkeep
+        self.capability, self.cloud, self.status = parts.capability, parts.cloud, parts.status
+        self.submitter, self.managed, self.gate = parts.submitter, parts.managed, parts.gate
+        self.recorder, self.prompts = parts.recorder, parts.prompts
         self.only_ids = parts.scope.only_ids
         self.inflight: list[Inflight] = []  # on ComfyUI: the running one first, then one ahead
         self.foreign: set[str] = set()  # other zmm prompts on ComfyUI's queue (a dead worker's)
         self.stream: EventStream | None = None
         self.client_id = ""
-        self.counts = JobCounts()  # counts only: a long-running worker keeps no jobs
         self.done = False
-        self._loaded_model: str | None = None  # the checkpoint of the last job submitted
         self._retry_delay = 1.0
         self._next_upkeep = 0.0
         self._stop_deadline: float | None = None
         self._disk_full_until: float | None = None  # images cannot be saved: wait till then
         self._left: list[str] = []  # left running at a stop (see leave_for_adoption)
+
+    @property
+    def counts(self) -> JobCounts:
+        """How many jobs it took to a final state (counts only, no job rows)."""
+        return self.recorder.counts
 
     @property
     def stop_mode(self) -> str | None:
@@ -100,7 +94,7 @@ class Worker:
             self.prompts.close()
             if not self.held():
                 self.store.unregister_worker(self.id)
-            self.status.stopped(self._loaded_model)
+            self.status.stopped(self.submitter.loaded_model)
         return self.counts
 
     def held(self) -> list[str]:
@@ -221,8 +215,7 @@ class Worker:
             self._wait_for_comfy(exc)
             return False
         self._retry_delay = 1.0
-        if self.supervisor is not None:
-            self.supervisor.answered()
+        self.managed.answered()
         self.status.connected()
         self.cloud.comfy_up()
         self.observer.connected(self.url)
@@ -242,13 +235,13 @@ class Worker:
         self.cloud.comfy_down()
         self.status.unreachable(exc.reason)
         delay = min(self._retry_delay, self.cloud.until_due(bool(self.stop_mode)))
-        restarting = self.supervisor is not None and self.supervisor.restarting
+        restarting = self.managed.restarting
         if restarting:
             delay = min(delay, 1.0)  # a managed server coming back: look again soon
         self.observer.waiting(self.url, exc.reason, delay)
         if (self.scope.foreground and not self.inflight and not restarting
                 and not self.cloud.may_take_over(bool(self.stop_mode))):
-            raise exc  # a foreground generate or --once reports it instead of waiting
+            raise self.managed.unreachable(exc)  # a foreground generate or --once says why
         if self.stop_mode and not self.inflight and not self.cloud.busy():
             self.done = True  # stopping with nothing left to finish: no need to wait
             return
@@ -259,31 +252,17 @@ class Worker:
     # -- managed mode: the ComfyUI child ------------------------------------------
 
     def _supervise(self) -> None:
-        if self.supervisor is None:
-            return
-        report = self.supervisor.poll()
+        """The child exited or hung (its jobs go back to the queue, or fail at the
+        crash limit) or was started again (look for it again soon)."""
+        report = self.managed.check(self.inflight)
         if report is None:
-            last = max((i.last_event for i in self.inflight), default=None)
-            report = self.supervisor.check_health(last)
-        if report is not None:
-            self._child_changed(report)
-
-    def _child_changed(self, report: ChildReport) -> None:
-        """The child exited, hung (and was ended) or was started again: its jobs
-        go back to the queue (or fail, at the crash limit), and it is recorded."""
-        if report.kind != "started":  # the Supervisor said that one as it started
-            self.observer.notice(report.message)
-        self.status.child_changed(report)
+            return
         if report.kind in ("started", "restarted"):
             self._retry_delay = 1.0
             return
         self._close_stream()
         lost, self.inflight, self.foreign = self.inflight, [], set()
-        for index, inflight in enumerate(lost):
-            running = index == 0 or inflight.executing
-            self.store.add_event(inflight.job.id, f"comfyui-{report.kind}", report.message)
-            self._record(inflight.job, self.parts.crashes.outcome(
-                inflight.job.id, report.message.partition(";")[0], running=running))
+        self.managed.jobs_lost(report, lost)
 
     def _lost_connection(self, exc: ComfyUnavailable) -> None:
         self.observer.notice(f"lost the connection to ComfyUI ({exc.reason}); reconnecting")
@@ -298,85 +277,11 @@ class Worker:
     # -- claiming and submitting ------------------------------------------------
 
     def _fill(self) -> None:
-        """Claim and submit until one job runs and one waits on ComfyUI (counting
-        zmm prompts of others still there)."""
-        while len(self.inflight) + len(self.foreign) < 2 and not self.stop_mode:
-            if (not self.scope.may_claim() or not self.capability.known
-                    or self._disk_full_until is not None):
-                return  # known: the server has said which files it has (a drained backend's
-                # claim takes nothing: the claim's UPDATE checks the switch)
-            job = self.store.claim(self.id, lease_s=self.lease_s, aging_s=self.aging_s,
-                                   only_ids=self.only_ids, prefer_model=self._loaded_model,
-                                   group_window=self.ctx.group_window, route=self.capability.route,
-                                   backend=self.ctx.backend.name)
-            if job is None:
-                return
-            if wanted(job):
-                job = self._enhance(job)
-                if job is None:
-                    continue
-            if self.gate is not None:
-                admission = self.gate.admit(job, cloud_ok=self.cloud.ok(bool(self.stop_mode)))
-                if admission.to_cloud:
-                    self.scope.claimed += 1
-                    self.cloud.hand_over(job, lane.VRAM, admission.message)
-                    continue
-                if admission.job is None:
-                    self.outcomes.defer(job, admission.message,
-                                        retry_in=min(5.0, max(self.poll_s * 4, 0.2)))
-                    return
-                job = admission.job
-            self.scope.claimed += 1
-            if not self._start(job):
-                return
-
-    def _enhance(self, job: Job) -> Job | None:
-        """The local LLM writes the job's prompt, before the VRAM gate looks at
-        the GPU: Ollama answers first, then a swap can unload it for the image.
-        None: the job failed (enhancement required) or is no longer ours."""
-        self._heartbeat()  # the leases held are fresh for as long as Ollama may take
-        enhanced, outcome = self.prompts.prepare(job)
-        self._heartbeat()
-        if outcome is not None:
-            self.scope.claimed += 1
-            self._record(job, outcome)
-            return None
-        return enhanced
-
-    def _start(self, job: Job) -> bool:
-        """Build, check and submit a claimed job. False if ComfyUI went away."""
-        prompt_id = execution.prompt_id_for(job)
-        graph = None
-        try:
-            graph = self.builder.build(job)
-            self.store.update(job.id, worker_id=self.id, comfy_prompt_id=prompt_id,
-                              comfy_url=self.url, submitted_at=iso(self.store.clock()),
-                              phase="submitted", phase_detail=None,
-                              event=("submitted", f"prompt {prompt_id} to {self.url}"))
-            execution.submit(self.client, graph, prompt_id, self.client_id,
-                             zmm_metadata(job), ui_workflow=job.param_values.get("ui_workflow"))
-        except WorkflowRejected as exc:  # a missing model file: back to the queue
-            self._record(job, self.capability.after_rejection(
-                job, exc, graph or self.builder.bind(job), self.builder)
-                or failed(exc.message, "rejected"))
-            return True
-        except (InvalidInput, NotFound) as exc:
-            self._record(job, failed(exc.message, "rejected"))
-            return True
-        except ComfyUnavailable as exc:
-            self._record(job, requeue(f"ComfyUI unreachable: {exc.reason}", consume=False))
-            self._close_stream()
-            return False
-        except ComfyServerError as exc:
-            self._record(job, requeue(f"ComfyUI failed to take it: {exc.message}",
-                                      consume=True, backoff=True, kind="unavailable"))
-            return True
-        now = self.monotonic()
-        self._loaded_model = job.model_requested
-        self.inflight.append(Inflight(job=job, prompt_id=prompt_id, graph=graph,
-                                      submitted=now, last_event=now))
-        self.observer.job_changed(self.inflight[-1])
-        return True
+        """Claim and submit until one job runs and one waits on ComfyUI."""
+        if not self.submitter.fill(self.inflight, self.foreign, self.client_id,
+                                   heartbeat=self._heartbeat,
+                                   paused=self._disk_full_until is not None):
+            self._close_stream()  # ComfyUI went away while submitting
 
     # -- events --------------------------------------------------------------------
 
@@ -423,7 +328,7 @@ class Worker:
     def _heartbeat(self) -> None:
         """Renew the leases held; when it did, adopt the jobs whose lease expired."""
         held = [inflight.job.id for inflight in self.inflight] + self.cloud.ids()
-        self.status.beat(self._loaded_model, idle=not self.inflight and self.stream is not None)
+        self.status.beat(self.submitter.loaded_model, idle=not self.inflight and self.stream is not None)
         if self.upkeep.heartbeat(held):
             self._adopt(self.upkeep.adopt_expired(set(held), offline=self.stream is None))
 
@@ -439,10 +344,7 @@ class Worker:
     def _cloud_step(self) -> None:
         self.cloud.between_events(
             connected=self.stream is not None, stop_mode=self.stop_mode, scope=self.scope,
-            record=self._record_cloud)
-
-    def _record_cloud(self, job: Job, outcome: Outcome) -> None:
-        self._record(job, outcome, cloud_fallback=False)
+            record=self.recorder.record_cloud)
 
     # -- outcomes ------------------------------------------------------------------
 
@@ -492,14 +394,5 @@ class Worker:
         return outcome
 
     def _record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> None:
-        """Every outcome, local or cloud, goes through here and the ladder. A job
-        another worker took over meanwhile (its lease ran out) is no longer ours:
-        its result is dropped, as the cloud lane drops one."""
-        try:
-            written = self.outcomes.record(job, outcome, cloud_fallback=cloud_fallback)
-        except Conflict:
-            self.observer.notice(f"{job.id} was taken over meanwhile; its result is dropped")
-            self.observer.job_finished(self.store.get(job.id))
-            return
-        if written is not None and written.finished:
-            self.counts.add(written)
+        """Every outcome, local or cloud, goes through the Recorder."""
+        self.recorder.record(job, outcome, cloud_fallback=cloud_fallback)

@@ -2,7 +2,9 @@
 the cloud lane, is written to the spool here: finished (succeeded, failed,
 cancelled), back to the queue (an attempt used or not, with backoff, failed once
 the attempts are spent), or deferred. A failure the cloud may answer is offered
-to `fall_back` first. It talks to the spool and the observer, never to ComfyUI.
+to `fall_back` first. The `Recorder` in front of it counts what is final and
+drops the result of a job another worker took over. It talks to the spool and
+the observer, never to ComfyUI.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Any
 
 from zmm.cloud import lane
 from zmm.config import Config
+from zmm.errors import Conflict
 from zmm.jobs import JobState
 from zmm.jsontext import compact
 from zmm.outcome import Outcome
 from zmm.secrets import scrub
 from zmm.store import Job, Store
 from zmm.timestamps import iso
+from zmm.worker.counts import JobCounts
 
 
 class OutcomeLadder:
@@ -120,3 +124,27 @@ def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job
         gate.downgrade_to_sd15(store, settings, store.get(job.id),
                                "out of GPU memory: retrying on SD1.5")
     return outcome
+
+
+class Recorder:
+    """Where every outcome of a worker goes, local or cloud: through the ladder,
+    counted when final. A job another worker took over meanwhile (its lease ran
+    out) is no longer ours: its result is dropped, as the cloud lane drops one."""
+
+    def __init__(self, store: Store, ladder: OutcomeLadder, observer: Any) -> None:
+        self.store, self.ladder, self.observer = store, ladder, observer
+        self.counts = JobCounts()  # counts only: a long-running worker keeps no jobs
+
+    def record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> None:
+        try:
+            written = self.ladder.record(job, outcome, cloud_fallback=cloud_fallback)
+        except Conflict:
+            self.observer.notice(f"{job.id} was taken over meanwhile; its result is dropped")
+            self.observer.job_finished(self.store.get(job.id))
+            return
+        if written is not None and written.finished:
+            self.counts.add(written)
+
+    def record_cloud(self, job: Job, outcome: Outcome) -> None:
+        """The cloud lane's outcome: no fallback to the cloud again."""
+        self.record(job, outcome, cloud_fallback=False)

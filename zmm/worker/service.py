@@ -20,7 +20,7 @@ from zmm.errors import ComfyUnavailable, InvalidInput
 from zmm.locks import FileLock, worker_lock_path
 from zmm.store import Job, Store
 from zmm.store.backends import BackendReport
-from zmm.store.db import iso
+from zmm.timestamps import iso
 from zmm.worker.counts import JobCounts
 from zmm.worker.observer import QuietObserver
 
@@ -182,7 +182,8 @@ def run_bounded(worker: Worker, grace_s: float | None = None) -> JobCounts:
     """`worker.run()` on a thread of its own, so that a stop signal ends it within
     the grace (STOP_GRACE_S, plus a second) whatever its server does: a call to a
     ComfyUI that does not answer cannot hold the process. What it then still
-    holds stays running, its row kept, for the next worker of the server."""
+    holds stays running, its worker row kept, for the next worker of the server;
+    the backend's row says stopped, as after any stop."""
     from zmm.worker.loop import STOP_GRACE_S
 
     grace_s = STOP_GRACE_S + 1.0 if grace_s is None else grace_s
@@ -206,10 +207,20 @@ def run_bounded(worker: Worker, grace_s: float | None = None) -> JobCounts:
             worker.observer.notice(
                 "ComfyUI does not answer; stopping without it" +
                 (f": {held} left running for the next worker of this server" if held else ""))
+            _write_stopped(worker)
             return worker.counts
     if "error" in ended:
         raise ended["error"]
     return ended["counts"]
+
+
+def _write_stopped(worker: Worker) -> None:
+    """The backend's row of a worker whose thread is stuck on its server: stopped,
+    written on a connection of this thread (the worker's is in use there)."""
+    settings = worker.settings
+    with Store(settings.spool_path, busy_timeout_ms=settings.get("spool.busy_timeout_ms")) \
+            as store:
+        worker.status.stopped(worker.submitter.loaded_model, store=store)
 
 
 @contextmanager

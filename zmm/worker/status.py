@@ -114,14 +114,15 @@ class BackendStatus:
             else None
         self._write(state, self.worker_id, loaded_model, reading)
 
-    def stopped(self, loaded_model: str | None) -> None:
-        """The worker stops: state stopped, no worker, no GPU reading."""
-        self._write("stopped", None, loaded_model, None)
+    def stopped(self, loaded_model: str | None, store: Store | None = None) -> None:
+        """The worker stops: state stopped, no worker, no GPU reading. `store`: a
+        connection of the calling thread, when the worker's own thread is stuck."""
+        self._write("stopped", None, loaded_model, None, store)
 
     def _write(self, state: str, worker_id: str | None, loaded_model: str | None,
-               reading: VramReading | None) -> None:
+               reading: VramReading | None, store: Store | None = None) -> None:
         supervisor = self.supervisor
-        self.store.report_backend(BackendReport(
+        (store or self.store).report_backend(BackendReport(
             name=self.backend.name, url=self.backend.url, gpu=self.backend.gpu,
             worker_id=worker_id, state=state, managed=supervisor is not None,
             restarts=supervisor.restarts if supervisor is not None else 0,

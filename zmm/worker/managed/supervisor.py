@@ -5,7 +5,8 @@ URL, waits until /system_stats answers, and stops what it started when the
 worker stops. Its pid file (pid + start time) lets the next worker adopt a
 child left by one killed with -9 if it answers, or end it if it does not --
 never a process it did not start. It is handed what it needs and says what
-it did; the process side lives in child.py.
+it did; the process side lives in child.py, the worker's side (what becomes of
+the jobs on a child that went down) in watch.py.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from urllib.parse import urlsplit
 
 from zmm.config import Config
 from zmm.errors import ComfyUnavailable
-from zmm.outcome import Outcome
 from zmm.worker.managed import child
-from zmm.worker.outcomes import failed, requeue
 
 # How often the log's size is checked while the child runs.
 LOG_CHECK_S = 5.0
@@ -358,26 +357,6 @@ class ChildReport:
     kind: str
     message: str
     status: dict[str, Any]
-
-
-class CrashGuard:
-    """The outcome of a job that was running when ComfyUI went down: back to the
-    queue (no attempt used), unless it was running during `limit` crashes in a
-    row, when it fails instead of crash-looping the server."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._crashes: dict[str, int] = {}
-
-    def outcome(self, job_id: str, reason: str, *, running: bool) -> Outcome:
-        count = self._crashes.get(job_id, 0) + (1 if running else 0)
-        if running and count >= self.limit:
-            self._crashes.pop(job_id, None)
-            word = {2: "twice"}.get(count, f"{count} times")
-            return failed(f"ComfyUI crashed {word} while running this job (last: {reason})",
-                          "crash")
-        self._crashes[job_id] = count
-        return requeue(f"{reason}: queued again", consume=False)
 
 
 def exit_reason(code: int) -> str:
