@@ -7,25 +7,42 @@ written into each image. No I/O but the thumbnail written beside a saved file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import zmm
 from zmm import assets, families
 from zmm.errors import ZmmError
+from zmm.jobs import JobState
 from zmm.jsontext import compact
 from zmm.store import Job
 
 
+class OutcomeKind(StrEnum):
+    """How an attempt ended: finished in one of three states, or back to the queue."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REQUEUE = "requeue"
+
+    @property
+    def state(self) -> JobState:
+        """The job's state once the outcome is written (a requeue: queued again)."""
+        return JobState.QUEUED if self is OutcomeKind.REQUEUE else JobState(self.value)
+
+
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # succeeded | failed | cancelled | requeue
+    kind: OutcomeKind
     message: str
-    fields: dict[str, Any]
+    fields: dict[str, Any]  # job columns to write with it, and nothing else
     consume_attempt: bool = False
     backoff: bool = False
     fallback: str | None = None  # a failure the cloud may answer instead (zmm.cloud triggers)
     error_kind: str | None = None  # why, should it end the job failed (zmm.errors.ERROR_KINDS)
+    oom: bool = False  # ComfyUI ran out of GPU memory: free it and try once more
 
 
 def zmm_metadata(job: Job) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from tests.fakes.comfy_routes import client_for
 from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
-from zmm.outcome import zmm_metadata
+from zmm.outcome import OutcomeKind, zmm_metadata
 from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit
 
 
@@ -139,8 +139,8 @@ def test_out_of_memory_is_queued_again_marked_for_freeing_vram(comfy, client, se
     comfy.oom_next_execution()
     inflight, entry = finished(client, settings, job)
     outcome = judge(inflight, entry, client, settings.assets_dir)
-    assert (outcome.kind, outcome.consume_attempt, outcome.fields) == ("requeue", True,
-                                                                       {"oom": True})
+    assert (outcome.kind, outcome.consume_attempt, outcome.oom, outcome.fields) == (
+        OutcomeKind.REQUEUE, True, True, {})
 
 
 def test_a_node_error_fails_with_comfyui_s_own_first_line(comfy, client, settings, job):

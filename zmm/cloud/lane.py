@@ -20,7 +20,7 @@ from zmm.cloud import providers
 from zmm.cloud.providers import ChainResult, CloudImage, CloudRequest, Provider
 from zmm.config import Config
 from zmm.errors import ZmmError
-from zmm.outcome import Outcome, output_fields, save_image, zmm_metadata
+from zmm.outcome import Outcome, OutcomeKind, output_fields, save_image, zmm_metadata
 from zmm.store import Job
 
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).
@@ -141,7 +141,7 @@ class CloudLane:
         try:
             outcome = self._save(job, result, result.image, cost)
         except ZmmError as exc:  # disk full, unwritable folder: the money is spent anyway
-            outcome = Outcome("failed", exc.message, {"error_message": exc.message,
+            outcome = Outcome(OutcomeKind.FAILED, exc.message, {"error_message": exc.message,
                                                       "backend": result.image.provider,
                                                       "cost_usd": cost}, error_kind="output")
         if result.image.cost_usd is None:
@@ -154,7 +154,7 @@ class CloudLane:
                         seed=image.seed)
         saved, plain = save_image(self.assets_dir, job, 0, image.data, metadata, self.brands_dir)
         seconds = next(a.seconds for a in reversed(result.attempts) if a.ok)
-        return Outcome("succeeded", saved.relative, {
+        return Outcome(OutcomeKind.SUCCEEDED, saved.relative, {
             "backend": image.provider, "model_used": image.model, "seed": image.seed,
             "generation_time_s": round(seconds, 3), "cost_usd": cost, "error_message": None,
             "vram_used_gb": None,
@@ -163,9 +163,9 @@ class CloudLane:
 
 def _stopped(task: CloudTask, cost: float) -> Outcome:
     if task.stop_reason == "cancel":
-        return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user",
+        return Outcome(OutcomeKind.CANCELLED, "cancelled by user", {"error_message": "cancelled by user",
                                                           "cost_usd": cost})
-    return Outcome("requeue", "interrupted (signal) during a cloud request; queued again",
+    return Outcome(OutcomeKind.REQUEUE, "interrupted (signal) during a cloud request; queued again",
                    {"cost_usd": cost})
 
 
@@ -180,13 +180,13 @@ def after_failure(job: Job, result: ChainResult, trigger: str, reason: str,
     spent = {"cost_usd": cost} if cost else {}
     last = result.attempts[-1].provider if result.attempts else None
     if result.transient and trigger not in LOCAL_SPENT:
-        return Outcome("requeue", f"cloud providers failed for now: {summary}", spent,
+        return Outcome(OutcomeKind.REQUEUE, f"cloud providers failed for now: {summary}", spent,
                        consume_attempt=True, backoff=True, error_kind="cloud")
     if job.backend_requested == "cloud" or trigger in LOCAL_SPENT:
         prefix = "no cloud provider could take it" if job.backend_requested == "cloud" else \
             f"{reason}; the cloud fallback failed too"
         message = f"{prefix}: {summary}"
-        return Outcome("failed", message, {"error_message": message, "backend": last, **spent},
+        return Outcome(OutcomeKind.FAILED, message, {"error_message": message, "backend": last, **spent},
                        error_kind="cloud")
-    return Outcome("requeue", f"waiting for ComfyUI: the cloud refused it ({summary})",
+    return Outcome(OutcomeKind.REQUEUE, f"waiting for ComfyUI: the cloud refused it ({summary})",
                    dict(spent, cloud_allowed=0))

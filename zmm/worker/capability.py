@@ -20,7 +20,7 @@ from zmm import workflows
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, ComfyUnavailable, ModelFileMissing, WorkflowRejected
 from zmm.jsontext import compact
-from zmm.outcome import Outcome
+from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Job, Route, Store
 
 # The folders zmm's graphs load files from (workflows.FILE_INPUTS), and `clip`,
@@ -103,7 +103,7 @@ class Capability:
         message = (f"backend {self.name} has no {word} {name!r}: its file list is refreshed "
                    "and the job waits for a backend that has it (no attempt used)")
         self.notice(f"{job.id}: {message}")
-        return Outcome("requeue", message, {"needs": compact(workflows.needed_files(graph))},
+        return Outcome(OutcomeKind.REQUEUE, message, {"needs": compact(workflows.needed_files(graph))},
                        consume_attempt=False)
 
 

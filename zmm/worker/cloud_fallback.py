@@ -17,7 +17,7 @@ from typing import Any
 
 from zmm.cloud import lane
 from zmm.errors import Conflict
-from zmm.outcome import Outcome
+from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Job, Store
 from zmm.views import routing
 
@@ -206,7 +206,7 @@ class CloudFallback:
             task.request_stop(reason)
             self.cloud.tasks.remove(task)
             stopped.append((task.job, Outcome(
-                "requeue", f"interrupted ({reason}) during a cloud request; queued again", {})))
+                OutcomeKind.REQUEUE, f"interrupted ({reason}) during a cloud request; queued again", {})))
         return stopped
 
     def _cancel_requested(self) -> None:
@@ -232,7 +232,7 @@ class CloudFallback:
 
     def take_failure(self, job: Job, outcome: Outcome, *, stopping: bool) -> bool:
         """True if a failed local outcome went to the cloud instead."""
-        if outcome.kind != "failed" or outcome.fallback is None:
+        if outcome.kind is not OutcomeKind.FAILED or outcome.fallback is None:
             return False
         if not (self.ok(stopping) and job.cloud_allowed and job.backend_requested != "cloud"):
             return False

@@ -17,7 +17,7 @@ from zmm.assets import inputs
 from zmm.assets.checks import check_image
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
-from zmm.outcome import Outcome, output_fields, save_image, zmm_metadata
+from zmm.outcome import Outcome, OutcomeKind, output_fields, save_image, zmm_metadata
 from zmm.store import Job
 from zmm.workflows import graph_parts
 
@@ -210,32 +210,32 @@ def judge(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, a
           clock=time.monotonic, brands_dir=None) -> Outcome:
     """ComfyUI's history entry for a finished prompt -> the job's outcome."""
     if entry is None:
-        return Outcome("requeue", "ComfyUI has no record of the prompt (restarted?); queued again",
+        return Outcome(OutcomeKind.REQUEUE, "ComfyUI has no record of the prompt (restarted?); queued again",
                        {}, consume_attempt=True, error_kind="unavailable")
     if entry.status_str == "success" and entry.completed:
         return _collect(inflight, entry, client, assets_root, clock, brands_dir)
     if inflight.interrupted or entry.interrupted:
         reason = inflight.stop_reason
         if reason == "cancel":
-            return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
+            return Outcome(OutcomeKind.CANCELLED, "cancelled by user", {"error_message": "cancelled by user"})
         if reason in ("signal", "preempt"):
-            return Outcome("requeue", f"interrupted ({reason}); queued again", {})
+            return Outcome(OutcomeKind.REQUEUE, f"interrupted ({reason}); queued again", {})
         if reason == "max-run":
             message = over_time(inflight)
-            return Outcome("failed", message, {"error_message": message})
+            return Outcome(OutcomeKind.FAILED, message, {"error_message": message})
         if reason == "silence":
-            return Outcome("requeue", "no word from ComfyUI; interrupted and queued again", {},
+            return Outcome(OutcomeKind.REQUEUE, "no word from ComfyUI; interrupted and queued again", {},
                            consume_attempt=True, backoff=True, error_kind="timeout")
-        return Outcome("requeue", "interrupted on the ComfyUI server; queued again", {},
+        return Outcome(OutcomeKind.REQUEUE, "interrupted on the ComfyUI server; queued again", {},
                        consume_attempt=True, error_kind="unavailable")
     error = inflight.error or entry.error or {}
     if is_out_of_memory(error):
-        return Outcome("requeue", "ComfyUI ran out of GPU memory; freed it and queued again",
-                       {"oom": True}, consume_attempt=True, error_kind="oom")
+        return Outcome(OutcomeKind.REQUEUE, "ComfyUI ran out of GPU memory; freed it and queued again",
+                       {}, consume_attempt=True, error_kind="oom", oom=True)
     first_line = (error.get("exception_message") or "execution failed").strip().splitlines()
     message = (f"ComfyUI node {error.get('node_id', '?')} ({error.get('node_type', '?')}) raised "
                f"{error.get('exception_type', 'an error')}: {first_line[0] if first_line else ''}")
-    return Outcome("failed", message, {"error_message": message}, error_kind="execution")
+    return Outcome(OutcomeKind.FAILED, message, {"error_message": message}, error_kind="execution")
 
 
 def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient, assets_root,
@@ -244,11 +244,12 @@ def verdict(inflight: Inflight, entry: HistoryEntry | None, client: ComfyClient,
     try:
         return judge(inflight, entry, client, assets_root, clock, brands_dir)
     except ComfyUnavailable as exc:
-        return Outcome("requeue", f"ComfyUI went away while fetching outputs: {exc.reason}", {})
+        return Outcome(OutcomeKind.REQUEUE,
+                       f"ComfyUI went away while fetching outputs: {exc.reason}", {})
     except assets.DiskFull:
         raise  # not the job's fault: the worker waits for space, the images stay on ComfyUI
     except ZmmError as exc:  # an image that cannot be saved or read: fail with why
-        return Outcome("failed", exc.message, {"error_message": exc.message}, error_kind="output")
+        return Outcome(OutcomeKind.FAILED, exc.message, {"error_message": exc.message}, error_kind="output")
 
 
 def free_vram(client: ComfyClient) -> None:
@@ -264,7 +265,7 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
     job = inflight.job
     outputs = [out for out in entry.outputs if out.type == "output"]
     if not outputs:
-        return Outcome("failed", "the workflow finished without saving an image",
+        return Outcome(OutcomeKind.FAILED, "the workflow finished without saving an image",
                        {"error_message": "the workflow finished without saving an image"},
                        error_kind="output")
     saved: list[assets.SavedFile] = []
@@ -282,7 +283,7 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
             item.path.unlink(missing_ok=True)
         raise
     started = inflight.started or inflight.submitted
-    return Outcome("succeeded", saved[0].relative, {
+    return Outcome(OutcomeKind.SUCCEEDED, saved[0].relative, {
         "backend": "local", "model_used": workflows.graph_model(inflight.graph),
         "generation_time_s": round(clock() - started, 3),
         "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost

@@ -22,7 +22,7 @@ from typing import Any
 from zmm.assets import DiskFull
 from zmm.backends.comfy_events import Event, EventStream
 from zmm.errors import ComfyServerError, ComfyUnavailable
-from zmm.outcome import Outcome
+from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Job
 from zmm.worker import execution, progress
 from zmm.worker.assembly import WorkerContext, WorkerParts
@@ -386,10 +386,10 @@ class Worker:
     def _judge(self, inflight: Inflight, entry: Any) -> Outcome:
         outcome = execution.verdict(inflight, entry, self.client, self.settings.assets_dir,
                                     self.monotonic, self.settings.brands_dir)
-        if outcome.fields.get("oom"):
+        if outcome.oom:
             execution.free_vram(self.client)
             outcome = after_out_of_memory(self.store, self.settings, self.id, inflight.job, outcome)
-        if outcome.kind == "succeeded" and inflight.peak_vram:
+        if outcome.kind is OutcomeKind.SUCCEEDED and inflight.peak_vram:
             outcome.fields["vram_used_gb"] = round(inflight.peak_vram / 1024**3, 2)
         return outcome
 

@@ -18,7 +18,7 @@ from zmm.config import Config
 from zmm.errors import Conflict
 from zmm.jobs import JobState
 from zmm.jsontext import compact
-from zmm.outcome import Outcome
+from zmm.outcome import Outcome, OutcomeKind
 from zmm.secrets import scrub
 from zmm.store import Job, Store
 from zmm.timestamps import iso
@@ -35,14 +35,14 @@ class OutcomeLadder:
     def record(self, job: Job, outcome: Outcome, *, cloud_fallback: bool = True) -> Job | None:
         """Write `outcome`; the job as written, or None when it went to the cloud."""
         outcome = scrubbed(outcome)
-        if outcome.kind == "requeue":
+        if outcome.kind is OutcomeKind.REQUEUE:
             return self._requeue(job, outcome, cloud_fallback=cloud_fallback)
         if self.fall_back(job, outcome):
             return None
-        fields = {k: v for k, v in outcome.fields.items() if k != "oom"}
-        if outcome.kind == "failed":
+        fields = dict(outcome.fields)
+        if outcome.kind is OutcomeKind.FAILED:
             fields["error_kind"] = failure_kind(outcome)
-        finished = self.store.transition(job.id, JobState(outcome.kind), expect=JobState.RUNNING,
+        finished = self.store.transition(job.id, outcome.kind.state, expect=JobState.RUNNING,
                                          worker_id=self.worker_id, message=outcome.message,
                                          phase_detail=None, **fields)
         self.observer.job_finished(finished)
@@ -51,14 +51,14 @@ class OutcomeLadder:
     def _requeue(self, job: Job, outcome: Outcome, *, cloud_fallback: bool) -> Job | None:
         """Back to the queue; with `consume_attempt`, one attempt used, and failed once
         they are all used (or, where allowed and `cloud_fallback`, on to the cloud)."""
-        reason, fields = outcome.message, {k: v for k, v in outcome.fields.items() if k != "oom"}
+        reason, fields = outcome.message, outcome.fields
         current = self.store.get(job.id)
         consume = outcome.consume_attempt
         attempts = current.attempts + (1 if consume else 0)
         if consume and attempts >= self.max_attempts:
             message = f"gave up after {attempts} attempts: {reason}"
             return self.record(job, Outcome(
-                "failed", message, {**fields, "error_message": message, "attempts": attempts},
+                OutcomeKind.FAILED, message, {**fields, "error_message": message, "attempts": attempts},
                 fallback=lane.ATTEMPTS_EXHAUSTED if cloud_fallback else None,
                 error_kind=outcome.error_kind))
         delay = self.backoff_s * (2 ** max(attempts - 1, 0)) if outcome.backoff else 0.0
@@ -100,12 +100,12 @@ def failure_kind(outcome: Outcome) -> str:
 def requeue(message: str, *, consume: bool, backoff: bool = False,
             kind: str | None = None) -> Outcome:
     """Back to the queue; `kind`: the `error_kind` should the attempts run out."""
-    return Outcome("requeue", message, {}, consume_attempt=consume, backoff=backoff,
+    return Outcome(OutcomeKind.REQUEUE, message, {}, consume_attempt=consume, backoff=backoff,
                    error_kind=kind)
 
 
 def failed(message: str, kind: str, **fields: Any) -> Outcome:
-    return Outcome("failed", message, {"error_message": message, **fields}, error_kind=kind)
+    return Outcome(OutcomeKind.FAILED, message, {"error_message": message, **fields}, error_kind=kind)
 
 
 def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job,
@@ -116,7 +116,7 @@ def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job
     params = job.param_values
     if params.get("oom_retried"):
         message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
-        return Outcome("failed", message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY,
+        return Outcome(OutcomeKind.FAILED, message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY,
                        error_kind="oom")
     store.update(job.id, worker_id=worker_id,
                  params=compact(dict(params, oom_retried=True)))

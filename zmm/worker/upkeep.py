@@ -17,7 +17,7 @@ from typing import Any
 
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, ComfyUnavailable
-from zmm.outcome import Outcome
+from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Job, Store
 from zmm.worker.execution import GraphBuilder, Inflight, job_id_of, locate, over_time
 from zmm.worker.outcomes import failed, requeue
@@ -258,7 +258,7 @@ def _taken(result: Review) -> list[Inflight]:
 
 def _taken_off(reason: str) -> Outcome:
     if reason == "cancel":
-        return Outcome("cancelled", "cancelled by user", {"error_message": "cancelled by user"})
+        return Outcome(OutcomeKind.CANCELLED, "cancelled by user", {"error_message": "cancelled by user"})
     if reason == "max-run":
         return failed("ran longer than worker.max_run_s; taken off ComfyUI's queue", "timeout")
     return requeue(f"taken off ComfyUI's queue ({reason})", consume=False)
