@@ -6,7 +6,8 @@ written into each image. No I/O but the thumbnail written beside a saved file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,44 @@ def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: d
     except BaseException:
         plain.path.unlink(missing_ok=True)
         raise
+
+
+@dataclass
+class SavedImages:
+    """Every file one job saved: its outputs, their plain images (composed jobs)
+    and the first output's thumbnail, with the job columns describing them."""
+
+    assets_root: Path
+    outputs: list[assets.SavedFile] = field(default_factory=list)
+    plains: list[assets.SavedFile] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        """Remove every file saved so far: a job keeps all of its files or none."""
+        thumbnail = self.fields.get("thumbnail_path")
+        for item in self.outputs + self.plains:
+            item.path.unlink(missing_ok=True)
+        if thumbnail:
+            assets.safe_path(self.assets_root, thumbnail).unlink(missing_ok=True)
+
+
+def save_images(assets_root: Path, job: Job, images: Iterable[bytes], metadata: dict[str, Any],
+                brands_dir: Path | None = None) -> SavedImages:
+    """Save every image of `job` (each through `save_image`) and its thumbnail, all
+    or none: when reading, composing or writing any of them fails, the files
+    already written are removed before the error goes on. `images` may be lazy
+    (fetched one by one); at least one image is expected."""
+    saved = SavedImages(Path(assets_root))
+    try:
+        for index, data in enumerate(images):
+            output, plain = save_image(assets_root, job, index, data, metadata, brands_dir)
+            saved.outputs.append(output)
+            saved.plains.extend([plain] if plain is not None else [])
+        saved.fields = output_fields(saved.outputs, assets_root, saved.plains)
+    except BaseException:
+        saved.discard()
+        raise
+    return saved
 
 
 def output_fields(saved: list[assets.SavedFile], assets_root,

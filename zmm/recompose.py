@@ -16,7 +16,7 @@ from zmm.config import Config
 from zmm.errors import Conflict, InvalidInput, NotFound
 from zmm.jobs import JobState
 from zmm.jsontext import compact
-from zmm.outcome import output_fields, save_image, zmm_metadata
+from zmm.outcome import save_images, zmm_metadata
 from zmm.store import Job, Store
 from zmm.timestamps import iso
 
@@ -35,28 +35,14 @@ def recompose(store: Store, settings: Config, source_id: str, raw: dict[str, Any
     params = dict(source.param_values, compose=composition)
     job = dataclasses.replace(source, id=job_id, params=compact(params),
                               created_at=iso(store.clock()), status=JobState.SUCCEEDED)
-    metadata = zmm_metadata(job)
-    saved: list[assets.SavedFile] = []
-    plains: list[assets.SavedFile] = []
-    fields: dict[str, Any] = {}
+    saved = save_images(store.assets_root, job, images, zmm_metadata(job), settings.brands_dir)
     try:
-        for index, data in enumerate(images):
-            output, plain = save_image(store.assets_root, job, index, data, metadata,
-                                       settings.brands_dir)
-            saved.append(output)
-            plains.extend([plain] if plain is not None else [])
-        fields.update(output_fields(saved, store.assets_root, plains))
         # No generation_time_s: nothing was generated, and `zmm stats` times generations.
-        brand = composition["brand"]
-        return store.add_composed(job_id, source.id, params, fields,
-                                  f"composed from {source.id} with brand {brand} in "
-                                  f"{clock() - started:.3f} s")
+        return store.add_composed(job_id, source.id, params, saved.fields,
+                                  f"composed from {source.id} with brand {composition['brand']} "
+                                  f"in {clock() - started:.3f} s")
     except BaseException:
-        thumbnail = fields.get("thumbnail_path")
-        for item in saved + plains:  # all of the job's files or none of them
-            item.path.unlink(missing_ok=True)
-        if thumbnail:
-            assets.safe_path(store.assets_root, thumbnail).unlink(missing_ok=True)
+        saved.discard()  # no row: none of its files either
         raise
 
 

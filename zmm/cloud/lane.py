@@ -20,7 +20,7 @@ from zmm.cloud import providers
 from zmm.cloud.providers import ChainResult, CloudImage, CloudRequest, Provider
 from zmm.config import Config
 from zmm.errors import ZmmError
-from zmm.outcome import Outcome, OutcomeKind, output_fields, save_image, zmm_metadata
+from zmm.outcome import Outcome, OutcomeKind, save_images, zmm_metadata
 from zmm.store import Job
 
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).
@@ -152,13 +152,12 @@ class CloudLane:
     def _save(self, job: Job, result: ChainResult, image: CloudImage, cost: float) -> Outcome:
         metadata = dict(zmm_metadata(job), backend=image.provider, cloud_model=image.model,
                         seed=image.seed)
-        saved, plain = save_image(self.assets_dir, job, 0, image.data, metadata, self.brands_dir)
+        saved = save_images(self.assets_dir, job, [image.data], metadata, self.brands_dir)
         seconds = next(a.seconds for a in reversed(result.attempts) if a.ok)
-        return Outcome(OutcomeKind.SUCCEEDED, saved.relative, {
+        return Outcome(OutcomeKind.SUCCEEDED, saved.outputs[0].relative, {
             "backend": image.provider, "model_used": image.model, "seed": image.seed,
             "generation_time_s": round(seconds, 3), "cost_usd": cost, "error_message": None,
-            "vram_used_gb": None,
-            **output_fields([saved], self.assets_dir, [plain] if plain is not None else None)})
+            "vram_used_gb": None, **saved.fields})
 
 
 def _stopped(task: CloudTask, cost: float) -> Outcome:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from zmm import assets, workflows
+from zmm import workflows
 from zmm.assets import inputs
 from zmm.assets.checks import check_image
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
-from zmm.outcome import Outcome, OutcomeKind, output_fields, save_image, zmm_metadata
+from zmm.outcome import Outcome, OutcomeKind, save_images, zmm_metadata
 from zmm.store import Job
 from zmm.workflows import graph_parts
 
@@ -260,6 +261,14 @@ def free_vram(client: ComfyClient) -> None:
         pass  # the retry will meet the same server state and report it
 
 
+def _fetched(client: ComfyClient, outputs: list[Any]) -> Iterator[bytes]:
+    """Each output's bytes from ComfyUI, checked to be an image, one by one."""
+    for out in outputs:
+        data = client.view(out)
+        check_image(data, f"the image ComfyUI sent as {out.filename}")
+        yield data
+
+
 def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, assets_root,
              clock, brands_dir=None) -> Outcome:
     job = inflight.job
@@ -268,24 +277,12 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         return Outcome(OutcomeKind.FAILED, "the workflow finished without saving an image",
                        {"error_message": "the workflow finished without saving an image"},
                        error_kind="output")
-    saved: list[assets.SavedFile] = []
-    plains: list[assets.SavedFile] = []
-    metadata = zmm_metadata(job)
-    try:
-        for index, out in enumerate(outputs):
-            data = client.view(out)
-            check_image(data, f"the image ComfyUI sent as {out.filename}")
-            output, plain = save_image(assets_root, job, index, data, metadata, brands_dir)
-            saved.append(output)
-            plains.extend([plain] if plain is not None else [])
-    except BaseException:
-        for item in saved + plains:  # all of a job's files or none of them
-            item.path.unlink(missing_ok=True)
-        raise
+    saved = save_images(assets_root, job, _fetched(client, outputs), zmm_metadata(job),
+                        brands_dir)
     started = inflight.started or inflight.submitted
-    return Outcome(OutcomeKind.SUCCEEDED, saved[0].relative, {
+    return Outcome(OutcomeKind.SUCCEEDED, saved.outputs[0].relative, {
         "backend": "local", "model_used": workflows.graph_model(inflight.graph),
         "generation_time_s": round(clock() - started, 3),
         "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost
-        "error_message": None, **output_fields(saved, assets_root, plains),
+        "error_message": None, **saved.fields,
     })
