@@ -18,6 +18,7 @@ from zmm import assets, intake
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
 from zmm.outcome import OutcomeKind, zmm_metadata
+from zmm.worker.capability import Capability
 from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit
 
 
@@ -47,21 +48,29 @@ def eventually(probe, timeout: float = 10.0):
     raise AssertionError("condition not met before the deadline")
 
 
-def start(client, settings, job) -> Inflight:
-    graph = GraphBuilder(client, settings.workflows_dir).build(job)
+@pytest.fixture
+def builder(client, store, settings) -> GraphBuilder:
+    """A builder asking the worker's one list of the server's files, as a worker's does."""
+    files = Capability(store, client, name="default", refresh_s=60, notice=lambda text: None,
+                       monotonic=time.monotonic)
+    return GraphBuilder(client, settings.workflows_dir, files=files)
+
+
+def start(client, builder, job) -> Inflight:
+    graph = builder.build(job)
     prompt_id = prompt_id_for(job)
     submit(client, graph, prompt_id, "client-1", zmm_metadata(job))
     return Inflight(job=job, prompt_id=prompt_id, graph=graph, submitted=10.0, started=11.0)
 
 
-def finished(client, settings, job):
-    inflight = start(client, settings, job)
+def finished(client, builder, job):
+    inflight = start(client, builder, job)
     return inflight, eventually(lambda: client.history(inflight.prompt_id))
 
 
-def interrupted(comfy, client, settings, job):
+def interrupted(comfy, client, builder, job):
     comfy.hang(True)
-    inflight = start(client, settings, job)
+    inflight = start(client, builder, job)
     eventually(lambda: comfy.queue_ids()[0] == [inflight.prompt_id])
     client.interrupt(inflight.prompt_id)
     inflight.interrupted = True
@@ -95,8 +104,8 @@ CRASH = httpx.Response(500, text="500 Internal Server Error\n\nServer got itself
 
 
 def test_success_saves_the_image_with_its_metadata_and_reports_the_fields(
-        comfy, client, settings, job):
-    inflight, entry = finished(client, settings, job)
+        comfy, client, settings, job, builder):
+    inflight, entry = finished(client, builder, job)
     outcome = judge(inflight, entry, client, settings.assets_dir, clock=lambda: 13.5)
     assert outcome.kind == "succeeded"
     fields = outcome.fields
@@ -126,8 +135,8 @@ def test_no_record_of_the_prompt_is_queued_again_using_an_attempt(client, settin
     (None, "requeue", True, False),  # interrupted on the server, not by zmm
 ])
 def test_an_interrupted_prompt_by_who_stopped_it(comfy, client, settings, job, reason, kind,
-                                                 consume, backoff):
-    inflight, entry = interrupted(comfy, client, settings, job)
+                                                 consume, backoff, builder):
+    inflight, entry = interrupted(comfy, client, builder, job)
     assert entry.interrupted
     inflight.stop_reason = reason
     outcome = judge(inflight, entry, client, settings.assets_dir)
@@ -135,18 +144,18 @@ def test_an_interrupted_prompt_by_who_stopped_it(comfy, client, settings, job, r
     assert list(settings.assets_dir.rglob("*.png")) == []
 
 
-def test_out_of_memory_is_queued_again_marked_for_freeing_vram(comfy, client, settings, job):
+def test_out_of_memory_is_queued_again_marked_for_freeing_vram(comfy, client, settings, job, builder):
     comfy.oom_next_execution()
-    inflight, entry = finished(client, settings, job)
+    inflight, entry = finished(client, builder, job)
     outcome = judge(inflight, entry, client, settings.assets_dir)
     assert (outcome.kind, outcome.consume_attempt, outcome.oom, outcome.fields) == (
         OutcomeKind.REQUEUE, True, True, {})
 
 
-def test_a_node_error_fails_with_comfyui_s_own_first_line(comfy, client, settings, job):
+def test_a_node_error_fails_with_comfyui_s_own_first_line(comfy, client, settings, job, builder):
     comfy.fail_next_execution(node_type="KSampler", exception_type="RuntimeError",
                               message="mat1 and mat2 shapes cannot be multiplied\nTraceback...")
-    inflight, entry = finished(client, settings, job)
+    inflight, entry = finished(client, builder, job)
     outcome = judge(inflight, entry, client, settings.assets_dir)
     assert outcome.kind == "failed" and outcome.consume_attempt is False
     assert outcome.message == ("ComfyUI node 3 (KSampler) raised RuntimeError: "
@@ -154,9 +163,9 @@ def test_a_node_error_fails_with_comfyui_s_own_first_line(comfy, client, setting
     assert outcome.fields == {"error_message": outcome.message}
 
 
-def test_the_websocket_s_error_wins_over_the_history_s(comfy, client, settings, job):
+def test_the_websocket_s_error_wins_over_the_history_s(comfy, client, settings, job, builder):
     comfy.fail_next_execution(message="from history")
-    inflight, entry = finished(client, settings, job)
+    inflight, entry = finished(client, builder, job)
     inflight.error = {"node_id": "8", "node_type": "VAEDecode", "exception_type": "ValueError",
                       "exception_message": "from the websocket"}
     outcome = judge(inflight, entry, client, settings.assets_dir)
@@ -190,19 +199,19 @@ def test_a_job_keeps_all_of_its_files_or_none(settings, job):
 
 
 def test_a_500_after_queueing_is_found_in_the_queue_and_not_sent_again(comfy, client,
-                                                                       settings, job):
+                                                                       settings, job, builder):
     comfy.hang(True)
     comfy.fail_next_submits(accept_then_500=True)
-    inflight = start(client, settings, job)  # raises if the prompt was not found
+    inflight = start(client, builder, job)  # raises if the prompt was not found
     assert comfy.queue_ids()[0] + comfy.queue_ids()[1] == [inflight.prompt_id]
     assert len(comfy.submissions) == 1
     comfy.hang(False)
 
 
-def test_a_500_before_queueing_is_raised(comfy, client, settings, job):
+def test_a_500_before_queueing_is_raised(comfy, client, settings, job, builder):
     comfy.fail_next_submits()
     with pytest.raises(ComfyServerError):
-        start(client, settings, job)
+        start(client, builder, job)
     assert comfy.queue_ids() == ([], []) and comfy.history_ids() == []
     assert len(comfy.submissions) == 1
 
@@ -241,8 +250,8 @@ def test_a_partly_accepted_graph_is_taken_off_comfyui_and_rejected(job):
                          ("POST", "/interrupt", {"prompt_id": job.id})]
 
 
-def test_the_metadata_rides_along_in_extra_pnginfo(comfy, client, settings, job):
-    start(client, settings, job)
+def test_the_metadata_rides_along_in_extra_pnginfo(comfy, client, settings, job, builder):
+    start(client, builder, job)
     extra = comfy.submissions[0]["extra_data"]["extra_pnginfo"]["zmm"]
     assert extra["job_id"] == job.id and extra["seed"] == 7 and extra["prompt"] == "a red square"
 
@@ -250,10 +259,10 @@ def test_the_metadata_rides_along_in_extra_pnginfo(comfy, client, settings, job)
 # -- locate and prompt_id_for ------------------------------------------------------------
 
 
-def test_locate_queued_done_and_lost(comfy, client, settings, job):
+def test_locate_queued_done_and_lost(comfy, client, settings, job, builder):
     assert locate(client, "never-sent") == "lost"
     comfy.hang(True)
-    inflight = start(client, settings, job)
+    inflight = start(client, builder, job)
     eventually(lambda: comfy.queue_ids()[0])
     assert locate(client, inflight.prompt_id) == "queued"
     comfy.hang(False)
@@ -279,11 +288,11 @@ def test_prompt_id_is_the_job_id_first_and_suffixed_on_retries(job):
 
 @pytest.mark.parametrize("alias", ["sd35-medium", "flux-schnell"])
 def test_a_split_family_job_runs_and_saves_its_image(comfy, client, store, settings, tmp_path,
-                                                     alias):
+                                                     alias, builder):
     store.enqueue(intake.build({"prompt": "a red square", "model": alias, "size": "64x64",
                                 "steps": "2", "seed": "7"}, settings))
     job = store.claim("worker-1", lease_s=60, aging_s=600)
-    inflight, entry = finished(client, settings, job)
+    inflight, entry = finished(client, builder, job)
     outcome = judge(inflight, entry, client, tmp_path / "assets")
     assert outcome.kind == "succeeded", outcome.message
     assert outcome.fields["model_used"] == settings.get(f"models.{alias}")
@@ -295,16 +304,18 @@ def test_a_split_family_job_runs_and_saves_its_image(comfy, client, store, setti
         alias, "split", settings.get(f"models.{alias.split('-')[0]}-vae"))
 
 
-def test_a_split_file_added_after_the_first_look_is_found_on_the_refresh(comfy, client, store,
-                                                                        settings):
+def test_a_split_file_added_after_the_first_look_is_found_on_the_refresh(comfy, store, settings,
+                                                                        builder):
     comfy.set_model_files("vae", [])
     store.enqueue(intake.build({"prompt": "x", "model": "flux-dev", "size": "64x64"}, settings))
     job = store.claim("worker-1", lease_s=60, aging_s=600)
-    builder = GraphBuilder(client, settings.workflows_dir)
     with pytest.raises(WorkflowRejected, match="^VAE 'ae.safetensors' is not on the ComfyUI "
                        "server; it has: none at all"):
         builder.build(job)
     comfy.set_model_files("vae", ["ae.safetensors"])
     builder.build(job)  # the cached lists miss it; the one refresh finds it
+    # ...in the worker's one list of the server's files, the one its claims use too
+    assert "vae/ae.safetensors" in builder.files.files
+    assert [row["files"] for row in store.backends()] == [builder.files.files]
     comfy.set_model_files("vae", [])
     builder.build(job)  # checked once per (template, files): the server is not asked again

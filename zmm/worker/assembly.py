@@ -149,7 +149,11 @@ def build_worker(settings: Config, store: Store, client: ComfyClient, *,
 def _parts(ctx: WorkerContext, scope: Scope, equipment: Equipment) -> WorkerParts:
     settings, store, client, monotonic = ctx.settings, ctx.store, ctx.client, ctx.clock.monotonic
     worker = settings.section("worker")
-    builder = execution.GraphBuilder(client, settings.workflows_dir, settings.assets_dir)
+    capability = Capability(store, client, name=ctx.backend.name,  # the server's files
+                            refresh_s=worker["files_refresh_s"], notice=ctx.observer.notice,
+                            monotonic=monotonic)
+    builder = execution.GraphBuilder(client, settings.workflows_dir, settings.assets_dir,
+                                     files=capability)  # checks graphs against that one list
     cloud = CloudFallback(
         store, equipment.cloud_lane, worker_id=ctx.id, url=ctx.url, lease_s=ctx.lease_s,
         poll_s=ctx.poll_s, max_wait_s=dict(settings.section("max_wait_s")),
@@ -162,9 +166,6 @@ def _parts(ctx: WorkerContext, scope: Scope, equipment: Equipment) -> WorkerPart
     alarm = DownAlarm(store, ctx.url, webhook_url=settings.get("alerts.webhook_url"),
                       after_s=settings.get("comfyui.alert_after_s"),
                       notice=ctx.observer.notice, monotonic=monotonic)
-    capability = Capability(store, client, name=ctx.backend.name,
-                            refresh_s=worker["files_refresh_s"],
-                            notice=ctx.observer.notice, monotonic=monotonic)
     outcomes = OutcomeLadder(store, ctx.id, max_attempts=worker["max_attempts"],
                              backoff_s=worker["backoff_s"], observer=ctx.observer,
                              fall_back=fall_back)

@@ -5,9 +5,11 @@ and handed to the claim as a Route, so the worker only takes jobs whose every
 needed file its server has. The server's node definitions (`/object_info`)
 are read and recorded at the same times: a job's needs name its graph's node
 classes too ('nodes/CLASS'), so the claim also skips jobs whose nodes the
-server lacks. Also tells a missing-file rejection (zmm's own
-pre-check, or ComfyUI's 400 value_not_in_list on a file input) from the
-others: that job goes back to the queue for a backend that has the file.
+server lacks. The worker's one copy of the files: the GraphBuilder checks
+graphs against it (`by_folder`) and keeps none of its own. Also tells a
+missing-file rejection (zmm's own pre-check, or ComfyUI's 400
+value_not_in_list on a file input) from the others: that job goes back to the
+queue for a backend that has the file.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Capability:
         self.store, self.client, self.name = store, client, name
         self.refresh_s, self.notice, self.monotonic = refresh_s, notice, monotonic
         self.files: list[str] | None = None  # None: the server has not answered yet
+        self._defs: dict[str, Any] | None = None  # its node definitions, as last read
         self.route: Route | None = None  # what the claim takes; None: claim nothing
         self._next_refresh = math.inf
 
@@ -58,9 +61,28 @@ class Capability:
         except ComfyServerError as exc:
             self.notice(f"could not read ComfyUI's node definitions: {exc.message}")
             defs = None
+        self._defs = defs
+        self._keep(files, defs_read=True)
+
+    def by_folder(self, *, fresh: bool = False) -> dict[str, list[str]]:
+        """The server's files as folder -> names, for checking a graph; `fresh`
+        (or nothing read yet): read them again first, and a server error
+        propagates (the job cannot be checked)."""
+        if fresh or self.files is None:
+            self._keep(self._read())
+        listed: dict[str, list[str]] = {folder: [] for folder in FOLDERS if folder not in _SAME_AS}
+        for item in self.files or []:
+            folder, _, name = item.partition("/")
+            listed.setdefault(folder, []).append(name)
+        return listed
+
+    def _keep(self, files: list[str], *, defs_read: bool = False) -> None:
+        """The files as the claims' route and the spool's row (and the node
+        definitions, when they were just read)."""
         self.files = files
-        self.route = Route.of(self.name, files + node_needs(defs or {}))
-        self.store.record_backend_files(self.name, self.client.base_url, files, defs)
+        self.route = Route.of(self.name, files + node_needs(self._defs or {}))
+        self.store.record_backend_files(self.name, self.client.base_url, files,
+                                        self._defs if defs_read else None)
 
     def maybe_refresh(self) -> None:
         """The timer: refresh once `worker.files_refresh_s` has passed."""
@@ -92,7 +114,7 @@ class Capability:
         if missing is None:
             return None
         folder, name = missing
-        builder.forget()  # the GraphBuilder's own view of the server's files
+        builder.forget()  # every graph is checked against the refreshed list afresh
         try:
             self.refresh()
         except ComfyUnavailable:

@@ -11,9 +11,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from zmm import workflows
+from zmm import assets, workflows
 from zmm.assets import inputs
 from zmm.assets.checks import check_image
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
@@ -84,17 +84,27 @@ def job_id_of(prompt_id: str) -> str | None:
     return match.group(1) if match else None
 
 
+class ServerFiles(Protocol):
+    """Whoever keeps the worker's list of its server's model files
+    (zmm.worker.capability.Capability)."""
+
+    def by_folder(self, *, fresh: bool = False) -> dict[str, list[str]]: ...
+
+
 class GraphBuilder:
     """Binds templates and checks them against the server once per (template,
-    model files), refreshing the server's lists once before declaring a miss."""
+    model files), asking for the server's files afresh, twice before declaring a
+    miss. The files come from `files`, the worker's one list of them (refreshed
+    there, so the claims see what the check saw); None: a builder that only binds."""
 
-    def __init__(self, client: ComfyClient, user_dir, assets_root=None) -> None:
+    def __init__(self, client: ComfyClient, user_dir, assets_root=None,
+                 files: ServerFiles | None = None) -> None:
         self.client = client
         self.user_dir = user_dir
         self.assets_root = assets_root  # where the init images' copies are
+        self.files = files
         self._checked: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
         self._nodes: dict[str, Any] | None = None
-        self._files: dict[str, list[str]] = {}  # model folder -> the server's file names
 
     def build(self, job: Job) -> dict[str, Any]:
         """The job's graph, checked against the server's nodes and model files."""
@@ -103,7 +113,7 @@ class GraphBuilder:
         key = (job.workflow, tuple(sorted((folder, name) for folder, names in files.items()
                                           for name in names)))
         if key not in self._checked:
-            self._check(graph, sorted(files))
+            self._check(graph)
             self._checked.add(key)
         parts = graph_parts.Parts.from_params(job.param_values)
         if parts.init_image is not None:
@@ -113,7 +123,6 @@ class GraphBuilder:
     def forget(self) -> None:
         """The server's files changed: check every graph against them afresh."""
         self._checked.clear()
-        self._files.clear()
 
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
@@ -134,20 +143,17 @@ class GraphBuilder:
                     == image.reference:
                 node["inputs"]["image"] = where
 
-    def _check(self, graph: dict[str, Any], folders: list[str]) -> None:
+    def _check(self, graph: dict[str, Any]) -> None:
+        assert self.files is not None, "a builder without the server's files only binds"
+        # The files are read afresh for a graph not checked yet (the claim's list
+        # may be older than the server's files); the node types once, and again
+        # before declaring a miss.
         for fresh in (False, True):
             if self._nodes is None or fresh:
                 self._nodes = self.client.object_info()
-            # A model file missing from checkpoints/ may sit in diffusion_models/ (or
-            # the reverse): the second look lists both, so the error can say so.
-            wanted = set(folders)
-            if fresh and wanted & {"checkpoints", "diffusion_models"}:
-                wanted |= {"checkpoints", "diffusion_models"}
-            for folder in sorted(wanted):
-                if fresh or folder not in self._files:
-                    self._files[folder] = self.client.model_files(folder)
             try:
-                workflows.check_against_server(graph, self._nodes, self._files)
+                workflows.check_against_server(graph, self._nodes,
+                                               self.files.by_folder(fresh=True))
                 return
             except WorkflowRejected:
                 if fresh:
