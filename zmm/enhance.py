@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,7 +168,7 @@ class Enhancer:
             raise EnhanceFailed(f"{self.model} gave an empty answer")
         return Enhanced(prompt, answer.model or self.model, self.monotonic() - start)
 
-    def for_job(self, params: dict[str, Any], *, prompt: str, style: str | None,
+    def for_job(self, params: Mapping[str, Any], *, prompt: str, style: str | None,
                 seed: int | None, timeout: float | None = None) -> Enhanced:
         """`enhance` with a job's (or job spec's) stored values."""
         return self.enhance(str(params.get("user_prompt") or prompt), style=style or "none",

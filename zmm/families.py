@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmm import jobs
+from zmm import job_params, jobs
 from zmm.errors import InvalidInput
 
 
@@ -47,7 +47,7 @@ ALIASES = tuple(FAMILIES)
 LOADERS = ("split", "checkpoint")
 # The text encoders each split family loads, by its [models] key suffix.
 ENCODERS = {"sd35": ("clip-l", "clip-g", "t5xxl"), "flux": ("clip-l", "t5xxl")}
-FILE_KEYS = ("clip_l", "clip_g", "t5xxl", "vae", "weight_dtype")  # a split job's other files
+FILE_KEYS = job_params.FILE_KEYS  # a split job's other files
 WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft")
 # [models] keys that are not model aliases: loaders, encoders, VAEs, dtype.

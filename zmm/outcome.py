@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import zmm
-from zmm import assets, families
+from zmm import assets
 from zmm.errors import ZmmError
 from zmm.jobs import JobState
 from zmm.jsontext import compact
@@ -49,24 +49,17 @@ class Outcome:
 def zmm_metadata(job: Job) -> dict[str, Any]:
     """The zmm chunk of a saved PNG: enough to queue the same job again
     (`--from-image`), the model's family and every file it loaded included."""
-    params = job.param_values
+    params = job.request
     return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
             "seed": job.seed, "model": job.model_requested, "width": job.width,
             "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
             "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
             "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
-            "family": params.get("family") or params.get("model_key"),
-            "loader": params.get("loader"), "files": model_files_of(params),
-            "guidance": params.get("guidance"), "shift": params.get("shift"),
-            "priority": job.priority, "requester": job.requester, "zmm_version": zmm.__version__,
-            **{key: params[key] for key in ("loras", "init_image", "denoise", "upscale",
-                                            "enhance", "compose") if params.get(key) is not None},
+            "family": params.family, "loader": params.get("loader"),
+            "files": params.model_files, "guidance": params.get("guidance"),
+            "shift": params.get("shift"), "priority": job.priority, "requester": job.requester,
+            "zmm_version": zmm.__version__, **params.parts,
             **({"enhanced_prompt": job.enhanced_prompt} if job.enhanced_prompt else {})}
-
-
-def model_files_of(params: dict[str, Any]) -> dict[str, Any]:
-    """The split files (text encoders, VAE, weight dtype) a job loads besides its model."""
-    return {key: params[key] for key in families.FILE_KEYS if params.get(key) is not None}
 
 
 def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: dict[str, Any],
@@ -75,7 +68,7 @@ def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: d
     composed (zmm.compose) with the image as it came kept beside it. Returns
     (the output, its plain image or None); on failure nothing is left."""
     relative = assets.relative_name(job.id, job.created_at, index)
-    composition = job.composition
+    composition = job.request.composition
     if not composition:
         return assets.save_output(assets_root, relative, data, metadata), None
     from zmm import compose  # Pillow: only jobs with text pay for it

@@ -32,7 +32,7 @@ def recompose(store: Store, settings: Config, source_id: str, raw: dict[str, Any
     if composition is None:
         raise InvalidInput("title", "give --title, --subtitle or --footer (the text to draw)")
     job_id = store.new_job_id()
-    params = dict(source.param_values, compose=composition)
+    params = dict(source.request.as_dict(), compose=composition)
     job = dataclasses.replace(source, id=job_id, params=compact(params),
                               created_at=iso(store.clock()), status=JobState.SUCCEEDED)
     saved = save_images(store.assets_root, job, images, zmm_metadata(job), settings.brands_dir)

@@ -326,7 +326,7 @@ def test_custom_workflow_with_sets_is_validated_before_queuing(cli, settings, tm
     job = cli.json("generate", "x", "--workflow", str(path), "--set", "3.denoise=0.7",
                    "--no-wait", "--json")["jobs"][0]
     with Store(settings.spool_path) as store:
-        stored = store.get(job["id"]).param_values["graph"]
+        stored = store.get(job["id"]).request.values["graph"]
     assert stored["3"]["inputs"]["denoise"] == 0.7
     before = job_count(settings)
     bad = cli("generate", "x", "--workflow", str(path), "--set", "3.nope=1", "--no-wait")

@@ -91,7 +91,7 @@ def test_from_file_takes_loras_as_a_list_or_a_semicolon_string(cli, settings, tm
     from zmm.store import Store
 
     with Store(settings.spool_path) as store:
-        rows = [store.get(job_id).param_values for job_id in result.stdout.split()]
+        rows = [store.get(job_id).request.as_dict() for job_id in result.stdout.split()]
     assert rows[0]["loras"] == [{"name": "a.safetensors", "strength": 0.5},
                                 {"name": "b.safetensors", "strength": -1.0}]
     assert rows[1]["loras"] == [{"name": "c.safetensors", "strength": 1.0},

@@ -138,7 +138,7 @@ def test_ollama_trouble_runs_the_original_prompt_and_says_why(home, comfy, ollam
     (skipped,) = [e for e in store.events(job_id) if e["kind"] == "enhance_skipped"]
     assert cause in skipped["message"] and "original prompt" in skipped["message"]
     assert skipped["data"]["cause"] in skipped["message"]
-    assert job.param_values["enhance_skipped"] == skipped["data"]["cause"]
+    assert job.enhance_skipped == skipped["data"]["cause"]
     store.close()
     worker.client.close()
 
@@ -291,7 +291,7 @@ def test_from_file_lines_carry_an_enhance_field(cli, home, settings, tmp_path):
                      '"required"}\n{"prompt": "three"}\n{"prompt": "four", "enhance": false}\n')
     ids = cli("generate", "--from", str(batch), "--no-wait").stdout.split()
     with Store(settings.spool_path) as store:
-        modes = [store.get(i).param_values.get("enhance") for i in ids]
+        modes = [store.get(i).request.get("enhance") for i in ids]
     assert modes == ["on", "required", None, None]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "one", "enhance": "loud"}\n')

@@ -100,22 +100,23 @@ def show(
         job = store.get(job_id)
         events = store.events(job.id)
     if as_json:
-        emit_json({"job": job.public(store.assets_root), "params": job.param_values,
-                   "events": events})
+        # `enhance_skipped` is a column now; `params` carries it too, as it always did.
+        skipped = {"enhance_skipped": job.enhance_skipped} if job.enhance_skipped else {}
+        emit_json({"job": job.public(store.assets_root),
+                   "params": dict(job.request.as_dict(), **skipped), "events": events})
         return
     render.fields([(key, value) for key, value in job.public(store.assets_root).items()]
-                  + _part_fields(job.param_values))
+                  + _part_fields(job.request.as_dict(), job.enhance_skipped))
     typer.echo("\nevents:")
     for event in events:
         move = f" {event['from'] or ''}->{event['to']}" if event["to"] else ""
         typer.echo(f"  {event['at']}  {event['kind']}{move}  {event['message'] or ''}")
 
 
-def _part_fields(params: dict) -> list[tuple[str, object]]:
+def _part_fields(params: dict, skipped: str | None) -> list[tuple[str, object]]:
     """The LoRAs, init image, hires pass and enhancement a job asked for, one line each."""
     found: list[tuple[str, object]] = []
     if params.get("enhance"):
-        skipped = params.get("enhance_skipped")
         found.append(("enhance", params["enhance"]
                       + (f" (not enhanced: {skipped})" if skipped else "")))
     if params.get("loras"):

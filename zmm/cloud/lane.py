@@ -117,15 +117,14 @@ class CloudLane:
 
     def _run(self, task: CloudTask) -> CloudResult:
         job = task.job
-        params = job.param_values
 
         def on_try(name: str, number: int) -> None:
             task.detail = f"{name}: generating" + (f" (try {number})" if number > 1 else "")
 
         result = providers.generate(
             self.providers,
-            CloudRequest(prompt=str(job.enhanced_prompt or params.get("prompt") or job.prompt),
-                         negative=str(params.get("negative") or ""), width=job.width or 1024,
+            CloudRequest(prompt=job.enhanced_prompt or job.request.prompt or job.prompt,
+                         negative=job.request.negative, width=job.width or 1024,
                          height=job.height or 1024, seed=job.seed,
                          quality=job.quality_tier or "standard"),
             max_retries=self.max_retries, retry_after_max_s=self.retry_after_max_s,

@@ -18,15 +18,17 @@ from zmm.jsontext import compact
 from zmm.store.db import refused_value
 
 # Columns a caller may set through transition()/update(); names are interpolated
-# into SQL, so only these are accepted.
+# into SQL, so only these are accepted. `params` is not one: it is written once,
+# when the job is queued, and a worker's decisions have columns of their own.
 WRITABLE = frozenset(
     """backend model_used generation_time_s vram_used_gb cost_usd output_path outputs
     output_url file_size_bytes sha256 thumbnail_path started_at completed_at error_message
     attempts retry_count not_before worker_id lease_expires_at comfy_prompt_id comfy_url
     submitted_at phase phase_detail progress_value progress_max progress_node progress_at
-    cancel_requested_at seed width height steps params model_requested priority
+    cancel_requested_at seed width height steps model_requested priority
     priority_rank queued_at queued_ts pinned asset_deleted_at workflow cloud_allowed
-    plain_outputs enhanced_prompt needs error_kind""".split()
+    plain_outputs enhanced_prompt needs error_kind oom_retried enhance_skipped vram_wait_ts
+    downgraded_from""".split()
 )
 
 

@@ -6,12 +6,14 @@ and the stable JSON shape `--json` prints (`public`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zmm.job_params import Downgrade, JobParams
 from zmm.jobs import FINISHED, JobState
 
 
@@ -86,6 +88,11 @@ class Job:
     enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
     error_kind: str | None = None  # why it failed, a zmm.errors.ERROR_KINDS word (schema 13)
     backend_name: str | None = None  # the backend whose worker claimed or adopted it (schema 16)
+    # What workers decided about the job (schema 14 on); `params` is never rewritten.
+    oom_retried: int = 0  # 1: ran out of GPU memory once already
+    enhance_skipped: str | None = None  # why the local LLM could not enhance its prompt
+    vram_wait_ts: float | None = None  # when the VRAM gate first held it back
+    downgraded_from: str | None = None  # the model asked for, before the gate chose SD1.5
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -108,9 +115,12 @@ class Job:
         """Succeeded, failed or cancelled."""
         return self.status in FINISHED
 
-    @property
-    def param_values(self) -> dict[str, Any]:
-        return json.loads(self.params)
+    @functools.cached_property
+    def request(self) -> JobParams:
+        """The job's `params`, parsed once (a downgraded job's: the SD1.5 values)."""
+        downgrade = (Downgrade(self.model_requested, self.width, self.height)
+                     if self.downgraded_from is not None else None)
+        return JobParams.parse(self.params, downgrade)
 
     @property
     def output_list(self) -> list[str]:
@@ -120,12 +130,6 @@ class Job:
     def plain_list(self) -> list[str]:
         """The images without text (composed jobs only), in the order of `outputs`."""
         return json.loads(self.plain_outputs) if self.plain_outputs else []
-
-    @property
-    def composition(self) -> dict[str, Any] | None:
-        """The text and brand drawn onto the job's images, if any."""
-        value = self.param_values.get("compose")
-        return value if isinstance(value, dict) else None
 
     def output_file(self, assets_root: Path) -> Path | None:
         """The first output's absolute path (output_path is relative to the assets root)."""
@@ -149,7 +153,7 @@ class Job:
             if name == "prompt":  # `history show` lists the two side by side
                 data["enhanced_prompt"] = self.enhanced_prompt
         for internal in ("seq", "params", "queued_ts", "priority_rank", "outputs", "passed_over",
-                         "enqueued_note", "plain_outputs"):
+                         "enqueued_note", "plain_outputs", "vram_wait_ts"):
             data.pop(internal)
         data["outputs"] = self.output_list
         plains = self.plain_list
@@ -161,6 +165,7 @@ class Job:
         data["vram_used_bytes"] = None if gb is None else round(gb * 1024**3)
         data["pinned"] = bool(self.pinned)
         data["cloud_allowed"] = bool(self.cloud_allowed)
+        data["oom_retried"] = bool(self.oom_retried)
         if assets_root is not None:
             output, thumbnail = self.output_file(assets_root), self.thumbnail_file(assets_root)
             data["output_file"] = str(output) if output else None

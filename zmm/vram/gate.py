@@ -17,7 +17,6 @@ from zmm import families, jobs
 from zmm.config import Config
 from zmm.config.fleet import DEFAULT_NAME
 from zmm.errors import ZmmError
-from zmm.jsontext import compact
 from zmm.store import Job, Store
 from zmm.timestamps import iso
 from zmm.vram import policy
@@ -60,22 +59,22 @@ class VramGate:
 
     def admit(self, job: Job, *, cloud_ok: bool = False) -> Admission:
         """What to do with a claimed job; `cloud_ok`: a provider could take it."""
-        params = job.param_values
-        if params.get("graph") is not None and job.model_requested is None:
+        params = job.request
+        if params.graph is not None and job.model_requested is None:
             return Admission(job, "custom workflow: VRAM not estimated")
         free = self._free()
         if free is None:  # nothing to compare with: don't ask Ollama on every job
             return Admission(job, "VRAM unknown (no NVML): not checked")
         llms = self._loaded_llms()
         waited = 0.0
-        if params.get("vram_wait_since"):
-            waited = max(0.0, self.store.clock() - float(params["vram_wait_since"]))
+        if job.vram_wait_ts:
+            waited = max(0.0, self.store.clock() - job.vram_wait_ts)
         facts = policy.Facts(
             priority=job.priority, quality=job.quality_tier,
-            model_key=params.get("model_key") or families.model_family(job.model_requested or ""),
-            model_pinned=bool(params.get("model_pinned")), free_bytes=free, llms=llms,
+            model_key=params.model_key or families.model_family(job.model_requested or ""),
+            model_pinned=params.model_pinned, free_bytes=free, llms=llms,
             waited_s=waited, cloud_allowed=cloud_ok and bool(job.cloud_allowed),
-            precision=str(params.get("precision") or "fp16"))
+            precision=params.precision)
         decision = policy.decide(facts, self.rules)
         if decision.action == "cloud":
             return Admission(None, decision.reason, to_cloud=True)
@@ -86,7 +85,7 @@ class VramGate:
         if decision.action == "unload":
             self._unload(job, decision)
             return Admission(self.store.get(job.id), decision.reason)
-        return self._defer(job, decision, params)
+        return self._defer(job, decision)
 
     def _free(self) -> int | None:
         free = self.free_bytes()
@@ -118,11 +117,9 @@ class VramGate:
     def _downgrade(self, job: Job, decision: policy.Decision) -> Job:
         return downgrade_to_sd15(self.store, self.settings, job, decision.reason)
 
-    def _defer(self, job: Job, decision: policy.Decision, params: dict) -> Admission:
-        first = not params.get("vram_wait_since")
-        if first:
-            params = dict(params, vram_wait_since=self.store.clock())
-            self.store.update(job.id, params=compact(params),
+    def _defer(self, job: Job, decision: policy.Decision) -> Admission:
+        if not job.vram_wait_ts:  # the first time: when the wait began, and why
+            self.store.update(job.id, vram_wait_ts=self.store.clock(),
                               event=("vram_wait", decision.reason))
         return Admission(None, decision.reason)
 
@@ -201,22 +198,22 @@ class VramGate:
 
 
 def downgrade_to_sd15(store: Store, settings: Config, job: Job, reason: str) -> Job:
-    """Move a running job to SD1.5 at the same aspect ratio, with a `downgrade` event."""
+    """Move a running job to SD1.5 at the same aspect ratio, with a `downgrade` event.
+    The columns change (`downgraded_from` keeps what it asked for); its params
+    stay as queued and read as SD1.5 through `Job.request`."""
     width, height = sd15_size(job.width or 1024, job.height or 1024)
-    params = dict(job.param_values, model_key="sd15", width=width, height=height,
-                  checkpoint=settings.get("models.sd15"), downgraded_from=job.model_requested,
-                  family="sd15", loader="checkpoint", precision="fp16")
-    store.update(job.id, params=compact(params),
-                 model_requested=params["checkpoint"], width=width, height=height,
+    checkpoint = settings.get("models.sd15")
+    store.update(job.id, downgraded_from=job.model_requested or job.request.model_key or "sdxl",
+                 model_requested=checkpoint, width=width, height=height,
                  workflow=settings.get("templates.sd15"), event=("downgrade", reason),
-                 data={"from": job.model_requested, "to": params["checkpoint"]})
+                 data={"from": job.model_requested, "to": checkpoint})
     return store.get(job.id)
 
 
 def can_downgrade(job: Job) -> bool:
-    params = job.param_values
-    return (params.get("model_key") == "sdxl" and not params.get("model_pinned")
-            and job.quality_tier in policy.DOWNGRADABLE_TIERS and params.get("graph") is None)
+    params = job.request
+    return (params.model_key == "sdxl" and not params.model_pinned
+            and job.quality_tier in policy.DOWNGRADABLE_TIERS and params.graph is None)
 
 
 def sd15_size(width: int, height: int) -> tuple[int, int]:

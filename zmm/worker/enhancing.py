@@ -15,7 +15,6 @@ from typing import Any
 
 from zmm.config import Config
 from zmm.errors import EnhanceFailed
-from zmm.jsontext import compact
 from zmm.outcome import Outcome
 from zmm.store import Job, Store
 from zmm.timestamps import iso
@@ -28,9 +27,8 @@ LEASE_SHARE = 0.75
 
 def wanted(job: Job) -> bool:
     """Whether the job still needs the LLM: it asks for it and nothing was decided."""
-    params = job.param_values
-    return (params.get("enhance") in ("on", "required") and not job.enhanced_prompt
-            and not params.get("enhance_skipped"))
+    return (job.request.enhance in ("on", "required") and not job.enhanced_prompt
+            and not job.enhance_skipped)
 
 
 class PromptStep:
@@ -63,13 +61,12 @@ class PromptStep:
         if not self.store.update(job.id, worker_id=self.worker_id, phase="enhancing prompt",
                                  phase_detail=enhancer.model):
             return None, None
-        params = job.param_values
         timeout = min(enhancer.timeout, self.lease_s * LEASE_SHARE)
         try:
-            result = enhancer.for_job(params, prompt=job.prompt, style=job.style,
+            result = enhancer.for_job(job.request.values, prompt=job.prompt, style=job.style,
                                       seed=job.seed, timeout=timeout)
         except EnhanceFailed as exc:
-            return self._without(job, params, enhancer.model, exc)
+            return self._without(job, enhancer.model, exc)
         kept = self.store.update(
             job.id, worker_id=self.worker_id, enhanced_prompt=result.prompt,
             lease_expires_at=iso(self.store.clock() + self.lease_s),
@@ -78,13 +75,12 @@ class PromptStep:
                   "chars": len(result.prompt)})
         return (self.store.get(job.id) if kept else None), None
 
-    def _without(self, job: Job, params: dict[str, Any], model: str,
+    def _without(self, job: Job, model: str,
                  exc: EnhanceFailed) -> tuple[Job | None, Outcome | None]:
-        if params.get("enhance") == "required":
+        if job.request.enhance == "required":
             return job, failed(f"{exc.message} (--enhance=required)", "enhance")
-        params = dict(params, enhance_skipped=exc.cause)
         kept = self.store.update(
-            job.id, worker_id=self.worker_id, params=compact(params),
+            job.id, worker_id=self.worker_id, enhance_skipped=exc.cause,
             lease_expires_at=iso(self.store.clock() + self.lease_s),
             event=("enhance_skipped", f"prompt not enhanced: {exc.cause}; going on with the "
                    "original prompt"),

@@ -115,7 +115,7 @@ class GraphBuilder:
         if key not in self._checked:
             self._check(graph)
             self._checked.add(key)
-        parts = graph_parts.Parts.from_params(job.param_values)
+        parts = graph_parts.Parts.from_params(job.request.values)
         if parts.init_image is not None:
             self._upload(graph, parts.init_image)
         return graph
@@ -127,7 +127,7 @@ class GraphBuilder:
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
         already on it)."""
-        return workflows.bind_job(job.param_values, job.workflow, job.id, self.user_dir,
+        return workflows.bind_job(job.request.values, job.workflow, job.id, self.user_dir,
                                   enhanced_prompt=job.enhanced_prompt)
 
     def _upload(self, graph: dict[str, Any], image: graph_parts.InitImage) -> None:

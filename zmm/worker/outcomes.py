@@ -17,7 +17,6 @@ from zmm.cloud import lane
 from zmm.config import Config
 from zmm.errors import Conflict
 from zmm.jobs import JobState
-from zmm.jsontext import compact
 from zmm.outcome import Outcome, OutcomeKind
 from zmm.secrets import scrub
 from zmm.store import Job, Store
@@ -113,13 +112,11 @@ def after_out_of_memory(store: Store, settings: Config, worker_id: str, job: Job
     """Out of memory: one more try, on SD1.5 where the tier allows; then fail."""
     from zmm.vram import gate
 
-    params = job.param_values
-    if params.get("oom_retried"):
+    if job.oom_retried:
         message = "ComfyUI ran out of GPU memory again after freeing VRAM and retrying"
-        return Outcome(OutcomeKind.FAILED, message, {"error_message": message}, fallback=lane.OUT_OF_MEMORY,
-                       error_kind="oom")
-    store.update(job.id, worker_id=worker_id,
-                 params=compact(dict(params, oom_retried=True)))
+        return Outcome(OutcomeKind.FAILED, message, {"error_message": message},
+                       fallback=lane.OUT_OF_MEMORY, error_kind="oom")
+    store.update(job.id, worker_id=worker_id, oom_retried=1)
     if gate.can_downgrade(job):
         gate.downgrade_to_sd15(store, settings, store.get(job.id),
                                "out of GPU memory: retrying on SD1.5")

@@ -255,7 +255,7 @@ def filename_prefix(job_id: str) -> str:
     return f"zmm/{job_id}"
 
 
-def bind_job(params: dict[str, Any], workflow: str, job_id: str,
+def bind_job(params: Mapping[str, Any], workflow: str, job_id: str,
              user_dir: Path | None, *, enhanced_prompt: str | None = None) -> dict[str, Any]:
     """The graph a job submits: its own graph (a custom workflow) or its
     template, bound with the job's stored params (its `enhanced_prompt` in

@@ -9,6 +9,7 @@ Pure: no I/O. `Parts` is also how a job's params carry these settings.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,7 @@ class Parts:
         return params
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Parts:
+    def from_params(cls, params: Mapping[str, Any]) -> Parts:
         loras = tuple(Lora(str(item["name"]), float(item["strength"]))
                       for item in params.get("loras") or [])
         raw_image = params.get("init_image")
