@@ -45,9 +45,9 @@ import httpx  # noqa: E402
 
 from zmm import intake  # noqa: E402
 from zmm.config import load  # noqa: E402
+from zmm.jobs import job_id_of_prompt  # noqa: E402
 from zmm.store import Job, Store  # noqa: E402
 from zmm.timestamps import parse_iso  # noqa: E402
-from zmm.worker.execution import job_id_of  # noqa: E402
 
 MODELS_PER_SERVER = 3  # server i has models i .. i+2 (mod N): each model is on three servers
 ENQUEUERS = 16
@@ -195,7 +195,7 @@ def idle_gaps(runs: list[dict], queued: list[float], claimed: list[float]
 def measure(fleet: Fleet, ids: list[str], enqueue_s: float) -> dict[str, Any]:
     finished = fleet.store.get_many(ids)
     runs, refused = fleet.fake_log("runs"), fleet.fake_log("refused")
-    successes = Counter(job_id_of(run["prompt_id"]) for server in runs for run in server
+    successes = Counter(job_id_of_prompt(run["prompt_id"]) for server in runs for run in server
                         if run["status"] == "success")
     missing_requeues = sum(
         1 for job in finished for event in fleet.store.events(job.id)

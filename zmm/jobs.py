@@ -7,8 +7,11 @@ because it runs on every `zmm generate --no-wait`, where start-up time counts.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -51,6 +54,33 @@ def check_transition(job_id: str, current: JobState | str, target: JobState | st
     current, target = JobState(current), JobState(target)
     if target not in TRANSITIONS[current]:
         raise Conflict(f"job {job_id} is {current.value}; it cannot become {target.value}")
+
+
+# A job id: "mmg-", the UTC second it was queued, and 32 random bits in hex. The
+# one place its format is spelled; ComfyUI's prompt id is the job id (a retry
+# adds -rN), and the assets folder names files after it.
+JOB_ID_PATTERN = r"mmg-\d{8}-\d{6}-[0-9a-f]{8}"
+JOB_ID_EXAMPLE = "mmg-20261123-101500-1a2b3c4d"
+JOB_ID_LENGTH = len(JOB_ID_EXAMPLE)
+_PROMPT_ID = re.compile(f"({JOB_ID_PATTERN})(?:-r\\d+)?")
+
+
+def new_job_id(now: float, random: Callable[[int], bytes] = os.urandom) -> str:
+    """A new job id for a job queued at `now` (Unix time)."""
+    return f"mmg-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{random(4).hex()}"
+
+
+def placeholder_job_id(index: int = 0) -> str:
+    """A stand-in of the same shape for a job not queued yet (`--print-workflow`):
+    mmg-00000000-000000-00000000, -00000001, ..."""
+    return f"mmg-00000000-000000-{index:08x}"
+
+
+def job_id_of_prompt(prompt_id: str) -> str | None:
+    """The job id a ComfyUI prompt id stands for (the id, or the id with a retry
+    suffix -rN); None if it is not zmm's."""
+    match = _PROMPT_ID.fullmatch(prompt_id)
+    return match.group(1) if match else None
 
 
 class Priority(StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -79,3 +80,14 @@ def test_checkpoint_names_cannot_escape(name):
 
 def test_styled_prompt_keeps_braces_literal():
     assert jobs.styled_prompt("{prompt}, flat", "a {x} b") == "a {x} b, flat"
+
+
+def test_the_job_id_format_lives_in_one_place():
+    new = jobs.new_job_id(1_800_000_000.0, random=lambda n: bytes(range(1, n + 1)))
+    assert new == "mmg-20270115-080000-01020304"
+    assert re.fullmatch(jobs.JOB_ID_PATTERN, new) and len(new) == jobs.JOB_ID_LENGTH
+    assert re.fullmatch(jobs.JOB_ID_PATTERN, jobs.placeholder_job_id(5))
+    assert re.fullmatch(jobs.JOB_ID_PATTERN, jobs.JOB_ID_EXAMPLE)
+    # ComfyUI's prompt id: the job id, with -rN on a retry; anything else is not zmm's
+    assert [jobs.job_id_of_prompt(text) for text in (new, f"{new}-r2", f"{new}-x", "abc")] == [
+        new, new, None, None]

@@ -138,7 +138,7 @@ def needed_files(spec: jobs.JobSpec, config: Config) -> list[str]:
     from zmm.jsontext import compact
 
     params = json.loads(compact(spec.stored_params()))  # as the worker reads them back
-    graph = workflows.bind_job(params, spec.workflow, "mmg-00000000-000000-00000000",
+    graph = workflows.bind_job(params, spec.workflow, jobs.placeholder_job_id(),
                                config.workflows_dir)
     return workflows.needed_files(graph, nodes=spec.graph is not None)
 

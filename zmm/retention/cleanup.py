@@ -18,6 +18,7 @@ from typing import Any
 
 from zmm.assets import thumbnails
 from zmm.errors import Conflict, InvalidInput
+from zmm.jobs import JOB_ID_LENGTH
 from zmm.locks import FileLock
 from zmm.retention import inputs
 from zmm.retention.applying import apply
@@ -32,7 +33,6 @@ __all__ = ["Criteria", "Plan", "Report", "SafePaths", "apply", "human_bytes", "m
 # A file a worker has just saved is unreferenced until its job's row is
 # updated; orphans younger than this are left for a later run.
 ORPHAN_GRACE_S = 3600.0
-JOB_ID_LENGTH = len("mmg-20261123-101500-1a2b3c4d")
 
 
 # -- running -------------------------------------------------------------------

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zmm.errors import Conflict, NotFound
-from zmm.jobs import JobSpec, JobState, Priority, check_transition
+from zmm.jobs import JOB_ID_EXAMPLE, JobSpec, JobState, Priority, check_transition, new_job_id
 from zmm.jsontext import compact
 from zmm.liveness import live_since
 from zmm.store import backends, claims, events, outbox, queries, steering, workers
-from zmm.store.changes import Cancellation, insert_composed, insert_job, new_job_id, update_sql
+from zmm.store.changes import Cancellation, insert_composed, insert_job, update_sql
 from zmm.store.db import (
     connect,
     connect_read_only,
@@ -318,7 +318,7 @@ class Store(Housekeeping, Tokens):
         job = queries.find(self.conn, job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r} in the spool",
-                           hint="`zmm history` lists jobs; ids look like mmg-20261123-101500-1a2b3c4d")
+                           hint=f"`zmm history` lists jobs; ids look like {JOB_ID_EXAMPLE}")
         return job
 
     def get_many(self, job_ids: list[str]) -> list[Job]:

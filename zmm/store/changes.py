@@ -7,13 +7,11 @@ interpolated into SQL, so only the listed ones are accepted.
 from __future__ import annotations
 
 import functools
-import os
 import sqlite3
-import time
 from dataclasses import dataclass
 
 from zmm.errors import Conflict
-from zmm.jobs import JobSpec, JobState
+from zmm.jobs import JobSpec, JobState, new_job_id
 from zmm.jsontext import compact
 from zmm.store.db import refused_value
 
@@ -42,11 +40,6 @@ def update_sql(columns: tuple[str, ...], guard: str, by_worker: bool, returning:
     if by_worker:
         guard += " AND worker_id = :_worker"
     return f"UPDATE jobs SET {assignments} WHERE {guard}{returning}"
-
-
-def new_job_id(now: float) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"mmg-{stamp}-{os.urandom(4).hex()}"
 
 
 def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,

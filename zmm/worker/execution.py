@@ -7,7 +7,6 @@ is what the worker then writes to the spool. Nothing here loops or sleeps.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,16 +71,6 @@ def prompt_id_for(job: Job) -> str:
     result in ComfyUI's history; a suffix after that, since ComfyUI keeps only
     the last history entry per prompt id."""
     return job.id if job.attempts == 0 else f"{job.id}-r{job.attempts}"
-
-
-# A zmm job id (zmm.store.changes.new_job_id), with the retry suffix of prompt_id_for.
-_PROMPT_ID = re.compile(r"(mmg-\d{8}-\d{6}-[0-9a-f]{8})(?:-r\d+)?")
-
-
-def job_id_of(prompt_id: str) -> str | None:
-    """The zmm job id a ComfyUI prompt id stands for; None if it is not zmm's."""
-    match = _PROMPT_ID.fullmatch(prompt_id)
-    return match.group(1) if match else None
 
 
 class ServerFiles(Protocol):

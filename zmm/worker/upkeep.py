@@ -17,9 +17,10 @@ from typing import Any
 
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, ComfyUnavailable
+from zmm.jobs import job_id_of_prompt
 from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Job, Store
-from zmm.worker.execution import GraphBuilder, Inflight, job_id_of, locate, over_time
+from zmm.worker.execution import GraphBuilder, Inflight, locate, over_time
 from zmm.worker.outcomes import failed, requeue
 
 # Unreadable answers in a row about one job (invalid JSON, too large, too deep)
@@ -169,7 +170,7 @@ class Upkeep:
         state = self.client.queue()
         mine = {job.prompt_id for job in inflight}
         return {item.prompt_id for item in state.running + state.pending
-                if item.prompt_id not in mine and job_id_of(item.prompt_id) is not None}
+                if item.prompt_id not in mine and job_id_of_prompt(item.prompt_id) is not None}
 
     def _stop(self, inflight: Inflight, reason: str, result: Review) -> None:
         """Take a job off ComfyUI: delete it if still pending, interrupt it if running."""

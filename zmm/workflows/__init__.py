@@ -24,6 +24,7 @@ from typing import Any
 import zmm
 from zmm.errors import InvalidInput, ModelFileMissing, NotFound, WorkflowRejected
 from zmm.fs import MB, read_user_text
+from zmm.jobs import placeholder_job_id
 
 # $checkpoint is the model file: ckpt_name of a checkpoint, unet_name of split files.
 PLACEHOLDERS = frozenset({"prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler",
@@ -285,11 +286,11 @@ def printed_graphs(specs: list[Any], user_dir: Path | None) -> list[dict[str, An
     """`zmm generate --print-workflow`: the graph each job spec would submit.
     The params go through JSON as they do in the spool; a job has no id before
     it is queued, so each gets a stand-in of the same shape
-    (mmg-00000000-000000-00000000, -00000001, ...)."""
+    (zmm.jobs.placeholder_job_id)."""
     from zmm.jsontext import compact
 
     return [bind_job(json.loads(compact(spec.stored_params())), spec.workflow,
-                     f"mmg-00000000-000000-{index:08x}", user_dir,
+                     placeholder_job_id(index), user_dir,
                      enhanced_prompt=spec.enhanced_prompt)
             for index, spec in enumerate(specs)]
 
