@@ -1,7 +1,8 @@
 """What one attempt at a job produced, whoever ran it (ComfyUI through
-zmm.worker.execution, a cloud provider through zmm.cloud.lane): the `Outcome`
-the worker records, the job columns of the saved files, and the zmm metadata
-written into each image. No I/O but the thumbnail written beside a saved file.
+zmm.worker.execution, a cloud provider through zmm.cloud.lane, or `zmm
+compose`): the `Outcome` the worker records, and saving a job's images all or
+none (`save_images`) with the job columns describing them. The files are
+written through zmm.assets, which also makes their zmm chunk.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import zmm
 from zmm import assets
 from zmm.errors import ZmmError
 from zmm.jobs import JobState
@@ -44,22 +44,6 @@ class Outcome:
     fallback: str | None = None  # a failure the cloud may answer instead (zmm.cloud triggers)
     error_kind: str | None = None  # why, should it end the job failed (zmm.errors.ERROR_KINDS)
     oom: bool = False  # ComfyUI ran out of GPU memory: free it and try once more
-
-
-def zmm_metadata(job: Job) -> dict[str, Any]:
-    """The zmm chunk of a saved PNG: enough to queue the same job again
-    (`--from-image`), the model's family and every file it loaded included."""
-    params = job.request
-    return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
-            "seed": job.seed, "model": job.model_requested, "width": job.width,
-            "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
-            "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
-            "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
-            "family": params.family, "loader": params.get("loader"),
-            "files": params.model_files, "guidance": params.get("guidance"),
-            "shift": params.get("shift"), "priority": job.priority, "requester": job.requester,
-            "zmm_version": zmm.__version__, **params.parts,
-            **({"enhanced_prompt": job.enhanced_prompt} if job.enhanced_prompt else {})}
 
 
 def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: dict[str, Any],

@@ -16,7 +16,7 @@ from zmm.config import Config
 from zmm.errors import Conflict, InvalidInput, NotFound
 from zmm.jobs import JobState
 from zmm.jsontext import compact
-from zmm.outcome import save_images, zmm_metadata
+from zmm.outcome import save_images
 from zmm.store import Job, Store
 from zmm.timestamps import iso
 
@@ -35,7 +35,8 @@ def recompose(store: Store, settings: Config, source_id: str, raw: dict[str, Any
     params = dict(source.request.as_dict(), compose=composition)
     job = dataclasses.replace(source, id=job_id, params=compact(params),
                               created_at=iso(store.clock()), status=JobState.SUCCEEDED)
-    saved = save_images(store.assets_root, job, images, zmm_metadata(job), settings.brands_dir)
+    saved = save_images(store.assets_root, job, images, assets.metadata_for(job),
+                        settings.brands_dir)
     try:
         # No generation_time_s: nothing was generated, and `zmm stats` times generations.
         return store.add_composed(job_id, source.id, params, saved.fields,

@@ -15,9 +15,10 @@ from PIL import Image
 
 from tests.fakes.comfy_routes import client_for
 from zmm import assets, intake
+from zmm.assets import metadata_for
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
-from zmm.outcome import OutcomeKind, zmm_metadata
+from zmm.outcome import OutcomeKind
 from zmm.worker.capability import Capability
 from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit
 
@@ -59,7 +60,7 @@ def builder(client, store, settings) -> GraphBuilder:
 def start(client, builder, job) -> Inflight:
     graph = builder.build(job)
     prompt_id = prompt_id_for(job)
-    submit(client, graph, prompt_id, "client-1", zmm_metadata(job))
+    submit(client, graph, prompt_id, "client-1", metadata_for(job))
     return Inflight(job=job, prompt_id=prompt_id, graph=graph, submitted=10.0, started=11.0)
 
 

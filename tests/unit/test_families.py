@@ -14,8 +14,8 @@ from PIL import Image
 from tests.fakes import comfyui_graph
 from tests.fakes.comfyui import FakeComfyUI
 from zmm import assets, config, families, intake, workflows
+from zmm.assets import metadata_for
 from zmm.errors import InvalidInput, WorkflowRejected
-from zmm.outcome import zmm_metadata
 from zmm.vram import policy
 
 FAKE = FakeComfyUI.__new__(FakeComfyUI)  # only its default file lists, no server
@@ -247,7 +247,7 @@ def test_the_png_metadata_reproduces_a_family_job_file_for_file(home, spool, tmp
                                  'flux-weight-dtype = "fp8_e4m3fn"\n')
     (job,) = spool.enqueue(intake.build({"prompt": "a fox", "model": "my_model.safetensors",
                                          "family": "flux-schnell", "seed": 5}, settings))
-    metadata = zmm_metadata(job)
+    metadata = metadata_for(job)
     assert (metadata["family"], metadata["loader"]) == ("flux-schnell", "split")
     assert metadata["files"]["t5xxl"] == "t5xxl_fp8_e4m3fn.safetensors"
     buffer = io.BytesIO()

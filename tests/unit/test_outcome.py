@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from zmm import intake
+from zmm.assets import metadata_for
 from zmm.errors import ComfyUnavailable, JobFailed
 from zmm.jobs import JobState
-from zmm.outcome import OutcomeKind, save_images, zmm_metadata
+from zmm.outcome import OutcomeKind, save_images
 
 
 def png(colour: str = "red") -> bytes:
@@ -37,7 +38,7 @@ def test_every_kind_names_the_state_it_leaves_the_job_in():
 
 
 def test_save_images_writes_every_image_and_its_thumbnail(settings, job):
-    saved = save_images(settings.assets_dir, job, [png(), png("blue")], zmm_metadata(job))
+    saved = save_images(settings.assets_dir, job, [png(), png("blue")], metadata_for(job))
     assert [item.path.exists() for item in saved.outputs] == [True, True]
     assert saved.fields["output_path"] == saved.outputs[0].relative
     assert (settings.assets_dir / saved.fields["thumbnail_path"]).exists()
@@ -51,17 +52,17 @@ def test_a_failure_in_the_middle_leaves_no_file_behind(settings, job):
         raise ComfyUnavailable("http://127.0.0.1:9", "connection refused")
 
     with pytest.raises(ComfyUnavailable):
-        save_images(settings.assets_dir, job, images(), zmm_metadata(job))
+        save_images(settings.assets_dir, job, images(), metadata_for(job))
     assert files_under(settings.assets_dir) == []
 
 
 def test_a_damaged_image_after_good_ones_leaves_no_file_behind(settings, job):
     with pytest.raises(JobFailed, match="not a PNG"):
-        save_images(settings.assets_dir, job, [png(), b"not a png"], zmm_metadata(job))
+        save_images(settings.assets_dir, job, [png(), b"not a png"], metadata_for(job))
     assert files_under(settings.assets_dir) == []
 
 
 def test_discard_removes_the_thumbnail_too(settings, job):
-    saved = save_images(settings.assets_dir, job, [png()], zmm_metadata(job))
+    saved = save_images(settings.assets_dir, job, [png()], metadata_for(job))
     saved.discard()
     assert files_under(settings.assets_dir) == []

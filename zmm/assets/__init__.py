@@ -2,9 +2,11 @@
 metadata chunk, and path safety (nothing is read or written outside the
 assets root, whatever a template, a server or a spool row says).
 
-The zmm chunk is inserted into ComfyUI's PNG bytes as they are (no
-re-encoding), so ComfyUI's own `prompt` and `workflow` chunks survive untouched
-and the image opens its workflow in ComfyUI's page.
+The zmm chunk is made (`metadata_for`), written (`save_output`) and read back
+(`zmm_metadata`, `image_chunks`, `recorded_request`) here and nowhere else. It is
+inserted into ComfyUI's PNG bytes as they are (no re-encoding), so ComfyUI's own
+`prompt` and `workflow` chunks survive untouched and the image opens its
+workflow in ComfyUI's page.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import zmm
 from zmm.errors import InvalidInput, JobFailed
 from zmm.fs import private_dirs, read_user_file
 from zmm.jsontext import compact
+
+if TYPE_CHECKING:
+    from zmm.store import Job
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8"
@@ -187,6 +193,35 @@ def image_chunks(path: Path) -> dict[str, str]:
         # IndexError, struct.error: a chunk cut short (a truncated or forged file)
         raise InvalidInput("from-image", f"{path} is not a PNG or JPEG image") from None
     return chunks
+
+
+def metadata_for(job: Job) -> dict[str, Any]:
+    """The zmm chunk of a job's saved PNG: enough to queue the same job again
+    (`--from-image`), the model's family and every file it loaded included."""
+    params = job.request
+    return {"job_id": job.id, "prompt": job.prompt, "negative": job.negative_prompt,
+            "seed": job.seed, "model": job.model_requested, "width": job.width,
+            "height": job.height, "steps": job.steps, "cfg": params.get("cfg"),
+            "sampler": params.get("sampler"), "scheduler": params.get("scheduler"),
+            "quality": job.quality_tier, "style": job.style, "workflow": job.workflow,
+            "family": params.family, "loader": params.get("loader"),
+            "files": params.model_files, "guidance": params.get("guidance"),
+            "shift": params.get("shift"), "priority": job.priority, "requester": job.requester,
+            "zmm_version": zmm.__version__, **params.parts,
+            **({"enhanced_prompt": job.enhanced_prompt} if job.enhanced_prompt else {})}
+
+
+# The chunk's keys that are request fields of the same name (flags, `--from` lines).
+_REQUEST_KEYS = ("prompt", "negative", "quality", "style", "seed", "steps", "cfg", "model",
+                 "priority", "requester")
+
+
+def recorded_request(meta: dict[str, Any]) -> dict[str, Any]:
+    """The request fields a zmm chunk records, as `--from` fields (its size as WxH)."""
+    raw = {key: meta.get(key) for key in _REQUEST_KEYS}
+    if meta.get("width") and meta.get("height"):
+        raw["size"] = f"{meta['width']}x{meta['height']}"
+    return raw
 
 
 def jpeg_comments(data: bytes) -> dict[str, str]:

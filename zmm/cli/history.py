@@ -100,10 +100,8 @@ def show(
         job = store.get(job_id)
         events = store.events(job.id)
     if as_json:
-        # `enhance_skipped` is a column now; `params` carries it too, as it always did.
-        skipped = {"enhance_skipped": job.enhance_skipped} if job.enhance_skipped else {}
         emit_json({"job": job.public(store.assets_root),
-                   "params": dict(job.request.as_dict(), **skipped), "events": events})
+                   "params": job.shown_params(), "events": events})
         return
     render.fields([(key, value) for key, value in job.public(store.assets_root).items()]
                   + _part_fields(job.request.as_dict(), job.enhance_skipped))

@@ -16,11 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from zmm.assets import metadata_for
 from zmm.cloud import providers
 from zmm.cloud.providers import ChainResult, CloudImage, CloudRequest, Provider
 from zmm.config import Config
 from zmm.errors import ZmmError
-from zmm.outcome import Outcome, OutcomeKind, save_images, zmm_metadata
+from zmm.outcome import Outcome, OutcomeKind, save_images
 from zmm.store import Job
 
 # Why a job went to the cloud (the `trigger` of its cloud_fallback event).
@@ -149,7 +150,7 @@ class CloudLane:
         return CloudResult(outcome, events)
 
     def _save(self, job: Job, result: ChainResult, image: CloudImage, cost: float) -> Outcome:
-        metadata = dict(zmm_metadata(job), backend=image.provider, cloud_model=image.model,
+        metadata = dict(metadata_for(job), backend=image.provider, cloud_model=image.model,
                         seed=image.seed)
         saved = save_images(self.assets_dir, job, [image.data], metadata, self.brands_dir)
         seconds = next(a.seconds for a in reversed(result.attempts) if a.ok)

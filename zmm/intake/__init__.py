@@ -364,7 +364,7 @@ def from_image(path: Path, flags: dict[str, Any], config: Config,
     """`--from-image`: the request recorded in a zmm PNG, with the same seed and
     size; flags given on the command line win. A PNG ComfyUI made (no zmm
     chunk) queues its workflow, the options and `--param` landed on it."""
-    from zmm.assets import ZMM_KEY, image_chunks, zmm_metadata
+    from zmm.assets import ZMM_KEY, image_chunks, recorded_request, zmm_metadata
 
     chunks = image_chunks(path)
     if ZMM_KEY not in chunks and "prompt" in chunks:
@@ -373,14 +373,7 @@ def from_image(path: Path, flags: dict[str, Any], config: Config,
         return build({**given, "workflow": None}, config, reported, node_defs=node_defs,
                      template=template)
     meta = zmm_metadata(path)
-    raw: dict[str, Any] = {
-        "prompt": meta.get("prompt"), "negative": meta.get("negative"),
-        "quality": meta.get("quality"), "style": meta.get("style"), "seed": meta.get("seed"),
-        "steps": meta.get("steps"), "cfg": meta.get("cfg"), "model": meta.get("model"),
-        "priority": meta.get("priority"), "requester": meta.get("requester"),
-    }
-    if meta.get("width") and meta.get("height"):
-        raw["size"] = f"{meta['width']}x{meta['height']}"
+    raw = recorded_request(meta)
     raw.update(part_fields.from_metadata(meta, config))
     # The image was made with the recorded enhanced prompt, or (none recorded) with
     # the prompt as written: either way Ollama is not asked again.

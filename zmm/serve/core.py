@@ -138,10 +138,10 @@ class Service:
     def again(self, job_id: str, principal: Principal = LOCAL) -> list[Job]:
         """Queue a job's request again: its prompt, size, model, seed and style."""
         job = self.get(job_id)
-        params = job.param_values
-        raw = {"prompt": params.get("user_prompt") or job.prompt,
+        params = job.request
+        raw = {"prompt": params.user_prompt or job.prompt,
                "negative": job.negative_prompt, "style": job.style,
-               "model": job.model_requested if params.get("model_pinned") else None,
+               "model": job.model_requested if params.model_pinned else None,
                "size": f"{job.width}x{job.height}" if job.width and job.height else None,
                "seed": job.seed, "steps": job.steps, "priority": job.priority,
                "requester": job.requester}
@@ -172,7 +172,7 @@ class Service:
         """A job, its parameters and its event timeline (`zmm history show --json`)."""
         store = self.store()
         job = store.get(job_id)
-        return {"job": self.public(job), "params": job.param_values,
+        return {"job": self.public(job), "params": job.shown_params(),
                 "events": store.events(job.id)}
 
     def queue(self, *, with_finished: bool = False) -> dict[str, Any]:

@@ -122,6 +122,12 @@ class Job:
                      if self.downgraded_from is not None else None)
         return JobParams.parse(self.params, downgrade)
 
+    def shown_params(self) -> dict[str, Any]:
+        """The params `zmm history show --json` prints: the request, and
+        `enhance_skipped` (a column since schema 14) where it always was."""
+        skipped = {"enhance_skipped": self.enhance_skipped} if self.enhance_skipped else {}
+        return dict(self.request.as_dict(), **skipped)
+
     @property
     def output_list(self) -> list[str]:
         return json.loads(self.outputs) if self.outputs else []

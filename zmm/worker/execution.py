@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from zmm import assets, workflows
-from zmm.assets import inputs
+from zmm.assets import inputs, metadata_for
 from zmm.assets.checks import check_image
 from zmm.backends.comfy import ComfyClient, HistoryEntry, describe_node_errors
 from zmm.errors import ComfyServerError, ComfyUnavailable, WorkflowRejected, ZmmError
-from zmm.outcome import Outcome, OutcomeKind, save_images, zmm_metadata
+from zmm.outcome import Outcome, OutcomeKind, save_images
 from zmm.store import Job
 from zmm.workflows import graph_parts
 
@@ -272,7 +272,7 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         return Outcome(OutcomeKind.FAILED, "the workflow finished without saving an image",
                        {"error_message": "the workflow finished without saving an image"},
                        error_kind="output")
-    saved = save_images(assets_root, job, _fetched(client, outputs), zmm_metadata(job),
+    saved = save_images(assets_root, job, _fetched(client, outputs), metadata_for(job),
                         brands_dir)
     started = inflight.started or inflight.submitted
     return Outcome(OutcomeKind.SUCCEEDED, saved.outputs[0].relative, {

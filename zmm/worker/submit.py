@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from zmm.assets import metadata_for
 from zmm.cloud import lane
 from zmm.errors import ComfyServerError, ComfyUnavailable, InvalidInput, NotFound, WorkflowRejected
-from zmm.outcome import zmm_metadata
 from zmm.store import Job
 from zmm.timestamps import iso
 from zmm.worker import execution
@@ -107,8 +107,8 @@ class Submitter:
                               comfy_url=ctx.url, submitted_at=iso(self.store.clock()),
                               phase="submitted", phase_detail=None,
                               event=("submitted", f"prompt {prompt_id} to {ctx.url}"))
-            execution.submit(self.client, graph, prompt_id, client_id, zmm_metadata(job),
-                             ui_workflow=job.param_values.get("ui_workflow"))
+            execution.submit(self.client, graph, prompt_id, client_id, metadata_for(job),
+                             ui_workflow=job.request.get("ui_workflow"))
         except WorkflowRejected as exc:  # a missing model file: back to the queue
             self.recorder.record(job, self.capability.after_rejection(
                 job, exc, graph or self.builder.bind(job), self.builder)
