@@ -125,16 +125,18 @@ _URL = re.compile(r"^https?://[^\s/:?#]+(:\d+)?([/?#]\S*)?$")
 
 @dataclass
 class JobSpec:
-    """A validated, fully resolved job: everything the worker needs, nothing it must look up."""
+    """A validated, fully resolved job: everything the worker needs, nothing it must
+    look up. A field named as a `jobs` column is stored in that column; `params()`
+    holds the template's names for them (negative, checkpoint)."""
 
-    prompt: str
-    negative: str
+    prompt: str  # styled; the `prompt` column keeps user_prompt, what the user typed
+    negative_prompt: str
     priority: Priority
     requester: str
-    quality: str
+    quality_tier: str
     style: str
     model_key: str  # a family alias (zmm.families.ALIASES) or "custom"
-    checkpoint: str | None
+    model_requested: str | None  # the checkpoint (or diffusion model) file
     workflow: str  # template name, or the path of a custom workflow
     width: int
     height: int
@@ -147,7 +149,7 @@ class JobSpec:
     graph: dict[str, Any] | None = None  # a custom workflow, already --set and checked
     user_prompt: str = ""
     model_pinned: bool = False  # the user named the model: the VRAM gate never downgrades it
-    backend: str = "auto"  # one of BACKENDS
+    backend_requested: str = "auto"  # one of BACKENDS
     cloud_allowed: bool = False  # may go to a cloud provider (decided at intake, never later)
     enhance: str = "off"  # one of ENHANCE_MODES: ask the local LLM for a better prompt
     enhanced_prompt: str | None = None  # one made already (a --from-image of an enhanced job)
@@ -162,10 +164,10 @@ class JobSpec:
     def params(self) -> dict[str, Any]:
         """The values the worker binds into the template's placeholders."""
         return {
-            "prompt": self.prompt, "negative": self.negative, "seed": self.seed,
+            "prompt": self.prompt, "negative": self.negative_prompt, "seed": self.seed,
             "steps": self.steps, "cfg": self.cfg, "sampler": self.sampler,
             "scheduler": self.scheduler, "width": self.width, "height": self.height,
-            "checkpoint": self.checkpoint, "batch_size": 1, "model_key": self.model_key,
+            "checkpoint": self.model_requested, "batch_size": 1, "model_key": self.model_key,
             "model_pinned": self.model_pinned,
         }
 

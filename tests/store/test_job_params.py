@@ -4,6 +4,7 @@ read the same after migration 0013 moved them into columns."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 
@@ -27,7 +28,7 @@ def test_the_params_a_spec_stores_are_the_ones_a_job_reads(store, settings):
     job = store.get(store.enqueue([spec])[0].id)
     assert job.request.as_dict() == json.loads(json.dumps(spec.stored_params()))
     assert (job.request.enhance, job.request.model_key, job.request.negative) == (
-        "on", spec.model_key, spec.negative)
+        "on", spec.model_key, spec.negative_prompt)
     assert job.request is job.request  # parsed once per job
 
 
@@ -82,3 +83,18 @@ def test_an_older_spool_s_decisions_in_params_read_the_same(settings):
     assert (plain.oom_retried, plain.enhance_skipped, plain.vram_wait_ts,
             plain.downgraded_from) == (0, None, None, None)
     assert plain.request == JobParams.parse(json.dumps(before))
+
+
+def test_a_spec_s_fields_named_as_columns_are_stored_in_those_columns(store, settings):
+    (spec,) = intake.build({"prompt": "a lighthouse", "seed": "7", "quality": "high",
+                            "backend": "local", "webhook": "http://127.0.0.1:9/hook"}, settings)
+    job = store.get(store.enqueue([spec])[0].id)
+    shared = ({item.name for item in dataclasses.fields(spec)}
+              & {item.name for item in dataclasses.fields(job)})
+    assert {"negative_prompt", "quality_tier", "model_requested", "backend_requested",
+            "webhook_url", "on_backend", "cloud_allowed", "enhanced_prompt"} <= shared
+    shared.remove("prompt")  # the column keeps what was typed; the spec's is styled
+    assert job.prompt == spec.user_prompt
+    stored = {name: getattr(job, name) for name in shared}
+    stored["needs"] = json.loads(stored["needs"])
+    assert stored == {name: getattr(spec, name) for name in shared}

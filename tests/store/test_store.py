@@ -250,7 +250,7 @@ def test_a_value_the_schema_refuses_is_invalid_input_not_a_traceback(spool, sett
 
     (spec,) = intake.build({"prompt": "a lighthouse"}, settings)
     with pytest.raises(InvalidInput) as refused:
-        spool.enqueue([spec, dataclasses.replace(spec, backend="gpu")])
+        spool.enqueue([spec, dataclasses.replace(spec, backend_requested="gpu")])
     assert str(refused.value) == "backend: one of auto, local, cloud"
     with pytest.raises(InvalidInput) as missing:
         spool.enqueue([dataclasses.replace(spec, requester=None)])

@@ -72,7 +72,7 @@ def test_every_family_builds_a_graph_comfyui_accepts(settings, alias):
     sampler = classes(graph)["KSampler"]
     assert (sampler["steps"], sampler["sampler_name"], sampler["scheduler"]) == (
         family.steps, family.sampler, family.scheduler)
-    assert spec.model_key == alias and workflows.graph_model(graph) == spec.checkpoint
+    assert spec.model_key == alias and workflows.graph_model(graph) == spec.model_requested
 
 
 def test_split_families_load_their_own_files(settings):
@@ -134,7 +134,7 @@ def test_the_fake_refuses_what_comfyui_refuses_in_a_family_graph(settings):
 ])
 def test_a_model_file_s_family_comes_from_its_name(settings, name, family, precision):
     spec = one({"prompt": "x", "model": name}, settings)
-    assert (spec.model_key, spec.checkpoint, spec.extra["precision"]) == (family, name,
+    assert (spec.model_key, spec.model_requested, spec.extra["precision"]) == (family, name,
                                                                           precision)
 
 

@@ -27,12 +27,12 @@ def refused(raw, settings) -> InvalidInput:
 
 def test_defaults_come_from_the_config(settings):
     spec = one({"prompt": "a lighthouse"}, settings)
-    assert (spec.quality, spec.priority, spec.requester) == ("standard", jobs.Priority.HIGH, "user")
-    assert (spec.model_key, spec.checkpoint, spec.workflow) == ("sdxl", SDXL, "sdxl-txt2img")
+    assert (spec.quality_tier, spec.priority, spec.requester) == ("standard", jobs.Priority.HIGH, "user")
+    assert (spec.model_key, spec.model_requested, spec.workflow) == ("sdxl", SDXL, "sdxl-txt2img")
     assert (spec.width, spec.height, spec.steps, spec.cfg) == (1024, 1024, 25, 7.0)
     assert (spec.sampler, spec.scheduler) == ("dpmpp_2m", "karras")
-    assert spec.negative == settings.get("generate.negative")
-    assert spec.backend == "auto" and spec.cloud_allowed is False
+    assert spec.negative_prompt == settings.get("generate.negative")
+    assert spec.backend_requested == "auto" and spec.cloud_allowed is False
     assert 0 <= spec.seed <= jobs.MAX_SEED and spec.graph is None
 
 
@@ -40,7 +40,7 @@ def test_a_changed_config_default_changes_the_spec(settings):
     settings.override("generate.quality", "draft")
     settings.override("generate.priority", "LOW")
     spec = one({"prompt": "a lighthouse"}, settings)
-    assert (spec.quality, spec.priority, spec.checkpoint) == ("draft", jobs.Priority.LOW, SD15)
+    assert (spec.quality_tier, spec.priority, spec.model_requested) == ("draft", jobs.Priority.LOW, SD15)
     assert (spec.width, spec.height, spec.steps) == (512, 512, 20)
 
 
@@ -89,13 +89,13 @@ def test_an_unknown_aspect_lists_the_allowed_ones(settings):
 
 def test_a_model_alias_resolves_to_its_checkpoint(settings):
     spec = one({"prompt": "x", "model": "sd15"}, settings)
-    assert (spec.model_key, spec.checkpoint, spec.workflow) == ("sd15", SD15, "sd15-txt2img")
+    assert (spec.model_key, spec.model_requested, spec.workflow) == ("sd15", SD15, "sd15-txt2img")
     assert spec.model_pinned is True
 
 
 def test_a_checkpoint_file_name_is_used_as_given_with_its_family_guessed(settings):
     xl = one({"prompt": "x", "model": "juggernautXL_v9.safetensors"}, settings)
-    assert (xl.model_key, xl.checkpoint) == ("sdxl", "juggernautXL_v9.safetensors")
+    assert (xl.model_key, xl.model_requested) == ("sdxl", "juggernautXL_v9.safetensors")
     plain = one({"prompt": "x", "model": "dreamshaper_8.safetensors"}, settings)
     assert (plain.model_key, plain.width) == ("sd15", 512)
 
@@ -121,7 +121,7 @@ def test_a_set_naming_no_input_is_refused(settings):
 def test_a_custom_graph_naming_its_own_checkpoint_records_it(settings):
     spec = one({"prompt": "x", "workflow": "sd15-txt2img",
                 "set": [f"4.ckpt_name=\"{SDXL}\""]}, settings)
-    assert spec.checkpoint == SDXL and spec.model_key == "sdxl"
+    assert spec.model_requested == SDXL and spec.model_key == "sdxl"
 
 
 def test_an_unknown_workflow_is_refused(settings):
@@ -163,7 +163,7 @@ def test_a_jsonl_batch_with_flags_as_defaults(settings, tmp_path):
     specs = intake.read_batch(path, {"priority": "CRITICAL", "quality": "draft"}, settings)
     assert [spec.user_prompt for spec in specs] == ["one", "two", "two"]
     assert [spec.priority for spec in specs] == [jobs.Priority.CRITICAL] + [jobs.Priority.LOW] * 2
-    assert {spec.quality for spec in specs} == {"draft"}
+    assert {spec.quality_tier for spec in specs} == {"draft"}
 
 
 def test_a_csv_batch(settings, tmp_path):
@@ -216,9 +216,9 @@ def test_from_image_repeats_the_recorded_request(settings, tmp_path):
                                   "priority": "LOW", "requester": "ci", "sampler": "lms",
                                   "scheduler": "simple"})
     (spec,) = intake.from_image(path, {}, settings)
-    assert (spec.user_prompt, spec.negative, spec.seed) == ("a red square", "blue", 42)
+    assert (spec.user_prompt, spec.negative_prompt, spec.seed) == ("a red square", "blue", 42)
     assert (spec.width, spec.height, spec.steps, spec.cfg) == (640, 384, 12, 5.5)
-    assert (spec.checkpoint, spec.priority, spec.requester) == (SD15, jobs.Priority.LOW, "ci")
+    assert (spec.model_requested, spec.priority, spec.requester) == (SD15, jobs.Priority.LOW, "ci")
     assert (spec.sampler, spec.scheduler) == ("lms", "simple")
 
 

@@ -241,7 +241,7 @@ def _print_graphs(specs, settings, *, lines: bool) -> None:
     from zmm import workflows
     from zmm.jsontext import compact
 
-    if any(spec.backend == "cloud" for spec in specs):
+    if any(spec.backend_requested == "cloud" for spec in specs):
         raise InvalidInput("print-workflow", "a job for --backend cloud submits no ComfyUI "
                            "graph; use --backend auto or local")
     if any(spec.enhance != "off" for spec in specs):

@@ -87,9 +87,10 @@ def _resolve(raw: dict[str, Any], config: Config, node_defs: RecordedDefs,
            if raw.get("cfg") not in (None, "") else float(sampling["cfg"]))
     style_template = config.section("styles").get(style, "{prompt}")
     spec = jobs.JobSpec(
-        prompt=jobs.styled_prompt(style_template, user_prompt), negative=negative,
-        priority=priority, requester=requester, quality=quality, style=style,
-        model_key=family.alias, checkpoint=resolved.file, workflow=_template(resolved, config),
+        prompt=jobs.styled_prompt(style_template, user_prompt), negative_prompt=negative,
+        priority=priority, requester=requester, quality_tier=quality, style=style,
+        model_key=family.alias, model_requested=resolved.file,
+        workflow=_template(resolved, config),
         width=width, height=height, seed=seed, steps=steps, cfg=cfg,
         sampler=str(sampling["sampler"]), scheduler=str(sampling["scheduler"]),
         webhook_url=_webhook(raw.get("webhook"), config), user_prompt=user_prompt,
@@ -103,9 +104,9 @@ def _resolve(raw: dict[str, Any], config: Config, node_defs: RecordedDefs,
     composition = compose.from_request(raw, config.brands_dir)
     if composition is not None:
         spec.extra["compose"] = composition
-    spec.backend, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
+    spec.backend_requested, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
-    spec.on_backend = _on(raw.get("on"), config, spec.backend, reported)
+    spec.on_backend = _on(raw.get("on"), config, spec.backend_requested, reported)
     return spec
 
 
@@ -407,7 +408,7 @@ def _keep_enhanced(spec: jobs.JobSpec, meta: dict[str, Any]) -> None:
     recorded = meta.get("enhanced_prompt")
     if spec.enhance == "off" or not isinstance(recorded, str) or not recorded.strip():
         return
-    same_kind = families.prompt_kind(spec.model_key, spec.checkpoint) == families.prompt_kind(
+    same_kind = families.prompt_kind(spec.model_key, spec.model_requested) == families.prompt_kind(
         meta.get("family"), meta.get("model"))
     if spec.style == meta.get("style") and same_kind:
         spec.enhanced_prompt = jobs.parse_text("enhanced_prompt", recorded, max_len=10000)
@@ -427,7 +428,7 @@ def _restore_files(spec: jobs.JobSpec, meta: dict[str, Any]) -> None:
     for key in ("guidance", "shift"):
         if isinstance(meta.get(key), (int, float)):
             extra[key] = meta[key]
-    extra["precision"] = families.precision_of(spec.checkpoint or "",
+    extra["precision"] = families.precision_of(spec.model_requested or "",
                                                recorded.get("weight_dtype"))
     spec.extra = extra
     if isinstance(meta.get("workflow"), str) and meta["workflow"]:

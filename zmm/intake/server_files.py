@@ -34,7 +34,7 @@ def check_server_files(specs: list[jobs.JobSpec], config: Config,
     configured = fleet.backends(config)
     seen: set[tuple[str | None, tuple[str, ...]]] = set()
     for spec in specs:
-        if spec.backend == "cloud" or spec.cloud_allowed or not spec.needs:
+        if spec.backend_requested == "cloud" or spec.cloud_allowed or not spec.needs:
             continue
         key = (spec.on_backend, tuple(spec.needs))
         if key in seen:

@@ -45,8 +45,8 @@ def attach(spec: jobs.JobSpec, raw: dict[str, Any], template: Any, sets: list[st
         _read_back(spec, graph)
     if "checkpoint" not in bound:
         # The graph names its own checkpoint, or loads none (a model-free workflow).
-        spec.checkpoint = workflows.graph_model(graph)
-        spec.model_key = families.model_family(spec.checkpoint) if spec.checkpoint else "custom"
+        spec.model_requested = workflows.graph_model(graph)
+        spec.model_key = families.model_family(spec.model_requested) if spec.model_requested else "custom"
         spec.extra = {"family": spec.model_key}
     if template.ui is not None:
         spec.extra["ui_workflow"] = template.ui  # sent as the PNG's `workflow` chunk
@@ -118,8 +118,8 @@ def _land_options(spec: jobs.JobSpec, raw: dict[str, Any], graph: dict[str, Any]
     if spec.prompt:
         land("prompt", "prompt", spec.prompt)
     given = {field for field in OPTIONS if raw.get(field) not in (None, "")}
-    values = {"negative": spec.negative, "steps": spec.steps, "cfg": spec.cfg,
-              "width": spec.width, "height": spec.height, "model": spec.checkpoint}
+    values = {"negative": spec.negative_prompt, "steps": spec.steps, "cfg": spec.cfg,
+              "width": spec.width, "height": spec.height, "model": spec.model_requested}
     for field in sorted(given):
         for name in OPTIONS[field]:
             land(field, name, values[name])
@@ -165,7 +165,7 @@ def _read_back(spec: jobs.JobSpec, graph: dict[str, Any]) -> None:
     elif not spec.prompt:
         spec.prompt = spec.user_prompt = "(workflow)"
     negative = value("negative")
-    spec.negative = negative.strip() if isinstance(negative, str) else ""
+    spec.negative_prompt = negative.strip() if isinstance(negative, str) else ""
     for name in ("seed", "steps", "width", "height"):
         number = value(name)
         if isinstance(number, int) and not isinstance(number, bool):

@@ -50,17 +50,17 @@ def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
     row = {
         "request_type": "image", "status": JobState.QUEUED.value,
         "priority": spec.priority.value, "priority_rank": spec.priority.rank,
-        "prompt": spec.user_prompt or spec.prompt, "negative_prompt": spec.negative,
-        "requester": spec.requester, "quality_tier": spec.quality, "style": spec.style,
-        "workflow": spec.workflow, "model_requested": spec.checkpoint,
+        "prompt": spec.user_prompt or spec.prompt, "negative_prompt": spec.negative_prompt,
+        "requester": spec.requester, "quality_tier": spec.quality_tier, "style": spec.style,
+        "workflow": spec.workflow, "model_requested": spec.model_requested,
         "params": compact(params), "seed": spec.seed,
         "width": spec.width, "height": spec.height, "steps": spec.steps,
         "webhook_url": spec.webhook_url, "batch_id": batch_id, "created_at": stamp,
-        "backend_requested": spec.backend, "cloud_allowed": int(spec.cloud_allowed),
+        "backend_requested": spec.backend_requested, "cloud_allowed": int(spec.cloud_allowed),
         "on_backend": spec.on_backend, "needs": compact(spec.needs),
         "queued_at": stamp, "queued_ts": now, "updated_at": stamp, "phase": "queued",
         # The `enqueued` event, kept in the row (spool/migrations/0007).
-        "enqueued_note": f"{spec.priority.value} {spec.quality} {spec.width}x{spec.height}",
+        "enqueued_note": f"{spec.priority.value} {spec.quality_tier} {spec.width}x{spec.height}",
         "enhanced_prompt": spec.enhanced_prompt,  # one made already (--from-image)
     }
     columns = ", ".join(row)
