@@ -15,7 +15,7 @@ queue for a backend that has the file.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from zmm import workflows
@@ -64,12 +64,16 @@ class Capability:
         self._defs = defs
         self._keep(files, defs_read=True)
 
-    def by_folder(self, *, fresh: bool = False) -> dict[str, list[str]]:
-        """The server's files as folder -> names, for checking a graph; `fresh`
-        (or nothing read yet): read them again first, and a server error
-        propagates (the job cannot be checked)."""
-        if fresh or self.files is None:
+    def by_folder(self, *, fresh: Collection[str] = ()) -> dict[str, list[str]]:
+        """The server's files as folder -> names, for checking a graph; the
+        `fresh` folders (all, when nothing was read yet) are read again first,
+        and a server error propagates (the job cannot be checked)."""
+        if self.files is None:
             self._keep(self._read())
+        elif fresh:
+            stored = {_SAME_AS.get(folder, folder) for folder in fresh}
+            kept = [item for item in self.files if item.partition("/")[0] not in stored]
+            self._keep(sorted({*kept, *self._read(stored)}))
         listed: dict[str, list[str]] = {folder: [] for folder in FOLDERS if folder not in _SAME_AS}
         for item in self.files or []:
             folder, _, name = item.partition("/")
@@ -94,11 +98,13 @@ class Capability:
         self.route = None
         self._next_refresh = math.inf
 
-    def _read(self) -> list[str]:
+    def _read(self, only: Collection[str] | None = None) -> list[str]:
+        """The server's files as 'folder/name' (of the `only` folders, if given)."""
         found: set[str] = set()
         for folder in FOLDERS:
             stored = _SAME_AS.get(folder, folder)
-            found.update(f"{stored}/{name}" for name in self.client.model_files(folder))
+            if only is None or stored in only:
+                found.update(f"{stored}/{name}" for name in self.client.model_files(folder))
         return sorted(found)
 
     # -- a missing file ------------------------------------------------------------

@@ -8,7 +8,7 @@ is what the worker then writes to the spool. Nothing here loops or sleeps.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,14 +77,15 @@ class ServerFiles(Protocol):
     """Whoever keeps the worker's list of its server's model files
     (zmm.worker.capability.Capability)."""
 
-    def by_folder(self, *, fresh: bool = False) -> dict[str, list[str]]: ...
+    def by_folder(self, *, fresh: Collection[str] = ()) -> dict[str, list[str]]: ...
 
 
 class GraphBuilder:
     """Binds templates and checks them against the server once per (template,
-    model files), asking for the server's files afresh, twice before declaring a
-    miss. The files come from `files`, the worker's one list of them (refreshed
-    there, so the claims see what the check saw); None: a builder that only binds."""
+    model files), reading a folder afresh the first time a graph needs it and
+    once more before declaring a miss. The files come from `files`, the worker's
+    one list of them (refreshed there, so the claims see what the check saw);
+    None: a builder that only binds."""
 
     def __init__(self, client: ComfyClient, user_dir, assets_root=None,
                  files: ServerFiles | None = None) -> None:
@@ -93,6 +94,7 @@ class GraphBuilder:
         self.assets_root = assets_root  # where the init images' copies are
         self.files = files
         self._checked: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self._read: set[str] = set()  # the folders asked for afresh since the last forget()
         self._nodes: dict[str, Any] | None = None
 
     def build(self, job: Job) -> dict[str, Any]:
@@ -112,6 +114,7 @@ class GraphBuilder:
     def forget(self) -> None:
         """The server's files changed: check every graph against them afresh."""
         self._checked.clear()
+        self._read.clear()
 
     def bind(self, job: Job) -> dict[str, Any]:
         """The job's graph as submitted, without asking the server (for a job
@@ -134,15 +137,22 @@ class GraphBuilder:
 
     def _check(self, graph: dict[str, Any]) -> None:
         assert self.files is not None, "a builder without the server's files only binds"
-        # The files are read afresh for a graph not checked yet (the claim's list
-        # may be older than the server's files); the node types once, and again
-        # before declaring a miss.
+        # A folder is read afresh the first time a graph needs it (the claim's list
+        # may be older than the server's files); every folder it needs, and the
+        # node types, once more before declaring a miss.
+        folders = set(workflows.model_files(graph))
         for fresh in (False, True):
             if self._nodes is None or fresh:
                 self._nodes = self.client.object_info()
+            # A model file missing from checkpoints/ may sit in diffusion_models/ (or
+            # the reverse): the second look reads both, so the error can say so.
+            if fresh and folders & {"checkpoints", "diffusion_models"}:
+                folders |= {"checkpoints", "diffusion_models"}
+            stale = folders if fresh else folders - self._read
+            listed = self.files.by_folder(fresh=stale)
+            self._read |= stale
             try:
-                workflows.check_against_server(graph, self._nodes,
-                                               self.files.by_folder(fresh=True))
+                workflows.check_against_server(graph, self._nodes, listed)
                 return
             except WorkflowRejected:
                 if fresh:
