@@ -4,7 +4,7 @@
 `params` is written once, when the job is queued (JobSpec.stored_params), and
 never again: what a worker later decides about the job has columns of its own
 (oom_retried, enhance_skipped, vram_wait_ts, downgraded_from; see
-spool/migrations/0014). A downgrade to SD1.5 is the one decision that changes
+spool/migrations/0017). A downgrade to SD1.5 is the one decision that changes
 what is bound, so `parse` lays it over the request here, in one place.
 
 Pure: no I/O, no SQL.

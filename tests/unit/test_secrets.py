@@ -13,7 +13,7 @@ from tests.conftest import closed_url, run_zmm, wait_until
 from zmm import secrets
 from zmm.backends.comfy import ComfyClient
 from zmm.errors import ComfyUnavailable
-from zmm.outcome import Outcome
+from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Store
 from zmm.worker.managed import child
 from zmm.worker.managed.supervisor import ManagedSettings, Supervisor
@@ -55,7 +55,8 @@ def test_an_error_echoing_the_key_is_stored_and_sent_without_it(settings, monkey
         ladder = OutcomeLadder(store, "w1", max_attempts=3, backoff_s=0, observer=QuietObserver(),
                                fall_back=lambda _job, _outcome: False)
         message = f"stability: 401 invalid key {KEY}"
-        ladder.record(store.get(job_id), Outcome("failed", message, {"error_message": message}))
+        ladder.record(store.get(job_id), Outcome(OutcomeKind.FAILED, message,
+                                                 {"error_message": message}))
         row = store.conn.execute("select error_message from jobs where id = ?",
                                  (job_id,)).fetchone()[0]
         events = [r[0] for r in store.conn.execute("select message from job_events")]

@@ -88,7 +88,7 @@ class Job:
     enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
     error_kind: str | None = None  # why it failed, a zmm.errors.ERROR_KINDS word (schema 13)
     backend_name: str | None = None  # the backend whose worker claimed or adopted it (schema 16)
-    # What workers decided about the job (schema 14 on); `params` is never rewritten.
+    # What workers decided about the job (schema 17 on); `params` is never rewritten.
     oom_retried: int = 0  # 1: ran out of GPU memory once already
     enhance_skipped: str | None = None  # why the local LLM could not enhance its prompt
     vram_wait_ts: float | None = None  # when the VRAM gate first held it back
@@ -124,7 +124,7 @@ class Job:
 
     def shown_params(self) -> dict[str, Any]:
         """The params `zmm history show --json` prints: the request, and
-        `enhance_skipped` (a column since schema 14) where it always was."""
+        `enhance_skipped` (a column since schema 17) where it always was."""
         skipped = {"enhance_skipped": self.enhance_skipped} if self.enhance_skipped else {}
         return dict(self.request.as_dict(), **skipped)
 

@@ -1,4 +1,4 @@
--- zmm spool schema, version 14: what a worker decided about a job gets columns of
+-- zmm spool schema, version 17: what a worker decided about a job gets columns of
 -- its own, and `params` stays the request as queued (written once, never again).
 --   oom_retried      1: ComfyUI ran out of GPU memory once; the next time fails
 --   enhance_skipped  why the local LLM could not enhance the prompt (--enhance on)
