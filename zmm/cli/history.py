@@ -31,6 +31,9 @@ def listing(
                                         help="Only jobs created within, e.g. 30min, 12h, 7d, "
                                         "3mo (units: s min h d w mo y)."),
     search: Optional[str] = typer.Option(None, "--search", help="Words in the prompt."),
+    batch: Optional[str] = typer.Option(None, "--batch",
+                                        help="Only the jobs of this batch (the batch_id one "
+                                        "--from or --count command gave its jobs)."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
     offset: int = typer.Option(0, "--offset", min=0, max=MAX_OFFSET),
     as_json: bool = typer.Option(False, "--json", help="Print the page as JSON."),
@@ -54,6 +57,7 @@ def listing(
         flt = HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
                                     search=search, backend=backend, error_kind=error_kind,
+                                    batch_id=batch or None,
                                     limit=limit, offset=offset)
         jobs, total = store.history_page(flt)
         cost = store.history_cost(flt)

@@ -46,11 +46,13 @@ def describe_job(job: Any, position: int | None = None, queued_total: int = 0,
 class FollowView:
     """Live view of jobs being followed; `update(snapshot)` on every change."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, quiet: bool = False) -> None:
         self.total = total
-        self.live = interactive()
+        self.quiet = quiet  # only a job that did not succeed, and the notices
+        self.live = interactive() and not quiet
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self._said: dict[str, tuple[Any, ...]] = {}  # plain lines: the state last written
         self._started = time.monotonic()
 
     def __enter__(self) -> FollowView:
@@ -80,12 +82,10 @@ class FollowView:
         sys.stderr.flush()
 
     def update(self, snap: Any) -> None:
-        text = describe(snap)
         if self._progress is None:
-            elapsed = time.monotonic() - self._started
-            sys.stderr.write(f"[{elapsed:6.1f}s] {snap.job.id} {text}\n")
-            sys.stderr.flush()
+            self._line(snap)
             return
+        text = describe(snap)
         job = snap.job
         task = self._tasks.get(job.id)
         if task is None:
@@ -96,6 +96,23 @@ class FollowView:
         if snap.finished:
             total, completed = 1, 1
         self._progress.update(task, description=text, total=total, completed=completed)
+
+
+    def _line(self, snap: Any) -> None:
+        """Plain lines (a pipe, a CI log): each state a job enters, once. Queue
+        positions and sampler steps change too often for a log (N jobs moving up
+        one place after each finish is N^2 lines); the terminal view shows them."""
+        job = snap.job
+        state = (job.status, job.phase) if job.status == "running" else (job.status,)
+        if self._said.get(job.id) == state:
+            return
+        self._said[job.id] = state
+        if self.quiet and (not snap.finished or job.status == "succeeded"):
+            return
+        text = describe(snap) if job.status != "running" else (job.phase or "running")
+        elapsed = time.monotonic() - self._started
+        sys.stderr.write(f"[{elapsed:6.1f}s] {job.id} {text}\n")
+        sys.stderr.flush()
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -18,7 +18,8 @@ def parse_window(text: str) -> float | None:
 
 @app.command("stats")
 def stats(
-    since: str = typer.Option("30d", "--since", help="Jobs created within, e.g. 12h, 7d, 3mo (units: s min h d w mo y), or all."),
+    since: str = typer.Option("30d", "--since", help="Jobs created within, e.g. 12h, 7d, 3mo "
+                              "(units: s min h d w mo y), or all."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Jobs by status and backend, success rates, generation times, cost, swaps, targets."""

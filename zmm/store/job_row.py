@@ -86,6 +86,8 @@ class Job:
     enhanced_prompt: str | None = None  # the local LLM's prompt (schema 12 on)
     error_kind: str | None = None  # why it failed, a zmm.errors.ERROR_KINDS word (schema 13)
     backend_name: str | None = None  # the backend whose worker claimed or adopted it (schema 16)
+    name: str | None = None  # `--out` calls its images NAME.png (schema 17 on)
+    idempotency_key: str | None = None  # `--key`: queueing it again returns this job
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
