@@ -44,6 +44,9 @@ def place(out_dir: Path, name: str, sources: list[Path]) -> list[Path]:
         target = out_dir / target_name
         temporary = out_dir / f".{target_name}.{os.getpid()}.tmp"
         try:
+            if target.exists() and os.path.samefile(source, target):
+                written.append(target)  # placed by an earlier run (rename would keep both)
+                continue
             temporary.unlink(missing_ok=True)
             try:
                 os.link(source, temporary)

@@ -127,10 +127,13 @@ def _place(job: Any, out_dir: Path | None, assets_root: Path) -> list[Path]:
 
 
 def announce_batch(jobs: list[Any]) -> None:
-    """`--no-wait` without --json: the ids are stdout's; the batch handle goes to
-    stderr, once, when the jobs share one."""
+    """`--no-wait` without --json: the ids are stdout's; a person at a terminal is
+    told the batch handle on stderr (a script reads `batch_id` from --json, and
+    its stderr stays empty)."""
+    import sys
+
     batches = {job.batch_id for job in jobs}
-    if len(batches) == 1 and None not in batches:
+    if len(batches) == 1 and None not in batches and sys.stderr.isatty():
         batch = next(iter(batches))
         say(f"batch {batch}: `zmm wait --batch {batch}` follows its {len(jobs)} jobs")
 
