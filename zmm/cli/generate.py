@@ -83,8 +83,8 @@ def generate(
                                           help="auto (ComfyUI, cloud fallback if allowed) | "
                                           "local | cloud"),
     on: Optional[str] = typer.Option(None, "--on",
-                                     help="Pin the job(s) to this backend (a [[backends]] name, or "
-                                     "one a worker reported)."),
+                                     help="Pin the job(s) to this backend (a \\[\\[backends]] name, "
+                                     "or one a worker reported)."),
     allow_cloud: bool = typer.Option(False, "--allow-cloud",
                                      help="May fall back to a cloud provider (costs money)."),
     lora: list[str] = typer.Option([], "--lora",

@@ -93,6 +93,10 @@ class FollowView:
             self._tasks[job.id] = task
         total = job.progress_max if job.status == "running" and job.progress_max else None
         completed = job.progress_value or 0
+        if total is not None and completed >= total:
+            # The last step is not the end (decoding, a second pass, saving follow), and
+            # rich stops a task's clock for good once it reaches its total.
+            total = None
         if snap.finished:
             total, completed = 1, 1
         self._progress.update(task, description=text, total=total, completed=completed)
@@ -115,6 +119,9 @@ class FollowView:
         sys.stderr.flush()
 
 
+WHOLE_COLUMNS = frozenset({"id", "job"})  # never wrapped, whatever the terminal's width
+
+
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     """A table of data on stdout (rich on a terminal, tab-separated otherwise)."""
     if not interactive(sys.stdout):
@@ -128,18 +135,27 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table
 
     grid = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for column in columns:
-        grid.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        if column in WHOLE_COLUMNS:  # an id folded over two lines cannot be copied
+            widest = max((len(str(row[index] or "")) for row in rows), default=len(column))
+            grid.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+        else:
+            grid.add_column(column, overflow="fold")
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     Console().print(grid)
 
 
 def fields(pairs: list[tuple[str, Any]]) -> None:
-    """`key: value` lines on stdout, aligned."""
+    """`key: value` lines on stdout, aligned; text as it is, nothing for None,
+    any other value as JSON (true, ["a.png"]), never a Python repr."""
+    import json
+
     width = max((len(key) for key, _ in pairs), default=0)
     for key, value in pairs:
-        sys.stdout.write(f"{key.ljust(width)}  {'' if value is None else value}\n")
+        shown = "" if value is None else value if isinstance(value, str) else json.dumps(
+            value, ensure_ascii=False, default=str)
+        sys.stdout.write(f"{key.ljust(width)}  {shown}\n")
     sys.stdout.flush()
 
 
