@@ -68,6 +68,7 @@ def test_the_ci_script_places_ten_named_images_and_a_rerun_queues_nothing(tmp_pa
     failed = [job for job in first["jobs"] if job["status"] != "succeeded"]
     assert len(failed) == 1 and failed[0]["status"] == "failed"
     assert "sampler exploded" in failed[0]["error_message"] and failed[0]["out_files"] == []
+    assert failed[0]["error_kind"] == "execution"
     for name, job in jobs.items():
         if job["status"] == "succeeded":
             assert job["out_files"] == [str(out / f"{name}.png")]
@@ -108,9 +109,10 @@ def test_the_agent_loop_matches_results_to_tasks_by_name(tmp_path, shell_env, co
     assert sorted(results) == ["calm", "intro", "storm"]
     failed = [name for name, result in results.items() if result["status"] == "failed"]
     assert len(failed) == 1 and "out of ideas" in results[failed[0]]["error"]
+    assert results[failed[0]]["kind"] == "execution"
     for name, result in results.items():
         if name not in failed:
-            assert result == {"status": "succeeded", "error": None,
+            assert result == {"status": "succeeded", "error": None, "kind": None,
                               "files": [str(tmp_path / "illustrations" / f"{name}.png")]}
             assert Path(result["files"][0]).is_file()
     batch = history(shell_env, "--batch", history(shell_env)["jobs"][0]["batch_id"])
