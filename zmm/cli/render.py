@@ -53,6 +53,7 @@ class FollowView:
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._said: dict[str, tuple[Any, ...]] = {}  # plain lines: the state last written
+        self._places: dict[str, int] = {}  # queue positions of the followed queued jobs
         self._started = time.monotonic()
 
     def __enter__(self) -> FollowView:
@@ -103,11 +104,20 @@ class FollowView:
 
 
     def _line(self, snap: Any) -> None:
-        """Plain lines (a pipe, a CI log): each state a job enters, once. Queue
-        positions and sampler steps change too often for a log (N jobs moving up
-        one place after each finish is N^2 lines); the terminal view shows them."""
+        """Plain lines (a pipe, a CI log): each state a job enters, once, and the
+        queue position of the first of the jobs still queued as it moves. Every
+        job's position and every sampler step would be too many for a log (N jobs
+        moving up one place after each finish is N^2 lines); the terminal shows them."""
         job = snap.job
-        state = (job.status, job.phase) if job.status == "running" else (job.status,)
+        if job.status == "queued" and snap.position:
+            self._places[job.id] = snap.position
+        else:
+            self._places.pop(job.id, None)
+        state: tuple[Any, ...] = (job.status, job.phase) if job.status == "running" \
+            else (job.status,)
+        if job.status == "queued" and self._places.get(job.id) == min(self._places.values(),
+                                                                      default=None):
+            state = (job.status, snap.position)  # the head: how far the queue has moved
         if self._said.get(job.id) == state:
             return
         self._said[job.id] = state

@@ -122,8 +122,9 @@ def after_interrupt(store: Store, job_ids: list[str], *, lease_s: float) -> str:
     batch = next(iter(batches)) if len(batches) == 1 else None
     follow = f"zmm wait --batch {batch}" if batch else "zmm wait " + " ".join(
         job.id for job in left)
-    count = f"{len(left)} job(s) not finished ({', '.join(job.id for job in left[:5])}" + (
-        f" and {len(left) - 5} more)" if len(left) > 5 else ")")
+    count = (f"{len(left)} job(s) not finished stay queued or running "
+             f"({', '.join(job.id for job in left[:5])}"
+             + (f" and {len(left) - 5} more)" if len(left) > 5 else ")"))
     workers = store.live_workers(lease_s)
     if workers:
         runs = (f"{len(workers)} worker(s) running now will run them (`zmm queue` shows "
