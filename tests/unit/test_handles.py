@@ -12,12 +12,13 @@ import pytest
 from zmm import intake
 from zmm.assets import named
 from zmm.errors import InvalidInput, NotFound
+from zmm.intake import handles
 
 
 def specs_of(tmp_path: Path, settings, lines: list[str], **flags):
     batch = tmp_path / "lines.jsonl"
     batch.write_text("\n".join(lines) + "\n")
-    return intake.number_handles(intake.read_batch(batch, flags, settings))
+    return handles.number_handles(intake.read_batch(batch, flags, settings))
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", ".hidden", "-x", "a\\b", "c:d", "two\nlines",
@@ -43,16 +44,16 @@ def test_keys_are_scoped_by_the_flag_and_numbered_when_shared(tmp_path, settings
                                           '{"prompt": "c"}', '{"prompt": "d", "key": 7}'],
                      key="run-9")
     assert [spec.key for spec in specs] == ["run-9/one", "run-9#1", "run-9#2", "run-9/7"]
-    counted = intake.number_handles(intake.build({"prompt": "p", "key": "k", "count": 2},
+    counted = handles.number_handles(intake.build({"prompt": "p", "key": "k", "count": 2},
                                                  settings))
     assert [spec.key for spec in counted] == ["k#1", "k#2"]
 
 
 def test_the_store_returns_the_job_it_holds_under_a_key(settings, spool):
-    first = spool.submit(intake.number_handles(intake.build(
+    first = spool.submit(handles.number_handles(intake.build(
         {"prompt": "p", "key": "k", "count": 2}, settings)))
     assert first.existing == [] and first.batch_id is not None
-    again = spool.submit(intake.number_handles(intake.build(
+    again = spool.submit(handles.number_handles(intake.build(
         {"prompt": "p", "key": "k", "count": 3}, settings)))
     assert again.ids[:2] == first.ids and again.existing == first.ids
     assert again.batch_id is None  # one new job is no batch

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from zmm.cli.common import emit, load_config, open_store, partial, say
+from zmm.cli.common import emit, emit_json, load_config, open_store, partial, say
 from zmm.errors import InvalidInput
 
 app = typer.Typer(add_completion=False)
@@ -140,7 +140,8 @@ def generate(
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
     from zmm import intake
     from zmm.config import fleet
-    from zmm.intake import server_files
+    from zmm.intake import handles, server_files
+    from zmm.store import shared_batch
     from zmm.views import routing
 
     settings = load_config()
@@ -175,7 +176,7 @@ def generate(
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings,
                              reported, node_defs=recorded)
-    intake.number_handles(specs)
+    handles.number_handles(specs)
     if print_workflow:
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
@@ -186,14 +187,14 @@ def generate(
         keep_inputs(specs, settings.assets_dir)
         queued = store.submit(specs)
         jobs = store.get_many(queued.ids)
+        partial(batch_id=shared_batch(jobs),
+                jobs=[job.public(settings.assets_dir) for job in jobs])
+        _tell_existing(queued.existing, len(jobs))
+        if no_wait:
+            _print_queued(jobs, as_json, settings.assets_dir)
+            return
         from zmm.cli import results
 
-        partial(batch_id=results.shared_batch(jobs),
-                jobs=[job.public(settings.assets_dir) for job in jobs])
-        if no_wait:
-            _print_queued(jobs, as_json, settings.assets_dir, queued.existing)
-            return
-        results.tell_existing(queued.existing, len(jobs))
         inline = settings.get("generate.inline") and not no_inline
         results.follow(store, queued.ids, settings, timeout,
                        results.Output(as_json, quiet, out_dir), inline=inline)
@@ -207,14 +208,28 @@ def _out_dir(out: Path | None) -> Path | None:
     return named.prepare(out)
 
 
-def _print_queued(jobs, as_json: bool, assets_root: Path, existing: list[str]) -> None:
-    """`--no-wait`: the job ids one per line (the batch id on stderr), or JSON."""
-    from zmm.cli import results
+def _print_queued(jobs, as_json: bool, assets_root: Path) -> None:
+    """`--no-wait`: the job ids one per line, or JSON with the batch id; a person
+    at a terminal is told the batch handle on stderr (a script reads `batch_id`
+    from --json, and its stderr stays empty)."""
+    import sys
 
-    results.tell_existing(existing, len(jobs))
-    results.show(jobs, results.Output(as_json), assets_root)
-    if not as_json:
-        results.announce_batch(jobs)
+    from zmm.store import shared_batch
+
+    batch = shared_batch(jobs)
+    if as_json:
+        emit_json({"batch_id": batch, "jobs": [job.public(assets_root) for job in jobs]})
+        return
+    for job in jobs:
+        emit(job.id)
+    if batch is not None and sys.stderr.isatty():
+        say(f"batch {batch}: `zmm wait --batch {batch}` follows its {len(jobs)} jobs")
+
+
+def _tell_existing(existing: list[str], total: int) -> None:
+    if existing:
+        say(f"{len(existing)} of {total} job(s) already queued under their --key; not "
+            "queued again: " + " ".join(existing[:5]) + (" ..." if len(existing) > 5 else ""))
 
 
 # Flags whose empty value means something: no negative prompt, no text drawn.

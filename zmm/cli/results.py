@@ -12,6 +12,7 @@ from typing import Any
 
 from zmm.cli.common import emit, emit_json, partial, say
 from zmm.errors import Interrupted, JobFailed, ZmmError, kind_exit_code
+from zmm.store import shared_batch
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,6 @@ def _jobs_so_far(store: Any, ids: list[str], assets_root: Path) -> None:
         pass  # the spool itself failed: the jobs registered at enqueue stay
 
 
-def shared_batch(jobs: list[Any]) -> str | None:
-    """The batch id the jobs share, or None (a single job, or several batches)."""
-    batches = {job.batch_id for job in jobs}
-    return next(iter(batches)) if len(batches) == 1 else None
 
 
 def show(jobs: list[Any], output: Output, assets_root: Path, finished: bool = False) -> None:
@@ -124,21 +121,3 @@ def _place(job: Any, out_dir: Path | None, assets_root: Path) -> list[Path]:
     if out_dir is None or job.status != "succeeded":
         return []
     return named.place(out_dir, job.name or job.id, job.output_files(assets_root))
-
-
-def announce_batch(jobs: list[Any]) -> None:
-    """`--no-wait` without --json: the ids are stdout's; a person at a terminal is
-    told the batch handle on stderr (a script reads `batch_id` from --json, and
-    its stderr stays empty)."""
-    import sys
-
-    batches = {job.batch_id for job in jobs}
-    if len(batches) == 1 and None not in batches and sys.stderr.isatty():
-        batch = next(iter(batches))
-        say(f"batch {batch}: `zmm wait --batch {batch}` follows its {len(jobs)} jobs")
-
-
-def tell_existing(existing: list[str], total: int) -> None:
-    if existing:
-        say(f"{len(existing)} of {total} job(s) already queued under their --key; not "
-            "queued again: " + " ".join(existing[:5]) + (" ..." if len(existing) > 5 else ""))

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 BackendReport = backends.BackendReport
 
 __all__ = ["BackendReport", "Board", "Cancellation", "HistoryFilter", "Job", "Queued", "Report",
-           "Route", "Store"]
+           "Route", "Store", "shared_batch"]
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +64,12 @@ def __getattr__(name: str) -> Any:
         from zmm.store.stats import Report
         return Report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def shared_batch(jobs: Iterable[Job]) -> str | None:
+    """The batch id the jobs share, or None (a single job, or several batches)."""
+    batches = {job.batch_id for job in jobs}
+    return next(iter(batches)) if len(batches) == 1 else None
 
 
 @errors_mapped
