@@ -19,10 +19,10 @@ _zmm() {
         "config path") words="--help --json" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
-        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --lora --model --negative --no-enhance --no-inline --no-wait --on --param --print-workflow --priority --quality --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
+        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --key --lora --model --name --negative --no-enhance --no-inline --no-wait --on --out --param --print-workflow --priority --quality --quiet --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
-        "history") words="pin show unpin --backend --error-kind --help --json --limit --model --offset --requester --search --since --status --type" ;;
+        "history") words="pin show unpin --backend --batch --error-kind --help --json --limit --model --offset --requester --search --since --status --type" ;;
         "history pin") words="--help --json" ;;
         "history show") words="--help --json" ;;
         "history unpin") words="--help --json" ;;
@@ -32,7 +32,7 @@ _zmm() {
         "models load") words="--help --json --keep-alive --timeout" ;;
         "models unload") words="--all --help --image --json --llm --timeout" ;;
         "queue") words="cancel pause priority resume retry --all --help --json" ;;
-        "queue cancel") words="--all-pending --help --json" ;;
+        "queue cancel") words="--all-pending --batch --help --json" ;;
         "queue pause") words="--help --json" ;;
         "queue priority") words="--help --json" ;;
         "queue resume") words="--help --json" ;;
@@ -45,7 +45,7 @@ _zmm() {
         "serve-worker") words="--all --backend --comfyui --help --launch --log-format --log-level --max-jobs --no-progress --once" ;;
         "stats") words="--help --json --since" ;;
         "top") words="--help --interval --once" ;;
-        "wait") words="--help --json --timeout" ;;
+        "wait") words="--batch --help --json --out --quiet --timeout -q" ;;
         "workflow") words="check convert inputs --help" ;;
         "workflow check") words="--help" ;;
         "workflow convert") words="--help --json --object-info" ;;

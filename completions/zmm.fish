@@ -69,17 +69,21 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l from-image
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l help
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l init-image
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l json
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l key
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l lora
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l model
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l name
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l negative
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-enhance
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-inline
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l no-wait
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l on
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l out
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l param
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l print-workflow
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l priority
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l quality
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l quiet
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l requester
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l seed
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l set
@@ -103,6 +107,7 @@ complete -c zmm -n '__fish_seen_subcommand_from history' -a pin -d 'Exempt a job
 complete -c zmm -n '__fish_seen_subcommand_from history' -a show -d 'Every field of one job and its event timeline.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -a unpin -d 'Make a pinned job subject to `zmm cleanup` again.'
 complete -c zmm -n '__fish_seen_subcommand_from history' -l backend
+complete -c zmm -n '__fish_seen_subcommand_from history' -l batch
 complete -c zmm -n '__fish_seen_subcommand_from history' -l error-kind
 complete -c zmm -n '__fish_seen_subcommand_from history' -l help
 complete -c zmm -n '__fish_seen_subcommand_from history' -l json
@@ -146,6 +151,7 @@ complete -c zmm -n '__fish_seen_subcommand_from queue' -l all
 complete -c zmm -n '__fish_seen_subcommand_from queue' -l help
 complete -c zmm -n '__fish_seen_subcommand_from queue' -l json
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from cancel' -l all-pending
+complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from cancel' -l batch
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from cancel' -l help
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from cancel' -l json
 complete -c zmm -n '__fish_seen_subcommand_from queue and __fish_seen_subcommand_from pause' -l help
@@ -189,8 +195,11 @@ complete -c zmm -n '__fish_seen_subcommand_from stats' -l since
 complete -c zmm -n '__fish_seen_subcommand_from top' -l help
 complete -c zmm -n '__fish_seen_subcommand_from top' -l interval
 complete -c zmm -n '__fish_seen_subcommand_from top' -l once
+complete -c zmm -n '__fish_seen_subcommand_from wait' -l batch
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l help
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l json
+complete -c zmm -n '__fish_seen_subcommand_from wait' -l out
+complete -c zmm -n '__fish_seen_subcommand_from wait' -l quiet
 complete -c zmm -n '__fish_seen_subcommand_from wait' -l timeout
 complete -c zmm -n '__fish_seen_subcommand_from workflow' -a check -d 'Check the workflow against each backends node classes,...'
 complete -c zmm -n '__fish_seen_subcommand_from workflow' -a convert -d 'Print the API graph of a workflow file on stdout (the UI...'

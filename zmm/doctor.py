@@ -212,30 +212,47 @@ def check_comfyui(settings: Config, name: str = "comfyui"
 def check_templates(settings: Config, object_info: dict,
                     files: dict[str, list[str]]) -> list[Check]:
     """Each family's graph, bound with its [models] files, against the server.
-    A family no quality tier uses and whose files are missing is a warning:
-    most servers carry only some families."""
+    A family no quality tier uses and whose files are missing is a warning (most
+    servers carry only some families); one a tier uses fails, and says how to
+    map that tier to a family the server has."""
     from zmm import families, intake, workflows
 
-    tier_models = {str(tier.get("model")) for tier in settings.section("quality").values()
-                   if isinstance(tier, dict)}
-    results = []
+    tiers: dict[str, list[str]] = {}
+    for tier, values in settings.section("quality").items():
+        if isinstance(values, dict):
+            tiers.setdefault(str(values.get("model")), []).append(tier)
+    results: list[tuple[str, Check]] = []
     for alias in families.ALIASES:
         classic = families.FAMILIES[alias].group not in families.ENCODERS
+        name = f"template {settings.section('templates').get(alias, alias)}" if classic \
+            else f"family {alias}"
         try:
             specs = intake.build({"prompt": "doctor", "model": alias, "size": "64x64",
                                   "steps": 1, "seed": 0}, settings)
-            name = f"template {specs[0].workflow}" if classic else f"family {alias}"
+            name = f"template {specs[0].workflow}" if classic else name
             (graph,) = workflows.printed_graphs(specs, settings.workflows_dir)
             workflows.check_against_server(graph, object_info, files)
             wanted = sorted(n for names in workflows.model_files(graph).values() for n in names)
-            results.append(Check(name, "ok", "nodes and " + ", ".join(wanted) + " present"))
+            results.append((alias, Check(name, "ok", "nodes and " + ", ".join(wanted)
+                                         + " present")))
         except errors.ZmmError as exc:
-            name = f"template {settings.section('templates').get(alias, alias)}" if classic \
-                else f"family {alias}"
-            serious = classic or alias in tier_models
-            results.append(Check(name, "fail" if serious else "warn", exc.message,
-                                 errors.WORKFLOW_REJECTED if serious else 0))
-    return results
+            results.append((alias, Check(name, "fail", exc.message)))
+    present = [alias for alias, check in results if check.status == "ok"]
+    return [check if check.status == "ok" else _missing_family(check, tiers.get(alias, []),
+                                                              present)
+            for alias, check in results]
+
+
+def _missing_family(check: Check, tiers: list[str], present: list[str]) -> Check:
+    """A family the server cannot run: a failure naming the fix when a quality tier
+    uses it, else a warning (only a `--model` naming it would fail)."""
+    if not tiers:
+        return Check(check.name, "warn", check.detail + "; no quality tier uses it")
+    fix = (f"; quality tier {', '.join(tiers)} uses it: put the file on the server, or map "
+           "the tier to a family the server has in config.toml, under [quality]: "
+           + "; ".join(f'{tier} = {{ model = "{present[0]}" }}' for tier in tiers)
+           ) if present else "; quality tier " + ", ".join(tiers) + " uses it"
+    return Check(check.name, "fail", check.detail + fix, errors.WORKFLOW_REJECTED)
 
 
 def check_ollama(settings: Config, name: str = "ollama") -> Check:

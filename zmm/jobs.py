@@ -154,6 +154,8 @@ class JobSpec:
     enhance: str = "off"  # one of ENHANCE_MODES: ask the local LLM for a better prompt
     enhanced_prompt: str | None = None  # one made already (a --from-image of an enhanced job)
     on_backend: str | None = None  # pinned to this backend (`--on NAME`); None: any
+    name: str | None = None  # `--name` / a line's name: its images under --out (parse_name)
+    key: str | None = None  # `--key` / a line's key: the idempotency key (parse_key)
     # The model files the bound graph loads, as sorted 'folder/name' strings: only a
     # backend whose server has all of them claims the job.
     needs: list[str] = field(default_factory=list)
@@ -252,6 +254,31 @@ def parse_text(field_name: str, value: Any, *, max_len: int, required: bool = Tr
     if "\x00" in text:
         raise InvalidInput(field_name, "must not contain NUL characters")
     return text.strip()
+
+
+MAX_NAME_LEN = 120
+MAX_KEY_LEN = 256
+
+
+def parse_name(value: Any) -> str | None:
+    """A job's name for `--out`: one path component (no / or \\, not . or ..,
+    not starting with a dot or a dash), one line, at most MAX_NAME_LEN characters."""
+    if value in (None, ""):
+        return None
+    text = parse_text("name", value, max_len=MAX_NAME_LEN, one_line=True)
+    if any(char in text for char in "/\\:") or text.startswith((".", "-")):
+        raise InvalidInput("name", "one file name without a path: no / \\ or :, not starting "
+                           f"with . or -, at most {MAX_NAME_LEN} characters")
+    return text
+
+
+def parse_key(value: Any) -> str | None:
+    """An idempotency key: one line of text, at most MAX_KEY_LEN characters."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return parse_text("key", value, max_len=MAX_KEY_LEN, one_line=True)
 
 
 def parse_enhance(value: Any, field_name: str = "enhance") -> str:

@@ -324,7 +324,9 @@ def test_thumbnails_are_256px_webp_next_to_the_image(settings):
     (["--status", "queued"], "error: status:"),
     (["--status", "running,failed"], "error: status:"),
     (["--older-than", "yesterday"], "error: older-than:"),
-    (["--compress-older-than", "1y"], "error: compress-older-than:"),
+    (["--compress-older-than", "1yr"], "error: compress-older-than:"),
+    (["--older-than", "1m"], "error: older-than: 1m is ambiguous: write 1min for minutes or "
+                             "1mo for months"),
 ])
 def test_bad_input_is_exit_2_and_deletes_nothing(cli, settings, args, message):
     make_job(settings)
@@ -402,3 +404,44 @@ def test_interrupted_run_leaves_no_row_claiming_files_it_did_not_remove(settings
         states = [store.get(job.id).asset_deleted_at is not None for job in jobs]
     assert states == [True, False, False]  # the next run picks up the other two
     assert (settings.assets_dir / jobs[1].output_path).exists()
+
+
+def pty_cleanup(*args: str, stderr_on_pty: bool = True) -> tuple[int, str]:
+    """`zmm cleanup` with stdin (and stderr) on a pseudo-terminal, as an agent
+    driving a pty runs it; nothing is typed. (exit code, what stderr said)."""
+    import pty
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "zmm", "cleanup", *args], cwd=ROOT,
+                              stdin=follower, stdout=subprocess.PIPE,
+                              stderr=follower if stderr_on_pty else subprocess.PIPE,
+                              timeout=30, env=os.environ.copy())
+        os.set_blocking(leader, False)
+        try:
+            said = os.read(leader, 65536).decode(errors="replace")
+        except BlockingIOError:
+            said = ""
+        return done.returncode, said if stderr_on_pty else done.stderr.decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+@pytest.mark.parametrize(("args", "on_pty", "said"), [
+    (("--json",), True, "error: yes: --json never asks: pass --yes to clean, or --dry-run"),
+    ((), False, "error: yes: stderr is not a terminal to ask on: pass --yes"),
+])
+def test_a_terminal_no_person_can_answer_is_refused_not_left_hanging(settings, args, on_pty,
+                                                                      said):
+    job = make_job(settings, age_days=40)
+    before = all_files(settings.assets_dir)
+    code, stderr = pty_cleanup(*args, stderr_on_pty=on_pty)
+    assert code == 2 and said in stderr
+    assert all_files(settings.assets_dir) == before and get(settings, job.id).asset_deleted_at is None
+    code, _ = pty_cleanup("--json", "--yes")
+    assert code == 0 and get(settings, job.id).asset_deleted_at is not None

@@ -23,7 +23,7 @@ def test_completion_scripts_are_current():
 @pytest.mark.parametrize("words,cword,expected", [
     ("zmm queue c", 2, "cancel"),
     ("zmm gen", 1, "generate"),
-    ("zmm generate x --qu", 3, "--quality"),
+    ("zmm generate x --qua", 3, "--quality"),  # --qu: --quality and --quiet
     ("zmm history sh", 2, "show"),
 ])
 def test_bash_completion_completes(words, cword, expected):

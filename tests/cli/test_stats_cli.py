@@ -15,7 +15,8 @@ TOP_KEYS = {"since", "until", "jobs", "by_backend", "success_rate", "local_succe
             "generation_time_s", "cost_usd", "events", "images_per_week", "targets",
             "schema", "ok", "error"}
 STATUS_KEYS = {"queued", "running", "succeeded", "failed", "cancelled"}
-BAD_SINCE = "error: since: a duration such as 30m, 12h, 7d or 2w, at most 100 years, or all"
+BAD_SINCE = ("error: since: a number and a unit: s, min, h, d, w, mo (30 days) or y (365 days), "
+             "such as 30min, 12h, 7d, 3mo; at most 100 years, or all")
 
 
 def add_jobs(settings, *, age_s: float = 0.0) -> None:

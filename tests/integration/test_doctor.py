@@ -89,3 +89,23 @@ def test_doctor_reports_cloud_providers_without_calling_them(home, settings, com
     bad = run_zmm("doctor", env={**env, "ZMM_CLOUD_PROVIDERS": "stability,midjourney"})
     assert bad.returncode == 2 and "cloud.providers: names from stability, openai" in bad.stdout
     assert "sk-never-shown" not in enabled.stdout + bad.stdout
+
+
+@pytest.mark.slow
+def test_a_server_with_only_sd15_is_told_how_to_map_the_tiers_then_passes(home, settings,
+                                                                           comfy):
+    env = {"ZMM_OLLAMA_ENABLED": "false"}
+    comfy.set_checkpoints(["v1-5-pruned-emaonly.safetensors"])
+    result = run_zmm("doctor", "--json", env=env)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 6 and checks["template sdxl-txt2img"]["status"] == "fail"
+    assert ('under [quality]: standard = { model = "sd15" }; high = { model = "sd15" }'
+            in checks["template sdxl-txt2img"]["detail"])
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "config.toml").write_text(
+        '[quality]\nstandard = { model = "sd15" }\nhigh = { model = "sd15" }\n')
+    result = run_zmm("doctor", "--json", env=env)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0, result.stdout
+    assert checks["template sdxl-txt2img"]["status"] == "warn"
+    assert checks["template sdxl-txt2img"]["detail"].endswith("; no quality tier uses it")

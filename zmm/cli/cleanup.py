@@ -20,8 +20,8 @@ app = typer.Typer(add_completion=False)
 @app.command("cleanup")
 def cleanup(
     older_than: Optional[str] = typer.Option(
-        None, "--older-than", help="Remove assets of jobs finished longer ago than this (30d, 12h; "
-        "never = no age limit). Default: config retention.days."),
+        None, "--older-than", help="Remove assets of jobs finished longer ago than this (30d, 12h, 3mo; "
+        "units s min h d w mo y; never = no age limit). Default: config retention.days."),
     status: str = typer.Option(",".join(FINISHED), "--status",
                                help="Comma list of finished states to clean."),
     max_size: Optional[str] = typer.Option(
@@ -38,7 +38,8 @@ def cleanup(
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="List what would be done; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y",
-                             help="Do not ask (never asked without a terminal)."),
+                             help="Do not ask. Asked only when stdin and stderr are terminals; "
+                             "with --json on a terminal, required."),
     wait: bool = typer.Option(False, "--wait",
                               help="Wait for a running cleanup instead of exit 5."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
@@ -56,7 +57,7 @@ def cleanup(
     settings = load_config()
     criteria = _criteria(settings, older_than, status, max_size, orphans, purge_rows,
                          compress_older_than)
-    ask = None if (yes or dry_run or not sys.stdin.isatty()) else _confirm
+    ask = _asker(yes=yes, dry_run=dry_run, as_json=as_json)
     report = service.run(settings, criteria, dry_run=dry_run, wait=wait, confirm=ask, notify=say)
     if as_json:
         emit_json(report.public(settings.assets_dir))
@@ -87,15 +88,22 @@ def _criteria(settings, older_than, status, max_size, orphans, purge_rows, compr
 
 
 def _duration(name: str, text: str) -> float | None:
-    from zmm.cli.history import parse_since
+    from zmm import durations
 
-    if text.strip().lower() in ("never", "none", "off"):
+    return durations.parse(name, text, words={"never": None, "none": None, "off": None})
+
+
+def _asker(*, yes: bool, dry_run: bool, as_json: bool):
+    """Who confirms: nobody with --yes or --dry-run, or without a terminal on stdin
+    (cron, a pipe: the documented unattended run). A question is asked only when
+    stdin and stderr are both terminals and no program reads --json; a terminal
+    that cannot be asked (--json, stderr redirected) is refused, never left hanging."""
+    if yes or dry_run or not sys.stdin.isatty():
         return None
-    try:
-        return parse_since(text)
-    except InvalidInput:
-        raise InvalidInput(name, "a duration such as 12h, 7d or 2w, at most 100 years "
-                           "(never: no limit)") from None
+    if as_json or not sys.stderr.isatty():
+        why = "--json never asks" if as_json else "stderr is not a terminal to ask on"
+        raise InvalidInput("yes", f"{why}: pass --yes to clean, or --dry-run to see the plan")
+    return _confirm
 
 
 def _confirm(plan) -> bool:

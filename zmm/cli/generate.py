@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from zmm.cli.common import emit, emit_json, load_config, open_store, partial, say
-from zmm.errors import Interrupted, InvalidInput, JobFailed, ZmmError, kind_exit_code
+from zmm.errors import InvalidInput
 
 app = typer.Typer(add_completion=False)
 ENHANCE_WORDS = ("on", "off", "auto", "required")
@@ -83,8 +83,8 @@ def generate(
                                           help="auto (ComfyUI, cloud fallback if allowed) | "
                                           "local | cloud"),
     on: Optional[str] = typer.Option(None, "--on",
-                                     help="Pin the job(s) to this backend (a [[backends]] name, or "
-                                     "one a worker reported)."),
+                                     help="Pin the job(s) to this backend (a \\[\\[backends]] name, "
+                                     "or one a worker reported)."),
     allow_cloud: bool = typer.Option(False, "--allow-cloud",
                                      help="May fall back to a cloud provider (costs money)."),
     lora: list[str] = typer.Option([], "--lora",
@@ -113,6 +113,18 @@ def generate(
                                    help="Never run jobs in this process; only queue and wait."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop waiting after S seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print jobs as JSON."),
+    quiet: bool = typer.Option(False, "--quiet",
+                               help="No progress lines: only results (stdout), the jobs that "
+                               "fail and the notices that explain a wait (stderr)."),
+    out: Optional[Path] = typer.Option(None, "--out",
+                                       help="Put the finished images in DIR as NAME.png "
+                                       "(NAME-2.png ...): the job's --name or line's name, "
+                                       "else its id."),
+    name: Optional[str] = typer.Option(None, "--name",
+                                       help="The one job's name: its images under --out."),
+    key: Optional[str] = typer.Option(None, "--key",
+                                      help="Idempotency key: a job the spool holds under it is "
+                                      "returned instead of queueing another (docs/scripting.md)."),
     enhance: Optional[str] = typer.Option(None, "--enhance", metavar="[on|required|off]",
                                           help="Let the local LLM (Ollama) improve the prompt "
                                           "for the model family: --enhance alone = on (best "
@@ -128,7 +140,8 @@ def generate(
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
     from zmm import intake
     from zmm.config import fleet
-    from zmm.intake import server_files
+    from zmm.intake import handles, server_files
+    from zmm.store import shared_batch
     from zmm.views import routing
 
     settings = load_config()
@@ -142,10 +155,14 @@ def generate(
              "init_image": str(init_image) if init_image is not None else None,
              "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
               "enhance": _enhance_flag(enhance, no_enhance),
-              "title": title, "subtitle": subtitle, "footer": footer, "brand": brand}
+              "title": title, "subtitle": subtitle, "footer": footer, "brand": brand,
+              "name": name, "key": key}
     _refuse_empty(flags, timeout)
     recorded = recorded_node_defs(settings)
     reported = functools.cache(lambda: _reported_backends(settings))  # read only for --on
+    if out is not None and no_wait:
+        raise InvalidInput("out", "not with --no-wait: the images exist once the jobs finish; "
+                           "`zmm wait --batch ID --out DIR` places them then")
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
@@ -159,20 +176,60 @@ def generate(
     else:
         specs = intake.build({k: v for k, v in flags.items() if v not in (None, [])}, settings,
                              reported, node_defs=recorded)
+    handles.number_handles(specs)
     if print_workflow:
         _print_graphs(specs, settings, lines=from_file is not None or count is not None)
         return
+    out_dir = _out_dir(out)
     with open_store(settings) as store:
         server_files.check_server_files(specs, settings, routing.with_nodes(
             store.backends(), store.backend_nodes()) if _custom(specs) else store.backends())
         keep_inputs(specs, settings.assets_dir)
-        jobs = store.enqueue(specs)
-        partial(jobs=[job.public(settings.assets_dir) for job in jobs])
+        queued = store.submit(specs)
+        jobs = store.get_many(queued.ids)
+        partial(batch_id=shared_batch(jobs),
+                jobs=[job.public(settings.assets_dir) for job in jobs])
+        _tell_existing(queued.existing, len(jobs))
         if no_wait:
-            _print_jobs(jobs, as_json, settings.assets_dir)
+            _print_queued(jobs, as_json, settings.assets_dir)
             return
+        from zmm.cli import results
+
         inline = settings.get("generate.inline") and not no_inline
-        _follow(store, [job.id for job in jobs], settings, timeout, as_json, inline=inline)
+        results.follow(store, queued.ids, settings, timeout,
+                       results.Output(as_json, quiet, out_dir), inline=inline)
+
+
+def _out_dir(out: Path | None) -> Path | None:
+    if out is None:
+        return None
+    from zmm.assets import named
+
+    return named.prepare(out)
+
+
+def _print_queued(jobs, as_json: bool, assets_root: Path) -> None:
+    """`--no-wait`: the job ids one per line, or JSON with the batch id; a person
+    at a terminal is told the batch handle on stderr (a script reads `batch_id`
+    from --json, and its stderr stays empty)."""
+    import sys
+
+    from zmm.store import shared_batch
+
+    batch = shared_batch(jobs)
+    if as_json:
+        emit_json({"batch_id": batch, "jobs": [job.public(assets_root) for job in jobs]})
+        return
+    for job in jobs:
+        emit(job.id)
+    if batch is not None and sys.stderr.isatty():
+        say(f"batch {batch}: `zmm wait --batch {batch}` follows its {len(jobs)} jobs")
+
+
+def _tell_existing(existing: list[str], total: int) -> None:
+    if existing:
+        say(f"{len(existing)} of {total} job(s) already queued under their --key; not "
+            "queued again: " + " ".join(existing[:5]) + (" ..." if len(existing) > 5 else ""))
 
 
 # Flags whose empty value means something: no negative prompt, no text drawn.
@@ -260,84 +317,28 @@ def _print_graphs(specs, settings, *, lines: bool) -> None:
 
 @app.command("wait")
 def wait(
-    job_ids: list[str] = typer.Argument(..., help="Job ids (or unique prefixes)."),
+    job_ids: list[str] = typer.Argument(None, help="Job ids (or unique prefixes)."),
+    batch: Optional[str] = typer.Option(None, "--batch",
+                                        help="Every job of this batch (the batch_id of a "
+                                        "--from or --count generate)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up after S seconds (exit 8)."),
     as_json: bool = typer.Option(False, "--json", help="Print the finished jobs as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress lines: only results and the jobs that fail."),
+    out: Optional[Path] = typer.Option(None, "--out",
+                                       help="Put the finished images in DIR as NAME.png "
+                                       "(the job's name, else its id)."),
 ) -> None:
-    """Wait until jobs finish; exit 0 only if every one succeeded."""
+    """Wait until jobs finish; exit 0 only if every one succeeded. Follows only:
+    a worker (`zmm serve-worker`) runs the jobs."""
+    from zmm.cli import results
+
     check_timeout(timeout)
+    if bool(job_ids) == (batch is not None):
+        raise InvalidInput("batch", "give job ids or --batch ID, one of the two")
     settings = load_config()
+    out_dir = _out_dir(out)
     with open_store(settings) as store:
-        ids = [store.get(job_id).id for job_id in job_ids]
-        _follow(store, ids, settings, timeout, as_json)
-
-
-def _follow(store, ids: list[str], settings, timeout: float | None, as_json: bool,
-            inline: bool = False) -> None:
-    """Wait for the jobs; `inline`: run the queue in this process whenever no
-    worker holds the lock; otherwise (`zmm wait`) say once if no worker is alive."""
-    from zmm.cli import render
-    from zmm.views import follow
-    from zmm.worker import service
-
-    view = render.FollowView(total=len(ids))
-    runner = service.InlineRunner(
-        settings, ids, notice=view.notice,
-        backend=service.inline_backend(settings, store.get(ids[0]), store.backends())
-    ) if inline else None
-    lease_s = settings.get("worker.lease_s")
-    run_or_notice = runner.poll if runner is not None else follow.NoWorkerNotice(
-        store, lease_s=lease_s, say=view.notice)
-    reasons = follow.WaitingReasons(store, ids, lease_s=lease_s, say=view.notice)
-
-    def between() -> None:
-        run_or_notice()
-        reasons()
-
-    try:
-        with view:
-            jobs = follow.wait_for(store, ids, aging_s=settings.get("worker.aging_s"),
-                                   on_change=view.update, timeout=timeout, between=between)
-            if runner is not None:
-                runner.finish()
-    except KeyboardInterrupt:
-        if runner is not None:
-            runner.stop()
-        _jobs_so_far(store, ids, settings.assets_dir)
-        say("interrupted: the jobs stay queued; follow them with `zmm wait "
-            + " ".join(ids) + "`")
-        raise Interrupted("interrupted while waiting; the jobs stay in the spool") from None
-    except BaseException as exc:
-        if runner is not None:
-            runner.stop()
-        if isinstance(exc, ZmmError):  # a timeout, ComfyUI down: the jobs as they are now
-            _jobs_so_far(store, ids, settings.assets_dir)
-        raise
-    _print_jobs(jobs, as_json, settings.assets_dir, finished=True)
-    failed = [job for job in jobs if job.status != "succeeded"]
-    if failed:
-        first = failed[0]
-        error = JobFailed(f"{len(failed)} of {len(jobs)} job(s) did not succeed; "
-                          f"{first.id}: {first.status}"
-                          + (f" ({first.error_kind})" if first.error_kind else "")
-                          + (f": {first.error_message}" if first.error_message else ""))
-        error.exit_code = kind_exit_code([job.error_kind for job in failed])
-        raise error
-
-
-def _jobs_so_far(store, ids: list[str], assets_root: Path) -> None:
-    """The followed jobs as the spool has them now, for the JSON document of a
-    command that ends before they do."""
-    try:
-        partial(jobs=[job.public(assets_root) for job in store.get_many(ids)])
-    except ZmmError:
-        pass  # the spool itself failed: the jobs registered at enqueue stay
-
-
-def _print_jobs(jobs, as_json: bool, assets_root: Path, finished: bool = False) -> None:
-    if as_json:
-        emit_json({"jobs": [job.public(assets_root) for job in jobs]})
-        return
-    for job in jobs:
-        output = job.output_file(assets_root) if finished and job.status == "succeeded" else None
-        emit(str(output) if output is not None else job.id)
+        ids = store.batch_job_ids(batch) if batch is not None else [
+            store.get(job_id).id for job_id in job_ids]
+        results.follow(store, ids, settings, timeout, results.Output(as_json, quiet, out_dir))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 import typer
 
 from zmm.cli.common import emit_json, load_config, open_store, say
+from zmm.durations import parse
 from zmm.errors import ERROR_KINDS, InvalidInput
 from zmm.jobs import JobState
 
@@ -15,21 +15,6 @@ app = typer.Typer(help="Browse past and present jobs.", invoke_without_command=T
 
 STATUSES = tuple(JobState)
 MAX_OFFSET = 2**62  # SQLite's integers stop at 2**63 - 1
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-MAX_DURATION_S = 100 * 365 * 86400.0
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_since(text: str) -> float:
-    """`30m`, `12h`, `7d`, `2w` -> seconds."""
-    match = _DURATION.match(text)
-    allowed = "a duration such as 30m, 12h, 7d or 2w, at most 100 years"
-    if not match or len(match.group(1)) > 20:
-        raise InvalidInput("since", allowed)
-    seconds = float(match.group(1)) * _UNIT[match.group(2)]
-    if seconds > MAX_DURATION_S:  # further back than a date can say
-        raise InvalidInput("since", allowed)
-    return seconds
 
 
 @app.callback()
@@ -42,8 +27,13 @@ def listing(
     backend: Optional[str] = typer.Option(None, "--backend", help="local or a cloud provider."),
     error_kind: Optional[str] = typer.Option(None, "--error-kind",
                                              help="Why it failed: " + ", ".join(ERROR_KINDS)),
-    since: Optional[str] = typer.Option(None, "--since", help="Only jobs created within, e.g. 7d."),
+    since: Optional[str] = typer.Option(None, "--since",
+                                        help="Only jobs created within, e.g. 30min, 12h, 7d, "
+                                        "3mo (units: s min h d w mo y)."),
     search: Optional[str] = typer.Option(None, "--search", help="Words in the prompt."),
+    batch: Optional[str] = typer.Option(None, "--batch",
+                                        help="Only the jobs of this batch (the batch_id one "
+                                        "--from or --count command gave its jobs)."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
     offset: int = typer.Option(0, "--offset", min=0, max=MAX_OFFSET),
     as_json: bool = typer.Option(False, "--json", help="Print the page as JSON."),
@@ -63,10 +53,11 @@ def listing(
         raise InvalidInput("error-kind", "one of " + ", ".join(ERROR_KINDS))
     settings = load_config()
     with open_store(settings, read_only=True) as store:
-        since_iso = iso(store.clock() - parse_since(since)) if since else None
+        since_iso = iso(store.clock() - (parse("since", since) or 0)) if since else None
         flt = HistoryFilter(statuses=statuses, request_type=request_type,
                                     requester=requester, model=model, since_iso=since_iso,
                                     search=search, backend=backend, error_kind=error_kind,
+                                    batch_id=batch or None,
                                     limit=limit, offset=offset)
         jobs, total = store.history_page(flt)
         cost = store.history_cost(flt)

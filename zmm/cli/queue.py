@@ -56,16 +56,24 @@ def show(
 def cancel(
     job_ids: list[str] = typer.Argument(None, help="Job ids (or unique prefixes)."),
     all_pending: bool = typer.Option(False, "--all-pending", help="Cancel every queued job."),
+    batch: Optional[str] = typer.Option(None, "--batch",
+                                        help="Cancel the unfinished jobs of this batch."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cancel queued jobs now; running jobs are cancelled by their worker.
-    A named job that has already finished is a conflict (exit 5)."""
+    A named job that has already finished is a conflict (exit 5); a finished job
+    of a --batch is reported as it is."""
+    if sum((bool(job_ids), all_pending, batch is not None)) > 1:
+        raise InvalidInput("batch", "give job ids, --batch ID or --all-pending, one of them")
     settings = load_config()
     with open_store(settings) as store:
         if all_pending:
             results = store.cancel_all_pending()
+        elif batch is not None:
+            results = store.cancel(store.batch_job_ids(batch))
         else:
-            ids = [store.get(job_id).id for job_id in _need_ids(job_ids, "--all-pending")]
+            ids = [store.get(job_id).id
+                   for job_id in _need_ids(job_ids, "--batch ID or --all-pending")]
             results = store.cancel(ids)
         _deliver_webhooks(store, settings, [r.id for r in results if r.result == "cancelled"])
     if as_json:
@@ -73,11 +81,11 @@ def cancel(
                                for r in results]})
     else:
         for item in results:
-            if all_pending or not item.refused:
+            if all_pending or batch is not None or not item.refused:
                 emit(f"{item.id}\t{item.result}")
-    # --all-pending asks for whatever is still queued: a job that finished
-    # meanwhile is reported, not an error. A job named on the command line is.
-    refused = [] if all_pending else [r for r in results if r.refused]
+    # --all-pending and --batch ask for whatever is still unfinished: a job that
+    # finished (meanwhile) is reported, not an error. A job named on the command line is.
+    refused = [] if all_pending or batch is not None else [r for r in results if r.refused]
     if refused:
         raise Conflict("; ".join(f"{r.id}: {r.result}" for r in refused),
                        hint="only queued or running jobs can be cancelled")

@@ -46,11 +46,14 @@ def describe_job(job: Any, position: int | None = None, queued_total: int = 0,
 class FollowView:
     """Live view of jobs being followed; `update(snapshot)` on every change."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, quiet: bool = False) -> None:
         self.total = total
-        self.live = interactive()
+        self.quiet = quiet  # only a job that did not succeed, and the notices
+        self.live = interactive() and not quiet
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self._said: dict[str, tuple[Any, ...]] = {}  # plain lines: the state last written
+        self._places: dict[str, int] = {}  # queue positions of the followed queued jobs
         self._started = time.monotonic()
 
     def __enter__(self) -> FollowView:
@@ -80,12 +83,10 @@ class FollowView:
         sys.stderr.flush()
 
     def update(self, snap: Any) -> None:
-        text = describe(snap)
         if self._progress is None:
-            elapsed = time.monotonic() - self._started
-            sys.stderr.write(f"[{elapsed:6.1f}s] {snap.job.id} {text}\n")
-            sys.stderr.flush()
+            self._line(snap)
             return
+        text = describe(snap)
         job = snap.job
         task = self._tasks.get(job.id)
         if task is None:
@@ -93,9 +94,42 @@ class FollowView:
             self._tasks[job.id] = task
         total = job.progress_max if job.status == "running" and job.progress_max else None
         completed = job.progress_value or 0
+        if total is not None and completed >= total:
+            # The last step is not the end (decoding, a second pass, saving follow), and
+            # rich stops a task's clock for good once it reaches its total.
+            total = None
         if snap.finished:
             total, completed = 1, 1
         self._progress.update(task, description=text, total=total, completed=completed)
+
+
+    def _line(self, snap: Any) -> None:
+        """Plain lines (a pipe, a CI log): each state a job enters, once, and the
+        queue position of the first of the jobs still queued as it moves. Every
+        job's position and every sampler step would be too many for a log (N jobs
+        moving up one place after each finish is N^2 lines); the terminal shows them."""
+        job = snap.job
+        if job.status == "queued" and snap.position:
+            self._places[job.id] = snap.position
+        else:
+            self._places.pop(job.id, None)
+        state: tuple[Any, ...] = (job.status, job.phase) if job.status == "running" \
+            else (job.status,)
+        if job.status == "queued" and self._places.get(job.id) == min(self._places.values(),
+                                                                      default=None):
+            state = (job.status, snap.position)  # the head: how far the queue has moved
+        if self._said.get(job.id) == state:
+            return
+        self._said[job.id] = state
+        if self.quiet and (not snap.finished or job.status == "succeeded"):
+            return
+        text = describe(snap) if job.status != "running" else (job.phase or "running")
+        elapsed = time.monotonic() - self._started
+        sys.stderr.write(f"[{elapsed:6.1f}s] {job.id} {text}\n")
+        sys.stderr.flush()
+
+
+WHOLE_COLUMNS = frozenset({"id", "job"})  # never wrapped, whatever the terminal's width
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
@@ -111,18 +145,27 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table
 
     grid = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for column in columns:
-        grid.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        if column in WHOLE_COLUMNS:  # an id folded over two lines cannot be copied
+            widest = max((len(str(row[index] or "")) for row in rows), default=len(column))
+            grid.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+        else:
+            grid.add_column(column, overflow="fold")
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     Console().print(grid)
 
 
 def fields(pairs: list[tuple[str, Any]]) -> None:
-    """`key: value` lines on stdout, aligned."""
+    """`key: value` lines on stdout, aligned; text as it is, nothing for None,
+    any other value as JSON (true, ["a.png"]), never a Python repr."""
+    import json
+
     width = max((len(key) for key, _ in pairs), default=0)
     for key, value in pairs:
-        sys.stdout.write(f"{key.ljust(width)}  {'' if value is None else value}\n")
+        shown = "" if value is None else value if isinstance(value, str) else json.dumps(
+            value, ensure_ascii=False, default=str)
+        sys.stdout.write(f"{key.ljust(width)}  {shown}\n")
     sys.stdout.flush()
 
 

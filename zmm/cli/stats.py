@@ -5,27 +5,21 @@ from __future__ import annotations
 import typer
 
 from zmm.cli.common import emit_json, load_config, open_store
-from zmm.errors import InvalidInput
 
 app = typer.Typer(add_completion=False)
 
 
 def parse_window(text: str) -> float | None:
-    """`30m`, `12h`, `7d`, `2w` -> seconds; `all` -> None (no lower bound)."""
-    from zmm.cli.history import parse_since
+    """`30min`, `12h`, `7d`, `3mo` -> seconds; `all` -> None (no lower bound)."""
+    from zmm import durations
 
-    if text.strip().lower() == "all":
-        return None
-    try:
-        return parse_since(text)
-    except InvalidInput:
-        raise InvalidInput("since", "a duration such as 30m, 12h, 7d or 2w, at most 100 "
-                           "years, or all") from None
+    return durations.parse("since", text, words={"all": None})
 
 
 @app.command("stats")
 def stats(
-    since: str = typer.Option("30d", "--since", help="Jobs created within, e.g. 7d, or all."),
+    since: str = typer.Option("30d", "--since", help="Jobs created within, e.g. 12h, 7d, 3mo "
+                              "(units: s min h d w mo y), or all."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Jobs by status and backend, success rates, generation times, cost, swaps, targets."""

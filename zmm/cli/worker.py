@@ -18,11 +18,11 @@ def serve_worker(
     comfyui: Optional[str] = typer.Option(None, "--comfyui",
                                           help="ComfyUI URL (default: $ZMM_COMFYUI_URL, config "
                                           "comfyui.url, http://127.0.0.1:8188); not with "
-                                          "[[backends]] in config. A URL other than "
+                                          "\\[\\[backends]] in config. A URL other than "
                                           "comfyui.url is its own backend, named after its "
                                           "host and port (127-0-0-1-8189)."),
     backend: Optional[str] = typer.Option(None, "--backend", metavar="NAME",
-                                          help="Serve this configured backend ([[backends]] "
+                                          help="Serve this configured backend (\\[\\[backends]] "
                                           "in config; docs/backends.md)."),
     every: bool = typer.Option(False, "--all", help="Serve every configured backend: one "
                                "worker process each, output lines prefixed with its name "

@@ -28,7 +28,8 @@ MAX_BATCH_BYTES = 16 * MB
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "family", "workflow", "set", "param", "params", "priority", "requester",
-          "webhook", "count", "backend", "allow_cloud", "enhance", "on", *part_fields.FIELDS, *compose.FIELDS)
+          "webhook", "count", "backend", "allow_cloud", "enhance", "on", "name", "key",
+          *part_fields.FIELDS, *compose.FIELDS)
 
 
 # The spool's backend rows (Store.backends()), read only when `--on` names a
@@ -47,7 +48,12 @@ def build(raw: dict[str, Any], config: Config, reported: Reported | None = None,
         raise InvalidInput(sorted(unknown)[0], "unknown field; allowed: " + ", ".join(FIELDS))
     count = jobs.parse_int("count", raw.get("count") or 1, 1, jobs.MAX_COUNT)
     raw = workflow_fields.merge_params(raw)
+    name, key = jobs.parse_name(raw.get("name")), jobs.parse_key(raw.get("key"))
+    if name and count > 1:
+        raise InvalidInput("name", "names one job; for several, give each --from line its "
+                           "own name (or leave it out: the job id names the files)")
     spec = _resolve(raw, config, node_defs or (lambda: None), template, reported)
+    spec.name, spec.key = name, key
     spec.needs = needed_files(spec, config)  # the same for every seed of the request
     specs = [spec]
     for offset in range(1, count):
@@ -284,9 +290,13 @@ def read_batch(path: Path, flags: dict[str, Any], config: Config,
     if not rows:
         raise InvalidInput("from", f"{path} holds no requests")
     specs: list[jobs.JobSpec] = []
+    if flags.get("name"):
+        raise InvalidInput("name", "names one job; with --from, give each line a name field")
     for line_number, row in rows:
         merged = {key: value for key, value in flags.items() if value not in (None, [], "")}
         merged.update({key: value for key, value in row.items() if value not in (None, "")})
+        if flags.get("key") and row.get("key") not in (None, ""):
+            merged["key"] = f"{flags['key']}/{row['key']}"  # --key scopes the lines' keys
         try:
             specs.extend(build(merged, config, reported, node_defs=node_defs))
         except InvalidInput as exc:

@@ -115,7 +115,7 @@ def _refusal(spec: jobs.JobSpec, have: Mapping[str, frozenset[str]]) -> NotFound
         return NotFound(message, hint="install the custom node that provides it on a "
                         "backend's server (ComfyUI/custom_nodes/)")
     return NotFound(message, hint=f"put the file in ComfyUI/models/{folder}/ on a backend's "
-                    "server, or pick a model a backend has (`zmm models`)")
+                    "server, or pick a model a backend has (`zmm models list`)")
 
 
 class _Servers:

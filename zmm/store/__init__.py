@@ -7,14 +7,13 @@ INSERT and UPDATE statements of jobs in `changes`, event rows in `events`,
 cleanup in `retention` and the webhook outbox in `outbox` (their Store
 methods in `housekeeping`), the live workers in
 `workers`, the backends in `backends`, users' cancel/retry/priority in `steering`,
-what `zmm top` shows in `board`, the schema check in `schema`; a row is a `Job`
-(`job_row`); the API tokens of `zmm serve` in `tokens`.
+what `zmm top` shows in `board`, the schema check in `schema`, batches and idempotency
+keys in `handles`; a row is a `Job` (`job_row`); the API tokens of `zmm serve` in `tokens`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -25,8 +24,8 @@ from zmm.errors import Conflict, NotFound
 from zmm.jobs import JOB_ID_EXAMPLE, JobSpec, JobState, Priority, check_transition, new_job_id
 from zmm.jsontext import compact
 from zmm.liveness import live_since
-from zmm.store import backends, claims, events, outbox, queries, steering, workers
-from zmm.store.changes import Cancellation, insert_composed, insert_job, update_sql
+from zmm.store import backends, claims, events, handles, outbox, queries, steering, workers
+from zmm.store.changes import Cancellation, insert_composed, update_sql
 from zmm.store.db import (
     connect,
     connect_read_only,
@@ -35,6 +34,7 @@ from zmm.store.db import (
     transaction,
     translate_errors,
 )
+from zmm.store.handles import Queued
 from zmm.store.housekeeping import Housekeeping
 from zmm.store.job_row import Job
 from zmm.store.queries import Route
@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
 BackendReport = backends.BackendReport
 
-__all__ = ["BackendReport", "Board", "Cancellation", "HistoryFilter", "Job", "Report", "Route",
-           "Store"]
+__all__ = ["BackendReport", "Board", "Cancellation", "HistoryFilter", "Job", "Queued", "Report",
+           "Route", "Store", "shared_batch"]
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +64,12 @@ def __getattr__(name: str) -> Any:
         from zmm.store.stats import Report
         return Report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def shared_batch(jobs: Iterable[Job]) -> str | None:
+    """The batch id the jobs share, or None (a single job, or several batches)."""
+    batches = {job.batch_id for job in jobs}
+    return next(iter(batches)) if len(batches) == 1 else None
 
 
 @errors_mapped
@@ -100,15 +106,25 @@ class Store(Housekeeping, Tokens):
 
     def enqueue(self, specs: list[JobSpec]) -> list[Job]:
         """Write every spec as a queued job in one transaction: all or nothing."""
+        return self.get_many(self.submit(specs).ids)
+
+    def submit(self, specs: list[JobSpec]) -> Queued:
+        """`enqueue`, telling which jobs already existed under their key
+        (zmm.store.handles) and the new jobs' batch id."""
         now = self.clock()
-        stamp = iso(now)
-        batch_id = os.urandom(6).hex() if len(specs) > 1 else None
-        ids = []
         with translate_errors(self.path), transaction(self.conn) as conn:
-            for spec in specs:
-                job_id = insert_job(conn, spec, now, stamp, batch_id)
-                ids.append(job_id)
-        return [self.get(job_id) for job_id in ids]
+            return handles.enqueue(conn, specs, now, iso(now))
+
+    def batch_job_ids(self, batch_id: str) -> list[str]:
+        """The jobs one command queued together (`--from`, `--count`), oldest first;
+        NotFound when the spool holds none."""
+        with translate_errors(self.path):
+            ids = handles.batch_job_ids(self.conn, batch_id.strip())
+        if not ids:
+            raise NotFound(f"no batch {batch_id!r} in the spool",
+                           hint="`zmm generate --no-wait` prints the batch id; "
+                           "`zmm history --json` shows each job's batch_id")
+        return ids
 
     def new_job_id(self) -> str:
         return new_job_id(self.clock())

@@ -62,6 +62,7 @@ def insert_job(conn: sqlite3.Connection, spec: JobSpec, now: float, stamp: str,
         # The `enqueued` event, kept in the row (spool/migrations/0007).
         "enqueued_note": f"{spec.priority.value} {spec.quality_tier} {spec.width}x{spec.height}",
         "enhanced_prompt": spec.enhanced_prompt,  # one made already (--from-image)
+        "name": spec.name, "idempotency_key": spec.key,
     }
     columns = ", ".join(row)
     marks = ", ".join(f":{key}" for key in row)

@@ -28,6 +28,7 @@ class HistoryFilter:
     search: str | None = None
     backend: str | None = None
     error_kind: str | None = None
+    batch_id: str | None = None
     limit: int = 20
     offset: int = 0
 
@@ -56,7 +57,7 @@ def page(conn: sqlite3.Connection, flt: HistoryFilter) -> tuple[list[Job], int]:
 
 
 _FILTER_COLUMNS = frozenset({"request_type", "requester", "backend", "model", "created_at",
-                            "error_kind"})
+                            "error_kind", "batch_id"})
 
 
 def _parts(flt: HistoryFilter, where: tuple[list[str], list[Any]]
@@ -119,6 +120,7 @@ def _history_where(flt: HistoryFilter, *, unindexed: frozenset[str] | set[str] =
     for column, value, test in (("request_type", flt.request_type, "= ?"),
                                 ("requester", flt.requester, "= ?"),
                                 ("backend", flt.backend, "= ?"),
+                                ("batch_id", flt.batch_id, "= ?"),
                                 ("model", flt.model, "= ?"),
                                 ("error_kind", flt.error_kind, "= ?"),
                                 ("created_at", flt.since_iso, ">= ?")):

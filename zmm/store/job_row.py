@@ -93,6 +93,8 @@ class Job:
     enhance_skipped: str | None = None  # why the local LLM could not enhance its prompt
     vram_wait_ts: float | None = None  # when the VRAM gate first held it back
     downgraded_from: str | None = None  # the model asked for, before the gate chose SD1.5
+    name: str | None = None  # `--out` calls its images NAME.png (schema 18 on)
+    idempotency_key: str | None = None  # `--key`: queueing it again returns this job
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zmm.jobs import JobState
+from zmm.measures import rank
 from zmm.store.queries import DONE, OPEN
 from zmm.timestamps import iso, parse_iso
 
@@ -208,7 +209,7 @@ def generation_times(conn: sqlite3.Connection, window: Window, timed: Timed) -> 
         scope = "backend IS ? AND model_used IS ?" if len(backends) == 1 else "model_used IS ?"
         scope_params = [*backends, model] if len(backends) == 1 else [model]
         walk = (f"{scope} AND {where}", [*scope_params, *params])
-        median, p95 = (_nth(conn, *walk, rank=_rank(n, percent), n=n) for percent in (50, 95))
+        median, p95 = (_nth(conn, *walk, rank=rank(n, percent), n=n) for percent in (50, 95))
         longest = max(longest for _, longest in backends.values())
         timings[model if model is not None else NONE] = Timing(n, median, p95, longest)
     return timings
@@ -217,7 +218,7 @@ def generation_times(conn: sqlite3.Connection, window: Window, timed: Timed) -> 
 def overall_median(conn: sqlite3.Connection, window: Window, timed: Timed) -> float | None:
     """The median generation time over every succeeded job, whatever its model."""
     n = sum(count for backends in timed.values() for count, _ in backends.values())
-    return _nth(conn, *window.jobs_where(), rank=_rank(n, 50), n=n) if n else None
+    return _nth(conn, *window.jobs_where(), rank=rank(n, 50), n=n) if n else None
 
 
 def _nth(conn: sqlite3.Connection, where: str, params: list[Any], *, rank: int, n: int) -> float:
@@ -229,11 +230,6 @@ def _nth(conn: sqlite3.Connection, where: str, params: list[Any], *, rank: int, 
     return conn.execute(
         f"SELECT generation_time_s FROM jobs WHERE {_TIMED} AND {where} "
         f"ORDER BY generation_time_s {order} LIMIT 1 OFFSET ?", [*params, offset]).fetchone()[0]
-
-
-def _rank(n: int, percent: int) -> int:
-    """Nearest rank: ceil(percent / 100 * n), in integers (exact, no float rounding)."""
-    return max(1, (percent * n + 99) // 100)
 
 
 def event_counts(conn: sqlite3.Connection, window: Window) -> dict[str, int]:

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from zmm import liveness
+from zmm import liveness, measures
 from zmm.jobs import PRIORITY_RANK, Priority
 from zmm.secrets import mask_url
 from zmm.timestamps import iso, parse_iso
-from zmm.views import median
 
 if TYPE_CHECKING:
     from zmm.store import Board
@@ -168,7 +167,7 @@ def throughput(finished: list[tuple[str, str, float | None]], now: float, *, par
             times.append(seconds)
     return Throughput(bucket_s, tuple((ok, bad) for ok, bad in bars), totals["succeeded"],
                       totals["failed"], totals["cancelled"],
-                      median(times) if times else None, partial)
+                      measures.median(times), partial)
 
 
 def _backends(board: Board, configured: list[Any], running: tuple[RunningLine, ...],

@@ -1,8 +1,9 @@
 """Following jobs through the spool until they finish: what `zmm wait` and a
 waiting `zmm generate` do. Reads only; reports each job's state, queue
 position and progress to a callback, so the caller chooses how to show it,
-tells `zmm wait` when no worker is alive to run its jobs, and says once why a
-job waits when no live backend can run it.
+tells `zmm wait` when no worker is alive to run its jobs, says once why a
+job waits when no live backend can run it and when the queue is paused, and
+what runs the jobs left when a person stops following.
 """
 
 from __future__ import annotations
@@ -84,6 +85,55 @@ class NoWorkerNotice:
         if not self.store.live_workers(self.lease_s):
             self.said = True
             self.say(NO_WORKER)
+
+
+PAUSED = "the queue is paused: no worker starts a job until `zmm queue resume`"
+
+
+class PausedNotice:
+    """Says when the queue is paused (`zmm queue pause`) while jobs are followed,
+    and again when it is resumed; a paused queue otherwise looks like a queue
+    that never moves. Looks at most every `every` seconds."""
+
+    def __init__(self, store: Store, *, say: Callable[[str], None], every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.say, self.every, self.clock = store, say, every, clock
+        self.paused = False
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        if self.clock() < self._next:
+            return
+        self._next = self.clock() + self.every
+        paused = self.store.is_paused()
+        if paused != self.paused:
+            self.paused = paused
+            self.say(PAUSED if paused else "the queue was resumed")
+
+
+def after_interrupt(store: Store, job_ids: list[str], *, lease_s: float) -> str:
+    """What to tell a person who stopped following: which jobs are left, and what
+    will run them (a live worker, or nothing until one starts); `zmm wait` only
+    follows jobs, it never runs them."""
+    left = [job for job in store.get_many(job_ids) if not job.finished]
+    if not left:
+        return "interrupted: every job had already finished"
+    batches = {job.batch_id for job in store.get_many(job_ids)}
+    batch = next(iter(batches)) if len(batches) == 1 else None
+    follow = f"zmm wait --batch {batch}" if batch else "zmm wait " + " ".join(
+        job.id for job in left)
+    count = (f"{len(left)} job(s) not finished stay queued or running "
+             f"({', '.join(job.id for job in left[:5])}"
+             + (f" and {len(left) - 5} more)" if len(left) > 5 else ")"))
+    workers = store.live_workers(lease_s)
+    if workers:
+        runs = (f"{len(workers)} worker(s) running now will run them (`zmm queue` shows "
+                "the order)")
+    else:
+        runs = ("no worker is running, so nothing runs them until one starts: "
+                "`zmm serve-worker` (`--once` to run the queue and exit)")
+    paused = "; the queue is paused: `zmm queue resume`" if store.is_paused() else ""
+    return f"interrupted: {count}; {runs}{paused}; `{follow}` follows them"
 
 
 class WaitingReasons:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zmm import measures
 from zmm.jobs import FINISHED
 from zmm.timestamps import parse_iso
-from zmm.views import median, routing
+from zmm.views import routing
 
 FINISHED_SHOWN = 20  # `zmm queue --all`
 
@@ -79,7 +80,7 @@ def build(*, now: float, paused: bool, workers: list[dict[str, Any]], running: l
     generation time for each job ahead of it that a backend can run, running
     ones included, plus its own; a job no live backend can run has a waiting
     reason and no ETA, and holds up nobody behind it."""
-    typical = median(times) if times else None
+    typical = measures.median(times)
     ahead = len(running)
     entries = []
     before = 0  # jobs ahead of this one that a backend can run
