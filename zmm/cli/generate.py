@@ -65,7 +65,8 @@ def generate(
                                          help="The family of a --model file whose name says "
                                          "none (an alias as for --model)."),
     workflow: Optional[str] = typer.Option(None, "--workflow",
-                                           help="A template name or a ComfyUI 'Save (API)' JSON file."),
+                                           help="A template name, or a ComfyUI workflow file "
+                                           "(as saved, or exported as API)."),
     sets: list[str] = typer.Option([], "--set", help="NODE.INPUT=VALUE for the workflow (repeatable)."),
     params: list[str] = typer.Option([], "--param", help="NAME=VALUE for a named input of the "
                                      "workflow (repeatable; zmm workflow inputs FILE lists them)."),
