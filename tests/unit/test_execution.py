@@ -21,6 +21,7 @@ from zmm.errors import ComfyServerError, NotFound, WorkflowRejected
 from zmm.outcome import OutcomeKind
 from zmm.worker.capability import Capability
 from zmm.worker.execution import GraphBuilder, Inflight, judge, locate, prompt_id_for, submit
+from zmm.worker.observer import QuietObserver
 
 
 @pytest.fixture
@@ -320,3 +321,26 @@ def test_a_split_file_added_after_the_first_look_is_found_on_the_refresh(comfy, 
     assert [row["files"] for row in store.backends()] == [builder.files.files]
     comfy.set_model_files("vae", [])
     builder.build(job)  # checked once per (template, files): the server is not asked again
+
+
+def test_a_new_node_does_not_show_the_last_nodes_steps(job, store):
+    """A hires job's second sampler starts at its own step 0, not at the first
+    sampler's 3/3 (which read as pass 2 being done, then going back to 1/3)."""
+    from zmm.backends.comfy_events import Event
+    from zmm.worker import progress
+
+    graph = {"3": {"class_type": "KSampler", "inputs": {}, "_meta": {"zmm_pass": "1/2"}},
+             "10": {"class_type": "KSampler", "inputs": {}, "_meta": {"zmm_pass": "2/2"}}}
+    inflight = Inflight(job=job, prompt_id=job.id, graph=graph, submitted=0.0, started=1.0)
+    writer = progress.ProgressWriter(store, "worker-1", interval_s=0.0, observer=QuietObserver(),
+                                     monotonic=time.monotonic)
+    for event in (Event("executing", {"node": "3"}, job.id),
+                  Event("progress", {"value": 3, "max": 3, "node": "3"}, job.id)):
+        progress.apply_event(inflight, event, 2.0)
+        writer.flush(inflight)
+    assert (inflight.phase, inflight.progress) == ("pass 1/2 sampling", (3, 3, "3"))
+    progress.apply_event(inflight, Event("executing", {"node": "10"}, job.id), 3.0)
+    writer.flush(inflight)
+    assert (inflight.phase, inflight.progress) == ("pass 2/2 sampling", None)
+    row = store.get(job.id)
+    assert (row.phase, row.progress_value, row.progress_max) == ("pass 2/2 sampling", None, None)

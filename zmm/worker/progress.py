@@ -35,6 +35,9 @@ def apply_event(inflight: Inflight, event: Event, now: float) -> bool:
         if data.get("node") is None and event.prompt_id is not None:
             return True
         inflight.phase = inflight.phase_of(data.get("node"))
+        if inflight.phase.endswith("sampling") and inflight.progress is not None \
+                and inflight.progress[2] != str(data.get("node")):
+            inflight.progress = None  # another sampler's steps (a hires pass): not this one's
     elif event.type == "progress":
         inflight.progress = (int(data.get("value", 0)), int(data.get("max", 0)),
                              str(data.get("node")))
@@ -61,6 +64,7 @@ class ProgressWriter:
         done = inflight.progress is not None and inflight.progress[0] >= inflight.progress[1]
         if not force and not done and now - inflight.last_flush < self.interval_s:
             return
+        had_steps = inflight.flushed_progress is not None and inflight.flushed_progress[1] is not None
         inflight.last_flush = now
         inflight.flushed_progress = state
         fields: dict[str, Any] = {"phase": inflight.phase}
@@ -68,5 +72,7 @@ class ProgressWriter:
             value, maximum, node = inflight.progress
             fields.update(progress_value=value, progress_max=maximum, progress_node=node,
                           progress_at=iso(self.store.clock()))
+        elif had_steps:  # a new node without steps yet: the last node's are not its own
+            fields.update(progress_value=None, progress_max=None, progress_node=None)
         self.store.update(inflight.job.id, worker_id=self.worker_id, **fields)
         self.observer.job_changed(inflight)
