@@ -295,4 +295,4 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         "generation_time_s": round(clock() - started, 3),
         "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost
         "error_message": None, **saved.fields,
-    })
+    }, notices=saved.notes)
