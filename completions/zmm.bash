@@ -19,7 +19,7 @@ _zmm() {
         "config path") words="--help --json" ;;
         "config show") words="--help --json" ;;
         "doctor") words="--help --json" ;;
-        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --key --lora --model --name --negative --no-enhance --no-inline --no-wait --on --out --param --print-workflow --priority --quality --quiet --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
+        "generate") words="--allow-cloud --aspect --backend --brand --cfg --count --denoise --enhance --family --footer --from --from-image --help --init-image --json --key --lora --max-run-s --model --name --negative --no-enhance --no-inline --no-wait --on --out --param --print-workflow --priority --quality --quiet --requester --seed --set --size --steps --style --subtitle --timeout --title --upscale --upscale-denoise --webhook --workflow -n -p -q" ;;
         "gpu") words="status --help" ;;
         "gpu status") words="--help --interval --json --watch" ;;
         "history") words="pin show unpin --backend --batch --error-kind --help --json --limit --model --offset --requester --search --since --status --type" ;;

@@ -71,6 +71,7 @@ complete -c zmm -n '__fish_seen_subcommand_from generate' -l init-image
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l json
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l key
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l lora
+complete -c zmm -n '__fish_seen_subcommand_from generate' -l max-run-s
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l model
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l name
 complete -c zmm -n '__fish_seen_subcommand_from generate' -l negative

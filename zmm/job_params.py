@@ -101,6 +101,12 @@ class JobParams:
         return str(self.values.get("enhance") or "off")
 
     @property
+    def max_run_s(self) -> float | None:
+        """The job's own maximum run time on ComfyUI (`--max-run-s`), if it has one."""
+        value = self.values.get("max_run_s")
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    @property
     def composition(self) -> dict[str, Any] | None:
         """The text and brand drawn onto the job's images, if any."""
         value = self.values.get("compose")

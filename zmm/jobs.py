@@ -102,6 +102,7 @@ BACKENDS = ("auto", "local", "cloud")
 # off: the prompt as written; on: the local LLM improves it when it can (best effort);
 # required: the job fails when it cannot (docs/enhance.md).
 ENHANCE_MODES = ("off", "on", "required")
+MAX_RUN_S = 7 * 24 * 3600.0  # a job's own --max-run-s: at most a week, as worker.max_run_s
 
 # Sizes per aspect ratio, at each model family's native pixel count.
 ASPECTS: dict[str, dict[str, tuple[int, int]]] = {
@@ -234,6 +235,18 @@ def parse_float(field_name: str, value: Any, low: float, high: float) -> float:
         raise InvalidInput(field_name, allowed) from None
     if not low <= number <= high or number != number:
         raise InvalidInput(field_name, allowed)
+    return number
+
+
+def parse_max_run_s(value: Any) -> float:
+    """A job's own maximum run time: seconds, greater than 0 and at most a week."""
+    allowed = f"seconds, greater than 0 and at most {MAX_RUN_S:.0f} (a week)"
+    try:
+        number = parse_float("max-run-s", value, 0.0, MAX_RUN_S)
+    except InvalidInput:
+        raise InvalidInput("max-run-s", allowed) from None
+    if number <= 0:
+        raise InvalidInput("max-run-s", allowed)
     return number
 
 

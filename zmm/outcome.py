@@ -44,13 +44,16 @@ class Outcome:
     fallback: str | None = None  # a failure the cloud may answer instead (zmm.cloud triggers)
     error_kind: str | None = None  # why, should it end the job failed (zmm.errors.ERROR_KINDS)
     oom: bool = False  # ComfyUI ran out of GPU memory: free it and try once more
+    notices: list[str] = field(default_factory=list)  # job events (kind notice) to write with it
 
 
 def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: dict[str, Any],
-               brands_dir: Path | None = None) -> tuple[assets.SavedFile, assets.SavedFile | None]:
+               brands_dir: Path | None = None, notes: list[str] | None = None,
+               ) -> tuple[assets.SavedFile, assets.SavedFile | None]:
     """Save one output of `job`: as it came, or, when the job asks for text,
     composed (zmm.compose) with the image as it came kept beside it. Returns
-    (the output, its plain image or None); on failure nothing is left."""
+    (the output, its plain image or None); on failure nothing is left. Text cut
+    or left out is said in `notes`."""
     relative = assets.relative_name(job.id, job.created_at, index)
     composition = job.request.composition
     if not composition:
@@ -58,7 +61,7 @@ def save_image(assets_root: Path, job: Job, index: int, data: bytes, metadata: d
     from zmm import compose  # Pillow: only jobs with text pay for it
 
     folder = brands_dir if brands_dir is not None else Path(assets_root).parent / "brands"
-    composed = compose.compose(data, composition, job.style, folder)
+    composed = compose.compose(data, composition, job.style, folder, notes)
     plain = assets.save_output(assets_root, compose.plain_name(relative), data, metadata)
     try:
         return assets.save_output(assets_root, relative, composed, metadata), plain
@@ -76,6 +79,7 @@ class SavedImages:
     outputs: list[assets.SavedFile] = field(default_factory=list)
     plains: list[assets.SavedFile] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # text that did not fit, once each
 
     def discard(self) -> None:
         """Remove every file saved so far: a job keeps all of its files or none."""
@@ -95,7 +99,10 @@ def save_images(assets_root: Path, job: Job, images: Iterable[bytes], metadata: 
     saved = SavedImages(Path(assets_root))
     try:
         for index, data in enumerate(images):
-            output, plain = save_image(assets_root, job, index, data, metadata, brands_dir)
+            notes: list[str] = []
+            output, plain = save_image(assets_root, job, index, data, metadata, brands_dir,
+                                       notes)
+            saved.notes.extend(note for note in notes if note not in saved.notes)
             saved.outputs.append(output)
             saved.plains.extend([plain] if plain is not None else [])
         saved.fields = output_fields(saved.outputs, assets_root, saved.plains)

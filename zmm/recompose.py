@@ -39,12 +39,15 @@ def recompose(store: Store, settings: Config, source_id: str, raw: dict[str, Any
                         settings.brands_dir)
     try:
         # No generation_time_s: nothing was generated, and `zmm stats` times generations.
-        return store.add_composed(job_id, source.id, params, saved.fields,
-                                  f"composed from {source.id} with brand {composition['brand']} "
-                                  f"in {clock() - started:.3f} s")
+        job = store.add_composed(job_id, source.id, params, saved.fields,
+                                 f"composed from {source.id} with brand {composition['brand']} "
+                                 f"in {clock() - started:.3f} s")
     except BaseException:
         saved.discard()  # no row: none of its files either
         raise
+    for note in saved.notes:
+        store.add_event(job.id, "notice", note)
+    return job
 
 
 def _plain_images(store: Store, source: Job) -> list[bytes]:

@@ -97,6 +97,16 @@ def test_max_run_s_per_style_overrides_the_default(home, settings, comfy):
     assert "ran longer than 0.5 s" in store.get(job_id).error_message
 
 
+def test_a_job_s_own_max_run_s_overrides_its_style_and_the_config(home, settings, comfy):
+    comfy.malicious("endless")
+    (job_id,) = enqueue(settings, style="infographic", max_run_s="0.5")
+    worker, store, _client = hostile_worker(home, comfy, worker__max_run_s=3600.0)
+    worker.upkeep.run_limit.by_style["infographic"] = 3600.0
+    drive(worker, lambda: store.get(job_id).status == "failed", timeout=30)
+    assert "ran longer than 0.5 s (--max-run-s)" in store.get(job_id).error_message
+    assert comfy.interrupts
+
+
 def test_ping_waits_the_probe_timeout_not_the_request_timeout():
     import httpx
 

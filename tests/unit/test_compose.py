@@ -243,3 +243,28 @@ def test_panels_sit_at_their_corner_within_the_margin():
     panel = layout.Layout(kind="panel", position="top-right", width=0.4, height=0.2, margin=0.05)
     box = layout.band_box(panel, 1000, 500)
     assert (box.right, box.top) == (1000 - 25, 25) and box.width == 400 and box.height == 100
+
+
+def test_shortfall_names_what_was_left_out_and_what_was_shortened():
+    def line(role, text):
+        return layout.Line(role, 10, text, 0, 0)
+
+    texts = {"title": "A long title here", "subtitle": "More", "footer": "Small print"}
+    assert layout.shortfall(texts, [line("title", "A long"), line("title", "title here"),
+                                    line("subtitle", "More"), line("footer", "Small print")]) is None
+    assert layout.shortfall(texts, [line("title", "A long ti" + layout.ELLIPSIS)]) == (
+        "the image is too small for all of its text: title shortened, subtitle left out, "
+        "footer left out")
+    assert layout.shortfall({"title": "T", "footer": "  "}, []) == (
+        "the image is too small for all of its text: title left out")
+
+
+def test_a_tiny_image_with_a_long_title_says_so_and_a_short_one_does_not(tmp_path):
+    notes: list[str] = []
+    compose.compose(noise_png(64, 64), {"title": LONG, "brand": "default"}, "report-cover",
+                    tmp_path / "brands", notes)
+    assert notes == ["the image is too small for all of its text: title shortened"]
+    roomy: list[str] = []
+    compose.compose(noise_png(1024, 1024), {"title": "Q3", "brand": "default"}, "report-cover",
+                    tmp_path / "brands", roomy)
+    assert roomy == []

@@ -228,3 +228,16 @@ def test_from_image_flags_win_and_an_aspect_replaces_the_size(settings, tmp_path
     (spec,) = intake.from_image(path, {"seed": "7", "aspect": "1:1", "prompt": None}, settings)
     assert (spec.user_prompt, spec.seed, spec.width, spec.height) == ("a red square", 7, 512, 512)
 
+
+
+def test_a_job_s_own_max_run_s_is_stored_in_its_params(settings):
+    spec = one({"prompt": "a lighthouse", "max_run_s": "90"}, settings)
+    assert spec.stored_params()["max_run_s"] == 90.0
+    assert "max_run_s" not in one({"prompt": "a lighthouse"}, settings).stored_params()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "604801", "soon", True])
+def test_a_max_run_s_out_of_range_is_refused_naming_it(settings, value):
+    error = refused({"prompt": "a lighthouse", "max_run_s": value}, settings)
+    assert error.field == "max-run-s"
+    assert "greater than 0 and at most 604800" in str(error)

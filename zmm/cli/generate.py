@@ -109,6 +109,10 @@ def generate(
     footer: Optional[str] = typer.Option(None, "--footer", help="A small line at the end."),
     brand: Optional[str] = typer.Option(None, "--brand", help="$ZMM_HOME/brands/NAME.toml "
                                         "(default: the built-in brand)."),
+    max_run_s: Optional[str] = typer.Option(None, "--max-run-s", metavar="SECONDS",
+                                            help="The longest each job may run on ComfyUI "
+                                            "before it is interrupted and fails (over "
+                                            "worker.max_run_s; at most a week)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id(s) and exit."),
     no_inline: bool = typer.Option(False, "--no-inline",
                                    help="Never run jobs in this process; only queue and wait."),
@@ -157,7 +161,7 @@ def generate(
              "denoise": denoise, "upscale": upscale, "upscale_denoise": upscale_denoise,
               "enhance": _enhance_flag(enhance, no_enhance),
               "title": title, "subtitle": subtitle, "footer": footer, "brand": brand,
-              "name": name, "key": key}
+              "name": name, "key": key, "max_run_s": max_run_s}
     _refuse_empty(flags, timeout)
     recorded = recorded_node_defs(settings)
     reported = functools.cache(lambda: _reported_backends(settings))  # read only for --on

@@ -157,7 +157,7 @@ class CloudLane:
         return Outcome(OutcomeKind.SUCCEEDED, saved.outputs[0].relative, {
             "backend": image.provider, "model_used": image.model, "seed": image.seed,
             "generation_time_s": round(seconds, 3), "cost_usd": cost, "error_message": None,
-            "vram_used_gb": None, **saved.fields})
+            "vram_used_gb": None, **saved.fields}, notices=saved.notes)
 
 
 def _stopped(task: CloudTask, cost: float) -> Outcome:

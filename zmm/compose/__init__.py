@@ -62,14 +62,15 @@ def check_glyphs(brand: Any, texts: dict[str, str]) -> None:
 
 
 def compose(png: bytes, composition: dict[str, Any], style: str | None,
-            brands_dir: Path) -> bytes:
-    """`png` with the composition's text in its brand's layout for `style`."""
+            brands_dir: Path, notes: list[str] | None = None) -> bytes:
+    """`png` with the composition's text in its brand's layout for `style`; a
+    note in `notes` when the image is too small for all of the text."""
     from zmm.compose import brands, render
 
     brand = brands.load(str(composition.get("brand") or brands.DEFAULT), brands_dir)
     texts = {name: str(composition[name]) for name in TEXT_FIELDS if composition.get(name)}
     check_glyphs(brand, texts)
-    return render.compose_png(png, texts, brand, style)
+    return render.compose_png(png, texts, brand, style, notes)
 
 
 def plain_name(relative: str) -> str:

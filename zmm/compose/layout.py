@@ -203,6 +203,22 @@ def fit(texts: dict[str, str], box: Box, layout: Layout, image_short_side: int,
     return _place(blocks, box, layout, measure, line_height)
 
 
+def shortfall(texts: dict[str, str], lines: list[Line]) -> str | None:
+    """What `fit` could not draw of `texts`, as a note for the job (None: all of it):
+    "the image is too small for all of its text: subtitle left out, title shortened"."""
+    said = []
+    for role in ROLES:
+        wanted = "".join(texts.get(role, "").split())
+        if not wanted:
+            continue
+        drawn = "".join("".join(line.text for line in lines if line.role == role).split())
+        if not drawn:
+            said.append(f"{role} left out")
+        elif drawn != wanted:
+            said.append(f"{role} shortened")
+    return "the image is too small for all of its text: " + ", ".join(said) if said else None
+
+
 def _sizes(title_px: int, layout: Layout) -> dict[str, int]:
     return {"title": title_px,
             "subtitle": max(layout.min_px, round(title_px * layout.subtitle_scale)),

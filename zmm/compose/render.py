@@ -13,7 +13,7 @@ from typing import Any
 
 from zmm.compose import fonts
 from zmm.compose.brands import Brand
-from zmm.compose.layout import Box, Layout, Line, band_box, fit, split_logo, text_box
+from zmm.compose.layout import Box, Layout, Line, band_box, fit, shortfall, split_logo, text_box
 from zmm.errors import JobFailed
 
 
@@ -50,8 +50,10 @@ def plan(brand: Brand, style: str | None, width: int, height: int, texts: dict[s
     return chosen, band, area, logo_box, lines
 
 
-def compose_png(png: bytes, texts: dict[str, str], brand: Brand, style: str | None) -> bytes:
-    """The image `png` with the brand's band and `texts` (title, subtitle, footer)."""
+def compose_png(png: bytes, texts: dict[str, str], brand: Brand, style: str | None,
+                notes: list[str] | None = None) -> bytes:
+    """The image `png` with the brand's band and `texts` (title, subtitle, footer);
+    what of the text did not fit is said in `notes` (layout.shortfall)."""
     from PIL import Image, ImageDraw, PngImagePlugin
 
     try:
@@ -66,6 +68,9 @@ def compose_png(png: bytes, texts: dict[str, str], brand: Brand, style: str | No
     measurer = Fonts(brand)
     chosen, band, area, logo_box, lines = plan(brand, style, canvas.width, canvas.height,
                                                texts, logo.size if logo else None, measurer)
+    note = shortfall(texts, lines)
+    if note is not None and notes is not None:
+        notes.append(note)
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     red, green, blue, alpha = brand.band

@@ -28,7 +28,7 @@ MAX_BATCH_BYTES = 16 * MB
 # The fields a request may carry, in flags and in `--from` lines.
 FIELDS = ("prompt", "negative", "quality", "style", "aspect", "size", "seed", "steps", "cfg",
           "model", "family", "workflow", "set", "param", "params", "priority", "requester",
-          "webhook", "count", "backend", "allow_cloud", "enhance", "on", "name", "key",
+          "webhook", "count", "backend", "allow_cloud", "enhance", "on", "name", "key", "max_run_s",
           *part_fields.FIELDS, *compose.FIELDS)
 
 
@@ -110,6 +110,8 @@ def _resolve(raw: dict[str, Any], config: Config, node_defs: RecordedDefs,
     composition = compose.from_request(raw, config.brands_dir)
     if composition is not None:
         spec.extra["compose"] = composition
+    if raw.get("max_run_s") not in (None, ""):
+        spec.extra["max_run_s"] = jobs.parse_max_run_s(raw["max_run_s"])
     spec.backend_requested, spec.cloud_allowed = _backend(raw, config, custom=spec.graph is not None,
                                                 parts=has_parts)
     spec.on_backend = _on(raw.get("on"), config, spec.backend_requested, reported)

@@ -203,8 +203,13 @@ def locate(client: ComfyClient, prompt_id: str) -> str:
 
 
 def over_time(inflight: Inflight) -> str:
-    return (f"ran longer than {inflight.max_run_s:g} s (worker.max_run_s); "
+    return (f"ran longer than {inflight.max_run_s:g} s ({limit_name(inflight)}); "
             "interrupted on ComfyUI")
+
+
+def limit_name(inflight: Inflight) -> str:
+    """Where a job's maximum run time came from: its own request, or the config."""
+    return "--max-run-s" if inflight.job.request.max_run_s is not None else "worker.max_run_s"
 
 
 def is_out_of_memory(error: dict[str, Any]) -> bool:
@@ -290,4 +295,4 @@ def _collect(inflight: Inflight, entry: HistoryEntry, client: ComfyClient, asset
         "generation_time_s": round(clock() - started, 3),
         "cost_usd": job.cost_usd or 0.0,  # what an earlier cloud attempt may have cost
         "error_message": None, **saved.fields,
-    })
+    }, notices=saved.notes)

@@ -41,6 +41,8 @@ class OutcomeLadder:
         fields = dict(outcome.fields)
         if outcome.kind is OutcomeKind.FAILED:
             fields["error_kind"] = failure_kind(outcome)
+        for notice in outcome.notices:
+            self.store.add_event(job.id, "notice", notice)
         finished = self.store.transition(job.id, outcome.kind.state, expect=JobState.RUNNING,
                                          worker_id=self.worker_id, message=outcome.message,
                                          phase_detail=None, **fields)

@@ -20,7 +20,7 @@ from zmm.errors import ComfyServerError, ComfyUnavailable
 from zmm.jobs import job_id_of_prompt
 from zmm.outcome import Outcome, OutcomeKind
 from zmm.store import Job, Store
-from zmm.worker.execution import GraphBuilder, Inflight, locate, over_time
+from zmm.worker.execution import GraphBuilder, Inflight, limit_name, locate, over_time
 from zmm.worker.outcomes import failed, requeue
 
 # Unreadable answers in a row about one job (invalid JSON, too large, too deep)
@@ -30,8 +30,9 @@ BAD_ANSWERS = 5
 
 @dataclass(frozen=True)
 class RunLimit:
-    """How long a job may run on ComfyUI (from its execution_start): worker.max_run_s,
-    or its style's entry in worker.max_run_s_by_style; 0 is no limit. Past it the
+    """How long a job may run on ComfyUI (from its execution_start): its own
+    `--max-run-s`, else its style's entry in worker.max_run_s_by_style, else
+    worker.max_run_s; 0 is no limit. Past it the
     job is interrupted and fails; if ComfyUI does not end it within `grace_s`
     more, it fails anyway and the worker moves on."""
 
@@ -46,6 +47,9 @@ class RunLimit:
                    grace_s)
 
     def for_job(self, inflight: Inflight) -> float:
+        own = inflight.job.request.max_run_s
+        if own is not None:
+            return own
         return self.by_style.get(inflight.job.style or "", self.default_s)
 
 
@@ -229,7 +233,7 @@ class Upkeep:
             elif job.stop_reason is None:
                 job.max_run_s = limit
                 self.observer.notice(f"{job.job.id} ran longer than {limit:g} s "
-                                     "(worker.max_run_s); interrupting it")
+                                     f"({limit_name(job)}); interrupting it")
                 self._stop(job, "max-run", result)
 
     def _poll_detached(self, inflight: list[Inflight], result: Review) -> None:
