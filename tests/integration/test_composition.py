@@ -114,3 +114,12 @@ def test_a_cloud_job_is_composed_too(home, clouds):  # noqa: F811
         assert assets.zmm_metadata(composed)["compose"] == dict(texts, brand="default")
     finally:
         world.close()
+
+
+def test_a_waiting_generate_says_when_the_text_did_not_fit(home, comfy, cli):
+    result = cli("generate", "composition test", "--size", "64x64", "--steps", "2",
+                 "--quality", "draft", "--title", "A title far too long for so small an image")
+    assert result.exit_code == 0, result.stderr
+    (job_id,) = [line.rsplit("/", 1)[-1].removesuffix(".png") for line in result.stdout.split()]
+    assert f"{job_id}: the image is too small for all of its text: title left out" \
+        in result.stderr

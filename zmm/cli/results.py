@@ -56,6 +56,10 @@ def follow(store: Any, ids: list[str], settings: Any, timeout: float | None, out
                                       on_change=view.update, timeout=timeout, between=between)
             if runner is not None:
                 runner.finish()
+            for job in jobs:  # what the jobs' workers noted (text cut to fit, ...)
+                for event in store.events(job.id):
+                    if event["kind"] == "notice":
+                        view.notice(f"{job.id}: {event['message']}")
     except KeyboardInterrupt:
         if runner is not None:
             runner.stop()
