@@ -12,13 +12,13 @@ import pytest
 from zmm import intake
 from zmm.assets import named
 from zmm.errors import InvalidInput, NotFound
-from zmm.intake import handles
+from zmm.intake import batch, handles
 
 
 def specs_of(tmp_path: Path, settings, lines: list[str], **flags):
-    batch = tmp_path / "lines.jsonl"
-    batch.write_text("\n".join(lines) + "\n")
-    return handles.number_handles(intake.read_batch(batch, flags, settings))
+    path = tmp_path / "lines.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return handles.number_handles(batch.read_batch(path, flags, settings))
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", ".hidden", "-x", "a\\b", "c:d", "two\nlines",

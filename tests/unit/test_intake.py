@@ -10,6 +10,7 @@ from PIL import Image
 
 from zmm import assets, intake, jobs
 from zmm.errors import InvalidInput, NotFound
+from zmm.intake import batch
 
 SDXL, SD15 = "sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"
 
@@ -160,7 +161,7 @@ def test_allow_cloud_must_be_a_yes_or_no(settings):
 def test_a_jsonl_batch_with_flags_as_defaults(settings, tmp_path):
     path = tmp_path / "batch.jsonl"
     path.write_text('{"prompt": "one"}\n\n{"prompt": "two", "priority": "LOW", "count": 2}\n')
-    specs = intake.read_batch(path, {"priority": "CRITICAL", "quality": "draft"}, settings)
+    specs = batch.read_batch(path, {"priority": "CRITICAL", "quality": "draft"}, settings)
     assert [spec.user_prompt for spec in specs] == ["one", "two", "two"]
     assert [spec.priority for spec in specs] == [jobs.Priority.CRITICAL] + [jobs.Priority.LOW] * 2
     assert {spec.quality_tier for spec in specs} == {"draft"}
@@ -169,7 +170,7 @@ def test_a_jsonl_batch_with_flags_as_defaults(settings, tmp_path):
 def test_a_csv_batch(settings, tmp_path):
     path = tmp_path / "batch.csv"
     path.write_text("prompt,steps\nfirst,10\n\"second, with a comma\",\n")
-    specs = intake.read_batch(path, {}, settings)
+    specs = batch.read_batch(path, {}, settings)
     assert [(spec.user_prompt, spec.steps) for spec in specs] == [("first", 10),
                                                                   ("second, with a comma", 25)]
 
@@ -186,7 +187,7 @@ def test_a_bad_line_is_named_and_nothing_is_returned(settings, tmp_path, name, t
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(InvalidInput) as caught:
-        intake.read_batch(path, {}, settings)
+        batch.read_batch(path, {}, settings)
     assert caught.value.field == field
 
 
@@ -194,10 +195,10 @@ def test_an_empty_or_missing_batch_file(settings, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(InvalidInput) as caught:
-        intake.read_batch(empty, {}, settings)
+        batch.read_batch(empty, {}, settings)
     assert caught.value.field == "from"
     with pytest.raises(NotFound):
-        intake.read_batch(tmp_path / "absent.jsonl", {}, settings)
+        batch.read_batch(tmp_path / "absent.jsonl", {}, settings)
 
 
 # -- --from-image ---------------------------------------------------------------------

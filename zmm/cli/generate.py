@@ -145,7 +145,7 @@ def generate(
     """Queue image jobs and (unless --no-wait) follow them until they finish."""
     from zmm import intake
     from zmm.config import fleet
-    from zmm.intake import handles, server_files
+    from zmm.intake import batch, handles, server_files
     from zmm.store import shared_batch
     from zmm.views import routing
 
@@ -171,7 +171,7 @@ def generate(
     if from_file is not None and (prompt is not None or from_image is not None):
         raise InvalidInput("from", "give one of PROMPT, --from FILE or --from-image FILE")
     if from_file is not None:
-        specs = intake.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
+        specs = batch.read_batch(from_file, {k: v for k, v in flags.items() if k != "prompt"},
                                   settings, reported=reported, node_defs=recorded)
     elif from_image is not None:
         if prompt is not None:
