@@ -12,6 +12,7 @@ import pytest
 import zmm
 from zmm import workflows
 from zmm.errors import InvalidInput, NotFound, WorkflowRejected
+from zmm.workflows.sets import apply_sets
 
 VALUES = {"prompt": 'a "quoted" $seed {x}', "negative": "", "seed": 7, "steps": 3, "cfg": 7.5,
           "sampler": "euler", "scheduler": "normal", "width": 64, "height": 64,
@@ -171,7 +172,7 @@ def test_validate_api_graph_accepts_other_output_classes_when_allowed():
 
 def test_apply_sets_by_id_class_and_title():
     original = template()
-    graph = workflows.apply_sets(original, ["3.denoise=0.6", "KSampler.steps=9",
+    graph = apply_sets(original, ["3.denoise=0.6", "KSampler.steps=9",
                                             "Save Image.filename_prefix=out/x",
                                             "Positive.text=a cat = a dog"])
     assert graph["3"]["inputs"]["denoise"] == 0.6 and graph["3"]["inputs"]["steps"] == 9
@@ -186,7 +187,7 @@ def test_apply_sets_by_id_class_and_title():
     ('{"a": 1}', {"a": 1}), ("", ""),
 ])
 def test_apply_sets_parses_json_values_else_keeps_text(raw, value):
-    graph = workflows.apply_sets(template(), [f"3.scheduler={raw}"])
+    graph = apply_sets(template(), [f"3.scheduler={raw}"])
     assert graph["3"]["inputs"]["scheduler"] == value
 
 
@@ -202,7 +203,7 @@ def test_apply_sets_parses_json_values_else_keeps_text(raw, value):
 ])
 def test_apply_sets_refuses(item, message):
     with pytest.raises(InvalidInput, match=message) as caught:
-        workflows.apply_sets(template(), [item])
+        apply_sets(template(), [item])
     assert caught.value.field == "set" and repr(item) in str(caught.value)
 
 

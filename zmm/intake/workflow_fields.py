@@ -30,8 +30,9 @@ def attach(spec: jobs.JobSpec, raw: dict[str, Any], template: Any, sets: list[st
     """Give `spec` its custom graph: `template`'s (a zmm.workflows.Template) with
     `--set`, the options and `params` applied, and its recorded values read back."""
     from zmm import workflows
+    from zmm.workflows.sets import apply_sets
 
-    graph = workflows.apply_sets(template.graph, sets)
+    graph = apply_sets(template.graph, sets)
     workflows.validate_api_graph(graph)
     spec.graph = graph
     spec.workflow = template.name
