@@ -242,6 +242,14 @@ class LiveProcess:
     def kill(self) -> None:
         self.process.kill()
 
+    def stop(self, timeout: float = 20.0) -> None:
+        """Ctrl-C, then a kill if it has not exited within `timeout`."""
+        self.signal(2)
+        try:
+            self.wait(timeout=timeout)
+        except Exception:
+            self.kill()
+
     def wait(self, timeout: float = 30.0) -> int:
         code = self.process.wait(timeout=timeout)
         for thread in self._threads:

@@ -40,11 +40,7 @@ def worker(serve_env):
     try:
         yield process
     finally:
-        process.signal(2)
-        try:
-            process.wait(timeout=20)
-        except Exception:
-            process.kill()
+        process.stop()
 
 
 def free_port() -> int:
@@ -91,8 +87,4 @@ def server(serve_env):
         wait_until(healthy, timeout=30, message=f"zmm serve on {url}; {process.stderr[-5:]}")
         yield Server(process, url, token)
     finally:
-        process.signal(2)
-        try:
-            process.wait(timeout=20)
-        except Exception:
-            process.kill()
+        process.stop()

@@ -11,6 +11,7 @@ with the `error` object of whatever ended the command.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import sys
@@ -231,3 +232,20 @@ def say(line: str) -> None:
     """A message for the person at the terminal (stderr)."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def recorded_node_defs(settings: Any) -> Any:
+    """A reader of the node definitions the spool records, merged over the
+    backends (read once, when a workflow needs them; None when none are)."""
+    return functools.cache(lambda: _recorded_node_defs(settings))
+
+
+def _recorded_node_defs(settings: Any) -> dict[str, Any] | None:
+    if not settings.spool_path.exists():
+        return None
+    with open_store(settings, read_only=True) as store:
+        per_backend = store.backend_nodes(defs=True)
+    merged: dict[str, Any] = {}
+    for defs in per_backend.values():
+        merged.update(defs)
+    return merged or None

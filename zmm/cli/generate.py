@@ -13,7 +13,15 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from zmm.cli.common import emit, emit_json, load_config, open_store, partial, say
+from zmm.cli.common import (
+    emit,
+    emit_json,
+    load_config,
+    open_store,
+    partial,
+    recorded_node_defs,
+    say,
+)
 from zmm.errors import InvalidInput
 
 app = typer.Typer(add_completion=False)
@@ -257,23 +265,6 @@ def check_timeout(timeout: float | None) -> None:
 
 def _custom(specs) -> bool:
     return any(spec.graph is not None for spec in specs)
-
-
-def recorded_node_defs(settings):
-    """A reader of the node definitions the spool records, merged over the
-    backends (read once, when a workflow needs them; None when none are)."""
-    return functools.cache(lambda: _recorded_node_defs(settings))
-
-
-def _recorded_node_defs(settings) -> dict[str, Any] | None:
-    if not settings.spool_path.exists():
-        return None
-    with open_store(settings, read_only=True) as store:
-        per_backend = store.backend_nodes(defs=True)
-    merged: dict[str, Any] = {}
-    for defs in per_backend.values():
-        merged.update(defs)
-    return merged or None
 
 
 def _reported_backends(settings) -> list[dict[str, Any]]:

@@ -155,7 +155,7 @@ def _load(file: Path, object_info: Path | None, recorded: Any = None
     if defs is None and recorded is not None:
         defs = recorded() or None
     if defs is None:
-        from zmm.cli.generate import recorded_node_defs
+        from zmm.cli.common import recorded_node_defs
 
         defs = recorded_node_defs(load_config())()
     if defs is None:
